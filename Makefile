@@ -1,0 +1,64 @@
+# The verbs of the README. Everything is installed by the project's own scripts:
+# a virtualenv from requirements.lock (scripts/bootstrap.sh), then jars, MinIO and Postgres
+# (python -m devstack install). State and logs: .state/ ; downloads: ~/.cache/rtap/.
+SHELL := /bin/bash
+PY    := .venv/bin/python
+EVENTS ?= 20000
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install run up demo test test-unit stop status password lint format lock measure docs clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv:
+	@scripts/bootstrap.sh
+
+install: venv ## install everything (virtualenv, Kafka/Spark jars, MinIO, Postgres) into caches
+	@$(PY) -m devstack install
+
+run: install ## command one: start the platform and run the demo pipeline once
+	@$(PY) -m devstack up
+	@$(PY) -m devstack demo --events $(EVENTS)
+
+up: install ## start every service (no demo)
+	@$(PY) -m devstack up
+
+demo: install ## produce demo events and run the stream once through Airflow
+	@$(PY) -m devstack demo --events $(EVENTS)
+
+test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
+	@$(PY) -m ruff check .
+	@$(PY) -m pytest
+
+test-unit: venv ## unit tests and DAG checks only (no services)
+	@$(PY) -m pytest -m "not integration"
+
+stop: ## stop everything the stack started (by pid, no orphans)
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; else echo "nothing installed"; fi
+
+status: ## each service, its ports, pid and health
+	@$(PY) -m devstack status
+
+password: ## print the Airflow admin login
+	@$(PY) -m devstack password
+
+lint: venv ## ruff check and format check
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+
+format: venv
+	@$(PY) -m ruff check --fix .
+	@$(PY) -m ruff format .
+
+lock: venv ## re-pin requirements.lock from requirements.txt
+	@.venv/bin/uv pip compile requirements.txt --python-version 3.11 --generate-hashes --no-header -o requirements.lock
+
+measure: install ## measure cold install, warm start and idle memory (writes docs/footprint.md)
+	@$(PY) scripts/measure.py
+
+docs: venv ## regenerate generated docs (event contract)
+	@$(PY) -m include.events.contract > docs/event-contract.md
+
+clean: stop ## stop and delete all state (keeps the download cache)
+	rm -rf .state

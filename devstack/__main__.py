@@ -1,0 +1,82 @@
+"""Command line of the local stack: ``python -m devstack <command>`` (the Makefile's verbs).
+
+Commands: install, up, demo, down, status, password, env. Errors of the environment end with a
+one-paragraph message and exit code 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from devstack import stack
+from devstack.airflow_api import AirflowApiError
+from devstack.install import InstallError
+from devstack.preflight import PreflightError
+from devstack.process import ProcessError
+from devstack.secrets import SecretError
+from devstack.services import ServiceError
+from devstack.settings import SettingError
+
+_FRIENDLY = (
+    SettingError,
+    SecretError,
+    PreflightError,
+    InstallError,
+    ServiceError,
+    ProcessError,
+    AirflowApiError,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("install", help="fetch and build everything into the cache (idempotent)")
+    sub.add_parser("up", help="install, then start every service (idempotent)")
+    demo = sub.add_parser("demo", help="run the pipeline once end to end and print a summary")
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=None)
+    sub.add_parser("down", help="stop everything this stack started")
+    sub.add_parser("status", help="each service, its ports, pid and health")
+    sub.add_parser("password", help="print the Airflow admin login")
+    sub.add_parser("env", help="print `export` lines for using the Airflow CLI against this stack")
+    args = p.parse_args(argv)
+
+    try:
+        ctx = stack.context()
+        if args.command == "install":
+            stack.install_all(ctx)
+            print("==> everything installed")
+        elif args.command == "up":
+            stack.up(ctx)
+        elif args.command == "demo":
+            from devstack import demo as demo_mod
+
+            if not stack.is_up(ctx):
+                stack.up(ctx)
+            return 0 if demo_mod.run(ctx, args.events, args.seed) else 1
+        elif args.command == "down":
+            stack.down(ctx)
+        elif args.command == "status":
+            return 0 if stack.print_status(ctx) else 1
+        elif args.command == "password":
+            print(f"user: admin\npassword: {ctx.secrets.airflow_admin_password}")
+        elif args.command == "env":
+            keys = [
+                k for k in ctx.env if k.startswith(("AIRFLOW", "RTAP_", "JAVA_HOME", "PYSPARK"))
+            ]
+            keys.append("PATH")
+            for k in sorted(keys):
+                print(f"export {k}={shlex.quote(ctx.env[k])}")
+    except _FRIENDLY as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

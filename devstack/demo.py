@@ -1,0 +1,140 @@
+"""The end-to-end demo of `make run`: topics -> events -> stream (via Airflow) -> summary.
+
+Every step goes through the real services: topics are provisioned by the ``kafka_topics``
+DAG, the stream runs as the ``stream_events`` DAG's SparkSubmitOperator task (bounded mode),
+and the summary reads the lake back with Spark through the file sink's metadata.
+"""
+
+from __future__ import annotations
+
+import time
+
+from devstack import environment
+from devstack.airflow_api import AirflowApi
+from devstack.services import Context
+from devstack.spark import lake_report
+from include import pipeline
+from include.analytics import store
+from include.events.generator import generate
+from include.events.producer import produce
+
+
+def _say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def api(ctx: Context) -> AirflowApi:
+    return AirflowApi(
+        ctx.settings.airflow_url, environment.AIRFLOW_ADMIN_USER, ctx.secrets.airflow_admin_password
+    )
+
+
+def run_dag(
+    client: AirflowApi, dag_id: str, conf: dict | None = None, timeout: float = 900
+) -> None:
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    run_id = client.trigger(dag_id, conf)
+    _say(f"triggered {dag_id} ({run_id}); waiting")
+    t0 = time.monotonic()
+    state = client.wait_for_run(dag_id, run_id, timeout)
+    if state != "success":
+        tasks = client.task_states(dag_id, run_id)
+        raise RuntimeError(
+            f"DAG {dag_id} run {run_id} ended {state}; task states: {tasks}. Task logs are under "
+            "the Airflow UI (Grid view) and <state>/airflow/logs"
+        )
+    _say(f"{dag_id} succeeded in {time.monotonic() - t0:.0f}s")
+
+
+def pg_params(ctx: Context) -> dict:
+    s = ctx.settings
+    return {
+        "host": s.host,
+        "port": s.ports.postgres,
+        "user": environment.ANALYTICS_DB_USER,
+        "password": ctx.secrets.pg_password,
+        "dbname": environment.ANALYTICS_DB,
+    }
+
+
+def run(ctx: Context, events: int, seed: int | None) -> bool:
+    client = api(ctx)
+    client.login()  # proves the admin login works before we rely on it
+    run_dag(client, "kafka_topics")
+
+    seed = seed if seed is not None else int(time.time())
+    _say(f"producing {events:,} demo events (seed {seed}) to topic {pipeline.EVENTS_TOPIC}")
+    batch = generate(events, seed=seed, bad_share=0.02, irrelevant_share=0.03, duplicate_share=0.01)
+    record = produce(
+        batch, topic=pipeline.EVENTS_TOPIC, bootstrap_servers=ctx.settings.kafka_bootstrap
+    )
+    conn = store.connect(pg_params(ctx))
+    try:
+        store.record_run(conn, record)
+    finally:
+        conn.close()
+    _say(
+        f"produced {record.events:,} events in {record.seconds:.1f}s; partitions {record.by_partition}"
+    )
+
+    run_dag(client, "stream_events", {"mode": "bounded"})
+    return summary(ctx)
+
+
+def summary(ctx: Context) -> bool:
+    s = ctx.settings
+    lake = lake_report(
+        ctx,
+        pipeline.s3a(s.bucket, pipeline.RAW_EVENTS_PREFIX),
+        pipeline.s3a(s.bucket, pipeline.DEAD_LETTER_PREFIX),
+    )
+    conn = store.connect(pg_params(ctx))
+    try:
+        produced = store.produced_totals(conn, pipeline.EVENTS_TOPIC)
+        agg = store.aggregate_totals(conn)
+    finally:
+        conn.close()
+    checks = {
+        "lake rows = valid distinct events produced": lake["rows"] == produced["valid"],
+        "dead-letter rows = invalid events produced": lake["dead_letter_rows"]
+        == produced["invalid"],
+        "lake has no duplicate event_id": lake["rows"] == lake["distinct_ids"],
+        "Postgres purchases = purchases produced": agg["purchases"] == produced["purchases"],
+        "Postgres units = units produced": agg["units"] == produced["units"],
+        "Postgres revenue = revenue produced": abs(agg["revenue"] - produced["revenue"]) < 0.01,
+    }
+    width = 44
+    print()
+    print("=" * 72)
+    print(" Real-time analytics platform: demo summary (all runs so far)")
+    print("=" * 72)
+    print(
+        f" {'events produced (recorded runs: ' + str(produced['runs']) + ')':<{width}} {produced['events']:>12,}"
+    )
+    print(f" {'  of which valid':<{width}} {produced['valid']:>12,}")
+    print(
+        f" {'Parquet rows in s3://' + s.bucket + '/' + pipeline.RAW_EVENTS_PREFIX:<{width}} {lake['rows']:>12,}"
+    )
+    print(f" {'  of which invalid (to the dead-letter path)':<{width}} {produced['invalid']:>12,}")
+    print(f" {'  dead-letter rows':<{width}} {lake['dead_letter_rows']:>12,}")
+    print(
+        f" {'purchases produced / in Postgres':<{width}} {produced['purchases']:>5,} / {agg['purchases']:,}"
+    )
+    print(
+        f" {'revenue produced / in Postgres':<{width}} {produced['revenue']:>,.2f} / {agg['revenue']:,.2f}"
+    )
+    print(f" {'aggregate rows (category_sales_minute)':<{width}} {agg['rows']:>12,}")
+    print("-" * 72)
+    for name, ok in checks.items():
+        print(f" [{'ok' if ok else 'MISMATCH'}] {name}")
+    print("-" * 72)
+    print(f" Airflow UI    {s.airflow_url}   user: {environment.AIRFLOW_ADMIN_USER}")
+    print(f"               password: `make password` (kept in {s.secrets_file})")
+    print(f" MinIO console http://{s.host}:{s.ports.s3_console}   (S3 keys in the same file)")
+    print(
+        f" Postgres      {s.host}:{s.ports.postgres} db {environment.ANALYTICS_DB} user {environment.ANALYTICS_DB_USER}"
+    )
+    print(f" state & logs  {s.state_dir}")
+    print("=" * 72)
+    return all(checks.values())

@@ -1,0 +1,130 @@
+"""The process environment every component of the local stack runs with.
+
+Airflow reads its configuration and its connections from ``AIRFLOW__*`` / ``AIRFLOW_CONN_*``
+variables built here from the settings and the generated credentials: nothing secret is
+written into Airflow's config file or metadata database, and the DAGs only name connection ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from devstack.secrets import Secrets
+from devstack.settings import ROOT, Settings
+from include import connections
+
+AIRFLOW_ADMIN_USER = "admin"
+AIRFLOW_DB = "airflow"
+AIRFLOW_DB_USER = "airflow"
+ANALYTICS_DB = "analytics"
+ANALYTICS_DB_USER = "rtap"
+PG_SUPERUSER = "postgres"
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def java_home() -> str | None:
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    for candidate in sorted(Path("/usr/lib/jvm").glob("java-17-openjdk*")):
+        if (candidate / "bin" / "java").exists():
+            return str(candidate)
+    return None
+
+
+def spark_jars(settings: Settings) -> list[str]:
+    if not settings.spark_jars_dir.is_dir():
+        return []
+    return sorted(str(p) for p in settings.spark_jars_dir.glob("*.jar"))
+
+
+def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` variables for the four connections the DAGs use."""
+    conns = {
+        connections.KAFKA: {
+            "conn_type": "kafka",
+            "extra": {"bootstrap.servers": settings.kafka_bootstrap},
+        },
+        connections.SPARK: {
+            "conn_type": "spark",
+            "host": settings.spark_master,
+            "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"},
+        },
+        connections.S3: {
+            "conn_type": "aws",
+            "login": secrets.s3_access_key,
+            "password": secrets.s3_secret_key,
+            "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
+        },
+        connections.POSTGRES: {
+            "conn_type": "postgres",
+            "host": settings.host,
+            "port": settings.ports.postgres,
+            "login": ANALYTICS_DB_USER,
+            "password": secrets.pg_password,
+            "schema": ANALYTICS_DB,
+        },
+    }
+    return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(body) for cid, body in conns.items()}
+
+
+def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
+    """Airflow configuration as environment variables (no airflow.cfg edits)."""
+    db_url = (
+        f"postgresql+psycopg2://{AIRFLOW_DB_USER}:{secrets.airflow_db_password}"
+        f"@{settings.host}:{settings.ports.postgres}/{AIRFLOW_DB}"
+    )
+    home = settings.airflow_home
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__FERNET_KEY": secrets.airflow_fernet_key,
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+        "AIRFLOW__API__HOST": settings.host,
+        "AIRFLOW__API__PORT": str(settings.ports.airflow),
+        "AIRFLOW__API__BASE_URL": settings.airflow_url,
+        "AIRFLOW__API__SECRET_KEY": secrets.airflow_secret_key,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.airflow_jwt_secret,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+    }
+
+
+def stack_env(
+    settings: Settings, secrets: Secrets, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The full environment for Airflow components, spark-submit and our CLIs."""
+    env = dict(os.environ if base is None else base)
+    env.update(airflow_env(settings, secrets))
+    env.update(connection_env(settings, secrets))
+    env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+    jhome = java_home()
+    if jhome:
+        env["JAVA_HOME"] = jhome
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env["SPARK_LOCAL_IP"] = settings.host
+    env["RTAP_SPARK_JARS"] = ",".join(spark_jars(settings))
+    env["RTAP_STATE_DIR"] = str(settings.state_dir)
+    env["RTAP_BUCKET"] = settings.bucket
+    env["RTAP_EVENTS_TOPIC"] = settings.events_topic
+    env["RTAP_DEAD_LETTER_TOPIC"] = settings.dead_letter_topic
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

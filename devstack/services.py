@@ -1,0 +1,532 @@
+"""The services of the local stack, each a plain process on loopback.
+
+Each service knows how to prepare its state (once), start, report health and stop. State and
+logs live under the state directory: ``<state>/<service>/`` and ``<state>/logs/<service>.log``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from devstack import environment, process
+from devstack.install import postgres_bindir
+from devstack.secrets import Secrets
+from devstack.settings import Settings
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass
+class Context:
+    settings: Settings
+    secrets: Secrets
+    env: dict[str, str]
+
+    def pid_file(self, name: str) -> Path:
+        return self.settings.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.settings.logs_dir / f"{name}.log"
+
+
+@dataclass
+class Health:
+    ok: bool
+    detail: str
+
+
+class Service:
+    name: str = ""
+    components: tuple[str, ...] = ()  # process names (pid files); default: (name,)
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {}
+
+    def procs(self) -> tuple[str, ...]:
+        return self.components or (self.name,)
+
+    def running(self, ctx: Context) -> dict[str, psutil.Process | None]:
+        return {c: process.find(ctx.pid_file(c)) for c in self.procs()}
+
+    def start(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def health(self, ctx: Context) -> Health:
+        raise NotImplementedError
+
+    def stop(self, ctx: Context) -> None:
+        for component in reversed(self.procs()):
+            process.stop(ctx.pid_file(component))
+
+    def wait_healthy(self, ctx: Context, timeout: float) -> None:
+        def check() -> bool:
+            dead = [c for c, p in self.running(ctx).items() if p is None]
+            if dead:
+                raise ServiceError(
+                    f"{self.name}: process {', '.join(dead)} exited; see {ctx.log_file(dead[0])}"
+                )
+            return self.health(ctx).ok
+
+        try:
+            process.wait_until(
+                check, timeout=timeout, interval=1.0, what=f"{self.name} to be healthy"
+            )
+        except process.ProcessError as exc:
+            raise ServiceError(f"{exc}; see {ctx.log_file(self.procs()[0])}") from None
+
+
+# --------------------------------------------------------------------------- Postgres
+
+
+def _run_as_postgres_user() -> str | None:
+    """Postgres refuses to run as root; as root we run it as the ``postgres`` OS user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+            check=True,
+        )
+    return "postgres"
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not os.stat(parent).st_mode & 0o001:
+            return False
+    return True
+
+
+class Postgres(Service):
+    name = "postgres"
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {"pg": ctx.settings.ports.postgres}
+
+    def data_dir(self, ctx: Context) -> Path:
+        return ctx.settings.postgres_dir / "data"
+
+    def socket_dir(self, ctx: Context) -> Path:
+        return ctx.settings.postgres_dir / "socket"
+
+    def _prepare(self, ctx: Context, bindir: Path, user: str | None) -> None:
+        pg_dir = ctx.settings.postgres_dir
+        if user and not pg_dir.exists() and not _traversable_by_others(ctx.settings.state_dir):
+            # The postgres OS user cannot reach a state dir under e.g. /root: keep the data
+            # where it can, and link it into the state dir.
+            outside = Path("/var/lib/rtap") / uuid.uuid5(uuid.NAMESPACE_URL, str(pg_dir)).hex[:12]
+            outside.mkdir(parents=True, exist_ok=True)
+            os.chmod(outside.parent, 0o755)
+            pg_dir.parent.mkdir(parents=True, exist_ok=True)
+            pg_dir.symlink_to(outside, target_is_directory=True)
+        pg_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir(ctx).mkdir(parents=True, exist_ok=True)
+        if user:
+            shutil.chown(pg_dir, user)
+            shutil.chown(self.socket_dir(ctx), user)
+        if (self.data_dir(ctx) / "PG_VERSION").exists():
+            return
+        with tempfile.NamedTemporaryFile("w", dir=pg_dir, delete=False) as pw:
+            pw.write(ctx.secrets.pg_superuser_password)
+        try:
+            if user:
+                shutil.chown(pw.name, user)
+            proc = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir(ctx)),
+                    "-U",
+                    environment.PG_SUPERUSER,
+                    f"--pwfile={pw.name}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                capture_output=True,
+                text=True,
+                user=user,
+            )
+        finally:
+            os.unlink(pw.name)
+        if proc.returncode != 0:
+            raise ServiceError(f"postgres initdb failed: {proc.stderr.strip()[-500:]}")
+
+    def start(self, ctx: Context) -> None:
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise ServiceError("no PostgreSQL server binaries found; run `make install`")
+        user = _run_as_postgres_user()
+        self._prepare(ctx, bindir, user)
+        log = ctx.log_file(self.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        argv = [
+            str(bindir / "postgres"),
+            "-D",
+            str(self.data_dir(ctx)),
+            "-p",
+            str(ctx.settings.ports.postgres),
+            "-c",
+            f"listen_addresses={ctx.settings.host}",
+            "-c",
+            f"unix_socket_directories={self.socket_dir(ctx)}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+        ]
+        env = {k: v for k, v in ctx.env.items() if not k.startswith(("AIRFLOW", "RTAP_"))}
+        if user:
+            self._start_as(argv, ctx, env, user)
+        else:
+            process.start(argv, pid_file=ctx.pid_file(self.name), log_file=log, env=env)
+
+    def _start_as(self, argv: list[str], ctx: Context, env: dict[str, str], user: str) -> None:
+        log = ctx.log_file(self.name)
+        with open(log, "ab") as fh:
+            popen = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                user=user,
+                start_new_session=True,
+                cwd="/",
+            )
+        proc = psutil.Process(popen.pid)
+        ctx.pid_file(self.name).parent.mkdir(parents=True, exist_ok=True)
+        ctx.pid_file(self.name).write_text(
+            json.dumps({"pid": popen.pid, "create_time": proc.create_time()})
+        )
+
+    def health(self, ctx: Context) -> Health:
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(
+                host=ctx.settings.host,
+                port=ctx.settings.ports.postgres,
+                user=environment.PG_SUPERUSER,
+                password=ctx.secrets.pg_superuser_password,
+                dbname="postgres",
+                connect_timeout=3,
+            )
+            conn.close()
+            return Health(True, "accepting connections")
+        except psycopg2.Error as exc:
+            return Health(False, str(exc).strip().splitlines()[0] if str(exc) else "not ready")
+
+    def bootstrap(self, ctx: Context) -> None:
+        """Create (or update) the roles and databases; idempotent."""
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(
+            host=ctx.settings.host,
+            port=ctx.settings.ports.postgres,
+            user=environment.PG_SUPERUSER,
+            password=ctx.secrets.pg_superuser_password,
+            dbname="postgres",
+        )
+        conn.autocommit = True
+        roles = {
+            environment.AIRFLOW_DB_USER: (ctx.secrets.airflow_db_password, environment.AIRFLOW_DB),
+            environment.ANALYTICS_DB_USER: (ctx.secrets.pg_password, environment.ANALYTICS_DB),
+        }
+        with conn.cursor() as cur:
+            for role, (password, db) in roles.items():
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(
+                    sql.SQL(verb + " ROLE {} WITH LOGIN PASSWORD %s").format(sql.Identifier(role)),
+                    (password,),
+                )
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+                if not cur.fetchone():
+                    cur.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(db), sql.Identifier(role)
+                        )
+                    )
+        conn.close()
+
+    def stop(self, ctx: Context) -> None:
+        proc = process.find(ctx.pid_file(self.name))
+        if proc is not None:
+            try:
+                proc.send_signal(signal.SIGINT)  # "fast" shutdown: clean, does not wait for clients
+                proc.wait(timeout=30)
+            except (psutil.Error, psutil.TimeoutExpired):
+                pass
+        process.stop(ctx.pid_file(self.name))
+
+
+# --------------------------------------------------------------------------- S3 (MinIO)
+
+
+class S3Server(Service):
+    name = "minio"
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {"s3": ctx.settings.ports.s3, "console": ctx.settings.ports.s3_console}
+
+    def start(self, ctx: Context) -> None:
+        binary = ctx.settings.minio_binary
+        if not binary.exists():
+            raise ServiceError("MinIO is not built yet; run `make install`")
+        data = ctx.settings.s3_data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": ctx.env["PATH"],
+            "HOME": ctx.env.get("HOME", "/tmp"),
+            "MINIO_ROOT_USER": ctx.secrets.s3_access_key,
+            "MINIO_ROOT_PASSWORD": ctx.secrets.s3_secret_key,
+            "MINIO_UPDATE": "off",
+            "MINIO_BROWSER_REDIRECT": "off",
+        }
+        s = ctx.settings
+        process.start(
+            [
+                str(binary),
+                "server",
+                str(data),
+                "--quiet",
+                "--address",
+                f"{s.host}:{s.ports.s3}",
+                "--console-address",
+                f"{s.host}:{s.ports.s3_console}",
+            ],
+            pid_file=ctx.pid_file(self.name),
+            log_file=ctx.log_file(self.name),
+            env=env,
+        )
+
+    def health(self, ctx: Context) -> Health:
+        url = f"{ctx.settings.s3_endpoint}/minio/health/live"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                return Health(resp.status == 200, f"HTTP {resp.status}")
+        except OSError as exc:
+            return Health(False, str(exc))
+
+    def bootstrap(self, ctx: Context) -> None:
+        from include.lake.s3 import ensure_bucket, s3_client
+
+        client = s3_client(
+            endpoint_url=ctx.settings.s3_endpoint,
+            access_key=ctx.secrets.s3_access_key,
+            secret_key=ctx.secrets.s3_secret_key,
+        )
+        ensure_bucket(client, ctx.settings.bucket)
+
+
+# --------------------------------------------------------------------------- Kafka (KRaft)
+
+_LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.apache.name = org.apache.kafka
+logger.apache.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+class Kafka(Service):
+    name = "kafka"
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {
+            "broker": ctx.settings.ports.kafka,
+            "controller": ctx.settings.ports.kafka_controller,
+        }
+
+    def server_properties(self, ctx: Context) -> str:
+        s = ctx.settings
+        data = s.kafka_dir / "data"
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={s.host}:{s.ports.kafka_controller}",
+                f"listeners=PLAINTEXT://{s.host}:{s.ports.kafka},CONTROLLER://{s.host}:{s.ports.kafka_controller}",
+                f"advertised.listeners=PLAINTEXT://{s.host}:{s.ports.kafka}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=3",
+                "auto.create.topics.enable=false",
+                # Single node: internal topics must not ask for more replicas than exist.
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "",
+            ]
+        )
+
+    def _java(self, ctx: Context) -> list[str]:
+        jhome = ctx.env.get("JAVA_HOME")
+        java = str(Path(jhome) / "bin" / "java") if jhome else "java"
+        return [
+            java,
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={ctx.settings.kafka_dir / 'log4j2.properties'}",
+            "-cp",
+            str(ctx.settings.kafka_jars_dir / "*"),
+        ]
+
+    def start(self, ctx: Context) -> None:
+        kdir = ctx.settings.kafka_dir
+        kdir.mkdir(parents=True, exist_ok=True)
+        props = kdir / "server.properties"
+        props.write_text(self.server_properties(ctx))
+        (kdir / "log4j2.properties").write_text(_LOG4J2)
+        if not (kdir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            out = subprocess.run(
+                [
+                    *self._java(ctx),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ],
+                capture_output=True,
+                text=True,
+                env=ctx.env,
+            )
+            if out.returncode != 0:
+                raise ServiceError(
+                    f"formatting Kafka storage failed: {(out.stderr or out.stdout)[-500:]}"
+                )
+        process.start(
+            [*self._java(ctx), "kafka.Kafka", str(props)],
+            pid_file=ctx.pid_file(self.name),
+            log_file=ctx.log_file(self.name),
+            env=ctx.env,
+        )
+
+    def health(self, ctx: Context) -> Health:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            admin = AdminClient(
+                {
+                    "bootstrap.servers": ctx.settings.kafka_bootstrap,
+                    "socket.timeout.ms": 3000,
+                    "log_level": 2,
+                }
+            )  # quiet "connection refused" while it starts
+            md = admin.list_topics(timeout=3)
+            return Health(
+                bool(md.brokers), f"{len(md.brokers)} broker(s), {len(md.topics)} topic(s)"
+            )
+        except Exception as exc:
+            return Health(False, str(exc))
+
+
+# --------------------------------------------------------------------------- Airflow
+
+
+class Airflow(Service):
+    name = "airflow"
+    components = (
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    )
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {"api/ui": ctx.settings.ports.airflow}
+
+    def _airflow(self) -> str:
+        return str(environment.venv_bin() / "airflow")
+
+    def migrate(self, ctx: Context) -> None:
+        home = ctx.settings.airflow_home
+        home.mkdir(parents=True, exist_ok=True)
+        pw_file = home / "passwords.json"
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({environment.AIRFLOW_ADMIN_USER: ctx.secrets.airflow_admin_password}, fh)
+        log = ctx.log_file("airflow-db-migrate")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as fh:
+            rc = subprocess.run(
+                [self._airflow(), "db", "migrate"], stdout=fh, stderr=subprocess.STDOUT, env=ctx.env
+            ).returncode
+        if rc != 0:
+            raise ServiceError(f"`airflow db migrate` failed; see {log}")
+
+    def start(self, ctx: Context) -> None:
+        self.migrate(ctx)
+        env = dict(ctx.env, AIRFLOW__API__WORKERS="1")
+        for component in self.components:
+            sub = component.removeprefix("airflow-")
+            process.start(
+                [self._airflow(), sub],
+                pid_file=ctx.pid_file(component),
+                log_file=ctx.log_file(component),
+                env=env,
+                cwd=ctx.settings.airflow_home,
+            )
+
+    def health(self, ctx: Context) -> Health:
+        url = f"{ctx.settings.airflow_url}/api/v2/monitor/health"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            return Health(False, str(exc))
+        states = {k: (v or {}).get("status") for k, v in body.items()}
+        ok = all(s == "healthy" for s in states.values())
+        return Health(ok, ", ".join(f"{k}={v}" for k, v in states.items()))
+
+
+# Start order; stop runs in reverse.
+ALL: tuple[Service, ...] = (Postgres(), S3Server(), Kafka(), Airflow())
+
+
+def by_name(name: str) -> Service:
+    for svc in ALL:
+        if svc.name == name:
+            return svc
+    raise KeyError(name)

@@ -1,0 +1,72 @@
+"""Run a Spark app from the command line with the same settings Airflow's operator uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from devstack import environment
+from devstack.services import Context
+from include.spark.submit import BASE_CONF, SPARK_APPS, pg_env, s3a_conf
+
+
+def submit_env(ctx: Context) -> dict[str, str]:
+    s = ctx.settings
+    env = dict(ctx.env)
+    env.update(
+        AWS_ACCESS_KEY_ID=ctx.secrets.s3_access_key,
+        AWS_SECRET_ACCESS_KEY=ctx.secrets.s3_secret_key,
+        AWS_REGION="us-east-1",
+    )
+    env.update(
+        pg_env(
+            s.host,
+            s.ports.postgres,
+            environment.ANALYTICS_DB_USER,
+            ctx.secrets.pg_password,
+            environment.ANALYTICS_DB,
+        )
+    )
+    return env
+
+
+def submit_argv(ctx: Context, app: str, args: list[str]) -> list[str]:
+    conf = {**BASE_CONF, **s3a_conf(ctx.settings.s3_endpoint, "us-east-1")}
+    argv = ["spark-submit", "--master", ctx.settings.spark_master]
+    jars = environment.spark_jars(ctx.settings)
+    if jars:
+        argv += ["--jars", ",".join(jars)]
+    for k, v in conf.items():
+        argv += ["--conf", f"{k}={v}"]
+    return [*argv, str(SPARK_APPS / app), *args]
+
+
+def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: float = 900) -> str:
+    """Run ``spark_apps/<app>``; return its stdout (stderr goes to ``log_file``)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log:
+        proc = subprocess.run(
+            submit_argv(ctx, app, args),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=submit_env(ctx),
+            timeout=timeout,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"spark app {app} failed (exit {proc.returncode}); see {log_file}")
+    return proc.stdout
+
+
+def lake_report(ctx: Context, lake_path: str, dead_letter_path: str) -> dict:
+    out = run_app(
+        ctx,
+        "lake_report.py",
+        ["--lake-path", lake_path, "--dead-letter-path", dead_letter_path],
+        ctx.settings.logs_dir / "lake_report.log",
+    )
+    for line in out.splitlines():
+        if line.startswith("LAKE_REPORT "):
+            return json.loads(line.removeprefix("LAKE_REPORT "))
+    raise RuntimeError("lake_report printed no LAKE_REPORT line")

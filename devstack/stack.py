@@ -1,0 +1,176 @@
+"""Bring the whole stack up or down, and report its status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from devstack import environment, install, preflight
+from devstack.secrets import load_or_create
+from devstack.services import ALL, Context, Postgres, S3Server
+from devstack.settings import SPARK_VERSION, Settings, load
+
+
+def context(settings: Settings | None = None) -> Context:
+    settings = settings or load()
+    secrets = load_or_create(settings.secrets_file)
+    return Context(settings=settings, secrets=secrets, env=environment.stack_env(settings, secrets))
+
+
+def _say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def check_spark_versions(ctx: Context) -> str:
+    """Fail if the Python pyspark differs from the JVM Spark that spark-submit runs."""
+    import pyspark
+
+    out = subprocess.run(
+        ["spark-submit", "--version"], capture_output=True, text=True, env=ctx.env, timeout=120
+    )
+    match = re.search(r"version (\d+\.\d+\.\d+)", out.stdout + out.stderr)
+    jvm = match.group(1) if match else "unknown"
+    if pyspark.__version__ != jvm or jvm != SPARK_VERSION:
+        raise preflight.PreflightError(
+            f"Spark versions disagree: Python pyspark {pyspark.__version__}, JVM Spark {jvm}, "
+            f"expected {SPARK_VERSION}. pyspark-client may have overwritten pyspark's files: "
+            "run `rm -rf .venv && make install`"
+        )
+    return jvm
+
+
+def install_all(ctx: Context) -> None:
+    cold = install.is_cold(ctx.settings)
+    preflight.check_all(ctx.settings, ctx.env.get("JAVA_HOME"), cold=cold)
+    install.install_all(ctx.settings)
+
+
+def up(ctx: Context) -> None:
+    install_all(ctx)
+    check_spark_versions(ctx)
+    for svc in ALL:
+        running = svc.running(ctx)
+        if all(running.values()):
+            if svc.health(ctx).ok:
+                _say(f"{svc.name}: already running")
+                continue
+            svc.wait_healthy(ctx, timeout=60)
+            continue
+        if any(running.values()):
+            _say(f"{svc.name}: partly running; restarting it")
+            svc.stop(ctx)
+        preflight.check_ports(_port_settings(ctx, svc), ctx.settings.host)
+        _say(f"{svc.name}: starting")
+        t0 = time.monotonic()
+        svc.start(ctx)
+        svc.wait_healthy(ctx, timeout=240)
+        _say(f"{svc.name}: healthy after {time.monotonic() - t0:.1f}s")
+        if isinstance(svc, Postgres | S3Server):
+            svc.bootstrap(ctx)
+
+
+def _port_settings(ctx: Context, svc) -> dict[str, int]:
+    """Ports of ``svc`` keyed by the name of the setting that moves them."""
+    p = ctx.settings.ports
+    return {
+        "postgres": {"pg": p.postgres},
+        "minio": {"s3": p.s3, "s3_console": p.s3_console},
+        "kafka": {"kafka": p.kafka, "kafka_controller": p.kafka_controller},
+        "airflow": {"airflow": p.airflow},
+    }[svc.name]
+
+
+def leftovers(ctx: Context) -> list[psutil.Process]:
+    """Processes still running with this stack's state dir in their environment or command."""
+    marker = str(ctx.settings.state_dir)
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == me:
+            continue
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            env_hit = proc.environ().get("RTAP_STATE_DIR") == marker
+        except psutil.Error:
+            continue
+        if marker in cmd or env_hit:
+            found.append(proc)
+    return found
+
+
+def down(ctx: Context) -> None:
+    for svc in reversed(ALL):
+        if any(svc.running(ctx).values()):
+            _say(f"{svc.name}: stopping")
+            svc.stop(ctx)
+    rest = leftovers(ctx)
+    for proc in rest:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(rest, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    if rest:
+        _say(f"stopped {len(rest)} leftover process(es) of this stack")
+    _say("stack stopped")
+
+
+@dataclass
+class Row:
+    service: str
+    component: str
+    ports: str
+    pid: str
+    health: str
+
+
+def status_rows(ctx: Context) -> list[Row]:
+    rows = []
+    for svc in ALL:
+        running = svc.running(ctx)
+        ports = ", ".join(f"{k}:{v}" for k, v in svc.ports(ctx).items())
+        health = svc.health(ctx) if all(running.values()) else None
+        for comp, proc in running.items():
+            if proc is None:
+                state = "stopped"
+            elif health is None:
+                state = "running (other components down)"
+            else:
+                state = ("healthy: " if health.ok else "UNHEALTHY: ") + health.detail
+            rows.append(Row(svc.name, comp, ports, str(proc.pid) if proc else "-", state))
+    rows.append(
+        Row(
+            "spark",
+            f"master {ctx.settings.spark_master}",
+            "-",
+            "-",
+            "per job (spark-submit from Airflow tasks)",
+        )
+    )
+    return rows
+
+
+def print_status(ctx: Context) -> bool:
+    rows = status_rows(ctx)
+    widths = [
+        max(len(getattr(r, f)) for r in rows) for f in ("service", "component", "ports", "pid")
+    ]
+    header = ("SERVICE", "COMPONENT", "PORTS", "PID")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    print(fmt.format(*header, "HEALTH"))
+    for r in rows:
+        print(fmt.format(r.service, r.component, r.ports, r.pid, r.health))
+    print(f"\nstate and logs: {ctx.settings.state_dir}  (logs in {ctx.settings.logs_dir})")
+    return all(r.health.startswith(("healthy", "per job")) for r in rows)
+
+
+def is_up(ctx: Context) -> bool:
+    return all(all(svc.running(ctx).values()) and svc.health(ctx).ok for svc in ALL)

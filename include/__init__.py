@@ -1,0 +1,1 @@
+"""Importable logic of the platform: DAGs and Spark apps import from here."""

@@ -1,0 +1,1 @@
+"""The analytics database (Postgres): tables the stream writes and the dashboard reads."""

@@ -1,0 +1,173 @@
+"""Tables of the analytics database and the few statements our code runs on them.
+
+The DDL is idempotent (``CREATE ... IF NOT EXISTS``) and applied by whoever needs the tables
+first: the stream at start, the producer when it records a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from include.events.producer import RunRecord
+
+DDL = """
+CREATE TABLE IF NOT EXISTS ingest_runs (
+    run_id        text PRIMARY KEY,
+    topic         text NOT NULL,
+    produced_at   timestamptz NOT NULL DEFAULT now(),
+    events        bigint NOT NULL,
+    valid         bigint NOT NULL,
+    by_kind       jsonb NOT NULL,
+    by_partition  jsonb NOT NULL,
+    purchases     bigint NOT NULL,
+    units         bigint NOT NULL,
+    revenue       numeric(18, 2) NOT NULL,
+    id_digest     text NOT NULL
+);
+
+-- Per-minute purchase aggregates by category, upserted by the stream. The key is the window
+-- and the category, so a replayed micro-batch rewrites the same rows with the same values.
+CREATE TABLE IF NOT EXISTS category_sales_minute (
+    window_start  timestamptz NOT NULL,
+    window_end    timestamptz NOT NULL,
+    category      text NOT NULL,
+    purchases     bigint NOT NULL,
+    units         bigint NOT NULL,
+    revenue       numeric(18, 2) NOT NULL,
+    buyers        bigint NOT NULL,
+    batch_id      bigint NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (window_start, category)
+);
+"""
+
+UPSERT_CATEGORY_SALES = """
+INSERT INTO category_sales_minute
+    (window_start, window_end, category, purchases, units, revenue, buyers, batch_id, updated_at)
+VALUES %s
+ON CONFLICT (window_start, category) DO UPDATE SET
+    window_end = EXCLUDED.window_end,
+    purchases  = EXCLUDED.purchases,
+    units      = EXCLUDED.units,
+    revenue    = EXCLUDED.revenue,
+    buyers     = EXCLUDED.buyers,
+    batch_id   = EXCLUDED.batch_id,
+    updated_at = now()
+"""
+
+CATEGORY_SALES_COLUMNS = (
+    "window_start",
+    "window_end",
+    "category",
+    "purchases",
+    "units",
+    "revenue",
+    "buyers",
+)
+
+
+def connect(params: Mapping[str, Any], schema: str = "public"):
+    """A psycopg2 connection (params: host, port, user, password, dbname) whose tables live in
+    ``schema``: tests use their own schema so they never touch the demo's tables."""
+    import psycopg2
+    from psycopg2 import sql
+
+    if not schema.isidentifier():
+        raise ValueError(f"Postgres schema {schema!r} is not a plain identifier")
+    conn = psycopg2.connect(connect_timeout=10, options=f"-c search_path={schema}", **params)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.commit()
+    return conn
+
+
+def ensure_schema(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(DDL)
+    conn.commit()
+
+
+def record_run(conn, record: RunRecord) -> None:
+    ensure_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO ingest_runs (run_id, topic, events, valid, by_kind, by_partition,
+                                        purchases, units, revenue, id_digest)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (run_id) DO NOTHING""",
+            (
+                record.run_id,
+                record.topic,
+                record.events,
+                record.valid,
+                json.dumps(record.by_kind),
+                json.dumps(record.by_partition),
+                record.purchases,
+                record.units,
+                record.revenue,
+                record.id_digest,
+            ),
+        )
+    conn.commit()
+
+
+def upsert_category_sales(conn, rows: Iterable[tuple], batch_id: int) -> int:
+    """Upsert rows shaped like ``CATEGORY_SALES_COLUMNS``; one transaction per micro-batch."""
+    from psycopg2.extras import execute_values
+
+    values = [(*row, batch_id) for row in rows]
+    if not values:
+        return 0
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            UPSERT_CATEGORY_SALES,
+            values,
+            template="(%s, %s, %s, %s, %s, %s, %s, %s, now())",
+        )
+    conn.commit()
+    return len(values)
+
+
+def produced_totals(conn, topic: str) -> dict[str, Any]:
+    """What was produced to ``topic`` over all recorded runs."""
+    ensure_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*), coalesce(sum(events), 0), coalesce(sum(valid), 0),
+                      coalesce(sum(purchases), 0), coalesce(sum(units), 0),
+                      coalesce(sum(revenue), 0),
+                      coalesce(sum(events - valid - coalesce((by_kind->>'duplicate')::bigint, 0)), 0)
+               FROM ingest_runs WHERE topic = %s""",
+            (topic,),
+        )
+        runs, events, valid, purchases, units, revenue, invalid = cur.fetchone()
+    return {
+        "runs": runs,
+        "events": int(events),
+        "valid": int(valid),
+        "invalid": int(invalid),
+        "purchases": int(purchases),
+        "units": int(units),
+        "revenue": float(revenue),
+    }
+
+
+def aggregate_totals(conn) -> dict[str, Any]:
+    ensure_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT count(*), coalesce(sum(purchases), 0), coalesce(sum(units), 0),
+                      coalesce(sum(revenue), 0), count(DISTINCT category)
+               FROM category_sales_minute"""
+        )
+        rows, purchases, units, revenue, categories = cur.fetchone()
+    return {
+        "rows": rows,
+        "purchases": int(purchases),
+        "units": int(units),
+        "revenue": float(revenue),
+        "categories": categories,
+    }

@@ -1,0 +1,1 @@
+"""The user-activity event: contract, catalog and generator."""

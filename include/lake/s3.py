@@ -1,0 +1,43 @@
+"""Small boto3 helpers for the lake bucket (S3 or an S3-compatible server such as MinIO)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+
+def s3_client(
+    *, endpoint_url: str | None, access_key: str, secret_key: str, region: str = "us-east-1"
+) -> Any:
+    """A client with path-style addressing, which local S3 servers need."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
+        ),
+    )
+
+
+def ensure_bucket(client: Any, bucket: str) -> bool:
+    """Create ``bucket`` if it does not exist. Returns True if it was created."""
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    client.create_bucket(Bucket=bucket)
+    return True
+
+
+def count_objects(client: Any, bucket: str, prefix: str) -> int:
+    paginator = client.get_paginator("list_objects_v2")
+    return sum(page.get("KeyCount", 0) for page in paginator.paginate(Bucket=bucket, Prefix=prefix))

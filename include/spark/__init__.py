@@ -1,0 +1,1 @@
+"""Spark jobs as Airflow sees them: how they are submitted."""

@@ -1,0 +1,99 @@
+"""SparkSubmitOperator wired to the lake: S3 and Postgres settings from Airflow connections.
+
+:class:`LakeSparkSubmitOperator` resolves, at execute time (never at DAG parse time):
+
+* the S3 connection -> ``spark.hadoop.fs.s3a.*`` settings (endpoint, path style, region) and
+  the credentials as ``AWS_*`` environment variables of spark-submit (not on its command line,
+  which Airflow logs);
+* the Postgres connection -> libpq's ``PG*`` environment variables for the driver;
+* the connector jars -> ``--jars`` from ``RTAP_SPARK_JARS`` (set by the local stack or the
+  image), so no job downloads anything at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+from include import connections
+
+SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
+
+# Settings every job of the platform runs with (sized for one machine; see docs/operations.md).
+BASE_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+    "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+    "spark.hadoop.fs.s3a.path.style.access": "true",
+    "spark.hadoop.fs.s3a.aws.credentials.provider": "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider",
+    "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+}
+
+
+def s3a_conf(endpoint_url: str | None, region: str | None) -> dict[str, str]:
+    conf = {"spark.hadoop.fs.s3a.endpoint.region": region or "us-east-1"}
+    if endpoint_url:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint_url
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            endpoint_url.startswith("https")
+        ).lower()
+    return conf
+
+
+def pg_env(
+    host: str | None, port: int | None, login: str | None, password: str | None, schema: str | None
+) -> dict[str, str]:
+    env = {
+        "PGHOST": host or "127.0.0.1",
+        "PGPORT": str(port or 5432),
+        "PGDATABASE": schema or "postgres",
+    }
+    if login:
+        env["PGUSER"] = login
+    if password:
+        env["PGPASSWORD"] = password
+    return env
+
+
+class LakeSparkSubmitOperator(SparkSubmitOperator):
+    """A SparkSubmitOperator that knows where the lake and the analytics database are."""
+
+    def __init__(
+        self,
+        *,
+        s3_conn_id: str = connections.S3,
+        postgres_conn_id: str | None = connections.POSTGRES,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("conn_id", connections.SPARK)
+        super().__init__(**kwargs)
+        self.s3_conn_id = s3_conn_id
+        self.postgres_conn_id = postgres_conn_id
+
+    def execute(self, context: Any) -> None:
+        from airflow.sdk import BaseHook
+
+        s3 = BaseHook.get_connection(self.s3_conn_id)
+        extra = s3.extra_dejson
+        env: dict[str, str] = {
+            "AWS_ACCESS_KEY_ID": s3.login or "",
+            "AWS_SECRET_ACCESS_KEY": s3.password or "",
+            "AWS_REGION": extra.get("region_name", "us-east-1"),
+        }
+        if self.postgres_conn_id:
+            pg = BaseHook.get_connection(self.postgres_conn_id)
+            env.update(pg_env(pg.host, pg.port, pg.login, pg.password, pg.schema))
+        self.env_vars = {**env, **(self.env_vars or {})}
+        self.conf = {
+            **BASE_CONF,
+            **s3a_conf(extra.get("endpoint_url"), extra.get("region_name")),
+            **(self.conf or {}),
+        }
+        if not self.jars:
+            self.jars = os.environ.get("RTAP_SPARK_JARS") or None
+        return super().execute(context)

@@ -1,0 +1,79 @@
+"""Count what the stream landed, reading the lake *through the file sink's metadata*.
+
+``spark.read.parquet(<sink path>)`` reads ``<sink path>/_spark_metadata`` and sees exactly
+the committed files (never a partial or orphaned one), unlike globbing the objects.
+
+Usage::
+
+    spark-submit ... spark_apps/lake_report.py --lake-path s3a://lake/raw/events \\
+        --dead-letter-path s3a://lake/dead_letter/events
+
+Prints one line ``LAKE_REPORT {json}`` on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.utils import AnalysisException
+
+
+def summarize(events: DataFrame) -> dict:
+    """Totals of a lake DataFrame: rows, distinct ids, relevant purchases, units, revenue."""
+    purchase = F.col("is_relevant") & (F.col("event_type") == "purchase")
+    row = events.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct("event_id").alias("distinct_ids"),
+        F.sum(F.col("is_relevant").cast("int")).alias("relevant"),
+        F.sum(purchase.cast("int")).alias("purchases"),
+        F.sum(F.when(purchase, F.col("quantity"))).alias("units"),
+        F.round(F.sum(F.when(purchase, F.col("price") * F.col("quantity"))), 2).alias("revenue"),
+    ).first()
+    return {k: (row[k] or 0) for k in row.asDict()}
+
+
+def read_sink(spark: SparkSession, path: str) -> DataFrame | None:
+    try:
+        return spark.read.parquet(path)
+    except AnalysisException as exc:  # nothing committed yet: no path, or a log with no files
+        message = str(exc).lower()
+        if (
+            "path_not_found" in message
+            or "path does not exist" in message
+            or "infer schema" in message
+        ):
+            return None
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lake_report")
+    p.add_argument("--lake-path", required=True)
+    p.add_argument("--dead-letter-path", required=True)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    spark = SparkSession.builder.appName("lake_report").getOrCreate()
+    lake = read_sink(spark, args.lake_path)
+    dead = read_sink(spark, args.dead_letter_path)
+    report = (
+        summarize(lake)
+        if lake is not None
+        else {"rows": 0, "distinct_ids": 0, "relevant": 0, "purchases": 0, "units": 0, "revenue": 0}
+    )
+    report["dead_letter_rows"] = dead.count() if dead is not None else 0
+    report["dead_letter_reasons"] = (
+        {r["reason"]: r["count"] for r in dead.groupBy("reason").count().collect()}
+        if dead is not None
+        else {}
+    )
+    print("LAKE_REPORT " + json.dumps(report, default=float), flush=True)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
