@@ -1,0 +1,93 @@
+"""Bad settings and a bad environment stop with a message naming the setting."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from devstack import preflight, secrets, settings
+
+
+def test_defaults_load():
+    s = settings.load({})
+    assert s.ports.kafka == 9092 and s.state_dir.name == ".state"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"RTAP_KAFKA_PORT": "ninety"}, "RTAP_KAFKA_PORT"),
+        ({"RTAP_PG_PORT": "80"}, "RTAP_PG_PORT"),
+        ({"RTAP_S3_PORT": "5432"}, "ports for s3 and postgres are both 5432"),
+        ({"RTAP_SPARK_MASTER": "yarn"}, "RTAP_SPARK_MASTER"),
+    ],
+)
+def test_bad_setting_is_named(env, named):
+    with pytest.raises(settings.SettingError, match=named):
+        settings.load(env)
+
+
+def test_state_dir_is_configurable(tmp_path):
+    s = settings.load({"RTAP_STATE_DIR": str(tmp_path / "x"), "RTAP_AIRFLOW_PORT": "18080"})
+    assert s.state_dir == tmp_path / "x" and s.airflow_url.endswith(":18080")
+
+
+def test_secrets_generated_once_private_and_env_wins(tmp_path):
+    path = tmp_path / "secrets.env"
+    first = secrets.load_or_create(path, env={})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert secrets.load_or_create(path, env={}) == first
+    overridden = secrets.load_or_create(path, env={"RTAP_PG_PASSWORD": "a-strong-value-123"})
+    assert overridden.pg_password == "a-strong-value-123"
+    assert first.pg_password not in repr(first)
+
+
+@pytest.mark.parametrize("weak", ["admin", "minioadmin", "short"])
+def test_default_or_weak_credentials_are_refused(tmp_path, weak):
+    with pytest.raises(secrets.SecretError, match="RTAP_S3_SECRET_KEY"):
+        secrets.load_or_create(tmp_path / "s.env", env={"RTAP_S3_SECRET_KEY": weak})
+
+
+@pytest.mark.parametrize(
+    ("text", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "25" 2025-09-16', 25),
+        ("garbage", None),
+    ],
+)
+def test_java_version_parsing(text, major):
+    assert preflight.parse_java_major(text) == major
+
+
+def test_old_java_is_refused(tmp_path):
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text("#!/bin/sh\necho 'java version \"1.8.0_392\"' >&2\n")
+    java.chmod(0o755)
+    with pytest.raises(preflight.PreflightError, match=r"Java 17\+ is required.*version 8"):
+        preflight.check_java(str(tmp_path))
+
+
+def test_missing_java_is_refused(tmp_path):
+    with pytest.raises(preflight.PreflightError, match="none was found"):
+        preflight.check_java(str(tmp_path / "nope"))
+
+
+def test_port_in_use_names_setting_and_holder():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(
+            preflight.PreflightError, match=f"port {port} for kafka.*RTAP_KAFKA_PORT"
+        ) as err:
+            preflight.check_ports({"kafka": port})
+        assert "pid" in str(err.value) or "another process" in str(err.value)
+
+
+def test_not_enough_disk(tmp_path):
+    with pytest.raises(preflight.PreflightError, match="GB free"):
+        preflight.check_disk(tmp_path, 10**9)
