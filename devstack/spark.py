@@ -18,6 +18,7 @@ def submit_env(ctx: Context) -> dict[str, str]:
         AWS_ACCESS_KEY_ID=ctx.secrets.s3_access_key,
         AWS_SECRET_ACCESS_KEY=ctx.secrets.s3_secret_key,
         AWS_REGION="us-east-1",
+        TZ="UTC",  # Python-side datetimes of collected rows are in UTC, like the session
     )
     env.update(
         pg_env(
@@ -59,13 +60,15 @@ def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: fl
     return proc.stdout
 
 
-def lake_report(ctx: Context, lake_path: str, dead_letter_path: str) -> dict:
-    out = run_app(
-        ctx,
-        "lake_report.py",
-        ["--lake-path", lake_path, "--dead-letter-path", dead_letter_path],
-        ctx.settings.logs_dir / "lake_report.log",
-    )
+def lake_report(
+    ctx: Context, lake_path: str, dead_letter_path: str, window: str | None = None
+) -> dict:
+    """Totals of the lake read through the sink's metadata; with ``window``, also the
+    per-window category sales recomputed from the lake."""
+    args = ["--lake-path", lake_path, "--dead-letter-path", dead_letter_path]
+    if window:
+        args += ["--window", window]
+    out = run_app(ctx, "lake_report.py", args, ctx.settings.logs_dir / "lake_report.log")
     for line in out.splitlines():
         if line.startswith("LAKE_REPORT "):
             return json.loads(line.removeprefix("LAKE_REPORT "))

@@ -22,6 +22,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
+from spark_apps.transforms.events import category_sales, dedupe
+
 
 def summarize(events: DataFrame) -> dict:
     """Totals of a lake DataFrame: rows, distinct ids, relevant purchases, units, revenue."""
@@ -55,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lake_report")
     p.add_argument("--lake-path", required=True)
     p.add_argument("--dead-letter-path", required=True)
+    p.add_argument(
+        "--window", default=None, help="also recompute the per-window category sales from the lake"
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("lake_report").getOrCreate()
     lake = read_sink(spark, args.lake_path)
@@ -70,6 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dead is not None
         else {}
     )
+    if args.window and lake is not None:
+        sales = category_sales(dedupe(lake, "1 day"), args.window).orderBy(
+            "window_start", "category"
+        )
+        report["category_sales"] = [
+            {
+                **r.asDict(),
+                "window_start": r.window_start.isoformat(),
+                "window_end": r.window_end.isoformat(),
+            }
+            for r in sales.collect()
+        ]
     print("LAKE_REPORT " + json.dumps(report, default=float), flush=True)
     spark.stop()
     return 0

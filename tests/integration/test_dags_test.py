@@ -1,0 +1,17 @@
+"""`airflow dags test` of every DAG against the real stack (bounded mode for the stream)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.conftest import airflow_dags_test
+
+DAG_IDS = sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_dags_test(ctx, sandbox, dag_id):
+    # Every DAG runs with conf that keeps it inside the test's sandbox where it has params.
+    conf = sandbox.stream_conf(ctx.settings.bucket) if dag_id == "stream_events" else None
+    assert airflow_dags_test(ctx, dag_id, conf) == "success"
