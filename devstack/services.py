@@ -120,11 +120,12 @@ class Postgres(Service):
     def ports(self, ctx: Context) -> dict[str, int]:
         return {"pg": ctx.settings.ports.postgres}
 
+    # Resolved paths: the state dir may link to a place the postgres OS user can reach.
     def data_dir(self, ctx: Context) -> Path:
-        return ctx.settings.postgres_dir / "data"
+        return ctx.settings.postgres_dir.resolve() / "data"
 
     def socket_dir(self, ctx: Context) -> Path:
-        return ctx.settings.postgres_dir / "socket"
+        return ctx.settings.postgres_dir.resolve() / "socket"
 
     def _prepare(self, ctx: Context, bindir: Path, user: str | None) -> None:
         pg_dir = ctx.settings.postgres_dir
@@ -137,6 +138,7 @@ class Postgres(Service):
             pg_dir.parent.mkdir(parents=True, exist_ok=True)
             pg_dir.symlink_to(outside, target_is_directory=True)
         pg_dir.mkdir(parents=True, exist_ok=True)
+        pg_dir = pg_dir.resolve()
         self.socket_dir(ctx).mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(pg_dir, user)

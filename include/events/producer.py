@@ -62,6 +62,7 @@ def producer_config(bootstrap_servers: str, **overrides: str | int) -> dict[str,
         "batch.size": 512 * 1024,
         "queue.buffering.max.messages": 500_000,
         "message.max.bytes": 1_000_000,
+        "log_level": 3,  # errors only: transient warnings (e.g. coordinator loading) are retried
     }
     config.update(overrides)
     return config
