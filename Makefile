@@ -29,6 +29,7 @@ demo: install ## produce demo events and run the stream once through Airflow
 
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
 	@$(PY) -m pytest
 
 test-unit: venv ## unit tests and DAG checks only (no services)

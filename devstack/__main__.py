@@ -12,12 +12,14 @@ import sys
 
 from devstack import stack
 from devstack.airflow_api import AirflowApiError
+from devstack.demo import DemoError
 from devstack.install import InstallError
 from devstack.preflight import PreflightError
 from devstack.process import ProcessError
 from devstack.secrets import SecretError
 from devstack.services import ServiceError
 from devstack.settings import SettingError
+from devstack.spark import SparkAppError
 
 _FRIENDLY = (
     SettingError,
@@ -27,6 +29,8 @@ _FRIENDLY = (
     ServiceError,
     ProcessError,
     AirflowApiError,
+    DemoError,
+    SparkAppError,
 )
 
 

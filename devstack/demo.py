@@ -19,6 +19,10 @@ from include.events.generator import generate
 from include.events.producer import produce
 
 
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message says which and where its logs are."""
+
+
 def _say(msg: str) -> None:
     print(f"==> {msg}", flush=True)
 
@@ -40,7 +44,7 @@ def run_dag(
     state = client.wait_for_run(dag_id, run_id, timeout)
     if state != "success":
         tasks = client.task_states(dag_id, run_id)
-        raise RuntimeError(
+        raise DemoError(
             f"DAG {dag_id} run {run_id} ended {state}; task states: {tasks}. Task logs are under "
             "the Airflow UI (Grid view) and <state>/airflow/logs"
         )

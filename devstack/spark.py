@@ -11,6 +11,10 @@ from devstack.services import Context
 from include.spark.submit import BASE_CONF, SPARK_APPS, pg_env, s3a_conf
 
 
+class SparkAppError(RuntimeError):
+    """A Spark app run from the command line failed; the message names its log."""
+
+
 def submit_env(ctx: Context) -> dict[str, str]:
     s = ctx.settings
     env = dict(ctx.env)
@@ -56,7 +60,7 @@ def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: fl
             timeout=timeout,
         )
     if proc.returncode != 0:
-        raise RuntimeError(f"spark app {app} failed (exit {proc.returncode}); see {log_file}")
+        raise SparkAppError(f"spark app {app} failed (exit {proc.returncode}); see {log_file}")
     return proc.stdout
 
 
@@ -72,4 +76,4 @@ def lake_report(
     for line in out.splitlines():
         if line.startswith("LAKE_REPORT "):
             return json.loads(line.removeprefix("LAKE_REPORT "))
-    raise RuntimeError("lake_report printed no LAKE_REPORT line")
+    raise SparkAppError("lake_report printed no LAKE_REPORT line")

@@ -6,8 +6,8 @@
   the credentials as ``AWS_*`` environment variables of spark-submit (not on its command line,
   which Airflow logs);
 * the Postgres connection -> libpq's ``PG*`` environment variables for the driver;
-* the connector jars -> ``--jars`` from ``RTAP_SPARK_JARS`` (set by the local stack or the
-  image), so no job downloads anything at run time.
+* the connector jars -> ``--jars`` from ``RTAP_SPARK_JARS`` (set by the local stack) or the
+  jars in ``RTAP_SPARK_JARS_DIR`` (the compose image), so no job downloads anything at run time.
 """
 
 from __future__ import annotations
@@ -95,5 +95,15 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
             **(self.conf or {}),
         }
         if not self.jars:
-            self.jars = os.environ.get("RTAP_SPARK_JARS") or None
+            self.jars = connector_jars(os.environ) or None
         return super().execute(context)
+
+
+def connector_jars(env: dict[str, str] | os._Environ) -> str:
+    """Comma-separated connector jars: ``RTAP_SPARK_JARS`` (a list) or ``RTAP_SPARK_JARS_DIR``."""
+    if env.get("RTAP_SPARK_JARS"):
+        return env["RTAP_SPARK_JARS"]
+    jar_dir = env.get("RTAP_SPARK_JARS_DIR")
+    if jar_dir:
+        return ",".join(sorted(str(p) for p in Path(jar_dir).glob("*.jar")))
+    return ""

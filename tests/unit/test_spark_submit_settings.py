@@ -28,3 +28,16 @@ def test_pg_env_uses_libpq_names():
         "PGPASSWORD": "p",
         "PGDATABASE": "analytics",
     }
+
+
+def test_connector_jars_from_list_or_dir(tmp_path):
+    from include.spark.submit import connector_jars
+
+    (tmp_path / "b.jar").write_bytes(b"")
+    (tmp_path / "a.jar").write_bytes(b"")
+    assert connector_jars({"RTAP_SPARK_JARS": "/x.jar,/y.jar"}) == "/x.jar,/y.jar"
+    assert (
+        connector_jars({"RTAP_SPARK_JARS_DIR": str(tmp_path)})
+        == f"{tmp_path}/a.jar,{tmp_path}/b.jar"
+    )
+    assert connector_jars({}) == ""
