@@ -52,8 +52,10 @@ def start(
     log_file: Path,
     env: dict[str, str],
     cwd: Path | None = None,
+    user: str | None = None,
 ) -> psutil.Process:
-    """Start ``argv`` detached in a new session, output appended to ``log_file``."""
+    """Start ``argv`` detached in a new session, output appended to ``log_file``; as ``user``
+    when given (we are root and the program refuses to run as root)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
@@ -67,6 +69,7 @@ def start(
                 stdin=subprocess.DEVNULL,
                 env=env,
                 cwd=cwd,
+                user=user,
                 start_new_session=True,
             )
         except FileNotFoundError as exc:

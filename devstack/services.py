@@ -197,59 +197,36 @@ class Postgres(Service):
             "shared_buffers=128MB",
         ]
         env = {k: v for k, v in ctx.env.items() if not k.startswith(("AIRFLOW", "RTAP_"))}
-        if user:
-            self._start_as(argv, ctx, env, user)
-        else:
-            process.start(argv, pid_file=ctx.pid_file(self.name), log_file=log, env=env)
+        process.start(
+            argv, pid_file=ctx.pid_file(self.name), log_file=log, env=env, user=user, cwd=Path("/")
+        )
 
-    def _start_as(self, argv: list[str], ctx: Context, env: dict[str, str], user: str) -> None:
-        log = ctx.log_file(self.name)
-        with open(log, "ab") as fh:
-            popen = subprocess.Popen(
-                argv,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                user=user,
-                start_new_session=True,
-                cwd="/",
-            )
-        proc = psutil.Process(popen.pid)
-        ctx.pid_file(self.name).parent.mkdir(parents=True, exist_ok=True)
-        ctx.pid_file(self.name).write_text(
-            json.dumps({"pid": popen.pid, "create_time": proc.create_time()})
+    def _connect_superuser(self, ctx: Context, timeout: int = 10):
+        import psycopg2
+
+        return psycopg2.connect(
+            host=ctx.settings.host,
+            port=ctx.settings.ports.postgres,
+            user=environment.PG_SUPERUSER,
+            password=ctx.secrets.pg_superuser_password,
+            dbname="postgres",
+            connect_timeout=timeout,
         )
 
     def health(self, ctx: Context) -> Health:
         import psycopg2
 
         try:
-            conn = psycopg2.connect(
-                host=ctx.settings.host,
-                port=ctx.settings.ports.postgres,
-                user=environment.PG_SUPERUSER,
-                password=ctx.secrets.pg_superuser_password,
-                dbname="postgres",
-                connect_timeout=3,
-            )
-            conn.close()
+            self._connect_superuser(ctx, timeout=3).close()
             return Health(True, "accepting connections")
         except psycopg2.Error as exc:
             return Health(False, str(exc).strip().splitlines()[0] if str(exc) else "not ready")
 
     def bootstrap(self, ctx: Context) -> None:
         """Create (or update) the roles and databases; idempotent."""
-        import psycopg2
         from psycopg2 import sql
 
-        conn = psycopg2.connect(
-            host=ctx.settings.host,
-            port=ctx.settings.ports.postgres,
-            user=environment.PG_SUPERUSER,
-            password=ctx.secrets.pg_superuser_password,
-            dbname="postgres",
-        )
+        conn = self._connect_superuser(ctx)
         conn.autocommit = True
         roles = {
             environment.AIRFLOW_DB_USER: (ctx.secrets.airflow_db_password, environment.AIRFLOW_DB),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from devstack import environment, stack
+from devstack.demo import pg_params
 from devstack.services import Context
 from include.analytics import store
 from include.lake.s3 import s3_client
@@ -64,17 +65,6 @@ class Sandbox:
             "checkpoint_prefix": self.checkpoint_prefix,
             "pg_schema": self.pg_schema,
         }
-
-
-def pg_params(ctx: Context) -> dict:
-    s = ctx.settings
-    return {
-        "host": s.host,
-        "port": s.ports.postgres,
-        "user": environment.ANALYTICS_DB_USER,
-        "password": ctx.secrets.pg_password,
-        "dbname": environment.ANALYTICS_DB,
-    }
 
 
 @pytest.fixture
