@@ -15,8 +15,6 @@ from devstack.services import Context
 from devstack.spark import lake_report
 from include import pipeline
 from include.analytics import store
-from include.events.generator import generate
-from include.events.producer import produce
 
 
 class DemoError(RuntimeError):
@@ -67,20 +65,9 @@ def run(ctx: Context, events: int, seed: int | None) -> bool:
     client.login()  # proves the admin login works before we rely on it
     run_dag(client, "kafka_topics")
 
-    seed = seed if seed is not None else int(time.time())
-    _say(f"producing {events:,} demo events (seed {seed}) to topic {pipeline.EVENTS_TOPIC}")
-    batch = generate(events, seed=seed, bad_share=0.02, irrelevant_share=0.03, duplicate_share=0.01)
-    record = produce(
-        batch, topic=pipeline.EVENTS_TOPIC, bootstrap_servers=ctx.settings.kafka_bootstrap
-    )
-    conn = store.connect(pg_params(ctx))
-    try:
-        store.record_run(conn, record)
-    finally:
-        conn.close()
-    _say(
-        f"produced {record.events:,} events in {record.seconds:.1f}s; partitions {record.by_partition}"
-    )
+    seed = seed if seed is not None else int(time.time()) % 1_000_000
+    _say(f"producing {events:,} demo events (seed {seed}) through the demo_traffic DAG")
+    run_dag(client, "demo_traffic", {"count": events, "seed": seed, "topic": pipeline.EVENTS_TOPIC})
 
     run_dag(client, "stream_events", {"mode": "bounded"})
     return summary(ctx)

@@ -24,7 +24,18 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     purchases     bigint NOT NULL,
     units         bigint NOT NULL,
     revenue       numeric(18, 2) NOT NULL,
+    late          bigint NOT NULL DEFAULT 0,
     id_digest     text NOT NULL
+);
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
+
+-- The product catalog (include/events/catalog.py), for enrichment and the dashboard.
+CREATE TABLE IF NOT EXISTS products (
+    product_id    text PRIMARY KEY,
+    category      text NOT NULL,
+    price         numeric(12, 2) NOT NULL,
+    currency      text NOT NULL,
+    popularity_rank integer NOT NULL
 );
 
 -- Per-minute purchase aggregates by category, upserted by the stream. The key is the window
@@ -68,6 +79,18 @@ CATEGORY_SALES_COLUMNS = (
 )
 
 
+def params_from_connection(conn: Any) -> dict[str, Any]:
+    """psycopg2 keyword parameters from an Airflow connection (host, port, login, password,
+    schema = database). We use psycopg2 directly: the Postgres hook may hand out psycopg 3."""
+    return {
+        "host": conn.host,
+        "port": conn.port or 5432,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema or "postgres",
+    }
+
+
 def connect(params: Mapping[str, Any], schema: str = "public"):
     """A psycopg2 connection (params: host, port, user, password, dbname) whose tables live in
     ``schema``: tests use their own schema so they never touch the demo's tables."""
@@ -94,8 +117,8 @@ def record_run(conn, record: RunRecord) -> None:
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO ingest_runs (run_id, topic, events, valid, by_kind, by_partition,
-                                        purchases, units, revenue, id_digest)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                        purchases, units, revenue, late, id_digest)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (run_id) DO NOTHING""",
             (
                 record.run_id,
@@ -107,10 +130,33 @@ def record_run(conn, record: RunRecord) -> None:
                 record.purchases,
                 record.units,
                 record.revenue,
+                record.late,
                 record.id_digest,
             ),
         )
     conn.commit()
+
+
+def upsert_products(conn, catalog) -> int:
+    """Write the catalog (idempotent: keyed by product id)."""
+    from psycopg2.extras import execute_values
+
+    ensure_schema(conn)
+    rows = [
+        (p.product_id, p.category, p.price, "USD", rank)
+        for rank, p in enumerate(catalog.products, start=1)
+    ]
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            """INSERT INTO products (product_id, category, price, currency, popularity_rank)
+               VALUES %s ON CONFLICT (product_id) DO UPDATE SET category = EXCLUDED.category,
+               price = EXCLUDED.price, currency = EXCLUDED.currency,
+               popularity_rank = EXCLUDED.popularity_rank""",
+            rows,
+        )
+    conn.commit()
+    return len(rows)
 
 
 def upsert_category_sales(conn, rows: Iterable[tuple], batch_id: int) -> int:

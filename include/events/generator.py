@@ -1,18 +1,33 @@
-"""Deterministic e-commerce activity: sessions walking a funnel, plus bad events on demand.
+"""Deterministic e-commerce activity: users in sessions walking a funnel, plus trouble on demand.
 
-``generate(n, seed=...)`` returns the same events for the same arguments. Each item is a
-:class:`Produced` record carrying the Kafka key and value bytes and what the event is meant to
-be (valid, irrelevant or a bad kind), so tests and the reconciliation know what to expect.
+* **Sessions** start at times spread over ``span_seconds`` after ``start`` (with ``rhythm``,
+  following a daily curve: quiet nights, a lunch bump, an evening peak) and walk the funnel:
+  page view → product views (Zipf-like popularity) → clicks → cart → checkout → purchase, with
+  plausible conversion (about 3 % of sessions buy).
+* **Disorder**: a share of events arrives *out of order* (event time a few seconds earlier than
+  its neighbours, within the stream's watermark) and a share arrives *late* (event time 15-60
+  minutes back, beyond the watermark: the lake keeps them, the live aggregates do not).
+* **Trouble**: shares of bad events of every kind in :data:`BAD_KINDS`, irrelevant events
+  (heartbeats, bots, internal users) and duplicates (the same bytes sent again).
+* **Live mode** (``live=True``): event times are the wall clock at generation, for rate-limited
+  traffic into a running stream.
+
+The same arguments give the same events (``live`` aside). Each item is a :class:`Produced`
+record carrying the Kafka key and value bytes and what the event is meant to be, so tests and
+the reconciliation know what to expect.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import random
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
+
+import orjson
 
 from include.events.catalog import Catalog, build_catalog
 from include.events.contract import (
@@ -34,6 +49,10 @@ BAD_KINDS = (
     "absurd_timestamp",
     "oversize",
 )
+_DEVICES = [d.value for d in Device]
+_CHANNELS = [c.value for c in Channel]
+_IRRELEVANT_TRAFFIC = (TrafficType.BOT.value, TrafficType.INTERNAL.value)
+_PRICED_FIELDS = ("product_id", "category", "price", "quantity", "currency")
 
 
 @dataclass(frozen=True)
@@ -46,176 +65,260 @@ class Produced:
     revenue: float = 0.0  # price * quantity for valid purchases
     units: int = 0
     category: str | None = None
+    late: bool = False  # event time beyond the watermark when sent
+    event_time_ms: int = 0
 
 
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True)
+class GeneratorConfig:
+    seed: int = 42
+    users: int = 5_000
+    start: datetime | None = None  # event-time origin; default: 5 minutes ago
+    span_seconds: float = 300.0  # session starts spread over this span
+    rhythm: bool = False  # daily intensity curve over the span
+    live: bool = False  # event time = wall clock (rate-limited traffic)
+    bad_share: float = 0.0
+    bad_kinds: tuple[str, ...] = BAD_KINDS
+    irrelevant_share: float = 0.0
+    duplicate_share: float = 0.0
+    out_of_order_share: float = 0.0
+    late_share: float = 0.0
+    late_seconds: tuple[int, int] = (15 * 60, 60 * 60)
+
+    def validate(self) -> None:
+        unknown = set(self.bad_kinds) - set(BAD_KINDS)
+        if unknown:
+            raise ValueError(f"unknown bad kind(s): {sorted(unknown)}; known: {list(BAD_KINDS)}")
+        shares = {
+            "bad_share": self.bad_share,
+            "irrelevant_share": self.irrelevant_share,
+            "duplicate_share": self.duplicate_share,
+            "out_of_order_share": self.out_of_order_share,
+            "late_share": self.late_share,
+        }
+        for name, share in shares.items():
+            if not 0.0 <= share < 1.0:
+                raise ValueError(f"{name}={share} must be in [0, 1)")
+        if self.bad_share + self.irrelevant_share + self.duplicate_share >= 1.0:
+            raise ValueError("bad_share + irrelevant_share + duplicate_share must stay below 1")
+        if self.users < 1 or self.span_seconds <= 0:
+            raise ValueError("users must be >= 1 and span_seconds > 0")
 
 
-class _Session:
-    """A user's visit: page views, product views, maybe a cart, maybe a purchase."""
+def daily_intensity(hour: float) -> float:
+    """Relative traffic by hour of day (UTC): night trough, lunch bump, evening peak; max 1."""
+    night = 0.15
+    lunch = 0.45 * math.exp(-(((hour - 12.5) / 1.8) ** 2))
+    evening = 0.85 * math.exp(-(((hour - 20.0) / 2.5) ** 2))
+    return min(1.0, night + lunch + evening)
 
-    def __init__(self, rng: random.Random, catalog: Catalog, user: int, start: datetime) -> None:
-        self.rng = rng
-        self.catalog = catalog
-        self.user_id = f"u{user:07d}"
-        self.session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        self.time = start
-        self.device = rng.choice(list(Device))
-        self.channel = rng.choice(list(Channel))
 
-    def events(self) -> Iterator[dict]:
+_SECOND_CACHE: dict[int, str] = {}
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """``2026-11-24T12:00:00.123Z`` from epoch milliseconds (cached per second: hot path)."""
+    sec, ms = divmod(epoch_ms, 1000)
+    prefix = _SECOND_CACHE.get(sec)
+    if prefix is None:
+        if len(_SECOND_CACHE) > 100_000:
+            _SECOND_CACHE.clear()
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _SECOND_CACHE[sec] = prefix
+    return f"{prefix}.{ms:03d}Z"
+
+
+def _uuid4(rng: random.Random) -> str:
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+class _Simulation:
+    def __init__(self, cfg: GeneratorConfig, clock: Callable[[], float]) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.catalog: Catalog = build_catalog(seed=cfg.seed)
+        self.clock = clock
+        origin = cfg.start or (datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+        self.origin_ms = int(origin.timestamp() * 1000)
+        self.recent: list[Produced] = []
+
+    # ---- sessions -------------------------------------------------------------------------
+
+    def _session_start_ms(self) -> int:
+        if self.cfg.live:
+            return int(self.clock() * 1000)
         rng = self.rng
-        yield self._event(EventType.PAGE_VIEW)
-        product = self.catalog.pick(rng)
+        span_ms = int(self.cfg.span_seconds * 1000)
+        while True:
+            t = self.origin_ms + rng.randrange(span_ms)
+            if not self.cfg.rhythm:
+                return t
+            hour = (t // 1000 % 86_400) / 3600.0
+            if rng.random() < daily_intensity(hour):
+                return t
+
+    def sessions(self) -> Iterator[dict]:
+        while True:
+            yield from self._session()
+
+    def _session(self) -> Iterator[dict]:
+        """One user's visit, as event dicts with times in epoch ms."""
+        rng = self.rng
+        pick = self.catalog.pick
+        rnd = rng.random
+        live = self.cfg.live
+        user_id = f"u{int(rnd() * self.cfg.users):07d}"
+        session_id = _uuid4(rng)
+        device = rng.choice(_DEVICES)
+        channel = rng.choice(_CHANNELS)
+        t = self._session_start_ms()
+
+        def event(etype: str, product=None, qty: int | None = None) -> dict:
+            nonlocal t
+            # random() arithmetic instead of randint(): this is the generator's hot path
+            t = int(self.clock() * 1000) if live else t + 200 + int(rnd() * 19_800)
+            e = {
+                "event_id": _uuid4(rng),
+                "event_type": etype,
+                "schema_version": SCHEMA_VERSION,
+                "event_time": t,
+                "ingestion_time": t + 5 + int(rnd() * 395),
+                "user_id": user_id,
+                "session_id": session_id,
+                "device": device,
+                "channel": channel,
+                "traffic_type": "user",
+            }
+            if product is not None:
+                e["product_id"] = product.product_id
+                e["category"] = product.category
+                if qty is not None:
+                    e["price"] = product.price
+                    e["quantity"] = qty
+                    e["currency"] = Currency.USD.value
+            return e
+
+        yield event(EventType.PAGE_VIEW.value)
+        product = pick(rng)
         for _ in range(rng.randint(1, 3)):
-            yield self._event(EventType.PRODUCT_VIEW, product)
+            yield event(EventType.PRODUCT_VIEW.value, product)
             if rng.random() < 0.5:
-                yield self._event(EventType.CLICK, product)
-            product = self.catalog.pick(rng)
+                yield event(EventType.CLICK.value, product)
+            product = pick(rng)
         if rng.random() < 0.3:
             qty = rng.choice((1, 1, 1, 2, 3))
-            yield self._event(EventType.ADD_TO_CART, product, qty)
+            yield event(EventType.ADD_TO_CART.value, product, qty)
             if rng.random() < 0.15:
-                yield self._event(EventType.REMOVE_FROM_CART, product, qty)
+                yield event(EventType.REMOVE_FROM_CART.value, product, qty)
                 return
             if rng.random() < 0.6:
-                yield self._event(EventType.CHECKOUT)
+                yield event(EventType.CHECKOUT.value)
                 if rng.random() < 0.8:
-                    yield self._event(EventType.PURCHASE, product, qty)
+                    yield event(EventType.PURCHASE.value, product, qty)
 
-    def _event(self, etype: EventType, product=None, qty: int | None = None) -> dict:
-        self.time += timedelta(milliseconds=self.rng.randint(200, 20_000))
-        event = {
-            "event_id": str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
-            "event_type": etype.value,
-            "schema_version": SCHEMA_VERSION,
-            "event_time": _iso(self.time),
-            "ingestion_time": _iso(self.time + timedelta(milliseconds=self.rng.randint(5, 400))),
-            "user_id": self.user_id,
-            "session_id": self.session_id,
-            "device": self.device.value,
-            "channel": self.channel.value,
-            "traffic_type": TrafficType.USER.value,
-        }
-        if product is not None:
-            event["product_id"] = product.product_id
-            event["category"] = product.category
-        if qty is not None and product is not None:
-            event["price"] = product.price
-            event["quantity"] = qty
-            event["currency"] = Currency.USD.value
-        return event
+    # ---- shaping each event ---------------------------------------------------------------
 
-
-def _valid(event: dict, kind: str = "valid") -> Produced:
-    revenue = units = 0
-    if kind == "valid" and event["event_type"] == EventType.PURCHASE.value:
-        revenue = round(event["price"] * event["quantity"], 2)
-        units = event["quantity"]
-    return Produced(
-        key=event["user_id"].encode(),
-        value=json.dumps(event, separators=(",", ":")).encode(),
-        event_id=event["event_id"],
-        event_type=event["event_type"],
-        kind=kind,
-        revenue=revenue,
-        units=units,
-        category=event.get("category"),
-    )
-
-
-def _bad(kind: str, event: dict, rng: random.Random) -> Produced:
-    e = dict(event)
-    key = e["user_id"].encode()
-    if kind == "malformed_json":
-        raw = json.dumps(e)[: rng.randint(5, 40)].encode()
-        return Produced(key, raw, None, None, kind)
-    if kind == "wrong_type":
-        e["schema_version"] = "one"
-        e["quantity"] = "lots"
-    elif kind == "missing_field":
-        del e["user_id"]
-    elif kind == "unknown_type":
-        e["event_type"] = "teleport"
-    elif kind == "negative_price":
-        e.update(
-            event_type="purchase",
-            product_id=e.get("product_id") or "p00000",
-            category=e.get("category") or "books",
-            price=-abs(e.get("price") or 9.99),
-            quantity=1,
-            currency="USD",
+    def _finish(self, e: dict, kind: str, late: bool = False) -> Produced:
+        t = e["event_time"]
+        e["event_time"] = iso_ms(t)
+        e["ingestion_time"] = iso_ms(e["ingestion_time"])
+        revenue, units = 0.0, 0
+        if kind == "valid" and e["event_type"] == "purchase":
+            revenue = round(e["price"] * e["quantity"], 2)
+            units = e["quantity"]
+        return Produced(
+            key=e["user_id"].encode(),
+            value=orjson.dumps(e),
+            event_id=e["event_id"],
+            event_type=e["event_type"],
+            kind=kind,
+            revenue=revenue,
+            units=units,
+            category=e.get("category"),
+            late=late,
+            event_time_ms=t,
         )
-    elif kind == "absurd_timestamp":
-        e["event_time"] = (
-            "1970-01-01T00:00:00.000Z" if rng.random() < 0.5 else "2999-01-01T00:00:00.000Z"
-        )
-    elif kind == "oversize":
-        e["padding"] = "x" * (MAX_EVENT_BYTES + 100)
-    return Produced(key, json.dumps(e).encode(), e["event_id"], e.get("event_type"), kind)
 
+    def _bad(self, kind: str, e: dict) -> Produced:
+        rng = self.rng
+        key = e["user_id"].encode()
+        e["event_time"] = iso_ms(e["event_time"])
+        e["ingestion_time"] = iso_ms(e["ingestion_time"])
+        if kind == "malformed_json":
+            raw = orjson.dumps(e)[: rng.randint(5, 40)]
+            return Produced(key, raw, None, None, kind)
+        if kind == "wrong_type":
+            e["schema_version"] = "one"
+            e["quantity"] = "lots"
+        elif kind == "missing_field":
+            del e["user_id"]
+        elif kind == "unknown_type":
+            e["event_type"] = "teleport"
+        elif kind == "negative_price":
+            e.update(
+                event_type="purchase",
+                product_id=e.get("product_id") or "p00000",
+                category=e.get("category") or "books",
+                price=-abs(e.get("price") or 9.99),
+                quantity=1,
+                currency="USD",
+            )
+        elif kind == "absurd_timestamp":
+            e["event_time"] = (
+                "1970-01-01T00:00:00.000Z" if rng.random() < 0.5 else "2999-01-01T00:00:00.000Z"
+            )
+        elif kind == "oversize":
+            e["padding"] = "x" * (MAX_EVENT_BYTES + 100)
+        return Produced(key, orjson.dumps(e), e["event_id"], e.get("event_type"), kind)
 
-def generate(
-    n: int,
-    *,
-    seed: int = 42,
-    start: datetime | None = None,
-    bad_share: float = 0.0,
-    bad_kinds: tuple[str, ...] = BAD_KINDS,
-    irrelevant_share: float = 0.0,
-    duplicate_share: float = 0.0,
-    users: int = 5_000,
-) -> list[Produced]:
-    """``n`` events; shares are fractions of ``n`` turned into bad/irrelevant/duplicate ones."""
-    unknown = set(bad_kinds) - set(BAD_KINDS)
-    if unknown:
-        raise ValueError(f"unknown bad kind(s): {sorted(unknown)}; known: {list(BAD_KINDS)}")
-    for name, share in (
-        ("bad_share", bad_share),
-        ("irrelevant_share", irrelevant_share),
-        ("duplicate_share", duplicate_share),
-    ):
-        if not 0.0 <= share < 1.0:
-            raise ValueError(f"{name}={share} must be in [0, 1)")
-    rng = random.Random(seed)
-    catalog = build_catalog(seed=seed)
-    now = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    out: list[Produced] = []
-    kinds_cycle = 0
-    while len(out) < n:
-        session = _Session(
-            rng, catalog, rng.randrange(users), now + timedelta(seconds=rng.randint(0, 300))
-        )
-        for event in session.events():
-            if len(out) >= n:
-                break
+    def events(self) -> Iterator[Produced]:
+        cfg = self.cfg
+        rng = self.rng
+        bad_cut = cfg.bad_share
+        irrelevant_cut = bad_cut + cfg.irrelevant_share
+        duplicate_cut = irrelevant_cut + cfg.duplicate_share
+        bad_i = 0
+        recent = self.recent
+        for e in self.sessions():
             roll = rng.random()
-            if roll < bad_share and bad_kinds:
-                out.append(_bad(bad_kinds[kinds_cycle % len(bad_kinds)], event, rng))
-                kinds_cycle += 1
-            elif roll < bad_share + irrelevant_share:
+            if roll < bad_cut and cfg.bad_kinds:
+                yield self._bad(cfg.bad_kinds[bad_i % len(cfg.bad_kinds)], e)
+                bad_i += 1
+                continue
+            if roll < duplicate_cut and roll >= irrelevant_cut and recent:
+                yield replace(rng.choice(recent), kind="duplicate", revenue=0.0, units=0)
+                continue
+            late = False
+            shift = rng.random()
+            if shift < cfg.late_share:
+                back = rng.randint(*cfg.late_seconds) * 1000
+                e["event_time"] -= back  # happened long ago (e.g. an app offline), sent now
+                late = True
+            elif shift < cfg.late_share + cfg.out_of_order_share:
+                e["event_time"] -= rng.randint(1_000, 30_000)
+            if roll < irrelevant_cut:
                 if rng.random() < 0.5:
-                    event["traffic_type"] = rng.choice(
-                        (TrafficType.BOT, TrafficType.INTERNAL)
-                    ).value
+                    e["traffic_type"] = rng.choice(_IRRELEVANT_TRAFFIC)
                 else:
-                    event = {
-                        k: v
-                        for k, v in event.items()
-                        if k not in ("product_id", "category", "price", "quantity", "currency")
-                    }
-                    event["event_type"] = EventType.HEARTBEAT.value
-                out.append(_valid(event, "irrelevant"))
-            elif roll < bad_share + irrelevant_share + duplicate_share and out:
-                originals = [p for p in out[-50:] if p.kind == "valid"]
-                if originals:
-                    dup = rng.choice(originals)
-                    out.append(
-                        Produced(dup.key, dup.value, dup.event_id, dup.event_type, "duplicate")
-                    )
-                else:
-                    out.append(_valid(event))
-            else:
-                out.append(_valid(event))
-    return out
+                    for k in _PRICED_FIELDS:
+                        e.pop(k, None)
+                    e["event_type"] = EventType.HEARTBEAT.value
+                yield self._finish(e, "irrelevant", late)
+                continue
+            produced = self._finish(e, "valid", late)
+            if len(recent) >= 64:
+                recent.pop(0)
+            recent.append(produced)
+            yield produced
+
+
+def iter_events(cfg: GeneratorConfig, clock: Callable[[], float] = time.time) -> Iterator[Produced]:
+    """An endless stream of events for ``cfg``."""
+    cfg.validate()
+    return _Simulation(cfg, clock).events()
+
+
+def generate(n: int, **kwargs) -> list[Produced]:
+    """``n`` events; keyword arguments are :class:`GeneratorConfig` fields."""
+    return list(islice(iter_events(GeneratorConfig(**kwargs)), n))

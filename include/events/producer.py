@@ -3,7 +3,8 @@
 The producer is idempotent (``enable.idempotence``, ``acks=all``), batches and compresses.
 Every run returns a :class:`RunRecord` — counts by intended kind, per partition, the expected
 purchase totals and a digest of the event ids — that :mod:`include.analytics.store` keeps in
-Postgres, so the lake and the aggregates can be reconciled against it later.
+Postgres, so the lake and the aggregates can be reconciled against it later. The record is
+built as events stream by: a run of any length needs constant memory.
 """
 
 from __future__ import annotations
@@ -12,12 +13,30 @@ import hashlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
 from include.events.generator import Produced
+
+_DIGEST_MOD = 1 << 128
+LANDABLE_KINDS = ("valid", "irrelevant")  # satisfy the contract: the lake's share
+
+
+def id_hash(event_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=16).digest(), "big")
+
+
+def id_digest(event_ids: Iterable[str | None]) -> str:
+    """Order-independent digest of a set of ids: the sum of their 128-bit hashes mod 2^128.
+
+    It can be computed incrementally (producer) and with a plain aggregation (reconciliation
+    over the lake); repeated ids must be removed first.
+    """
+    total = sum(id_hash(e) for e in set(event_ids) if e) % _DIGEST_MOD
+    return f"{total:032x}"
 
 
 @dataclass
@@ -30,30 +49,22 @@ class RunRecord:
     purchases: int = 0
     units: int = 0
     revenue: float = 0.0
+    late: int = 0
     id_digest: str = ""
     seconds: float = 0.0
 
     @property
     def valid(self) -> int:
-        """Distinct events that satisfy the contract (irrelevant ones included): the lake's share."""
-        return self.by_kind.get("valid", 0) + self.by_kind.get("irrelevant", 0)
+        """Distinct events that satisfy the contract (irrelevant ones included)."""
+        return sum(self.by_kind.get(k, 0) for k in LANDABLE_KINDS)
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def id_digest(event_ids: Sequence[str | None]) -> str:
-    """Order-independent digest of the distinct valid ids: sha256 of the sorted ids."""
-    h = hashlib.sha256()
-    for eid in sorted({e for e in event_ids if e}):
-        h.update(eid.encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
-def producer_config(bootstrap_servers: str, **overrides: str | int) -> dict[str, str | int]:
-    config: dict[str, str | int] = {
+def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
@@ -68,19 +79,46 @@ def producer_config(bootstrap_servers: str, **overrides: str | int) -> dict[str,
     return config
 
 
+class _Pacer:
+    """Keeps the send rate at ``rate`` events/s (None: as fast as possible)."""
+
+    def __init__(self, rate: float | None, started: float) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate={rate} must be positive events/s")
+        self.rate = rate
+        self.started = started
+
+    def wait(self, sent: int) -> None:
+        if self.rate is None:
+            return
+        ahead = sent / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
 def produce(
-    events: Sequence[Produced],
+    events: Iterable[Produced],
     *,
     topic: str,
-    bootstrap_servers: str,
+    bootstrap_servers: str | None = None,
+    config: dict[str, Any] | None = None,
+    count: int | None = None,
+    duration: float | None = None,
+    rate: float | None = None,
     run_id: str | None = None,
     progress: bool = False,
 ) -> RunRecord:
-    """Send ``events`` to ``topic``; raise if any delivery fails."""
+    """Send ``events`` to ``topic`` until ``count`` events or ``duration`` seconds (or the
+    iterable ends), at ``rate`` events/s if given; raise if any delivery fails."""
+    if bootstrap_servers is None and not (config and "bootstrap.servers" in config):
+        raise ValueError("produce() needs bootstrap_servers or config['bootstrap.servers']")
+    conf = producer_config(bootstrap_servers or config["bootstrap.servers"], **(config or {}))
+    producer = Producer(conf)
     record = RunRecord(run_id=run_id or uuid.uuid4().hex, topic=topic)
-    producer = Producer(producer_config(bootstrap_servers))
     partitions: Counter[int] = Counter()
+    kinds: Counter[str] = Counter()
     errors: list[str] = []
+    digest = 0
 
     def on_delivery(err, msg) -> None:
         if err is not None:
@@ -88,34 +126,75 @@ def produce(
         else:
             partitions[msg.partition()] += 1
 
+    bar = _progress_bar(count, duration) if progress else None
     started = time.monotonic()
-    for i, ev in enumerate(events):
+    pacer = _Pacer(rate, started)
+    sent = 0
+    for ev in events:
+        if count is not None and sent >= count:
+            break
+        if duration is not None and time.monotonic() - started >= duration:
+            break
         while True:
             try:
                 producer.produce(topic, key=ev.key, value=ev.value, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)
-        if i % 10_000 == 0:
+        sent += 1
+        kinds[ev.kind] += 1
+        if ev.kind in LANDABLE_KINDS:
+            digest += id_hash(ev.event_id)
+            record.late += ev.late
+            if ev.kind == "valid" and ev.event_type == "purchase":
+                record.purchases += 1
+                record.units += ev.units
+                record.revenue += ev.revenue
+        if sent % 2_000 == 0:
             producer.poll(0)
-            if progress and i:
-                print(f"  produced {i:,}/{len(events):,}", flush=True)
+            pacer.wait(sent)
+            if bar is not None:
+                bar.update(sent, time.monotonic() - started)
     remaining = producer.flush(60)
     record.seconds = time.monotonic() - started
+    if bar is not None:
+        bar.update(sent, record.seconds)
+        bar.close()
     if remaining or errors:
         raise KafkaException(
             f"{remaining} message(s) undelivered, {len(errors)} delivery error(s) "
             f"(first: {errors[0] if errors else 'timeout'}) producing to {topic}"
         )
-    kinds = Counter(ev.kind for ev in events)
-    valid_purchases = [ev for ev in events if ev.kind == "valid" and ev.event_type == "purchase"]
-    record.events = len(events)
+    record.events = sent
     record.by_kind = dict(kinds)
     record.by_partition = dict(sorted(partitions.items()))
-    record.purchases = len(valid_purchases)
-    record.units = sum(ev.units for ev in valid_purchases)
-    record.revenue = round(sum(ev.revenue for ev in valid_purchases), 2)
-    record.id_digest = id_digest(
-        [ev.event_id for ev in events if ev.kind in ("valid", "irrelevant")]
-    )
+    record.revenue = round(record.revenue, 2)
+    record.id_digest = f"{digest % _DIGEST_MOD:032x}"
     return record
+
+
+class _progress_bar:
+    """A rich progress bar with the achieved rate (rich is already an Airflow dependency)."""
+
+    def __init__(self, count: int | None, duration: float | None) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.by_time = count is None and duration is not None
+        self.progress = Progress(
+            TextColumn("producing"),
+            BarColumn(),
+            TextColumn("{task.fields[sent]:>12,} events  {task.fields[rate]:>9,.0f} ev/s"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        total = duration if self.by_time else count
+        self.task = self.progress.add_task("produce", total=total, sent=0, rate=0.0)
+        self.progress.start()
+
+    def update(self, sent: int, elapsed: float) -> None:
+        rate = sent / elapsed if elapsed else 0.0
+        done = elapsed if self.by_time else sent
+        self.progress.update(self.task, completed=done, sent=sent, rate=rate)
+
+    def close(self) -> None:
+        self.progress.stop()

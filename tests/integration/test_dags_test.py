@@ -13,5 +13,8 @@ DAG_IDS = sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.star
 @pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_dags_test(ctx, sandbox, dag_id):
     # Every DAG runs with conf that keeps it inside the test's sandbox where it has params.
-    conf = sandbox.stream_conf(ctx.settings.bucket) if dag_id == "stream_events" else None
-    assert airflow_dags_test(ctx, dag_id, conf) == "success"
+    confs = {
+        "stream_events": sandbox.stream_conf(ctx.settings.bucket),
+        "demo_traffic": {"topic": sandbox.topic, "count": 2_000, "seed": 5},
+    }
+    assert airflow_dags_test(ctx, dag_id, confs.get(dag_id)) == "success"

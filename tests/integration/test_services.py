@@ -8,21 +8,22 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from devstack import environment
 from devstack.airflow_api import AirflowApi, AirflowApiError
 from include.analytics import store
 from include.events import contract
 from include.events.generator import generate
-from include.events.producer import produce
+from include.events.producer import id_digest, produce
 from tests.integration.conftest import pg_params, s3
 
 
-def test_kafka_round_trip_keeps_every_event_and_key(ctx, sandbox):
-    events = generate(2_000, seed=11)
+def test_generator_record_matches_what_is_in_the_topic(ctx, sandbox):
+    events = generate(3_000, seed=11, bad_share=0.1, irrelevant_share=0.05, duplicate_share=0.02)
     record = produce(events, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
-    assert record.events == 2_000 and sum(record.by_partition.values()) == 2_000
+    assert record.events == 3_000 and sum(record.by_partition.values()) == 3_000
+
     consumer = Consumer(
         {
             "bootstrap.servers": ctx.settings.kafka_bootstrap,
@@ -31,23 +32,36 @@ def test_kafka_round_trip_keeps_every_event_and_key(ctx, sandbox):
             "enable.auto.commit": False,
         }
     )
+    # The record's per-partition counts are the topic's end offsets (a fresh topic).
+    for partition, count in record.by_partition.items():
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(sandbox.topic, partition), timeout=10
+        )
+        assert (low, high) == (0, count)
     consumer.subscribe([sandbox.topic])
-    seen = {}
+    messages = []
     try:
-        for _ in range(200):
-            for msg in consumer.consume(1000, timeout=1.0):
-                assert msg.error() is None
-                body = json.loads(msg.value())
-                assert msg.key().decode() == body["user_id"]
-                seen[body["event_id"]] = body
-            if len(seen) >= 2_000:
-                break
+        while len(messages) < 3_000:
+            batch = consumer.consume(1000, timeout=5.0)
+            assert batch, f"only {len(messages)} of 3000 messages came back"
+            messages += [m for m in batch if m.error() is None]
     finally:
         consumer.close()
-    assert set(seen) == {e.event_id for e in events}
-    for body in seen.values():
-        missing = set(contract.required_fields(contract.EventType(body["event_type"]))) - set(body)
-        assert not missing
+    assert len(messages) == 3_000
+    assert sorted(m.value() for m in messages) == sorted(e.value for e in events)
+    for m in messages:
+        try:
+            body = json.loads(m.value())
+        except ValueError:
+            continue
+        etype = body.get("event_type")
+        if etype in set(contract.EventType) and not set(
+            contract.required_fields(contract.EventType(etype))
+        ) - set(body):
+            assert m.key().decode() == body["user_id"], "key is the user id"
+    landable_ids = [e.event_id for e in events if e.kind in ("valid", "irrelevant")]
+    assert id_digest(landable_ids) == record.id_digest
+    assert record.valid == len(set(landable_ids))
 
 
 def test_s3_server_stores_and_lists_objects(ctx, sandbox):
