@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo test test-unit stop status password lint format lock measure docs clean
+.PHONY: help venv install run up demo test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ format: venv
 
 lock: venv ## re-pin requirements.lock from requirements.txt
 	@.venv/bin/uv pip compile requirements.txt --python-version 3.11 --generate-hashes --no-header -o requirements.lock
+
+SCENARIOS ?=
+bench: install ## benchmarks: print figures, write bench-results/ and docs/benchmarks.md
+	@$(PY) -m bench $(SCENARIOS)
 
 measure: install ## measure cold install, warm start and idle memory (writes docs/footprint.md)
 	@$(PY) scripts/measure.py

@@ -1,0 +1,1 @@
+"""Benchmark harness: figures printed and written, never asserted in tests."""
