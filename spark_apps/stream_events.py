@@ -10,6 +10,10 @@ Three streaming queries share one Kafka source definition:
 * ``category_sales`` per-minute purchase aggregates by category, upserted into Postgres keyed
                   by window and category, so a replayed micro-batch leaves the same rows.
 
+Every batch's progress (offsets, rates, durations, watermark, late rows dropped, observed counts
+of landed / irrelevant / dead-lettered events) goes to Postgres ``stream_progress``
+(``spark_apps/progress.py``).
+
 Modes: ``continuous`` (processing-time trigger, runs until stopped) and ``bounded`` (drain what
 is in the topic now, then exit; used by ``airflow dags test`` and the tests).
 
@@ -36,6 +40,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 
 from include.analytics import store
+from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.transforms import events as T
 
 log = logging.getLogger("stream_events")
@@ -105,7 +110,8 @@ def start_queries(spark: SparkSession, args: argparse.Namespace) -> list:
 
     root = args.checkpoint_root.rstrip("/")
     lake = trigger(
-        events.writeStream.queryName("lake")
+        T.observe_lake(events)
+        .writeStream.queryName("lake")
         .format("parquet")
         .option("path", args.lake_path)
         .option("checkpointLocation", f"{root}/lake")
@@ -113,7 +119,7 @@ def start_queries(spark: SparkSession, args: argparse.Namespace) -> list:
         .outputMode("append")
     ).start()
     dead = trigger(
-        T.dead_letters(validated)
+        T.observe_dead_letters(T.dead_letters(validated))
         .writeStream.queryName("dead_letter")
         .format("parquet")
         .option("path", args.dead_letter_path)
@@ -142,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
+    spark.streams.addListener(PostgresProgressListener(args.pg_schema))
     queries = start_queries(spark, args)
     log.info("started %s in %s mode", [q.name for q in queries], args.mode)
     if args.mode == "bounded":
@@ -159,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, exc in failed:
             log.error("query %s failed: %s", name, exc)
         return 1
+    record_recent_progress(queries, args.pg_schema)
     for q in queries:
         progress = q.lastProgress or {}
         log.info(

@@ -29,6 +29,27 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
 );
 ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
 
+-- One row per micro-batch of every streaming query (spark_apps/progress.py).
+CREATE TABLE IF NOT EXISTS stream_progress (
+    query_id             uuid NOT NULL,
+    run_id               uuid NOT NULL,
+    query_name           text NOT NULL,
+    batch_id             bigint NOT NULL,
+    ts                   timestamptz NOT NULL,
+    input_rows           bigint NOT NULL,
+    input_rows_per_s     double precision NOT NULL,
+    processed_rows_per_s double precision NOT NULL,
+    batch_duration_ms    bigint NOT NULL,
+    watermark            timestamptz,
+    late_rows_dropped    bigint NOT NULL,
+    state_rows           bigint NOT NULL,
+    sources              jsonb NOT NULL,
+    observed             jsonb NOT NULL,
+    durations            jsonb NOT NULL,
+    PRIMARY KEY (run_id, query_name, batch_id)
+);
+CREATE INDEX IF NOT EXISTS stream_progress_ts ON stream_progress (query_name, ts DESC);
+
 -- The product catalog (include/events/catalog.py), for enrichment and the dashboard.
 CREATE TABLE IF NOT EXISTS products (
     product_id    text PRIMARY KEY,
@@ -157,6 +178,39 @@ def upsert_products(conn, catalog) -> int:
         )
     conn.commit()
     return len(rows)
+
+
+PROGRESS_COLUMNS = (
+    "query_id",
+    "run_id",
+    "query_name",
+    "batch_id",
+    "ts",
+    "input_rows",
+    "input_rows_per_s",
+    "processed_rows_per_s",
+    "batch_duration_ms",
+    "watermark",
+    "late_rows_dropped",
+    "state_rows",
+    "sources",
+    "observed",
+    "durations",
+)
+
+
+def record_progress(conn, row: Mapping[str, Any]) -> None:
+    """Insert one progress row (a re-reported batch overwrites its row)."""
+    cols = ", ".join(PROGRESS_COLUMNS)
+    marks = ", ".join(["%s"] * len(PROGRESS_COLUMNS))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in PROGRESS_COLUMNS[4:])
+    with conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO stream_progress ({cols}) VALUES ({marks}) "
+            f"ON CONFLICT (run_id, query_name, batch_id) DO UPDATE SET {updates}",
+            [row[c] for c in PROGRESS_COLUMNS],
+        )
+    conn.commit()
 
 
 def upsert_category_sales(conn, rows: Iterable[tuple], batch_id: int) -> int:

@@ -205,3 +205,16 @@ def category_sales(events: DataFrame, window: str) -> DataFrame:
             "buyers",
         )
     )
+
+
+def observe_lake(events: DataFrame) -> DataFrame:
+    """Per-batch counts reported in the query's progress (``observedMetrics``)."""
+    return events.observe(
+        "lake",
+        F.count(F.lit(1)).alias("landed"),
+        F.coalesce(F.sum((~F.col("is_relevant")).cast("long")), F.lit(0)).alias("irrelevant"),
+    )
+
+
+def observe_dead_letters(dead: DataFrame) -> DataFrame:
+    return dead.observe("dead_letter", F.count(F.lit(1)).alias("dead_lettered"))

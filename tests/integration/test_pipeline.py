@@ -50,6 +50,23 @@ def postgres_sales(ctx, schema: str) -> list[dict]:
     ]
 
 
+def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
+    conn = store.connect(pg_params(ctx), schema=schema)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT query_name, batch_id, input_rows, sources, observed FROM stream_progress "
+            "ORDER BY query_name, ts, batch_id"
+        )
+        rows = cur.fetchall()
+    conn.close()
+    out: dict[str, list[dict]] = {}
+    for name, batch, n, sources, observed in rows:
+        out.setdefault(name, []).append(
+            {"batch_id": batch, "input_rows": n, "sources": sources, "observed": observed}
+        )
+    return out
+
+
 def lake_sales(report: dict) -> list[dict]:
     return [
         {
@@ -104,6 +121,21 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     sales = postgres_sales(ctx, sandbox.pg_schema)
     assert sales == lake_sales(report), "Postgres aggregates equal a recomputation from the lake"
     assert sum(r["purchases"] for r in sales) == r1.purchases
+
+    # Progress of every batch is in Postgres: offsets read, observed counts, durations.
+    progress = stream_progress(ctx, sandbox.pg_schema)
+    assert {"lake", "dead_letter", "category_sales"} <= set(progress)
+    for name in ("lake", "dead_letter", "category_sales"):
+        assert sum(r["input_rows"] for r in progress[name]) == len(batch1), name
+        ends = progress[name][-1]["sources"][0]["endOffset"][sandbox.topic]
+        assert {int(k): v for k, v in ends.items()} == r1.by_partition, name
+    landed = sum(r["observed"].get("lake", {}).get("landed", 0) for r in progress["lake"])
+    irrelevant = sum(r["observed"].get("lake", {}).get("irrelevant", 0) for r in progress["lake"])
+    dead = sum(
+        r["observed"].get("dead_letter", {}).get("dead_lettered", 0)
+        for r in progress["dead_letter"]
+    )
+    assert (landed, irrelevant, dead) == (report["rows"], kinds["irrelevant"], len(bad))
 
     # A second run with nothing new changes nothing (idempotent, resumes from checkpoints).
     again = run_stream(ctx, sandbox)
