@@ -28,6 +28,7 @@ from devstack.settings import (
     MINIO_VERSION,
     POSTGRES_JDBC_VERSION,
     ROOT,
+    SPARK_TOKEN_PROVIDER_VERSION,
     SPARK_VERSION,
     Settings,
 )
@@ -127,6 +128,7 @@ def install_spark_connectors(settings: Settings) -> Path:
         "spark-connectors.pom.xml",
         {
             "spark.version": SPARK_VERSION,
+            "spark.token.provider.version": SPARK_TOKEN_PROVIDER_VERSION,
             "hadoop.version": HADOOP_VERSION,
             "iceberg.version": ICEBERG_VERSION,
             "postgresql.version": POSTGRES_JDBC_VERSION,

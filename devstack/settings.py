@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Pinned versions of everything the installer fetches. Python packages are pinned in
 # requirements.lock; these are the non-Python parts.
 KAFKA_VERSION = "4.3.1"
-SPARK_VERSION = "4.1.1"  # must equal pyspark's version in requirements.lock
-HADOOP_VERSION = "3.4.2"  # the Hadoop that pyspark 4.1.1 ships; hadoop-aws must match
+SPARK_VERSION = "4.1.3"  # must equal pyspark's version in requirements.lock
+# Maven Central (as reachable here) lacks spark-token-provider-kafka 4.1.2/4.1.3; the Kafka
+# source 4.1.3 runs with the 4.1.1 one (delegation tokens only). See docs/stack.md.
+SPARK_TOKEN_PROVIDER_VERSION = "4.1.1"
+HADOOP_VERSION = "3.4.2"  # the Hadoop that pyspark 4.1.3 ships; hadoop-aws must match
 ICEBERG_VERSION = "1.11.0"
 POSTGRES_JDBC_VERSION = "42.7.8"
 LOG4J_VERSION = "2.25.2"
