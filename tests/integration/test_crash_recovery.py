@@ -21,7 +21,7 @@ from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test
-from tests.integration.test_pipeline import lake_sales, postgres_sales
+from tests.integration.lake_checks import lake_sales, postgres_sales
 
 
 def committed_lake_batches(ctx, schema: str) -> int:

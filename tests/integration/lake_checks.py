@@ -1,0 +1,61 @@
+"""Read-back helpers of the integration tests: what Postgres holds, what the lake holds."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from devstack.demo import pg_params
+from include.analytics import store
+
+
+def postgres_sales(ctx, schema: str) -> list[dict]:
+    conn = store.connect(pg_params(ctx), schema=schema)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT window_start, category, purchases, units, revenue::float8, buyers "
+            "FROM category_sales_minute ORDER BY window_start, category"
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return [
+        {
+            "window_start": r[0].astimezone(UTC).replace(tzinfo=None).isoformat(),
+            "category": r[1],
+            "purchases": r[2],
+            "units": r[3],
+            "revenue": round(r[4], 2),
+            "buyers": r[5],
+        }
+        for r in rows
+    ]
+
+
+def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
+    conn = store.connect(pg_params(ctx), schema=schema)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT query_name, batch_id, input_rows, sources, observed FROM stream_progress "
+            "ORDER BY query_name, ts, batch_id"
+        )
+        rows = cur.fetchall()
+    conn.close()
+    out: dict[str, list[dict]] = {}
+    for name, batch, n, sources, observed in rows:
+        out.setdefault(name, []).append(
+            {"batch_id": batch, "input_rows": n, "sources": sources, "observed": observed}
+        )
+    return out
+
+
+def lake_sales(report: dict) -> list[dict]:
+    return [
+        {
+            "window_start": r["window_start"],
+            "category": r["category"],
+            "purchases": r["purchases"],
+            "units": r["units"],
+            "revenue": round(r["revenue"], 2),
+            "buyers": r["buyers"],
+        }
+        for r in report["category_sales"]
+    ]
