@@ -166,6 +166,7 @@ class Postgres(Service):
                 capture_output=True,
                 text=True,
                 user=user,
+                cwd="/",  # the postgres OS user may not be able to enter our cwd
             )
         finally:
             os.unlink(pw.name)
