@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from spark_apps.transforms.events import category_sales, dedupe
+from spark_apps.transforms.events import category_sales, dedupe, funnel_counts
 
 
 def summarize(events: DataFrame) -> dict:
@@ -76,17 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else {}
     )
     if args.window and lake is not None:
-        sales = category_sales(dedupe(lake, "1 day"), args.window).orderBy(
-            "window_start", "category"
-        )
-        report["category_sales"] = [
-            {
-                **r.asDict(),
-                "window_start": r.window_start.isoformat(),
-                "window_end": r.window_end.isoformat(),
-            }
-            for r in sales.collect()
-        ]
+        deduped = dedupe(lake, "1 day")
+        for name, frame in (
+            ("category_sales", category_sales(deduped, args.window)),
+            ("funnel", funnel_counts(deduped, args.window)),
+        ):
+            report[name] = [
+                {
+                    **r.asDict(),
+                    "window_start": r.window_start.isoformat(),
+                    "window_end": r.window_end.isoformat(),
+                }
+                for r in frame.orderBy(*frame.columns[:3]).collect()
+            ]
     print("LAKE_REPORT " + json.dumps(report, default=float), flush=True)
     spark.stop()
     return 0

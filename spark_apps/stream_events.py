@@ -1,6 +1,6 @@
 """Stream user-activity events from Kafka into the lake (Parquet on S3) and Postgres.
 
-Three streaming queries share one Kafka source definition:
+Four streaming queries share one Kafka source definition:
 
 * ``lake``        valid events, deduplicated by ``event_id`` within the watermark, written by
                   Spark's file sink (exactly once via checkpoint + ``_spark_metadata``),
@@ -8,7 +8,9 @@ Three streaming queries share one Kafka source definition:
 * ``dead_letter`` events that break the contract, with the reason, the original bytes and
                   their Kafka coordinates (file sink, exactly once);
 * ``category_sales`` per-minute purchase aggregates by category, upserted into Postgres keyed
-                  by window and category, so a replayed micro-batch leaves the same rows.
+                  by window and category, so a replayed micro-batch leaves the same rows;
+* ``funnel``      per-minute counts of relevant events by type (and sessions), upserted the
+                  same way.
 
 Every batch's progress (offsets, rates, durations, watermark, late rows dropped, observed counts
 of landed / irrelevant / dead-lettered events) goes to Postgres ``stream_progress``
@@ -83,18 +85,19 @@ def read_kafka(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     )
 
 
-def upsert_category_sales(pg_schema: str):
+def upsert_aggregates(table: str, pg_schema: str):
     """foreachBatch writer: one Postgres transaction per micro-batch, keyed upserts."""
+    columns, _ = store.AGGREGATES[table]
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        rows = [tuple(r) for r in batch.select(*store.CATEGORY_SALES_COLUMNS).collect()]
+        rows = [tuple(r) for r in batch.select(*columns).collect()]
         conn = store.connect({}, schema=pg_schema)  # libpq reads PG* from the environment
         try:
             store.ensure_schema(conn)
-            n = store.upsert_category_sales(conn, rows, batch_id)
+            n = store.upsert_aggregates(conn, table, rows, batch_id)
         finally:
             conn.close()
-        log.info("batch %s: upserted %s category_sales rows", batch_id, n)
+        log.info("batch %s: upserted %s %s rows", batch_id, n, table)
 
     return write
 
@@ -132,9 +135,16 @@ def start_queries(spark: SparkSession, args: argparse.Namespace) -> list:
         .writeStream.queryName("category_sales")
         .option("checkpointLocation", f"{root}/category_sales")
         .outputMode("update")
-        .foreachBatch(upsert_category_sales(args.pg_schema))
+        .foreachBatch(upsert_aggregates("category_sales_minute", args.pg_schema))
     ).start()
-    return [lake, dead, sales]
+    funnel = trigger(
+        T.funnel_counts(events, args.window)
+        .writeStream.queryName("funnel")
+        .option("checkpointLocation", f"{root}/funnel")
+        .outputMode("update")
+        .foreachBatch(upsert_aggregates("funnel_minute", args.pg_schema))
+    ).start()
+    return [lake, dead, sales, funnel]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,18 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
 );
 ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
 
+-- Relevant events per minute and event type (the funnel), upserted by the stream.
+CREATE TABLE IF NOT EXISTS funnel_minute (
+    window_start  timestamptz NOT NULL,
+    window_end    timestamptz NOT NULL,
+    event_type    text NOT NULL,
+    events        bigint NOT NULL,
+    sessions      bigint NOT NULL,
+    batch_id      bigint NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (window_start, event_type)
+);
+
 -- One row per micro-batch of every streaming query (spark_apps/progress.py).
 CREATE TABLE IF NOT EXISTS stream_progress (
     query_id             uuid NOT NULL,
@@ -75,20 +87,6 @@ CREATE TABLE IF NOT EXISTS category_sales_minute (
 );
 """
 
-UPSERT_CATEGORY_SALES = """
-INSERT INTO category_sales_minute
-    (window_start, window_end, category, purchases, units, revenue, buyers, batch_id, updated_at)
-VALUES %s
-ON CONFLICT (window_start, category) DO UPDATE SET
-    window_end = EXCLUDED.window_end,
-    purchases  = EXCLUDED.purchases,
-    units      = EXCLUDED.units,
-    revenue    = EXCLUDED.revenue,
-    buyers     = EXCLUDED.buyers,
-    batch_id   = EXCLUDED.batch_id,
-    updated_at = now()
-"""
-
 CATEGORY_SALES_COLUMNS = (
     "window_start",
     "window_end",
@@ -98,6 +96,13 @@ CATEGORY_SALES_COLUMNS = (
     "revenue",
     "buyers",
 )
+FUNNEL_COLUMNS = ("window_start", "window_end", "event_type", "events", "sessions")
+
+# Aggregate tables the stream upserts: table -> (columns, key columns).
+AGGREGATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "category_sales_minute": (CATEGORY_SALES_COLUMNS, ("window_start", "category")),
+    "funnel_minute": (FUNNEL_COLUMNS, ("window_start", "event_type")),
+}
 
 
 def params_from_connection(conn: Any) -> dict[str, Any]:
@@ -213,20 +218,33 @@ def record_progress(conn, row: Mapping[str, Any]) -> None:
     conn.commit()
 
 
-def upsert_category_sales(conn, rows: Iterable[tuple], batch_id: int) -> int:
-    """Upsert rows shaped like ``CATEGORY_SALES_COLUMNS``; one transaction per micro-batch."""
+def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) -> int:
+    """Upsert rows shaped like ``AGGREGATES[table]`` in one transaction (one micro-batch).
+
+    Keyed by window and dimension: a replayed micro-batch rewrites the same rows with the
+    same values (update mode carries each changed key's full aggregate)."""
+    from psycopg2 import sql
     from psycopg2.extras import execute_values
 
+    columns, key = AGGREGATES[table]
     values = [(*row, batch_id) for row in rows]
     if not values:
         return 0
+    names = [*columns, "batch_id"]
+    statement = sql.SQL(
+        "INSERT INTO {table} ({cols}, updated_at) VALUES %s ON CONFLICT ({key}) DO UPDATE SET "
+        "{updates}, updated_at = now()"
+    ).format(
+        table=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in names if c not in key
+        ),
+    )
     with conn.cursor() as cur:
-        execute_values(
-            cur,
-            UPSERT_CATEGORY_SALES,
-            values,
-            template="(%s, %s, %s, %s, %s, %s, %s, %s, now())",
-        )
+        template = "(" + ", ".join(["%s"] * len(names)) + ", now())"
+        execute_values(cur, statement.as_string(cur), values, template=template)
     conn.commit()
     return len(values)
 

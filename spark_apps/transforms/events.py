@@ -207,6 +207,26 @@ def category_sales(events: DataFrame, window: str) -> DataFrame:
     )
 
 
+def funnel_counts(events: DataFrame, window: str) -> DataFrame:
+    """Relevant events per event-time window and event type (the funnel), with approximate
+    distinct sessions. ``events`` must already carry a watermark."""
+    relevant = events.where(F.col("is_relevant"))
+    return (
+        relevant.groupBy(F.window("event_time", window).alias("w"), F.col("event_type"))
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.approx_count_distinct("session_id", 0.01).alias("sessions"),
+        )
+        .select(
+            F.col("w.start").alias("window_start"),
+            F.col("w.end").alias("window_end"),
+            "event_type",
+            "events",
+            "sessions",
+        )
+    )
+
+
 def observe_lake(events: DataFrame) -> DataFrame:
     """Per-batch counts reported in the query's progress (``observedMetrics``)."""
     return events.observe(

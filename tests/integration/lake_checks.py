@@ -59,3 +59,30 @@ def lake_sales(report: dict) -> list[dict]:
         }
         for r in report["category_sales"]
     ]
+
+
+def postgres_funnel(ctx, schema: str) -> list[dict]:
+    conn = store.connect(pg_params(ctx), schema=schema)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT window_start, event_type, events, sessions FROM funnel_minute "
+            "ORDER BY window_start, window_end, event_type"
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return [
+        {
+            "window_start": r[0].astimezone(UTC).replace(tzinfo=None).isoformat(),
+            "event_type": r[1],
+            "events": r[2],
+            "sessions": r[3],
+        }
+        for r in rows
+    ]
+
+
+def lake_funnel(report: dict) -> list[dict]:
+    return [
+        {k: r[k] for k in ("window_start", "event_type", "events", "sessions")}
+        for r in report["funnel"]
+    ]

@@ -15,7 +15,13 @@ from include import pipeline
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test
-from tests.integration.lake_checks import lake_sales, postgres_sales, stream_progress
+from tests.integration.lake_checks import (
+    lake_funnel,
+    lake_sales,
+    postgres_funnel,
+    postgres_sales,
+    stream_progress,
+)
 
 EXPECTED_REASON_PREFIX = {
     "malformed_json": "malformed_json",
@@ -68,11 +74,14 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     sales = postgres_sales(ctx, sandbox.pg_schema)
     assert sales == lake_sales(report), "Postgres aggregates equal a recomputation from the lake"
     assert sum(r["purchases"] for r in sales) == r1.purchases
+    funnel = postgres_funnel(ctx, sandbox.pg_schema)
+    assert funnel == lake_funnel(report), "the funnel equals a recomputation from the lake"
+    assert sum(r["events"] for r in funnel) == kinds["valid"]
 
     # Progress of every batch is in Postgres: offsets read, observed counts, durations.
     progress = stream_progress(ctx, sandbox.pg_schema)
-    assert {"lake", "dead_letter", "category_sales"} <= set(progress)
-    for name in ("lake", "dead_letter", "category_sales"):
+    assert {"lake", "dead_letter", "category_sales", "funnel"} <= set(progress)
+    for name in ("lake", "dead_letter", "category_sales", "funnel"):
         assert sum(r["input_rows"] for r in progress[name]) == len(batch1), name
         ends = progress[name][-1]["sources"][0]["endOffset"][sandbox.topic]
         assert {int(k): v for k, v in ends.items()} == r1.by_partition, name
@@ -95,3 +104,4 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     assert final["rows"] == r1.valid + r2.valid
     assert final["purchases"] == r1.purchases + r2.purchases
     assert postgres_sales(ctx, sandbox.pg_schema) == lake_sales(final)
+    assert postgres_funnel(ctx, sandbox.pg_schema) == lake_funnel(final)

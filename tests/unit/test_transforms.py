@@ -180,3 +180,30 @@ def test_category_sales_sums_relevant_purchases_per_minute(spark):
         "window_start timestamp, category string, purchases long, units long, revenue double, buyers long",
     )
     assertDataFrameEqual(sales.drop("window_end"), expected)
+
+
+def test_funnel_counts_relevant_events_per_type_and_minute(spark):
+    t0 = NOW - timedelta(minutes=3)
+    view = {
+        "event_type": "page_view",
+        "product_id": None,
+        "category": None,
+        "price": None,
+        "quantity": None,
+        "currency": None,
+    }
+    payloads = [
+        event(event_id="a", event_time=iso(t0), session_id="s1", **view),
+        event(event_id="b", event_time=iso(t0 + timedelta(seconds=5)), session_id="s2", **view),
+        event(event_id="c", event_time=iso(t0 + timedelta(seconds=9)), session_id="s1"),
+        event(event_id="d", event_time=iso(t0), session_id="s3", traffic_type="bot", **view),
+    ]
+    parsed = tx.with_validation(
+        tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads])), now=F.lit(NOW)
+    )
+    funnel = tx.funnel_counts(tx.dedupe(tx.valid_events(parsed), "10 minutes"), "1 minute")
+    expected = spark.createDataFrame(
+        [(t0.replace(tzinfo=None), "page_view", 2, 2), (t0.replace(tzinfo=None), "purchase", 1, 1)],
+        "window_start timestamp, event_type string, events long, sessions long",
+    )
+    assertDataFrameEqual(funnel.drop("window_end"), expected)
