@@ -31,6 +31,7 @@ def summarize(events: DataFrame) -> dict:
     row = events.agg(
         F.count(F.lit(1)).alias("rows"),
         F.countDistinct("event_id").alias("distinct_ids"),
+        F.count("list_price").alias("enriched"),
         F.sum(F.col("is_relevant").cast("int")).alias("relevant"),
         F.sum(purchase.cast("int")).alias("purchases"),
         F.sum(F.when(purchase, F.col("quantity"))).alias("units"),
@@ -41,7 +42,9 @@ def summarize(events: DataFrame) -> dict:
 
 def read_sink(spark: SparkSession, path: str) -> DataFrame | None:
     try:
-        return spark.read.parquet(path)
+        return spark.read.option("mergeSchema", "true").parquet(
+            path
+        )  # older files lack new columns
     except AnalysisException as exc:  # nothing committed yet: no path, or a log with no files
         message = str(exc).lower()
         if (
@@ -67,7 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = (
         summarize(lake)
         if lake is not None
-        else {"rows": 0, "distinct_ids": 0, "relevant": 0, "purchases": 0, "units": 0, "revenue": 0}
+        else {
+            "rows": 0,
+            "enriched": 0,
+            "distinct_ids": 0,
+            "relevant": 0,
+            "purchases": 0,
+            "units": 0,
+            "revenue": 0,
+        }
     )
     report["dead_letter_rows"] = dead.count() if dead is not None else 0
     report["dead_letter_reasons"] = (

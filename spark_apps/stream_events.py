@@ -2,7 +2,8 @@
 
 Four streaming queries share one Kafka source definition:
 
-* ``lake``        valid events, deduplicated by ``event_id`` within the watermark, written by
+* ``lake``        valid events, enriched from the product catalog (Postgres ``products``),
+                  deduplicated by ``event_id`` within the watermark, written by
                   Spark's file sink (exactly once via checkpoint + ``_spark_metadata``),
                   partitioned by ``event_date``/``event_hour``;
 * ``dead_letter`` events that break the contract, with the reason, the original bytes and
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -85,6 +87,26 @@ def read_kafka(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
     )
 
 
+def read_catalog(spark: SparkSession, pg_schema: str) -> DataFrame:
+    """The product catalog from Postgres (JDBC, libpq's PG* environment). As the static side of
+    a stream-static join it is read again for every micro-batch: catalog changes reach the
+    next batch."""
+    env = os.environ
+    url = (
+        f"jdbc:postgresql://{env.get('PGHOST', '127.0.0.1')}:{env.get('PGPORT', '5432')}/"
+        f"{env.get('PGDATABASE', 'postgres')}?currentSchema={pg_schema}"
+    )
+    return (
+        spark.read.format("jdbc")
+        .option("url", url)
+        .option("driver", "org.postgresql.Driver")
+        .option("dbtable", "products")
+        .option("user", env.get("PGUSER", ""))
+        .option("password", env.get("PGPASSWORD", ""))
+        .load()
+    )
+
+
 def upsert_aggregates(table: str, pg_schema: str):
     """foreachBatch writer: one Postgres transaction per micro-batch, keyed upserts."""
     columns, _ = store.AGGREGATES[table]
@@ -104,7 +126,9 @@ def upsert_aggregates(table: str, pg_schema: str):
 
 def start_queries(spark: SparkSession, args: argparse.Namespace) -> list:
     validated = T.with_validation(T.parse(read_kafka(spark, args)))
-    events = T.dedupe(T.valid_events(validated), args.watermark)
+    events = T.dedupe(
+        T.enrich(T.valid_events(validated), read_catalog(spark, args.pg_schema)), args.watermark
+    )
 
     def trigger(writer):
         if args.mode == "bounded":

@@ -137,7 +137,7 @@ class _Simulation:
     def __init__(self, cfg: GeneratorConfig, clock: Callable[[], float]) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
-        self.catalog: Catalog = build_catalog(seed=cfg.seed)
+        self.catalog: Catalog = build_catalog()  # one catalog for every run: stable product ids
         self.clock = clock
         origin = cfg.start or (datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
         self.origin_ms = int(origin.timestamp() * 1000)

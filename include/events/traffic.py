@@ -32,7 +32,7 @@ def send_traffic(
     if pg_connect is not None:
         conn = pg_connect()
         try:
-            store.upsert_products(conn, build_catalog(seed=generator.seed))
+            store.upsert_products(conn, build_catalog())
         finally:
             conn.close()
     record = produce(

@@ -155,6 +155,20 @@ def valid_events(validated: DataFrame) -> DataFrame:
     )
 
 
+def enrich(events: DataFrame, catalog: DataFrame) -> DataFrame:
+    """Add the catalog's ``list_price`` and ``popularity_rank`` (left join on ``product_id``;
+    events without a product, or with one the catalog lacks, get nulls)."""
+    ref = catalog.select(
+        F.col("product_id").alias("_catalog_product_id"),
+        F.col("price").cast("double").alias("list_price"),
+        F.col("popularity_rank").cast("int").alias("popularity_rank"),
+    )
+    joined = events.join(
+        F.broadcast(ref), events["product_id"] == ref["_catalog_product_id"], "left"
+    )
+    return joined.drop("_catalog_product_id")
+
+
 def dead_letters(validated: DataFrame) -> DataFrame:
     """Rows that broke the contract, with the reason and the original bytes."""
     return validated.where(F.col(ERROR).isNotNull()).select(

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from devstack.demo import pg_params
 from devstack.spark import lake_report
 from include import pipeline
+from include.analytics import store
+from include.events.catalog import build_catalog
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test
@@ -55,12 +58,18 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     kinds = Counter(p.kind for p in batch1)
     assert all(kinds[k] > 0 for k in [*EXPECTED_REASON_PREFIX, "irrelevant", "duplicate"])
 
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.upsert_products(conn, build_catalog())  # the catalog the stream enriches from
+    conn.close()
+
     report = run_stream(ctx, sandbox)
 
     landable = {p.event_id for p in batch1 if p.kind in ("valid", "irrelevant")}
     bad = [p for p in batch1 if p.kind in EXPECTED_REASON_PREFIX]
     assert report["rows"] == len(landable) == r1.valid
     assert report["distinct_ids"] == report["rows"], "no duplicate event_id in the lake"
+    with_product = {p.event_id for p in batch1 if p.kind in ("valid", "irrelevant") and p.category}
+    assert report["enriched"] == len(with_product), "events with a product carry catalog fields"
     assert report["relevant"] == kinds["valid"], "bots, internal users and heartbeats are flagged"
     assert report["dead_letter_rows"] == len(bad)
     for kind, prefix in EXPECTED_REASON_PREFIX.items():

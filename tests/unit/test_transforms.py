@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from pyspark.sql import functions as F
@@ -207,3 +208,18 @@ def test_funnel_counts_relevant_events_per_type_and_minute(spark):
         "window_start timestamp, event_type string, events long, sessions long",
     )
     assertDataFrameEqual(funnel.drop("window_end"), expected)
+
+
+def test_enrich_adds_catalog_fields_by_product(spark):
+    events = spark.createDataFrame(
+        [("e1", "p1"), ("e2", None), ("e3", "p9")], "event_id string, product_id string"
+    )
+    catalog = spark.createDataFrame(
+        [("p1", "books", Decimal("12.50"), "USD", 3)],
+        "product_id string, category string, price decimal(12,2), currency string, popularity_rank int",
+    )
+    expected = spark.createDataFrame(
+        [("e1", "p1", 12.5, 3), ("e2", None, None, None), ("e3", "p9", None, None)],
+        "event_id string, product_id string, list_price double, popularity_rank int",
+    )
+    assertDataFrameEqual(tx.enrich(events, catalog), expected)
