@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo test test-unit stop status password lint format lock bench measure docs clean
+.PHONY: help venv install run up demo reconcile test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,15 +17,20 @@ venv:
 install: venv ## install everything (virtualenv, Kafka/Spark jars, MinIO, Postgres) into caches
 	@$(PY) -m devstack install
 
-run: install ## command one: start the platform and run the demo pipeline once
+run: install ## command one: start the platform, its supervised stream and a demo
 	@$(PY) -m devstack up
 	@$(PY) -m devstack demo --events $(EVENTS)
 
 up: install ## start every service (no demo)
 	@$(PY) -m devstack up
 
-demo: install ## produce demo events and run the stream once through Airflow
+demo: install ## produce demo events, start the supervised stream, wait for it, summarize
 	@$(PY) -m devstack demo --events $(EVENTS)
+
+SINCE ?=
+UNTIL ?=
+reconcile: install ## account for every produced event (SINCE=/UNTIL= ISO times; default: 24 h)
+	@$(PY) -m devstack reconcile $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL))
 
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m ruff check .

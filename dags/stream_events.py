@@ -1,55 +1,119 @@
 """
 ### Stream events: Kafka -> lake (Parquet on S3) + Postgres aggregates
 
-Runs `spark_apps/stream_events.py` through `SparkSubmitOperator` (client mode; the master comes
-from the `spark_default` connection). Params:
+The launcher of the long-running stream: `@continuous` with one active run, so while this
+DAG is unpaused a driver runs (or is being relaunched). It runs `spark_apps/stream_events.py`
+through `SparkSubmitOperator` (client mode; the master comes from the `spark_default`
+connection) after a gate and three preflight checks:
+
+0. **gate** — waits (a sensor, rescheduled) while an operator stopped the stream or
+   supervision halted it (`stream_control`), and halts it with an alert when driver runs keep
+   failing (a crash loop: `max_restarts` failures within `restart_window_min`);
+1. **preflight** — the topic and the bucket exist; every query's checkpoint is readable,
+   consistent and was written for this topic;
+2. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.
+   On a gap the run stops and names the partitions and offset ranges. Trigger again with
+   `accept_retention_gap` to continue past it: logged as an operator action;
+3. **single_writer** — no live driver holds the checkpoint's lease (the driver itself takes
+   the lease too, so a second driver is refused even if Airflow thinks the first one dead).
+
+The stream task retries with exponential backoff and has no execution timeout: a continuous
+run lives until stopped; a restart resumes from the checkpoints. The `stream_health` DAG
+watches it and restarts a stalled driver; `stream_control` stops or restarts it gracefully.
+
+Params:
 
 * `mode` — `continuous` runs until stopped; `bounded` drains what is in the topic and exits
   (used by `airflow dags test`, the demo and the tests);
 * `topic`, `bucket`, `lake_prefix`, `dead_letter_prefix`, `checkpoint_prefix`, `pg_schema` —
-  where to read and write (tests use their own).
+  where to read and write (tests use their own);
+* `accept_retention_gap` — operator action after the retention guard stopped a run;
+* `max_restarts`, `restart_window_min` — the crash-loop rule of the gate;
+* `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait).
 
 Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, PokeReturnValue, task
 
-from include import connections, pipeline
+from include import connections, dag_params, pipeline
 from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.supervision.notify import PlatformNotifier
 
 DAG_ID = "stream_events"
 BOOTSTRAP = f"{{{{ conn.{connections.KAFKA}.extra_dejson['bootstrap.servers'] }}}}"
 
 with DAG(
     dag_id=DAG_ID,
-    schedule=None,
+    schedule="@continuous",
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    tags=["streaming", "spark"],
+    tags=["streaming", "spark", "supervision"],
     doc_md=__doc__,
-    default_args={"owner": "platform"},
+    default_args={"owner": "platform", "on_failure_callback": PlatformNotifier()},
     params={
         "mode": Param(
-            "bounded", enum=["bounded", "continuous"], description="bounded drains and exits"
+            "continuous", enum=["continuous", "bounded"], description="bounded drains and exits"
         ),
-        "topic": Param(pipeline.EVENTS_TOPIC, type="string"),
-        "bucket": Param(pipeline.BUCKET, type="string"),
-        "lake_prefix": Param(pipeline.RAW_EVENTS_PREFIX, type="string"),
-        "dead_letter_prefix": Param(pipeline.DEAD_LETTER_PREFIX, type="string"),
-        "checkpoint_prefix": Param(pipeline.CHECKPOINT_PREFIX, type="string"),
-        "pg_schema": Param(pipeline.PG_SCHEMA, type="string", pattern="^[a-z_][a-z0-9_]*$"),
+        **dag_params.shared(
+            "topic",
+            "bucket",
+            "lake_prefix",
+            "dead_letter_prefix",
+            "checkpoint_prefix",
+            "pg_schema",
+            "max_restarts",
+            "restart_window_min",
+        ),
         "trigger": Param(pipeline.STREAM_TRIGGER, type="string"),
+        "accept_retention_gap": Param(
+            False,
+            type="boolean",
+            description="operator action: continue past offsets that retention deleted unread",
+        ),
+        "gate_timeout_s": Param(0, type="integer", minimum=0),
     },
 ) as dag:
+
+    @task.sensor(poke_interval=30, timeout=timedelta(days=30), mode="reschedule")
+    def gate(params: dict, dag_run=None) -> PokeReturnValue:
+        from include.supervision import tasks
+
+        return PokeReturnValue(is_done=tasks.gate(params, dag_run))
+
+    @task
+    def preflight(params: dict) -> None:
+        from include.supervision import tasks
+
+        tasks.preflight(params)
+
+    @task
+    def retention_guard(params: dict, dag_run=None) -> list[str]:
+        from include.supervision import tasks
+
+        return tasks.retention_guard(params, dag_run)
+
+    @task
+    def single_writer(params: dict) -> str:
+        from include.supervision import tasks
+
+        return tasks.single_writer(params)
+
     stream_events = LakeSparkSubmitOperator(
         task_id="stream_events",
         application=str(SPARK_APPS / "stream_events.py"),
         name="stream_events",
+        retries=4,
+        retry_delay=timedelta(seconds=30),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=10),
+        execution_timeout=None,
+        on_retry_callback=PlatformNotifier(level="warning"),
         application_args=[
             "--bootstrap-servers",
             BOOTSTRAP,
@@ -71,5 +135,9 @@ with DAG(
             pipeline.STREAM_WINDOW,
             "--pg-schema",
             "{{ params.pg_schema }}",
+            "--accept-retention-gap",
+            "{{ 'true' if params.accept_retention_gap else 'false' }}",
         ],
     )
+
+    gate() >> preflight() >> retention_guard() >> single_writer() >> stream_events

@@ -1,6 +1,6 @@
 """Command line of the local stack: ``python -m devstack <command>`` (the Makefile's verbs).
 
-Commands: install, up, demo, down, status, password, env. Errors of the environment end with a
+Commands: install, up, demo, reconcile, down, status, password, env. Errors of the environment end with a
 one-paragraph message and exit code 2, never a stack trace.
 """
 
@@ -34,6 +34,36 @@ _FRIENDLY = (
 )
 
 
+def _reconcile(ctx, args) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from devstack.spark import reconcile
+    from include import pipeline
+
+    now = datetime.now(UTC)
+    report, table = reconcile(
+        ctx,
+        since=args.since or (now - timedelta(hours=24)).isoformat(),
+        until=args.until or now.isoformat(),
+        topic=args.topic or pipeline.EVENTS_TOPIC,
+        lake_path=pipeline.s3a(ctx.settings.bucket, pipeline.RAW_EVENTS_PREFIX),
+        dead_letter_path=pipeline.s3a(ctx.settings.bucket, pipeline.DEAD_LETTER_PREFIX),
+    )
+    print(table)
+    keys = (
+        "runs",
+        "produced",
+        "landed",
+        "dead_lettered",
+        "dropped_copies",
+        "missing",
+        "duplicated",
+    )
+    print("totals: " + ", ".join(f"{k} {report[k]:,}" for k in keys))
+    print("==> every event accounted for" if report["ok"] else "==> PROBLEMS (see the table)")
+    return 0 if report["ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the pipeline once end to end and print a summary")
     demo.add_argument("--events", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=None)
+    rec = sub.add_parser(
+        "reconcile", help="account for every produced event (lake, dead letters, missing)"
+    )
+    rec.add_argument("--since", default=None, help="ISO time (default: 24 hours ago)")
+    rec.add_argument("--until", default=None, help="ISO time (default: now)")
+    rec.add_argument("--topic", default=None)
     sub.add_parser("down", help="stop everything this stack started")
     sub.add_parser("status", help="each service, its ports, pid and health")
     sub.add_parser("password", help="print the Airflow admin login")
@@ -61,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             if not stack.is_up(ctx):
                 stack.up(ctx)
             return 0 if demo_mod.run(ctx, args.events, args.seed) else 1
+        elif args.command == "reconcile":
+            return _reconcile(ctx, args)
         elif args.command == "down":
             stack.down(ctx)
         elif args.command == "status":

@@ -1,8 +1,10 @@
 """The end-to-end demo of `make run`: topics -> events -> stream (via Airflow) -> summary.
 
 Every step goes through the real services: topics are provisioned by the ``kafka_topics``
-DAG, the stream runs as the ``stream_events`` DAG's SparkSubmitOperator task (bounded mode),
-and the summary reads the lake back with Spark through the file sink's metadata.
+DAG; the stream runs continuously as the ``stream_events`` DAG's SparkSubmitOperator task
+(an ``@continuous`` DAG, supervised by ``stream_health``); demo events go in through the
+``demo_traffic`` DAG; once the stream's progress reaches the topic's end, the summary reads the
+lake back with Spark through the file sink's metadata. The stream keeps running afterwards.
 """
 
 from __future__ import annotations
@@ -65,12 +67,90 @@ def run(ctx: Context, events: int, seed: int | None) -> bool:
     client.login()  # proves the admin login works before we rely on it
     run_dag(client, "kafka_topics")
 
+    # The stream runs continuously under Airflow's supervision: unpausing its launcher (an
+    # @continuous DAG) starts it, and the health check watches it every few minutes.
+    for dag_id in ("stream_events", "stream_health"):
+        client.wait_for_dag(dag_id)
+        client.unpause(dag_id)
+    _say("stream_events (continuous, supervised by stream_health) is on")
+
     seed = seed if seed is not None else int(time.time()) % 1_000_000
     _say(f"producing {events:,} demo events (seed {seed}) through the demo_traffic DAG")
     run_dag(client, "demo_traffic", {"count": events, "seed": seed, "topic": pipeline.EVENTS_TOPIC})
 
-    run_dag(client, "stream_events", {"mode": "bounded"})
+    wait_for_stream(ctx)
     return summary(ctx)
+
+
+def caught_up(ctx: Context) -> tuple[bool, str]:
+    """Every query's last batch ended at the topic's log-end offsets."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    topic = pipeline.EVENTS_TOPIC
+    admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
+    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    futures = admin.list_offsets(
+        {TopicPartition(topic, p): OffsetSpec.latest() for p in parts}, request_timeout=10
+    )
+    log_end = {tp.partition: f.result().offset for tp, f in futures.items()}
+    conn = store.connect(pg_params(ctx))
+    try:
+        store.ensure_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT ON (query_name) query_name, sources FROM stream_progress "
+                "ORDER BY query_name, ts DESC, batch_id DESC"
+            )
+            rows = dict(cur.fetchall())
+    finally:
+        conn.close()
+    behind = []
+    for query in pipeline.STREAM_QUERIES:
+        sources = rows.get(query) or [{}]
+        ends = (sources[0].get("endOffset") or {}).get(topic) or {}
+        lag = sum(end - int(ends.get(str(p), 0)) for p, end in log_end.items())
+        if lag > 0:
+            behind.append(f"{query}: {lag:,} behind")
+    return not behind, ", ".join(behind)
+
+
+def stream_stopped(ctx: Context) -> str | None:
+    """Why the stream is not running, if an operator or supervision stopped it."""
+    from include.supervision import control, lease
+
+    conn = store.connect(pg_params(ctx))
+    try:
+        control.ensure_tables(conn)
+        name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, pipeline.CHECKPOINT_PREFIX))
+        state = control.get(conn, name)
+    finally:
+        conn.close()
+    if state.state == control.RUNNING:
+        return None
+    return f"{state.state} by {state.set_by or 'supervision'} ({state.reason})"
+
+
+def wait_for_stream(ctx: Context, timeout: float = 900) -> None:
+    _say("waiting for the stream to process everything in the topic")
+    t0 = time.monotonic()
+    detail = ""
+    while time.monotonic() - t0 < timeout:
+        stopped = stream_stopped(ctx)
+        if stopped:
+            raise DemoError(
+                f"the stream is {stopped}; trigger the stream_control DAG with action=restart "
+                "to resume it, then run the demo again"
+            )
+        done, detail = caught_up(ctx)
+        if done:
+            _say(f"the stream caught up in {time.monotonic() - t0:.0f}s")
+            return
+        time.sleep(3)
+    raise DemoError(
+        f"the stream did not catch up within {timeout:.0f}s ({detail}); see the stream_events "
+        "task log in the Airflow UI and <state>/airflow/logs"
+    )
 
 
 def summary(ctx: Context) -> bool:

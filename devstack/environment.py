@@ -124,7 +124,6 @@ def stack_env(
     env["RTAP_STATE_DIR"] = str(settings.state_dir)
     env["RTAP_BUCKET"] = settings.bucket
     env["RTAP_EVENTS_TOPIC"] = settings.events_topic
-    env["RTAP_DEAD_LETTER_TOPIC"] = settings.dead_letter_topic
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

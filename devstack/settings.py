@@ -93,7 +93,6 @@ class Settings:
     spark_master: str = "local[*]"
     bucket: str = "lake"
     events_topic: str = "events"
-    dead_letter_topic: str = "events.dlq"
 
     # Directories under the state dir (one ignored directory holds all state and logs).
     @property

@@ -47,8 +47,10 @@ def submit_argv(ctx: Context, app: str, args: list[str]) -> list[str]:
     return [*argv, str(SPARK_APPS / app), *args]
 
 
-def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: float = 900) -> str:
-    """Run ``spark_apps/<app>``; return its stdout (stderr goes to ``log_file``)."""
+def run_app_status(
+    ctx: Context, app: str, args: list[str], log_file: Path, timeout: float = 900
+) -> tuple[int, str]:
+    """Run ``spark_apps/<app>``; return its exit code and stdout (stderr goes to ``log_file``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
         proc = subprocess.run(
@@ -59,9 +61,51 @@ def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: fl
             env=submit_env(ctx),
             timeout=timeout,
         )
-    if proc.returncode != 0:
-        raise SparkAppError(f"spark app {app} failed (exit {proc.returncode}); see {log_file}")
-    return proc.stdout
+    return proc.returncode, proc.stdout
+
+
+def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: float = 900) -> str:
+    """Run ``spark_apps/<app>``; return its stdout; raise if it fails."""
+    code, out = run_app_status(ctx, app, args, log_file, timeout)
+    if code != 0:
+        raise SparkAppError(f"spark app {app} failed (exit {code}); see {log_file}")
+    return out
+
+
+def reconcile(
+    ctx: Context,
+    since: str,
+    until: str,
+    topic: str,
+    lake_path: str,
+    dead_letter_path: str,
+    pg_schema: str = "public",
+) -> tuple[dict, str]:
+    """Run the reconciliation; return its report and its printed table. Exit 2 of the app
+    (something missing or duplicated) is a result, not an error."""
+    args = [
+        "--topic",
+        topic,
+        "--lake-path",
+        lake_path,
+        "--dead-letter-path",
+        dead_letter_path,
+        "--since",
+        since,
+        "--until",
+        until,
+        "--pg-schema",
+        pg_schema,
+    ]
+    log_file = ctx.settings.logs_dir / "reconcile.log"
+    code, out = run_app_status(ctx, "reconcile.py", args, log_file)
+    if code not in (0, 2):
+        raise SparkAppError(f"spark app reconcile.py failed (exit {code}); see {log_file}")
+    table = "\n".join(ln for ln in out.splitlines() if not ln.startswith("RECONCILE "))
+    for line in out.splitlines():
+        if line.startswith("RECONCILE "):
+            return json.loads(line.removeprefix("RECONCILE ")), table
+    raise SparkAppError(f"reconcile.py printed no RECONCILE line; see {log_file}")
 
 
 def lake_report(

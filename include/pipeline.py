@@ -7,14 +7,23 @@ connections, not in these names.
 from __future__ import annotations
 
 EVENTS_TOPIC = "events"
-DEAD_LETTER_TOPIC = "events.dlq"
 BUCKET = "lake"
 RAW_EVENTS_PREFIX = "raw/events"
 DEAD_LETTER_PREFIX = "dead_letter/events"
 CHECKPOINT_PREFIX = "_checkpoints/stream_events"
 PG_SCHEMA = "public"
 
+# The streaming app's queries; each checkpoints under <checkpoint prefix>/<query>.
+STREAM_QUERIES = ("lake", "dead_letter", "category_sales", "funnel")
+
 STREAM_TRIGGER = "10 seconds"
+
+# Supervision: a driver that has not heart-beaten (or finished a batch with data waiting) for
+# this long is stalled; after MAX_RESTARTS failed runs within RESTART_WINDOW_MIN, stop restarting.
+STALL_AFTER_S = 120
+MAX_RESTARTS = 3
+RESTART_WINDOW_MIN = 30
+HEALTH_SCHEDULE = "*/5 * * * *"
 STREAM_WATERMARK = "10 minutes"
 STREAM_WINDOW = "1 minute"
 

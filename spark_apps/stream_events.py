@@ -3,13 +3,16 @@
 Four streaming queries share one Kafka source definition:
 
 * ``lake``        valid events, enriched from the product catalog (Postgres ``products``),
-                  deduplicated by ``event_id`` within the watermark, written by
+                  deduplicated by ``event_id`` within ``--dedupe-horizon`` of ingestion
+                  time (an event late in event time still lands), written by
                   Spark's file sink (exactly once via checkpoint + ``_spark_metadata``),
                   partitioned by ``event_date``/``event_hour``;
 * ``dead_letter`` events that break the contract, with the reason, the original bytes and
                   their Kafka coordinates (file sink, exactly once);
 * ``category_sales`` per-minute purchase aggregates by category, upserted into Postgres keyed
                   by window and category, so a replayed micro-batch leaves the same rows;
+                  events later than ``--watermark`` are counted (``late_rows_dropped`` in
+                  the progress), not added to closed windows: they are in the lake;
 * ``funnel``      per-minute counts of relevant events by type (and sessions), upserted the
                   same way.
 
@@ -29,6 +32,13 @@ Usage (Airflow runs this through SparkSubmitOperator; see ``include/spark/submit
         --lake-path s3a://lake/raw/events --dead-letter-path s3a://lake/dead_letter/events \\
         --checkpoint-root s3a://lake/_checkpoints/stream_events --mode bounded
 
+Before any query starts, the driver takes the checkpoint's single-writer lease in Postgres
+(``include/supervision/lease.py``) and renews it while it runs; a second driver on the same
+checkpoint exits with code 3 and names the holder; a driver that loses its lease stops writing
+and exits with code 4. The driver records its start and end in ``stream_runs`` and, while it
+runs, polls ``stream_control``: an operator's stop or restart request stops it between two
+batches, with exit code 0 (``include/supervision/control.py``).
+
 Postgres is reached with libpq's environment (``PGHOST``, ``PGPORT``, ``PGUSER``,
 ``PGPASSWORD``, ``PGDATABASE``), which the operator fills from the Airflow connection.
 """
@@ -39,11 +49,14 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
 from include.analytics import store
+from include.supervision import control, lease
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.transforms import events as T
 
@@ -59,13 +72,36 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint-root", required=True, help="one sub-directory per query")
     p.add_argument("--mode", choices=("bounded", "continuous"), default="continuous")
     p.add_argument("--trigger", default="10 seconds", help="processing-time trigger (continuous)")
-    p.add_argument("--watermark", default="10 minutes", help="late-data / dedupe horizon")
+    p.add_argument(
+        "--watermark", default="10 minutes", help="event-time lateness allowed in the aggregates"
+    )
+    p.add_argument(
+        "--dedupe-horizon",
+        default="10 minutes",
+        help="ingestion-time horizon within which the lake drops repeated event_ids",
+    )
     p.add_argument("--window", default="1 minute", help="aggregate window length")
     p.add_argument("--starting-offsets", default="earliest")
     p.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
     p.add_argument("--pg-schema", default="public", help="Postgres schema of the aggregates")
     p.add_argument("--app-name", default="stream_events")
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=60.0,
+        help="seconds the single-writer lease lives without a heartbeat",
+    )
+    p.add_argument(
+        "--accept-retention-gap",
+        choices=("true", "false"),
+        default="false",
+        help="operator action: first drain with failOnDataLoss=false, skipping offsets that "
+        "retention removed (the launch DAG logged which), then run normally",
+    )
     args = p.parse_args(list(argv))
+    args.accept_retention_gap = args.accept_retention_gap == "true"
+    if args.lease_ttl < 3:
+        p.error(f"--lease-ttl={args.lease_ttl}: must be at least 3 seconds")
     for name in ("lake_path", "dead_letter_path", "checkpoint_root"):
         value = getattr(args, name)
         if "://" not in value and not value.startswith("/"):
@@ -75,13 +111,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def read_kafka(spark: SparkSession, args: argparse.Namespace) -> DataFrame:
+def read_kafka(
+    spark: SparkSession, args: argparse.Namespace, fail_on_data_loss: bool = True
+) -> DataFrame:
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", args.bootstrap_servers)
         .option("subscribe", args.topic)
         .option("startingOffsets", args.starting_offsets)
-        .option("failOnDataLoss", "true")  # never skip offsets silently (see docs/streaming.md)
+        # Never skip offsets silently; the launch DAG's retention guard names any gap first.
+        .option("failOnDataLoss", str(fail_on_data_loss).lower())
         .option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)
         .load()
     )
@@ -124,20 +163,24 @@ def upsert_aggregates(table: str, pg_schema: str):
     return write
 
 
-def start_queries(spark: SparkSession, args: argparse.Namespace) -> list:
-    validated = T.with_validation(T.parse(read_kafka(spark, args)))
-    events = T.dedupe(
-        T.enrich(T.valid_events(validated), read_catalog(spark, args.pg_schema)), args.watermark
-    )
+def start_queries(
+    spark: SparkSession, args: argparse.Namespace, bounded: bool, fail_on_data_loss: bool = True
+) -> list:
+    validated = T.with_validation(T.parse(read_kafka(spark, args, fail_on_data_loss)))
+    enriched = T.enrich(T.valid_events(validated), read_catalog(spark, args.pg_schema))
+    # The lake keeps events late in event time (deduped on ingestion time); the aggregates
+    # count them as late instead of reopening closed windows (deduped on event time).
+    landed = T.dedupe(enriched, args.dedupe_horizon, time_column="kafka_timestamp")
+    events = T.dedupe(enriched, args.watermark)
 
     def trigger(writer):
-        if args.mode == "bounded":
+        if bounded:
             return writer.trigger(availableNow=True)
         return writer.trigger(processingTime=args.trigger)
 
     root = args.checkpoint_root.rstrip("/")
     lake = trigger(
-        T.observe_lake(events)
+        T.observe_lake(landed)
         .writeStream.queryName("lake")
         .format("parquet")
         .option("path", args.lake_path)
@@ -171,46 +214,113 @@ def start_queries(spark: SparkSession, args: argparse.Namespace) -> list:
     return [lake, dead, sales, funnel]
 
 
+def run_queries(spark: SparkSession, queries: list, bounded: bool) -> list[tuple[str, str]]:
+    """Wait for the queries; stop them all when one ends; return the failed ones."""
+    if bounded:
+        for q in queries:
+            q.awaitTermination()
+    else:
+        # Fail fast: the first query to fail (or to be stopped by a lost lease) stops the app,
+        # and Airflow's retry restarts it from the checkpoints.
+        spark.streams.awaitAnyTermination()
+    failed = [(q.name, str(q.exception())) for q in queries if q.exception() is not None]
+    for q in queries:
+        if q.isActive:
+            q.stop()
+    return failed
+
+
+def graceful_stop(spark: SparkSession, timeout_s: float = 600.0) -> None:
+    """Stop every query between two batches (a stop mid-batch would be safe too: the batch is
+    re-run from the checkpoint; this only avoids redoing work)."""
+    deadline = time.monotonic() + timeout_s
+    for q in list(spark.streams.active):
+        while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        q.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    conn = store.connect({}, schema=args.pg_schema)
+
+    def pg():
+        return store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
+
+    name, owner = lease.lease_name(args.checkpoint_root), lease.new_owner()
+    conn = pg()
     try:
         store.ensure_schema(conn)  # fail fast on a bad Postgres config, before any data moves
+        control.ensure_tables(conn)
+        held = lease.acquire(conn, name, owner, args.lease_ttl)
+        started_at = control.record_start(conn, name, owner, held.host, held.pid)
+    except lease.LeaseHeld as exc:
+        log.error("%s", exc)
+        return 3
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
-    spark.streams.addListener(PostgresProgressListener(args.pg_schema))
-    queries = start_queries(spark, args)
-    log.info("started %s in %s mode", [q.name for q in queries], args.mode)
-    if args.mode == "bounded":
-        for q in queries:
-            q.awaitTermination()
-    else:
-        # Fail fast: the first query to fail stops the app with a non-zero exit, and Airflow's
-        # retry restarts it from the checkpoints (supervision lives in Airflow, not here).
-        spark.streams.awaitAnyTermination()
-    failed = [(q.name, q.exception()) for q in queries if q.exception() is not None]
-    for q in queries:
-        if q.isActive:
+
+    def stop_writing(reason: str) -> None:
+        for q in spark.streams.active:
             q.stop()
-    if failed:
-        for name, exc in failed:
-            log.error("query %s failed: %s", name, exc)
-        return 1
-    record_recent_progress(queries, args.pg_schema)
-    for q in queries:
-        progress = q.lastProgress or {}
-        log.info(
-            "query %s done: last batch %s, %s input rows",
-            q.name,
-            progress.get("batchId"),
-            progress.get("numInputRows"),
-        )
+
+    keeper = lease.LeaseKeeper(
+        pg,
+        name,
+        owner,
+        args.lease_ttl,
+        on_lost=stop_writing,
+        should_stop=lambda c: control.stop_reason(c, name, started_at),
+        on_stop=lambda reason: threading.Thread(
+            target=graceful_stop, args=(spark,), name="graceful-stop", daemon=True
+        ).start(),
+    )
+    keeper.start()
+    failed: list[tuple[str, str]] = []
+    try:
+        spark.streams.addListener(PostgresProgressListener(args.pg_schema))
+        if args.accept_retention_gap:
+            log.warning(
+                "operator accepted a retention gap: draining once with failOnDataLoss=false; "
+                "offsets that retention removed are skipped (the launch DAG logged which)"
+            )
+            failed = run_queries(spark, start_queries(spark, args, True, False), True)
+        if not failed and keeper.lost is None and keeper.stop_requested is None:
+            bounded = args.mode == "bounded"
+            queries = start_queries(spark, args, bounded)
+            log.info("started %s in %s mode", [q.name for q in queries], args.mode)
+            failed = run_queries(spark, queries, bounded)
+            if not failed and keeper.lost is None:
+                record_recent_progress(queries, args.pg_schema)
+                for q in queries:
+                    progress = q.lastProgress or {}
+                    log.info(
+                        "query %s done: last batch %s, %s input rows",
+                        q.name,
+                        progress.get("batchId"),
+                        progress.get("numInputRows"),
+                    )
+    finally:
+        keeper.stop()
+    if keeper.lost is not None:
+        code, reason = 4, keeper.lost
+    elif failed:
+        code, reason = 1, "; ".join(f"query {q} failed: {e}" for q, e in failed)
+    else:
+        code, reason = 0, keeper.stop_requested or f"{args.mode} run finished"
+    (log.error if code else log.info)("exit %s: %s", code, reason)
+    conn = pg()
+    try:
+        control.record_end(conn, owner, code, reason)
+        if keeper.lost is None:
+            lease.release(conn, name, owner)
+    finally:
+        conn.close()
     spark.stop()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     id_digest     text NOT NULL
 );
 ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS offset_ranges jsonb NOT NULL DEFAULT '{}';
 
 -- Relevant events per minute and event type (the funnel), upserted by the stream.
 CREATE TABLE IF NOT EXISTS funnel_minute (
@@ -143,8 +144,9 @@ def record_run(conn, record: RunRecord) -> None:
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO ingest_runs (run_id, topic, events, valid, by_kind, by_partition,
-                                        purchases, units, revenue, late, id_digest)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                        purchases, units, revenue, late, id_digest,
+                                        offset_ranges)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (run_id) DO NOTHING""",
             (
                 record.run_id,
@@ -158,6 +160,7 @@ def record_run(conn, record: RunRecord) -> None:
                 record.revenue,
                 record.late,
                 record.id_digest,
+                json.dumps(record.offset_ranges),
             ),
         )
     conn.commit()

@@ -1,8 +1,8 @@
 """Send generated events to Kafka and keep a record of what was sent.
 
 The producer is idempotent (``enable.idempotence``, ``acks=all``), batches and compresses.
-Every run returns a :class:`RunRecord` — counts by intended kind, per partition, the expected
-purchase totals and a digest of the event ids — that :mod:`include.analytics.store` keeps in
+Every run returns a :class:`RunRecord` — counts by intended kind, per partition, the offset
+ranges the broker assigned, the expected purchase totals and a digest of the event ids — that :mod:`include.analytics.store` keeps in
 Postgres, so the lake and the aggregates can be reconciled against it later. The record is
 built as events stream by: a run of any length needs constant memory.
 """
@@ -52,6 +52,9 @@ class RunRecord:
     late: int = 0
     id_digest: str = ""
     seconds: float = 0.0
+    # Offsets the broker assigned, per partition, as [first, last] ranges: where every event
+    # of the run sits, so a reconciliation can find each one in the lake or the dead letters.
+    offset_ranges: dict[int, list[list[int]]] = field(default_factory=dict)
 
     @property
     def valid(self) -> int:
@@ -61,6 +64,34 @@ class RunRecord:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+
+class OffsetRanges:
+    """Delivered offsets per partition, kept as merged ``[first, last]`` ranges: a run alone
+    on its partitions needs one range each (constant memory); other producers writing at the
+    same time split them."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[int, list[list[int]]] = {}
+
+    def add(self, partition: int, offset: int) -> None:
+        ranges = self._ranges.setdefault(partition, [])
+        if ranges and ranges[-1][1] + 1 == offset:
+            ranges[-1][1] = offset
+        else:
+            ranges.append([offset, offset])
+
+    def result(self) -> dict[int, list[list[int]]]:
+        out: dict[int, list[list[int]]] = {}
+        for partition, ranges in sorted(self._ranges.items()):
+            merged: list[list[int]] = []
+            for lo, hi in sorted(ranges):
+                if merged and lo <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            out[partition] = merged
+        return out
 
 
 def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
@@ -119,12 +150,14 @@ def produce(
     kinds: Counter[str] = Counter()
     errors: list[str] = []
     digest = 0
+    offsets = OffsetRanges()
 
     def on_delivery(err, msg) -> None:
         if err is not None:
             errors.append(str(err))
         else:
             partitions[msg.partition()] += 1
+            offsets.add(msg.partition(), msg.offset())
 
     bar = _progress_bar(count, duration) if progress else None
     started = time.monotonic()
@@ -168,6 +201,7 @@ def produce(
     record.events = sent
     record.by_kind = dict(kinds)
     record.by_partition = dict(sorted(partitions.items()))
+    record.offset_ranges = offsets.result()
     record.revenue = round(record.revenue, 2)
     record.id_digest = f"{digest % _DIGEST_MOD:032x}"
     return record

@@ -184,9 +184,17 @@ def dead_letters(validated: DataFrame) -> DataFrame:
     )
 
 
-def dedupe(events: DataFrame, watermark: str) -> DataFrame:
-    """Drop repeated ``event_id``s seen within the watermark delay (streaming or batch)."""
-    with_wm = events.withWatermark("event_time", watermark)
+def dedupe(events: DataFrame, watermark: str, time_column: str = "event_time") -> DataFrame:
+    """Drop repeated ``event_id``s seen within ``watermark`` of ``time_column`` (streaming or
+    batch).
+
+    On a stream, a row older than the watermark is dropped *and counted* in the progress
+    (``numRowsDroppedByWatermark``). The aggregates dedupe on ``event_time``: an event too late
+    for its window is counted, not added. The lake dedupes on the Kafka (ingestion) timestamp:
+    copies of one event are re-sent close together in ingestion time, and an event late in
+    event time still lands.
+    """
+    with_wm = events.withWatermark(time_column, watermark)
     if events.isStreaming:
         return with_wm.dropDuplicatesWithinWatermark(["event_id"])
     return with_wm.dropDuplicates(["event_id"])

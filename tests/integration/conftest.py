@@ -16,6 +16,7 @@ import pytest
 from devstack import environment, stack
 from devstack.demo import pg_params
 from devstack.services import Context
+from include import pipeline
 from include.analytics import store
 from include.lake.s3 import s3_client
 
@@ -66,6 +67,34 @@ class Sandbox:
             "pg_schema": self.pg_schema,
         }
 
+    def supervision_conf(self, bucket: str, **extra) -> dict:
+        """Params of ``stream_health`` / ``stream_control`` for this sandbox's stream."""
+        return {
+            "bucket": bucket,
+            "checkpoint_prefix": self.checkpoint_prefix,
+            "pg_schema": self.pg_schema,
+            **extra,
+        }
+
+    def stream_args(self, ctx: Context, *extra: str) -> list[str]:
+        """The arguments Airflow passes to ``stream_events.py``, for a direct spark-submit."""
+        b = ctx.settings.bucket
+        return [
+            "--bootstrap-servers",
+            ctx.settings.kafka_bootstrap,
+            "--topic",
+            self.topic,
+            "--lake-path",
+            pipeline.s3a(b, self.lake_prefix),
+            "--dead-letter-path",
+            pipeline.s3a(b, self.dead_letter_prefix),
+            "--checkpoint-root",
+            pipeline.s3a(b, self.checkpoint_prefix),
+            "--pg-schema",
+            self.pg_schema,
+            *extra,
+        ]
+
 
 @pytest.fixture
 def sandbox(ctx):
@@ -101,10 +130,11 @@ def s3(ctx: Context):
     )
 
 
-def airflow_dags_test(
+def airflow_dags_run(
     ctx: Context, dag_id: str, conf: dict | None = None, timeout: float = 900
-) -> str:
-    """Run ``airflow dags test`` (the real CLI, in-process executor) and return the final state."""
+) -> tuple[str, str]:
+    """Run ``airflow dags test`` (the real CLI, in-process executor); return the final state of
+    the run and the output (also saved under the stack's logs)."""
     argv = [str(environment.venv_bin() / "airflow"), "dags", "test", dag_id]
     if conf:
         argv += ["-c", json.dumps(conf)]
@@ -113,5 +143,24 @@ def airflow_dags_test(
     match = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", output)
     log = ctx.settings.logs_dir / f"dags-test-{dag_id}.log"
     log.write_text(output)
-    assert proc.returncode == 0 and match, f"`airflow dags test {dag_id}` failed; output in {log}"
-    return match[-1]
+    assert match, f"`airflow dags test {dag_id}` did not finish a run; output in {log}"
+    return match[-1], output
+
+
+def airflow_dags_test(
+    ctx: Context, dag_id: str, conf: dict | None = None, timeout: float = 900
+) -> str:
+    """``airflow dags test`` that must exit cleanly; returns the final state."""
+    state, _ = airflow_dags_run(ctx, dag_id, conf, timeout)
+    log = ctx.settings.logs_dir / f"dags-test-{dag_id}.log"
+    assert state == "success", f"`airflow dags test {dag_id}` ended {state}; output in {log}"
+    return state
+
+
+def spawn(ctx: Context, argv: list[str], env: dict, log_name: str) -> subprocess.Popen:
+    """Start a long-running process in its own session (so the test can kill its whole group),
+    its output in ``<logs>/<log_name>``."""
+    with open(ctx.settings.logs_dir / log_name, "w") as log:
+        return subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )

@@ -8,15 +8,25 @@ from devstack.demo import pg_params
 from include.analytics import store
 
 
-def postgres_sales(ctx, schema: str) -> list[dict]:
+def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of one statement in a test's Postgres schema (its tables created if missing)."""
     conn = store.connect(pg_params(ctx), schema=schema)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT window_start, category, purchases, units, revenue::float8, buyers "
-            "FROM category_sales_minute ORDER BY window_start, category"
-        )
-        rows = cur.fetchall()
-    conn.close()
+    try:
+        store.ensure_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def postgres_sales(ctx, schema: str) -> list[dict]:
+    rows = query(
+        ctx,
+        schema,
+        "SELECT window_start, category, purchases, units, revenue::float8, buyers "
+        "FROM category_sales_minute ORDER BY window_start, category",
+    )
     return [
         {
             "window_start": r[0].astimezone(UTC).replace(tzinfo=None).isoformat(),
@@ -31,20 +41,30 @@ def postgres_sales(ctx, schema: str) -> list[dict]:
 
 
 def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
-    conn = store.connect(pg_params(ctx), schema=schema)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT query_name, batch_id, input_rows, sources, observed FROM stream_progress "
-            "ORDER BY query_name, ts, batch_id"
-        )
-        rows = cur.fetchall()
-    conn.close()
+    rows = query(
+        ctx,
+        schema,
+        "SELECT query_name, batch_id, input_rows, sources, observed FROM stream_progress "
+        "ORDER BY query_name, ts, batch_id",
+    )
     out: dict[str, list[dict]] = {}
     for name, batch, n, sources, observed in rows:
         out.setdefault(name, []).append(
             {"batch_id": batch, "input_rows": n, "sources": sources, "observed": observed}
         )
     return out
+
+
+def late_rows_dropped(ctx, schema: str) -> dict[str, int]:
+    """Rows each query dropped as later than its watermark, over all its batches."""
+    return dict(
+        query(
+            ctx,
+            schema,
+            "SELECT query_name, sum(late_rows_dropped)::bigint FROM stream_progress "
+            "GROUP BY query_name",
+        )
+    )
 
 
 def lake_sales(report: dict) -> list[dict]:
@@ -62,14 +82,12 @@ def lake_sales(report: dict) -> list[dict]:
 
 
 def postgres_funnel(ctx, schema: str) -> list[dict]:
-    conn = store.connect(pg_params(ctx), schema=schema)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT window_start, event_type, events, sessions FROM funnel_minute "
-            "ORDER BY window_start, window_end, event_type"
-        )
-        rows = cur.fetchall()
-    conn.close()
+    rows = query(
+        ctx,
+        schema,
+        "SELECT window_start, event_type, events, sessions FROM funnel_minute "
+        "ORDER BY window_start, window_end, event_type",
+    )
     return [
         {
             "window_start": r[0].astimezone(UTC).replace(tzinfo=None).isoformat(),

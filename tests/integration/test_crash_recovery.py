@@ -3,72 +3,51 @@
 The stream runs in continuous mode, launched directly with spark-submit (the same arguments
 Airflow passes), over a backlog large enough for many small batches; once a few batches have
 committed, the driver's whole process group is killed. A bounded run then resumes from the
-checkpoints: the lake holds every valid event exactly once and Postgres equals a recomputation.
+checkpoints: the lake holds every valid event exactly once, Postgres equals a recomputation and
+the reconciliation accounts for every produced event.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
 from devstack.demo import pg_params
-from devstack.spark import lake_report, submit_argv, submit_env
+from devstack.spark import lake_report, reconcile, submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
-from tests.integration.conftest import airflow_dags_test
-from tests.integration.lake_checks import lake_sales, postgres_sales
+from tests.integration.conftest import airflow_dags_test, spawn
+from tests.integration.lake_checks import lake_sales, postgres_sales, query
 
 
 def committed_lake_batches(ctx, schema: str) -> int:
-    conn = store.connect(pg_params(ctx), schema=schema)
-    try:
-        store.ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM stream_progress WHERE query_name = 'lake' AND input_rows > 0"
-            )
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    return query(
+        ctx,
+        schema,
+        "SELECT count(*) FROM stream_progress WHERE query_name = 'lake' AND input_rows > 0",
+    )[0][0]
 
 
 def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     batch = generate(60_000, seed=303, start=start, bad_share=0.02, duplicate_share=0.02)
     record = produce(batch, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.record_run(conn, record)  # what the reconciliation accounts for
+    conn.close()
     b = ctx.settings.bucket
-    args = [
-        "--bootstrap-servers",
-        ctx.settings.kafka_bootstrap,
-        "--topic",
-        sandbox.topic,
-        "--lake-path",
-        pipeline.s3a(b, sandbox.lake_prefix),
-        "--dead-letter-path",
-        pipeline.s3a(b, sandbox.dead_letter_prefix),
-        "--checkpoint-root",
-        pipeline.s3a(b, sandbox.checkpoint_prefix),
-        "--mode",
-        "continuous",
-        "--trigger",
-        "1 second",
-        "--max-offsets-per-trigger",
-        "3000",
-        "--pg-schema",
-        sandbox.pg_schema,
-    ]
-    log = open(ctx.settings.logs_dir / f"crash-test-{sandbox.id}.log", "w")  # noqa: SIM115
-    driver = subprocess.Popen(
+    args = sandbox.stream_args(
+        ctx, "--mode", "continuous", "--trigger", "1 second", "--max-offsets-per-trigger", "3000"
+    )
+    driver = spawn(
+        ctx,
         submit_argv(ctx, "stream_events.py", args),
-        env=submit_env(ctx),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        submit_env(ctx),
+        f"crash-test-{sandbox.id}.log",
     )
     try:
         deadline = time.monotonic() + 300
@@ -80,7 +59,6 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
-        log.close()
     partial = lake_report(
         ctx, pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
     )
@@ -99,3 +77,20 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     assert final["dead_letter_rows"] == bad
     assert final["purchases"] == record.purchases
     assert postgres_sales(ctx, sandbox.pg_schema) == lake_sales(final)
+
+    # The reconciliation accounts for every event: landed, dead-lettered or a dropped copy.
+    report, _ = reconcile(
+        ctx,
+        (start - timedelta(hours=1)).isoformat(),
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        sandbox.topic,
+        pipeline.s3a(b, sandbox.lake_prefix),
+        pipeline.s3a(b, sandbox.dead_letter_prefix),
+        sandbox.pg_schema,
+    )
+    assert report["ok"], report["problems"]
+    assert (report["produced"], report["landed"], report["missing"]) == (
+        record.events,
+        record.valid,
+        0,
+    )

@@ -16,5 +16,18 @@ def test_dags_test(ctx, sandbox, dag_id):
     confs = {
         "stream_events": sandbox.stream_conf(ctx.settings.bucket),
         "demo_traffic": {"topic": sandbox.topic, "count": 2_000, "seed": 5},
+        "stream_health": sandbox.supervision_conf(ctx.settings.bucket, topic=sandbox.topic),
+        "stream_control": sandbox.supervision_conf(ctx.settings.bucket, action="restart"),
+        "replay_dead_letters": {
+            "topic": sandbox.topic,
+            "dead_letter_prefix": sandbox.dead_letter_prefix,
+            "pg_schema": sandbox.pg_schema,
+        },
+        "reconcile": {
+            "topic": sandbox.topic,
+            "lake_prefix": sandbox.lake_prefix,
+            "dead_letter_prefix": sandbox.dead_letter_prefix,
+            "pg_schema": sandbox.pg_schema,
+        },
     }
     assert airflow_dags_test(ctx, dag_id, confs.get(dag_id)) == "success"

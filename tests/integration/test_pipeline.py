@@ -21,6 +21,7 @@ from tests.integration.conftest import airflow_dags_test
 from tests.integration.lake_checks import (
     lake_funnel,
     lake_sales,
+    late_rows_dropped,
     postgres_funnel,
     postgres_sales,
     stream_progress,
@@ -106,11 +107,30 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     again = run_stream(ctx, sandbox)
     assert again["rows"] == report["rows"] and postgres_sales(ctx, sandbox.pg_schema) == sales
 
+    # Events two hours late in event time (the watermark is 10 minutes): they land in the
+    # lake; the aggregates count them as late instead of reopening closed windows.
+    late = generate(400, seed=303, start=start - timedelta(hours=2))
+    r_late = produce(late, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
+    after_late = run_stream(ctx, sandbox)
+    assert after_late["rows"] == r1.valid + r_late.valid
+    assert after_late["purchases"] == r1.purchases + r_late.purchases
+    assert postgres_sales(ctx, sandbox.pg_schema) == sales, "closed windows are not reopened"
+    dropped = late_rows_dropped(ctx, sandbox.pg_schema)
+    assert dropped["category_sales"] == dropped["funnel"] == r_late.valid
+    assert dropped["lake"] == 0, "nothing late is dropped from the lake"
+
+    def on_time(rows: list[dict]) -> list[dict]:
+        return [
+            r
+            for r in rows
+            if r["window_start"] >= (start - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+        ]
+
     # More events later: the lake and the aggregates grow by exactly those.
     batch2 = generate(1_000, seed=202, start=start + timedelta(minutes=1))
     r2 = produce(batch2, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
     final = run_stream(ctx, sandbox)
-    assert final["rows"] == r1.valid + r2.valid
-    assert final["purchases"] == r1.purchases + r2.purchases
-    assert postgres_sales(ctx, sandbox.pg_schema) == lake_sales(final)
-    assert postgres_funnel(ctx, sandbox.pg_schema) == lake_funnel(final)
+    assert final["rows"] == r1.valid + r_late.valid + r2.valid
+    assert final["purchases"] == r1.purchases + r_late.purchases + r2.purchases
+    assert postgres_sales(ctx, sandbox.pg_schema) == on_time(lake_sales(final))
+    assert postgres_funnel(ctx, sandbox.pg_schema) == on_time(lake_funnel(final))

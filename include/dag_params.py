@@ -1,0 +1,30 @@
+"""The params DAGs share: where the pipeline reads and writes, and the supervision limits.
+
+One definition, so every DAG names and validates them the same way; tests override them to
+keep a run inside a sandbox (its own topic, prefixes and Postgres schema).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+from include import pipeline
+
+_LOCATIONS = {
+    "topic": lambda: Param(pipeline.EVENTS_TOPIC, type="string"),
+    "bucket": lambda: Param(pipeline.BUCKET, type="string"),
+    "lake_prefix": lambda: Param(pipeline.RAW_EVENTS_PREFIX, type="string"),
+    "dead_letter_prefix": lambda: Param(pipeline.DEAD_LETTER_PREFIX, type="string"),
+    "checkpoint_prefix": lambda: Param(pipeline.CHECKPOINT_PREFIX, type="string"),
+    "pg_schema": lambda: Param(pipeline.PG_SCHEMA, type="string", pattern="^[a-z_][a-z0-9_]*$"),
+    "max_restarts": lambda: Param(pipeline.MAX_RESTARTS, type="integer", minimum=1),
+    "restart_window_min": lambda: Param(pipeline.RESTART_WINDOW_MIN, type="number", minimum=1),
+}
+
+
+def shared(*names: str) -> dict[str, Param]:
+    """Fresh ``Param`` objects for ``names`` (keys of this module's table)."""
+    unknown = set(names) - set(_LOCATIONS)
+    if unknown:
+        raise KeyError(f"no shared param {sorted(unknown)}; known: {sorted(_LOCATIONS)}")
+    return {name: _LOCATIONS[name]() for name in names}

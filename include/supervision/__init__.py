@@ -1,0 +1,1 @@
+"""Supervision of the streaming app: checkpoint reading, retention guard, single-writer lease."""

@@ -1,0 +1,124 @@
+"""Read what a Structured Streaming checkpoint says about its Kafka source, from any store.
+
+A query's checkpoint directory holds ``offsets/<batch>`` (written *before* a batch runs: the
+offsets it will read up to), ``commits/<batch>`` (written *after* the batch's sink committed)
+and ``sources/0/0`` (the Kafka source's initial offsets). The next read position of a query is
+therefore the ``offsets`` entry of its last *committed* batch: a planned but uncommitted batch
+is re-run from there. With no committed batch, it is the initial offsets.
+
+The functions take a ``read(key) -> str | None`` and a ``list(prefix) -> keys`` callable, so
+they are pure and work on S3, a local directory or a dict in a unit test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+# Offsets per topic and partition: {"events": {0: 120, 1: 98, 2: 130}}.
+Offsets = dict[str, dict[int, int]]
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint cannot be read, or does not fit the configuration."""
+
+
+@dataclass(frozen=True)
+class QueryPosition:
+    query: str
+    committed_batch: int | None  # None: no batch committed yet
+    planned_batch: int | None  # highest offsets/<batch> present
+    offsets: Offsets  # where the query resumes; {} when it starts from startingOffsets
+
+    @property
+    def topics(self) -> set[str]:
+        return set(self.offsets)
+
+
+def parse_offsets_file(text: str, where: str = "offsets file") -> Offsets:
+    """The Kafka offsets of an ``offsets/<batch>`` or ``sources/0/0`` file.
+
+    ``offsets/<batch>``: a version line, a metadata JSON line, then one line per source
+    (``{"topic": {"partition": offset}}``, or ``-`` for a source without offsets).
+    ``sources/0/0``: a version line (possibly with a leading NUL byte) and the offsets JSON.
+    """
+    lines = [ln.strip().lstrip("\x00") for ln in text.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("v"):
+        raise CheckpointError(f"{where}: no version line; not a Spark checkpoint file")
+    out: Offsets = {}
+    for line in lines[1:]:
+        if line == "-":
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{where}: unreadable line {line[:80]!r}") from exc
+        if "batchWatermarkMs" in doc or "batchTimestampMs" in doc:
+            continue  # the metadata line
+        for topic, parts in doc.items():
+            if not isinstance(parts, dict):
+                raise CheckpointError(f"{where}: {topic!r} has no per-partition offsets")
+            out.setdefault(topic, {}).update({int(p): int(o) for p, o in parts.items()})
+    return out
+
+
+def _batch_ids(keys: Iterable[str], prefix: str) -> list[int]:
+    ids = []
+    for key in keys:
+        name = key[len(prefix) :].strip("/")
+        if name.isdigit():
+            ids.append(int(name))
+    return sorted(ids)
+
+
+def query_position(
+    query: str,
+    root: str,
+    read: Callable[[str], str | None],
+    list_keys: Callable[[str], Iterable[str]],
+) -> QueryPosition | None:
+    """Where the query checkpointed under ``root`` resumes; None when there is no checkpoint."""
+    base = f"{root.rstrip('/')}/{query}"
+    planned = _batch_ids(list_keys(f"{base}/offsets/"), f"{base}/offsets/")
+    committed = _batch_ids(list_keys(f"{base}/commits/"), f"{base}/commits/")
+    missing = sorted(set(committed) - set(planned))
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {base}: commits/{missing[0]} has no offsets/{missing[0]}; "
+            "the checkpoint is damaged (restore it or start a new one)"
+        )
+    if committed:
+        batch = committed[-1]
+        text = read(f"{base}/offsets/{batch}")
+        if text is None:
+            raise CheckpointError(f"checkpoint {base}: offsets/{batch} vanished while reading")
+        offsets = parse_offsets_file(text, f"{base}/offsets/{batch}")
+        return QueryPosition(query, batch, planned[-1], offsets)
+    initial = read(f"{base}/sources/0/0")
+    if initial is None and not planned:
+        metadata = read(f"{base}/metadata")
+        return None if metadata is None else QueryPosition(query, None, None, {})
+    offsets = parse_offsets_file(initial, f"{base}/sources/0/0") if initial else {}
+    return QueryPosition(query, None, planned[-1] if planned else None, offsets)
+
+
+def s3_reader(
+    client, bucket: str
+) -> tuple[Callable[[str], str | None], Callable[[str], list[str]]]:
+    """``read`` and ``list_keys`` over an S3 bucket (keys are relative to the bucket)."""
+
+    def read(key: str) -> str | None:
+        try:
+            body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+        return body.decode("utf-8", errors="replace")
+
+    def list_keys(prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(o["Key"] for o in page.get("Contents", []))
+        return keys
+
+    return read, list_keys

@@ -1,0 +1,176 @@
+"""The stream's control and history tables in Postgres, and what the driver and DAGs do with them.
+
+* ``stream_control`` — per lease name: ``running``, ``stopped`` (an operator stopped it) or
+  ``halted`` (supervision gave up: crash loop), who set it and why, and a pending restart
+  request. The launch DAG's gate waits while it is not ``running``; the driver polls it and
+  stops gracefully (between batches) when asked.
+* ``stream_runs`` — one row per driver start: host, pid, start, end, exit; restarts are counted
+  from here.
+* ``stream_health`` — every health check's status, reasons and figures.
+* ``stream_restarts`` — every restart supervision did (or refused, in a crash loop).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+RUNNING, STOPPED, HALTED = "running", "stopped", "halted"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS stream_control (
+    name                  text PRIMARY KEY,
+    state                 text NOT NULL CHECK (state IN ('running', 'stopped', 'halted')),
+    reason                text NOT NULL DEFAULT '',
+    set_by                text NOT NULL DEFAULT '',
+    restart_requested_at  timestamptz,
+    updated_at            timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS stream_runs (
+    owner        text PRIMARY KEY,
+    name         text NOT NULL,
+    host         text NOT NULL,
+    pid          integer NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    ended_at     timestamptz,
+    exit_code    integer,
+    exit_reason  text
+);
+CREATE INDEX IF NOT EXISTS stream_runs_started ON stream_runs (name, started_at DESC);
+CREATE TABLE IF NOT EXISTS stream_health (
+    id       bigserial PRIMARY KEY,
+    name     text NOT NULL,
+    ts       timestamptz NOT NULL DEFAULT now(),
+    status   text NOT NULL,
+    reasons  jsonb NOT NULL,
+    metrics  jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stream_health_ts ON stream_health (name, ts DESC);
+CREATE TABLE IF NOT EXISTS stream_restarts (
+    id      bigserial PRIMARY KEY,
+    name    text NOT NULL,
+    ts      timestamptz NOT NULL DEFAULT now(),
+    pid     integer,
+    host    text,
+    action  text NOT NULL,
+    reason  text NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Control:
+    state: str
+    reason: str
+    set_by: str
+    restart_requested_at: datetime | None
+    updated_at: datetime | None
+
+
+def ensure_tables(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(DDL)
+    conn.commit()
+
+
+def get(conn, name: str) -> Control:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT state, reason, set_by, restart_requested_at, updated_at "
+            "FROM stream_control WHERE name = %s",
+            (name,),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    return Control(*row) if row else Control(RUNNING, "", "", None, None)
+
+
+def set_state(conn, name: str, state: str, reason: str, set_by: str, restart: bool = False) -> None:
+    if state not in (RUNNING, STOPPED, HALTED):
+        raise ValueError(f"unknown stream state {state!r}")
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO stream_control AS c (name, state, reason, set_by, restart_requested_at)
+            VALUES (%(name)s, %(state)s, %(reason)s, %(by)s, CASE WHEN %(restart)s THEN now() END)
+            ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
+                set_by = EXCLUDED.set_by, updated_at = now(),
+                restart_requested_at = COALESCE(EXCLUDED.restart_requested_at,
+                                                c.restart_requested_at)
+            """,
+            {"name": name, "state": state, "reason": reason, "by": set_by, "restart": restart},
+        )
+    conn.commit()
+
+
+def stop_reason(conn, name: str, started_at: datetime) -> str | None:
+    """Why a driver that started at ``started_at`` should stop now, or None."""
+    c = get(conn, name)
+    if c.state != RUNNING:
+        return f"stream {c.state} by {c.set_by or 'supervision'}: {c.reason}"
+    if c.restart_requested_at is not None and c.restart_requested_at > started_at:
+        return f"restart requested by {c.set_by or 'supervision'}: {c.reason}"
+    return None
+
+
+def record_start(conn, name: str, owner: str, host: str, pid: int) -> datetime:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO stream_runs (owner, name, host, pid) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (owner) DO NOTHING RETURNING started_at",
+            (owner, name, host, pid),
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute("SELECT started_at FROM stream_runs WHERE owner = %s", (owner,))
+            row = cur.fetchone()
+    conn.commit()
+    return row[0]
+
+
+def record_end(conn, owner: str, exit_code: int, reason: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE stream_runs SET ended_at = now(), exit_code = %s, exit_reason = %s "
+            "WHERE owner = %s",
+            (exit_code, reason[:2000], owner),
+        )
+    conn.commit()
+
+
+def failures_within(conn, name: str, minutes: float, exclude_owner: str | None = None) -> int:
+    """Driver runs started within the window that crashed or failed: no clean end recorded
+    (killed) or a non-zero exit. ``exclude_owner``: the driver running now."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM stream_runs WHERE name = %s "
+            "AND started_at > now() - make_interval(secs => %s) "
+            "AND (exit_code IS NULL OR exit_code <> 0) AND owner IS DISTINCT FROM %s",
+            (name, minutes * 60, exclude_owner),
+        )
+        n = cur.fetchone()[0]
+    conn.commit()
+    return int(n)
+
+
+def record_health(conn, name: str, report: dict[str, Any]) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO stream_health (name, status, reasons, metrics) VALUES (%s, %s, %s, %s)",
+            (name, report["status"], json.dumps(report["reasons"]), json.dumps(report["metrics"])),
+        )
+    conn.commit()
+
+
+def record_restart(
+    conn, name: str, pid: int | None, host: str | None, action: str, reason: str
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO stream_restarts (name, pid, host, action, reason) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (name, pid, host, action, reason[:2000]),
+        )
+    conn.commit()

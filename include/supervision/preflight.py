@@ -1,0 +1,100 @@
+"""Checks the launch DAG runs before it submits the streaming app.
+
+Each check raises :class:`PreflightError` (or a subclass) with a message that names the
+setting or the data at fault; the DAG's tasks only call these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from include import pipeline
+from include.supervision import checkpoint, lease, retention
+
+log = logging.getLogger(__name__)
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def check_topic(admin: Any, topic: str, timeout: float = 15.0) -> int:
+    """The topic exists; returns its partition count."""
+    meta = admin.list_topics(timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise PreflightError(
+            f"topic {topic!r} (param `topic`) does not exist on the broker; run the "
+            "kafka_topics DAG or fix the param"
+        )
+    return len(meta.partitions)
+
+
+def check_bucket(s3: Any, bucket: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        raise PreflightError(
+            f"bucket {bucket!r} (param `bucket`) is not reachable: {code}; create it or fix "
+            "the param / the lake_s3 connection"
+        ) from exc
+
+
+def checkpoint_positions(
+    s3: Any, bucket: str, checkpoint_prefix: str, topic: str
+) -> list[checkpoint.QueryPosition]:
+    """Every query's resume position; fails when the checkpoint is damaged or was written for
+    another topic."""
+    read, list_keys = checkpoint.s3_reader(s3, bucket)
+    root = checkpoint_prefix.strip("/")
+    positions = []
+    for query in pipeline.STREAM_QUERIES:
+        try:
+            pos = checkpoint.query_position(query, root, read, list_keys)
+        except checkpoint.CheckpointError as exc:
+            raise PreflightError(f"checkpoint s3://{bucket}/{root}: {exc}") from exc
+        if pos is None:
+            log.info("query %s: no checkpoint yet; it starts from the earliest offsets", query)
+            continue
+        other = pos.topics - {topic}
+        if other:
+            raise PreflightError(
+                f"checkpoint s3://{bucket}/{root}/{query} was written for topic(s) "
+                f"{sorted(other)}, but param `topic` is {topic!r}: use another "
+                "`checkpoint_prefix` for another topic"
+            )
+        log.info(
+            "query %s: last committed batch %s, resumes at %s",
+            query,
+            pos.committed_batch,
+            pos.offsets.get(topic),
+        )
+        positions.append(pos)
+    return positions
+
+
+def guard_retention(
+    admin: Any, topic: str, positions: list[checkpoint.QueryPosition], accept: bool
+) -> list[retention.Gap]:
+    """Stop on unread data removed by retention, unless the operator accepted the gap."""
+    gaps = retention.find_gaps(positions, retention.earliest_offsets(admin, topic))
+    if gaps and not accept:
+        raise retention.RetentionGapError(gaps)
+    for gap in gaps:
+        log.warning("ACCEPTED by the operator (accept_retention_gap): %s", gap.describe())
+    if not gaps:
+        log.info("retention guard: every partition still holds what the checkpoint has not read")
+    return gaps
+
+
+def check_lease(conn: Any, checkpoint_root: str) -> str:
+    """Refuse to launch while a live driver holds the checkpoint's lease."""
+    lease.ensure_table(conn)
+    name = lease.lease_name(checkpoint_root)
+    current = lease.refuse_if_held(conn, name)
+    if current is None:
+        return f"lease {name!r} is free"
+    return f"lease {name!r} is free to take over ({current.describe()})"

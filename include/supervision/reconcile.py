@@ -1,0 +1,138 @@
+"""Account for every produced event: landed in the lake, dead-lettered, a dropped duplicate
+copy, or missing; and find events landed more than once.
+
+The producer records, per run (``ingest_runs``), the offsets the broker gave its events (as
+ranges per partition), the counts of what it meant to send (valid, irrelevant, each bad kind,
+duplicate copies) and a digest of the landable event ids. The Spark side
+(``spark_apps/reconcile.py``) finds the lake and dead-letter rows whose Kafka coordinates fall
+in those ranges and measures them; :func:`account` compares the two and names every problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LANDABLE = ("valid", "irrelevant")
+
+
+@dataclass(frozen=True)
+class Produced:
+    run_id: str
+    events: int
+    by_kind: dict[str, int]
+    id_digest: str
+
+    @property
+    def landable(self) -> int:
+        return sum(self.by_kind.get(k, 0) for k in LANDABLE)
+
+    @property
+    def copies(self) -> int:
+        return self.by_kind.get("duplicate", 0)
+
+    @property
+    def invalid(self) -> int:
+        return self.events - self.landable - self.copies
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the lake and the dead-letter path hold at the run's Kafka coordinates."""
+
+    lake_rows: int
+    lake_ids: int  # distinct event ids among them
+    lake_digest: str  # digest of those distinct ids
+    landed_elsewhere_too: int  # of those ids, how many also landed at other coordinates
+    dead_rows: int
+    dead_coordinates: int  # distinct (partition, offset) among them
+
+
+@dataclass
+class Account:
+    run_id: str
+    produced: int
+    landed: int
+    dead_lettered: int
+    dropped_copies: int
+    missing: int
+    duplicated: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def account(p: Produced, f: Found) -> Account:
+    dropped = p.events - f.lake_rows - f.dead_rows  # coordinates in neither place
+    missing_landed = max(0, p.landable - f.lake_ids)
+    missing_dead = max(0, p.invalid - f.dead_coordinates)
+    duplicated = (
+        (f.lake_rows - f.lake_ids) + f.landed_elsewhere_too + (f.dead_rows - f.dead_coordinates)
+    )
+    a = Account(
+        run_id=p.run_id,
+        produced=p.events,
+        landed=f.lake_ids,
+        dead_lettered=f.dead_coordinates,
+        dropped_copies=max(0, dropped),
+        missing=missing_landed + missing_dead,
+        duplicated=duplicated,
+    )
+    if missing_landed:
+        a.problems.append(f"{missing_landed} valid event(s) produced but not in the lake")
+    if missing_dead:
+        a.problems.append(f"{missing_dead} invalid event(s) produced but not dead-lettered")
+    if f.lake_ids > p.landable:
+        a.problems.append(
+            f"{f.lake_ids - p.landable} more event(s) landed than valid ones were produced"
+        )
+    if f.dead_coordinates > p.invalid:
+        a.problems.append(f"{f.dead_coordinates - p.invalid} valid event(s) were dead-lettered")
+    if not missing_landed and f.lake_ids == p.landable and f.lake_digest != p.id_digest:
+        a.problems.append("the landed event ids differ from the produced ones (digest)")
+    if duplicated:
+        a.problems.append(f"{duplicated} event(s) landed more than once")
+    if dropped != p.copies and not a.problems:
+        a.problems.append(
+            f"{dropped} record(s) are in neither the lake nor the dead letters, "
+            f"but {p.copies} duplicate copies were produced"
+        )
+    return a
+
+
+def summarize(accounts: list[Account]) -> dict[str, Any]:
+    keys = ("produced", "landed", "dead_lettered", "dropped_copies", "missing", "duplicated")
+    totals = {k: sum(getattr(a, k) for a in accounts) for k in keys}
+    return {
+        "runs": len(accounts),
+        **totals,
+        "ok": all(a.ok for a in accounts),
+        "problems": {a.run_id: a.problems for a in accounts if a.problems},
+    }
+
+
+def window(params: dict, interval_start: Any = None, interval_end: Any = None) -> dict[str, str]:
+    """The reconciliation window: ``since``/``until`` params if given, else the run's data
+    interval shifted back by ``settle_minutes`` (a manual run without an interval: the last
+    24 hours before now - settle)."""
+    from datetime import UTC, datetime, timedelta
+
+    settle = timedelta(minutes=int(params.get("settle_minutes") or 0))
+    if interval_end is None:
+        interval_end = datetime.now(UTC)
+        interval_start = interval_end - timedelta(hours=24)
+    since = params.get("since") or (interval_start - settle).isoformat()
+    until = params.get("until") or (interval_end - settle).isoformat()
+    for name, value in (("since", since), ("until", until)):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"param `{name}`={value!r} is not an ISO time") from exc
+        if parsed.tzinfo is None:
+            raise ValueError(f"param `{name}`={value!r} needs a time zone (e.g. Z)")
+    return {"since": since, "until": until}

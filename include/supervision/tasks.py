@@ -1,0 +1,341 @@
+"""What the supervision DAGs' tasks do: Airflow connections in, the pure modules' decisions out.
+
+``stream_events`` (launch): :func:`preflight`, :func:`retention_guard`, :func:`single_writer`,
+:func:`gate`; ``stream_health``: :func:`assess_health`, :func:`act_on_health`;
+``stream_control``: :func:`operate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from include import connections, pipeline
+from include.supervision import control, health, notify
+from include.supervision import preflight as checks
+
+log = logging.getLogger(__name__)
+
+
+def _kafka_admin() -> Any:
+    from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+
+    return KafkaAdminClientHook(kafka_config_id=connections.KAFKA).get_conn
+
+
+def _s3() -> Any:
+    from airflow.sdk import BaseHook
+
+    from include.lake.s3 import s3_client
+
+    conn = BaseHook.get_connection(connections.S3)
+    extra = conn.extra_dejson
+    return s3_client(
+        endpoint_url=extra.get("endpoint_url"),
+        access_key=conn.login or "",
+        secret_key=conn.password or "",
+        region=extra.get("region_name", "us-east-1"),
+    )
+
+
+def _postgres(schema: str) -> Any:
+    from airflow.sdk import BaseHook
+
+    from include.analytics import store
+
+    return store.connect(
+        store.params_from_connection(BaseHook.get_connection(connections.POSTGRES)), schema=schema
+    )
+
+
+def preflight(params: dict) -> None:
+    partitions = checks.check_topic(_kafka_admin(), params["topic"])
+    s3 = _s3()
+    checks.check_bucket(s3, params["bucket"])
+    checks.checkpoint_positions(s3, params["bucket"], params["checkpoint_prefix"], params["topic"])
+    log.info("topic %s (%s partitions), bucket and checkpoint ok", params["topic"], partitions)
+
+
+def retention_guard(params: dict, dag_run: Any = None) -> list[str]:
+    positions = checks.checkpoint_positions(
+        _s3(), params["bucket"], params["checkpoint_prefix"], params["topic"]
+    )
+    accept = bool(params.get("accept_retention_gap"))
+    if accept:
+        who = getattr(dag_run, "triggering_user_name", None) or "unknown user"
+        log.warning(
+            "run %s: accept_retention_gap=true set by %s", getattr(dag_run, "run_id", "?"), who
+        )
+    gaps = checks.guard_retention(_kafka_admin(), params["topic"], positions, accept)
+    return [g.describe() for g in gaps]
+
+
+def single_writer(params: dict) -> str:
+    conn = _postgres(params["pg_schema"])
+    try:
+        message = checks.check_lease(
+            conn, pipeline.s3a(params["bucket"], params["checkpoint_prefix"])
+        )
+    finally:
+        conn.close()
+    log.info("%s", message)
+    return message
+
+
+# --- the launch gate ------------------------------------------------------------------------
+
+
+def policy_from(params: dict) -> health.Policy:
+    defaults = health.Policy()
+    return health.Policy(
+        stall_after_s=float(params.get("stall_after_s", defaults.stall_after_s)),
+        max_restarts=int(params.get("max_restarts", defaults.max_restarts)),
+        restart_window_min=float(params.get("restart_window_min", defaults.restart_window_min)),
+    )
+
+
+def gate(params: dict, dag_run: Any = None) -> bool:
+    """True when the stream may be launched: not stopped or halted by an operator or by
+    supervision, and not in a crash loop (which this halts, with an alert). With
+    ``gate_timeout_s``, fails instead of waiting longer than that."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if not _gate_open(params):
+        limit = int(params.get("gate_timeout_s") or 0)
+        started = getattr(dag_run, "start_date", None)
+        if limit and started is not None:
+            from datetime import UTC, datetime
+
+            waited = (datetime.now(UTC) - started).total_seconds()
+            if waited > limit:
+                raise AirflowFailException(
+                    f"the stream is not running (see the log above); gave up after {waited:.0f}s "
+                    f"(gate_timeout_s={limit})"
+                )
+        return False
+    return True
+
+
+def _gate_open(params: dict) -> bool:
+    name = _lease_name(params)
+    policy = policy_from(params)
+    conn = _postgres(params["pg_schema"])
+    try:
+        control.ensure_tables(conn)
+        state = control.get(conn, name)
+        if state.state == control.RUNNING:
+            failures = control.failures_within(conn, name, policy.restart_window_min)
+            if not health.crash_loop(failures, policy):
+                return True
+            reason = (
+                f"crash loop: {failures} failed driver runs in the last "
+                f"{policy.restart_window_min:.0f} min (max_restarts={policy.max_restarts})"
+            )
+            control.set_state(conn, name, control.HALTED, reason, "stream_events gate")
+            control.record_restart(conn, name, None, None, "refused_crash_loop", reason)
+            notify.alert(
+                "critical",
+                f"stream {name} halted: {reason}",
+                "Fix the cause (see the stream_events task logs), then trigger stream_control "
+                "with action=restart.",
+            )
+            return False
+        log.warning(
+            "stream %s is %s (by %s: %s); waiting. Trigger stream_control with action=restart "
+            "to resume.",
+            name,
+            state.state,
+            state.set_by or "?",
+            state.reason,
+        )
+        return False
+    finally:
+        conn.close()
+
+
+# --- the health check -------------------------------------------------------------------------
+
+
+def _lease_name(params: dict) -> str:
+    from include.supervision import lease
+
+    return lease.lease_name(pipeline.s3a(params["bucket"], params["checkpoint_prefix"]))
+
+
+def _recent_batches(conn, topic: str, minutes: float = 60, per_query: int = 30) -> list:
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT query_name, ts, input_rows, input_rows_per_s, processed_rows_per_s,
+                   batch_duration_ms, sources, observed
+            FROM (SELECT *, row_number() OVER (PARTITION BY query_name ORDER BY ts DESC) AS n
+                  FROM stream_progress WHERE ts > now() - make_interval(secs => %s)) p
+            WHERE n <= %s ORDER BY ts
+            """,
+            (minutes * 60, per_query),
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    batches = []
+    for query, ts, n, in_rate, out_rate, ms, sources, observed in rows:
+        ends: dict[int, int] = {}
+        for src in sources or []:
+            end = src.get("endOffset") or {}
+            if isinstance(end, str):
+                end = json.loads(end)
+            ends.update({int(p): int(o) for p, o in (end.get(topic) or {}).items()})
+        dead = int(((observed or {}).get("dead_letter") or {}).get("dead_lettered") or 0)
+        batches.append(health.Batch(query, ts, n, in_rate, out_rate, ms, ends, dead))
+    return batches
+
+
+def _log_end_offsets(admin: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise checks.PreflightError(f"topic {topic!r} (param `topic`) does not exist")
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in meta.partitions}
+    futures = admin.list_offsets(request, request_timeout=timeout)
+    return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+
+def assess_health(params: dict) -> dict:
+    """Gather the inputs, classify, record the result in ``stream_health``, return it."""
+    from include.supervision import lease
+
+    name = _lease_name(params)
+    policy = policy_from(params)
+    conn = _postgres(params["pg_schema"])
+    try:
+        from include.analytics import store
+
+        store.ensure_schema(conn)
+        control.ensure_tables(conn)
+        lease.ensure_table(conn)
+        holder = lease.holder(conn, name)
+        driver = None
+        if holder is not None:
+            gone = holder.process_gone()
+            driver = health.Driver(
+                holder.pid, holder.host, holder.heartbeat_age_s, holder.expired, not gone
+            )
+        state = control.get(conn, name)
+        failures = control.failures_within(
+            conn, name, policy.restart_window_min, holder.owner if holder else None
+        )
+        report = health.assess(
+            now=_db_now(conn),
+            driver=driver,
+            batches=_recent_batches(conn, params["topic"]),
+            log_end=_log_end_offsets(_kafka_admin(), params["topic"]),
+            failures_in_window=failures,
+            operator_stopped=state.state != control.RUNNING,
+            policy=policy,
+        ).as_dict()
+        report["metrics"]["failures_in_window"] = failures
+        control.record_health(conn, name, report)
+    finally:
+        conn.close()
+    log.info("stream %s is %s: %s", name, report["status"], "; ".join(report["reasons"]) or "ok")
+    log.info("figures: %s", json.dumps(report["metrics"], default=str))
+    return report
+
+
+def _db_now(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        now = cur.fetchone()[0]
+    conn.commit()
+    return now
+
+
+def act_on_health(report: dict, params: dict) -> str:
+    """Restart a stalled driver (unless in a crash loop: then halt and alert); alert on the
+    other unhealthy states. Returns what was done."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.supervision import driver as drivers
+
+    name = _lease_name(params)
+    status, reasons = report["status"], "; ".join(report["reasons"])
+    if status == health.DEGRADED:
+        notify.alert("warning", f"stream {name} is degraded", reasons)
+        return "alerted"
+    if status == health.DOWN:
+        notify.alert("warning", f"stream {name} is down", reasons)
+        return "alerted"
+    if status != health.STALLED:
+        return "none"
+    policy = policy_from(params)
+    drv = report["driver"] or {}
+    conn = _postgres(params["pg_schema"])
+    try:
+        failures = int(report["metrics"].get("failures_in_window", 0))
+        if health.crash_loop(failures, policy):
+            reason = f"stalled ({reasons}) after {failures} failed runs: crash loop"
+            control.set_state(conn, name, control.HALTED, reason, "stream_health")
+            control.record_restart(conn, name, drv.get("pid"), drv.get("host"), "refused", reason)
+            raise AirflowFailException(
+                f"stream {name} not restarted: {reason}. Fix the cause, then trigger "
+                "stream_control with action=restart."
+            )
+        if not params.get("restart", True):
+            notify.alert("error", f"stream {name} is stalled (restart disabled)", reasons)
+            return "alerted"
+        killed = drivers.kill_driver(int(drv["pid"]), drv["host"])
+        control.record_restart(conn, name, drv.get("pid"), drv.get("host"), "restarted", reasons)
+    finally:
+        conn.close()
+    notify.alert(
+        "error",
+        f"stream {name} was stalled: killed driver pids {killed}; the launcher restarts it "
+        "from its checkpoints",
+        reasons,
+    )
+    return f"restarted (killed {killed})"
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+def operate(params: dict, dag_run: Any = None) -> str:
+    """``stop``: the running driver stops between two batches and the launcher waits;
+    ``restart``: the running driver stops the same way and the launcher starts a new one (a
+    stopped or halted stream resumes). Waits until the old driver has exited."""
+    import time
+
+    from include.supervision import lease
+
+    action = params["action"]
+    who = getattr(dag_run, "triggering_user_name", None) or "an operator"
+    reason = params.get("reason") or f"{action} from the stream_control DAG"
+    name = _lease_name(params)
+    conn = _postgres(params["pg_schema"])
+    try:
+        control.ensure_tables(conn)
+        lease.ensure_table(conn)
+        before = lease.holder(conn, name)
+        if action == "stop":
+            control.set_state(conn, name, control.STOPPED, reason, who)
+        elif action == "restart":
+            control.set_state(conn, name, control.RUNNING, reason, who, restart=True)
+        else:
+            raise ValueError(f"unknown action {action!r} (param `action`): stop or restart")
+        log.info("stream %s: %s requested by %s (%s)", name, action, who, reason)
+        if before is None or before.free:
+            return f"{action}: no driver was running"
+        deadline = time.monotonic() + float(params.get("wait_s", 600))
+        while time.monotonic() < deadline:
+            now = lease.holder(conn, name)
+            if now is None or now.owner != before.owner or now.free:
+                return f"{action}: driver pid {before.pid} stopped"
+            time.sleep(2)
+        raise TimeoutError(
+            f"driver pid {before.pid} did not stop within {params.get('wait_s', 600)}s; the "
+            "health check restarts a stalled one"
+        )
+    finally:
+        conn.close()

@@ -1,0 +1,202 @@
+"""Reconcile what producers sent with what the stream wrote: every event accounted for.
+
+For the producer runs recorded in Postgres ``ingest_runs`` within ``[--since, --until)``, find
+the lake and dead-letter rows at the Kafka coordinates each run was given (read through the
+file sinks' metadata: committed files only) and account for every event: landed, dead-lettered,
+a dropped duplicate copy, or missing; and events landed more than once
+(``include/supervision/reconcile.py`` has the rules).
+
+Usage::
+
+    spark-submit ... spark_apps/reconcile.py --topic events \\
+        --lake-path s3a://lake/raw/events --dead-letter-path s3a://lake/dead_letter/events \\
+        --since 2026-11-25T00:00:00Z --until 2026-11-26T00:00:00Z
+
+Prints a table and one line ``RECONCILE {json}``; exits 2 when anything is missing or
+duplicated, 0 otherwise. Postgres is reached with libpq's ``PG*`` environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from include.analytics import store
+from include.events.producer import id_hash
+from include.supervision.reconcile import Account, Found, Produced, account, summarize
+from spark_apps.lake_report import read_sink
+
+_MOD = 1 << 128
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="reconcile", description=__doc__.splitlines()[0])
+    p.add_argument("--topic", required=True)
+    p.add_argument("--lake-path", required=True)
+    p.add_argument("--dead-letter-path", required=True)
+    p.add_argument("--since", required=True, help="ISO time: runs produced at or after")
+    p.add_argument("--until", required=True, help="ISO time: runs produced before")
+    p.add_argument("--pg-schema", default="public")
+    args = p.parse_args(list(argv))
+    for name in ("since", "until"):
+        try:
+            setattr(args, name, datetime.fromisoformat(getattr(args, name).replace("Z", "+00:00")))
+        except ValueError:
+            p.error(
+                f"--{name}={getattr(args, name)!r}: expected an ISO time, e.g. 2026-11-25T00:00Z"
+            )
+    if args.since.tzinfo is None or args.until.tzinfo is None:
+        p.error("--since/--until: give a time zone (e.g. a trailing Z for UTC)")
+    return args
+
+
+def load_runs(topic: str, since: datetime, until: datetime, pg_schema: str) -> list[dict]:
+    conn = store.connect({}, schema=pg_schema)
+    try:
+        store.ensure_schema(conn)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT run_id, events, by_kind, id_digest, offset_ranges FROM ingest_runs "
+                "WHERE topic = %s AND produced_at >= %s AND produced_at < %s ORDER BY produced_at",
+                (topic, since, until),
+            )
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    return [
+        {"run_id": r[0], "events": r[1], "by_kind": r[2], "id_digest": r[3], "ranges": r[4]}
+        for r in rows
+    ]
+
+
+def ranges_frame(spark: SparkSession, runs: list[dict]) -> DataFrame:
+    rows = [
+        (run["run_id"], int(p), int(lo), int(hi))
+        for run in runs
+        for p, spans in run["ranges"].items()
+        for lo, hi in spans
+    ]
+    return spark.createDataFrame(rows, "run_id string, partition int, lo long, hi long")
+
+
+def at_coordinates(frame: DataFrame, ranges: DataFrame) -> DataFrame:
+    """Rows of ``frame`` whose (kafka_partition, kafka_offset) fall in a run's ranges."""
+    r = F.broadcast(ranges)
+    cond = (frame["kafka_partition"] == r["partition"]) & frame["kafka_offset"].between(
+        r["lo"], r["hi"]
+    )
+    return frame.join(r, cond).drop("partition", "lo", "hi")
+
+
+def digests(pairs: DataFrame) -> dict[str, str]:
+    """Per run, the digest of its distinct event ids (as the producer computes it)."""
+
+    def partial(rows):
+        sums: dict[str, int] = {}
+        for run_id, event_id in rows:
+            sums[run_id] = (sums.get(run_id, 0) + id_hash(event_id)) % _MOD
+        return list(sums.items())
+
+    out: dict[str, int] = {}
+    for run_id, s in pairs.select("run_id", "event_id").rdd.mapPartitions(partial).collect():
+        out[run_id] = (out.get(run_id, 0) + s) % _MOD
+    return {k: f"{v:032x}" for k, v in out.items()}
+
+
+def measure(spark: SparkSession, runs: list[dict], lake_path: str, dead_path: str) -> dict:
+    """Per run, what the lake and the dead-letter path hold at its coordinates."""
+    ranges = ranges_frame(spark, runs)
+    found = {
+        r["run_id"]: {
+            "lake_rows": 0,
+            "lake_ids": 0,
+            "lake_digest": f"{0:032x}",
+            "landed_elsewhere_too": 0,
+            "dead_rows": 0,
+            "dead_coordinates": 0,
+        }
+        for r in runs
+    }
+    lake = read_sink(spark, lake_path)
+    if lake is not None:
+        lake = lake.select("event_id", "kafka_partition", "kafka_offset")
+        mine = at_coordinates(lake, ranges).cache()
+        for row in (
+            mine.groupBy("run_id")
+            .agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("event_id").alias("ids"))
+            .collect()
+        ):
+            found[row.run_id].update(lake_rows=row.rows, lake_ids=row.ids)
+        ids = mine.select("run_id", "event_id").distinct()
+        for run_id, digest in digests(ids).items():
+            found[run_id]["lake_digest"] = digest
+        in_run = mine.groupBy("run_id", "event_id").agg(F.count(F.lit(1)).alias("n_in"))
+        total = lake.groupBy("event_id").agg(F.count(F.lit(1)).alias("n_all"))
+        for row in (
+            in_run.join(total, "event_id")
+            .where(F.col("n_all") > F.col("n_in"))
+            .groupBy("run_id")
+            .count()
+            .collect()
+        ):
+            found[row.run_id]["landed_elsewhere_too"] = row["count"]
+        mine.unpersist()
+    dead = read_sink(spark, dead_path)
+    if dead is not None:
+        mine = at_coordinates(dead.select("kafka_partition", "kafka_offset"), ranges)
+        for row in (
+            mine.groupBy("run_id")
+            .agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.countDistinct("kafka_partition", "kafka_offset").alias("coords"),
+            )
+            .collect()
+        ):
+            found[row.run_id].update(dead_rows=row.rows, dead_coordinates=row.coords)
+    return found
+
+
+def print_table(accounts: list[Account], skipped: list[str]) -> None:
+    cols = ("produced", "landed", "dead_lettered", "dropped_copies", "missing", "duplicated")
+    print(f"{'run':<34}" + "".join(f"{c:>15}" for c in cols) + "  status")
+    for a in accounts:
+        status = "ok" if a.ok else "PROBLEM: " + "; ".join(a.problems)
+        print(f"{a.run_id:<34}" + "".join(f"{getattr(a, c):>15,}" for c in cols) + f"  {status}")
+    for run_id in skipped:
+        print(f"{run_id:<34}  not reconcilable: recorded without offsets (older producer)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    runs = load_runs(args.topic, args.since, args.until, args.pg_schema)
+    skipped = [r["run_id"] for r in runs if not r["ranges"]]
+    runs = [r for r in runs if r["ranges"]]
+    accounts: list[Account] = []
+    if runs:
+        spark = SparkSession.builder.appName("reconcile").getOrCreate()
+        found = measure(spark, runs, args.lake_path, args.dead_letter_path)
+        spark.stop()
+        for r in runs:
+            produced = Produced(r["run_id"], r["events"], r["by_kind"], r["id_digest"])
+            accounts.append(account(produced, Found(**found[r["run_id"]])))
+    print_table(accounts, skipped)
+    report = {
+        "topic": args.topic,
+        "since": args.since.isoformat(),
+        "until": args.until.isoformat(),
+        **summarize(accounts),
+        "skipped": skipped,
+        "accounts": [a.as_dict() for a in accounts],
+    }
+    print("RECONCILE " + json.dumps(report), flush=True)
+    return 0 if report["ok"] else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

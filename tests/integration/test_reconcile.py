@@ -1,0 +1,80 @@
+"""Reconciliation on the real stack: every produced event is found (lake, dead letters, dropped
+duplicate copy), and events the stream has not processed are reported missing, with a failure
+of the DAG task and a non-zero result of the command."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from devstack.demo import pg_params
+from devstack.spark import reconcile
+from include import pipeline
+from include.analytics import store
+from include.events.generator import generate
+from include.events.producer import produce
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test
+
+
+def test_every_event_is_accounted_for(ctx, sandbox):
+    bucket, boot = ctx.settings.bucket, ctx.settings.kafka_bootstrap
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    since = (start - timedelta(hours=1)).isoformat()
+    batch = generate(
+        3_000, seed=41, start=start, bad_share=0.05, irrelevant_share=0.05, duplicate_share=0.03
+    )
+    r1 = produce(batch, topic=sandbox.topic, bootstrap_servers=boot)
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.record_run(conn, r1)
+    assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
+
+    def run() -> dict:
+        until = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+        report, table = reconcile(
+            ctx,
+            since,
+            until,
+            sandbox.topic,
+            pipeline.s3a(bucket, sandbox.lake_prefix),
+            pipeline.s3a(bucket, sandbox.dead_letter_prefix),
+            sandbox.pg_schema,
+        )
+        assert r1.run_id in table
+        return report
+
+    kinds = Counter(p.kind for p in batch)
+    report = run()
+    assert report["ok"], report["problems"]
+    assert report["produced"] == r1.events
+    assert report["landed"] == r1.valid
+    assert report["dropped_copies"] == kinds["duplicate"] > 0
+    assert report["dead_lettered"] == r1.events - r1.valid - kinds["duplicate"] > 0
+    assert report["missing"] == report["duplicated"] == 0
+
+    dag_conf = {
+        "topic": sandbox.topic,
+        "bucket": bucket,
+        "lake_prefix": sandbox.lake_prefix,
+        "dead_letter_prefix": sandbox.dead_letter_prefix,
+        "pg_schema": sandbox.pg_schema,
+        "since": since,
+        "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    }
+    assert airflow_dags_test(ctx, "reconcile", dag_conf) == "success"
+
+    # A run the stream has not processed yet: every one of its events is missing.
+    r2 = produce(generate(200, seed=42, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    store.record_run(conn, r2)
+    conn.close()
+    report = run()
+    assert not report["ok"] and report["missing"] == r2.events
+    assert report["problems"] == {
+        r2.run_id: [f"{r2.events} valid event(s) produced but not in the lake"]
+    }
+    state, output = airflow_dags_run(ctx, "reconcile", dag_conf)
+    assert state == "failed" and "not in the lake" in output
+
+    # Once the stream has run, it all adds up again.
+    assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
+    report = run()
+    assert report["ok"] and report["landed"] == r1.valid + r2.valid

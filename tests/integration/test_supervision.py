@@ -1,0 +1,271 @@
+"""The launch DAG's guards on the real stack: the offset-retention guard and the single-writer
+lease.
+
+* Retention deletes records the stream has not read (the broker's log start offset moves past
+  the checkpoint, as retention does) -> the launch stops before Spark starts, naming the
+  partition and the lost range; accepting the gap (a trigger param) continues past it.
+* A driver runs -> a second launch through Airflow is refused by the preflight, and a second
+  driver started behind Airflow's back is refused by the lease itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+import psutil
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from devstack import environment
+from devstack.demo import pg_params
+from devstack.spark import lake_report, submit_argv, submit_env
+from include import pipeline
+from include.analytics import store
+from include.events.generator import generate
+from include.events.producer import produce
+from include.supervision import lease, retention
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test, spawn
+from tests.integration.lake_checks import query
+
+
+def lake_rows(ctx, sandbox) -> int:
+    b = ctx.settings.bucket
+    return lake_report(
+        ctx, pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
+    )["rows"]
+
+
+def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    boot = ctx.settings.kafka_bootstrap
+    r1 = produce(generate(300, seed=11, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    conf = sandbox.stream_conf(ctx.settings.bucket)
+    assert airflow_dags_test(ctx, "stream_events", conf) == "success"
+    assert lake_rows(ctx, sandbox) == r1.valid
+
+    r2 = produce(generate(600, seed=12, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    admin = AdminClient({"bootstrap.servers": boot})
+    read_up_to = r1.by_partition[0]  # the stream read partition 0 up to here
+    lost = 25
+    admin.delete_records([TopicPartition(sandbox.topic, 0, read_up_to + lost)])[
+        TopicPartition(sandbox.topic, 0, read_up_to + lost)
+    ].result(30)
+    assert retention.earliest_offsets(admin, sandbox.topic)[(sandbox.topic, 0)] == read_up_to + lost
+
+    state, output = airflow_dags_run(ctx, "stream_events", conf)
+    assert state == "failed"
+    expected = f"{sandbox.topic}[0]: offsets {read_up_to}..{read_up_to + lost - 1} ({lost} records)"
+    assert expected in output, "the alert names the partition and the lost range"
+    assert "accept_retention_gap" in output
+    assert lake_rows(ctx, sandbox) == r1.valid, "the stream did not start: nothing was skipped"
+
+    state, output = airflow_dags_run(ctx, "stream_events", {**conf, "accept_retention_gap": True})
+    assert state == "success"
+    assert "ACCEPTED by the operator" in output and expected in output
+    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid - lost
+
+    # Past the gap, the guard is quiet again and nothing changes.
+    assert airflow_dags_test(ctx, "stream_events", conf) == "success"
+    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid - lost
+
+
+def lease_holder(ctx, sandbox) -> lease.Holder | None:
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    try:
+        lease.ensure_table(conn)
+        name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
+        return lease.holder(conn, name)
+    finally:
+        conn.close()
+
+
+def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    produce(
+        generate(2_000, seed=21, start=start),
+        topic=sandbox.topic,
+        bootstrap_servers=ctx.settings.kafka_bootstrap,
+    )
+    args = sandbox.stream_args(ctx, "--mode", "continuous", "--trigger", "2 seconds")
+    first = spawn(
+        ctx,
+        submit_argv(ctx, "stream_events.py", args),
+        submit_env(ctx),
+        f"lease-test-{sandbox.id}.log",
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while (holder := lease_holder(ctx, sandbox)) is None:
+            assert first.poll() is None, "the first driver exited"
+            assert time.monotonic() < deadline, "the first driver never took its lease"
+            time.sleep(0.5)
+
+        # Through Airflow: the preflight refuses, naming the holder; the stream task never runs.
+        state, output = airflow_dags_run(
+            ctx, "stream_events", sandbox.stream_conf(ctx.settings.bucket)
+        )
+        assert state == "failed"
+        assert f"held by driver pid {holder.pid}" in output
+
+        # Behind Airflow's back: the driver itself refuses (exit code 3), naming the holder.
+        second = subprocess.run(
+            submit_argv(ctx, "stream_events.py", [*args[:-4], "--mode", "bounded"]),
+            env=submit_env(ctx),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert second.returncode == 3, second.stdout[-2000:] + second.stderr[-2000:]
+        assert f"held by driver pid {holder.pid}" in second.stdout + second.stderr
+        assert first.poll() is None, "the first driver still runs"
+        assert lease_holder(ctx, sandbox).owner == holder.owner
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        try:
+            first.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
+
+
+def test_lease_rules_on_postgres(ctx, sandbox):
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    name = "stream:s3a://lake/it/lease-rules"
+    try:
+        held = lease.acquire(conn, name, "A", ttl_s=30)
+        assert (held.owner, held.pid, held.expired) == ("A", os.getpid(), False)
+        with pytest.raises(lease.LeaseHeld, match=f"held by driver pid {os.getpid()}"):
+            lease.acquire(conn, name, "B", ttl_s=30)
+        lease.renew(conn, name, "A", ttl_s=30)
+        with pytest.raises(lease.LeaseLost):
+            lease.renew(conn, name, "B", ttl_s=30)
+
+        lease.renew(conn, name, "A", ttl_s=0.5)  # A stops heartbeating: the lease expires
+        time.sleep(1.0)
+        assert lease.acquire(conn, name, "B", ttl_s=30).owner == "B"
+        with pytest.raises(lease.LeaseLost):
+            lease.renew(conn, name, "A", ttl_s=30)  # A woke up: it must stop writing
+
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        with conn.cursor() as cur:  # B's driver was killed (-9) on this host
+            cur.execute("UPDATE stream_leases SET pid = %s WHERE name = %s", (dead.pid, name))
+        conn.commit()
+        assert lease.acquire(conn, name, "C", ttl_s=30).owner == "C", "no wait for the expiry"
+
+        lease.release(conn, name, "C")
+        assert lease.holder(conn, name) is None
+    finally:
+        conn.close()
+
+
+def lake_progress_end(ctx, sandbox) -> int:
+    """Sum over partitions of the end offsets of the lake query's latest batch."""
+    rows = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT sources FROM stream_progress WHERE query_name = 'lake' "
+        "ORDER BY ts DESC, batch_id DESC LIMIT 1",
+    )
+    if not rows:
+        return 0
+    ends = rows[0][0][0].get("endOffset") or {}
+    return sum(int(v) for v in (ends.get(sandbox.topic) or {}).values())
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert proc is None or proc.poll() is None, f"the launcher exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
+    """SIGSTOP the driver launched by Airflow -> the health DAG finds it stalled and kills it ->
+    the launcher's retry starts a new driver from the checkpoints -> a graceful stop from the
+    stream_control DAG ends the run cleanly; every event landed exactly once."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    boot, bucket = ctx.settings.kafka_bootstrap, ctx.settings.bucket
+    r1 = produce(generate(2_000, seed=31, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    conf = {**sandbox.stream_conf(bucket), "mode": "continuous", "trigger": "2 seconds"}
+    airflow = str(environment.venv_bin() / "airflow")
+    launcher = spawn(
+        ctx,
+        [airflow, "dags", "test", "stream_events", "-c", json.dumps(conf)],
+        ctx.env,
+        f"launcher-test-{sandbox.id}.log",
+    )
+    try:
+        first = wait_for(lambda: lease_holder(ctx, sandbox), 300, "the first driver", launcher)
+        wait_for(lambda: lake_progress_end(ctx, sandbox) == r1.events, 300, "the backlog", launcher)
+
+        os.kill(first.pid, signal.SIGSTOP)  # frozen: no heartbeat, no batch
+        stall_after = 30
+        time.sleep(stall_after + 5)
+        health_conf = sandbox.supervision_conf(
+            bucket, topic=sandbox.topic, stall_after_s=stall_after
+        )
+        assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
+        status, reasons = query(
+            ctx,
+            sandbox.pg_schema,
+            "SELECT status, reasons FROM stream_health ORDER BY ts DESC LIMIT 1",
+        )[0]
+        assert status == "stalled" and f"driver pid {first.pid}" in reasons[0]
+        assert query(ctx, sandbox.pg_schema, "SELECT action, pid FROM stream_restarts") == [
+            ("restarted", first.pid)
+        ]
+        assert not psutil.pid_exists(first.pid) or psutil.Process(first.pid).status() == "zombie"
+
+        # The launcher's retry starts a new driver, which resumes from the checkpoints.
+        second = wait_for(
+            lambda: (h := lease_holder(ctx, sandbox)) and h.pid != first.pid and h,
+            300,
+            "the relaunched driver",
+            launcher,
+        )
+        r2 = produce(
+            generate(500, seed=32, start=start), topic=sandbox.topic, bootstrap_servers=boot
+        )
+        total = r1.events + r2.events
+        wait_for(lambda: lake_progress_end(ctx, sandbox) == total, 300, "new events", launcher)
+        assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
+        assert query(
+            ctx, sandbox.pg_schema, "SELECT status FROM stream_health ORDER BY ts DESC LIMIT 1"
+        )[0][0] in ("healthy", "degraded")  # degraded: it counts the failed (killed) run
+
+        # A graceful stop: the driver finishes its batch and exits 0; the run succeeds.
+        stop = sandbox.supervision_conf(bucket, action="stop", reason="integration test")
+        assert airflow_dags_test(ctx, "stream_control", stop) == "success"
+        assert launcher.wait(180) == 0
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait(30)
+    runs = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT pid, exit_code, exit_reason FROM stream_runs ORDER BY started_at",
+    )
+    assert [(pid, code) for pid, code, _ in runs] == [(first.pid, None), (second.pid, 0)]
+    assert "stopped by" in runs[1][2] and "integration test" in runs[1][2]
+    launcher_log = (ctx.settings.logs_dir / f"launcher-test-{sandbox.id}.log").read_text()
+    assert (
+        "DagRun Finished: dag_id=stream_events" in launcher_log and "state=success" in launcher_log
+    )
+    report = lake_report(
+        ctx,
+        pipeline.s3a(bucket, sandbox.lake_prefix),
+        pipeline.s3a(bucket, sandbox.dead_letter_prefix),
+    )
+    assert report["rows"] == report["distinct_ids"] == r1.valid + r2.valid

@@ -1,0 +1,84 @@
+"""The reconciliation's accounting and the producer's offset ranges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from include.events.producer import OffsetRanges
+from include.supervision.reconcile import Found, Produced, account, summarize, window
+
+RUN = Produced(
+    "r1",
+    events=100,
+    by_kind={"valid": 80, "irrelevant": 5, "duplicate": 3, "malformed_json": 7, "oversize": 5},
+    id_digest="d",
+)
+
+
+def found(**kw) -> Found:
+    base = dict(
+        lake_rows=85,
+        lake_ids=85,
+        lake_digest="d",
+        landed_elsewhere_too=0,
+        dead_rows=12,
+        dead_coordinates=12,
+    )
+    base.update(kw)
+    return Found(**base)
+
+
+def test_everything_accounted_for():
+    a = account(RUN, found())
+    assert a.ok, a.problems
+    assert (a.landed, a.dead_lettered, a.dropped_copies, a.missing, a.duplicated) == (
+        85,
+        12,
+        3,
+        0,
+        0,
+    )
+
+
+def test_missing_events_are_named():
+    a = account(RUN, found(lake_rows=80, lake_ids=80, dead_rows=10, dead_coordinates=10))
+    assert not a.ok and a.missing == 7
+    assert "5 valid event(s) produced but not in the lake" in a.problems
+    assert "2 invalid event(s) produced but not dead-lettered" in a.problems
+
+
+def test_duplicates_within_and_across_coordinates():
+    a = account(RUN, found(lake_rows=86, landed_elsewhere_too=2))
+    assert not a.ok and a.duplicated == 3
+    assert "3 event(s) landed more than once" in a.problems
+
+
+def test_same_count_but_other_ids_is_caught_by_the_digest():
+    a = account(RUN, found(lake_digest="other"))
+    assert a.problems == ["the landed event ids differ from the produced ones (digest)"]
+
+
+def test_summary_totals():
+    s = summarize([account(RUN, found()), account(RUN, found(lake_rows=84, lake_ids=84))])
+    assert s["runs"] == 2 and s["produced"] == 200 and s["missing"] == 1 and not s["ok"]
+
+
+def test_offset_ranges_merge():
+    r = OffsetRanges()
+    for p, o in [(0, 5), (0, 6), (0, 7), (1, 0), (0, 9), (0, 8), (1, 1)]:
+        r.add(p, o)
+    assert r.result() == {0: [[5, 9]], 1: [[0, 1]]}
+
+
+def test_window_from_params_or_interval():
+    start, end = datetime(2026, 11, 25, 10, tzinfo=UTC), datetime(2026, 11, 25, 11, tzinfo=UTC)
+    w = window({"settle_minutes": 60}, start, end)
+    assert w == {"since": "2026-11-25T09:00:00+00:00", "until": "2026-11-25T10:00:00+00:00"}
+    assert window({"since": "2026-11-01T00:00Z", "until": "2026-11-02T00:00Z"}, start, end) == {
+        "since": "2026-11-01T00:00Z",
+        "until": "2026-11-02T00:00Z",
+    }
+    with pytest.raises(ValueError, match="param `since`"):
+        window({"since": "yesterday", "until": "2026-11-02T00:00Z"}, start, end)
