@@ -214,8 +214,11 @@ def start_queries(
     return [lake, dead, sales, funnel]
 
 
-def run_queries(spark: SparkSession, queries: list, bounded: bool) -> list[tuple[str, str]]:
-    """Wait for the queries; stop them all when one ends; return the failed ones."""
+def run_queries(
+    spark: SparkSession, queries: list, bounded: bool, stopping: threading.Event | None = None
+) -> list[tuple[str, str]]:
+    """Wait for the queries; stop them all when one ends; return the failed ones. While a
+    graceful stop is under way (``stopping``), let every query finish its batch first."""
     if bounded:
         for q in queries:
             q.awaitTermination()
@@ -223,6 +226,9 @@ def run_queries(spark: SparkSession, queries: list, bounded: bool) -> list[tuple
         # Fail fast: the first query to fail (or to be stopped by a lost lease) stops the app,
         # and Airflow's retry restarts it from the checkpoints.
         spark.streams.awaitAnyTermination()
+        if stopping is not None and stopping.is_set():
+            for q in queries:
+                q.awaitTermination(GRACEFUL_TIMEOUT_S)
     failed = [(q.name, str(q.exception())) for q in queries if q.exception() is not None]
     for q in queries:
         if q.isActive:
@@ -230,7 +236,10 @@ def run_queries(spark: SparkSession, queries: list, bounded: bool) -> list[tuple
     return failed
 
 
-def graceful_stop(spark: SparkSession, timeout_s: float = 600.0) -> None:
+GRACEFUL_TIMEOUT_S = 600
+
+
+def graceful_stop(spark: SparkSession, timeout_s: float = GRACEFUL_TIMEOUT_S) -> None:
     """Stop every query between two batches (a stop mid-batch would be safe too: the batch is
     re-run from the checkpoint; this only avoids redoing work)."""
     deadline = time.monotonic() + timeout_s
@@ -262,10 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
+    stopping = threading.Event()  # set when an operator's stop or restart request arrives
 
-    def stop_writing(reason: str) -> None:
+    def stop_writing(reason: str) -> None:  # the lease is lost: stop at once
         for q in spark.streams.active:
             q.stop()
+
+    def request_stop(reason: str) -> None:  # an operator asked: finish the batches first
+        stopping.set()
+        threading.Thread(target=graceful_stop, args=(spark,), name="graceful-stop").start()
 
     keeper = lease.LeaseKeeper(
         pg,
@@ -274,9 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.lease_ttl,
         on_lost=stop_writing,
         should_stop=lambda c: control.stop_reason(c, name, started_at),
-        on_stop=lambda reason: threading.Thread(
-            target=graceful_stop, args=(spark,), name="graceful-stop", daemon=True
-        ).start(),
+        on_stop=request_stop,
     )
     keeper.start()
     failed: list[tuple[str, str]] = []
@@ -292,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bounded = args.mode == "bounded"
             queries = start_queries(spark, args, bounded)
             log.info("started %s in %s mode", [q.name for q in queries], args.mode)
-            failed = run_queries(spark, queries, bounded)
+            failed = run_queries(spark, queries, bounded, stopping)
             if not failed and keeper.lost is None:
                 record_recent_progress(queries, args.pg_schema)
                 for q in queries:
