@@ -4,7 +4,9 @@
 * `stop` — the running driver finishes its current batch and exits cleanly; the launcher
   (`stream_events`) then waits at its gate until a `restart`;
 * `restart` — the running driver stops the same way and the launcher starts a new one from
-  the checkpoints; a stopped or halted (crash loop) stream resumes.
+  the checkpoints; a stopped or halted (crash loop) stream resumes;
+* `accept_retention_gap` — after the launch's retention guard stopped it: the next launch
+  drains once past the offsets retention deleted (the guard logs them), then runs normally.
 
 Both are recorded in Postgres `stream_control` with who asked and why (`reason`). The task
 waits until the old driver has exited (`wait_s`).
@@ -31,7 +33,7 @@ DAG_ID = "stream_control"
     doc_md=__doc__,
     default_args={"owner": "platform"},
     params={
-        "action": Param("restart", enum=["stop", "restart"]),
+        "action": Param("restart", enum=["stop", "restart", "accept_retention_gap"]),
         "reason": Param("", type="string", description="why (recorded)"),
         "wait_s": Param(600, type="integer", minimum=0),
         **dag_params.shared("bucket", "checkpoint_prefix", "pg_schema"),

@@ -12,8 +12,9 @@ connection) after a gate and three preflight checks:
 1. **preflight** — the topic and the bucket exist; every query's checkpoint is readable,
    consistent and was written for this topic;
 2. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.
-   On a gap the run stops and names the partitions and offset ranges. Trigger again with
-   `accept_retention_gap` to continue past it: logged as an operator action;
+   On a gap the run stops and names the partitions and offset ranges. To continue past it
+   (logged as an operator action): `stream_control` with `action=accept_retention_gap`, or a
+   run of this DAG with `accept_retention_gap`;
 3. **single_writer** — no live driver holds the checkpoint's lease (the driver itself takes
    the lease too, so a second driver is refused even if Airflow thinks the first one dead).
 
@@ -93,7 +94,7 @@ with DAG(
         tasks.preflight(params)
 
     @task
-    def retention_guard(params: dict, dag_run=None) -> list[str]:
+    def retention_guard(params: dict, dag_run=None) -> dict:
         from include.supervision import tasks
 
         return tasks.retention_guard(params, dag_run)
@@ -136,7 +137,7 @@ with DAG(
             "--pg-schema",
             "{{ params.pg_schema }}",
             "--accept-retention-gap",
-            "{{ 'true' if params.accept_retention_gap else 'false' }}",
+            "{{ 'true' if ti.xcom_pull(task_ids='retention_guard')['accept'] else 'false' }}",
         ],
     )
 

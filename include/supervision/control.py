@@ -7,7 +7,8 @@
 * ``stream_runs`` — one row per driver start: host, pid, start, end, exit; restarts are counted
   from here.
 * ``stream_health`` — every health check's status, reasons and figures.
-* ``stream_restarts`` — every restart supervision did (or refused, in a crash loop).
+* ``stream_restarts`` — every restart supervision did (or refused, in a crash loop), and every
+  launch the preflight refused (``launch_refused``: a retention gap, a held lease, ...).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS stream_control (
     reason                text NOT NULL DEFAULT '',
     set_by                text NOT NULL DEFAULT '',
     restart_requested_at  timestamptz,
+    accept_gap_requested_at timestamptz,
     updated_at            timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS stream_runs (
@@ -140,15 +142,62 @@ def record_end(conn, owner: str, exit_code: int, reason: str) -> None:
     conn.commit()
 
 
-def failures_within(conn, name: str, minutes: float, exclude_owner: str | None = None) -> int:
-    """Driver runs started within the window that crashed or failed: no clean end recorded
-    (killed) or a non-zero exit. ``exclude_owner``: the driver running now."""
+def failures_within(
+    conn,
+    name: str,
+    minutes: float,
+    exclude_owner: str | None = None,
+    after: datetime | None = None,
+) -> int:
+    """Driver runs started within the window (and after ``after``: an operator's last
+    decision) that crashed or failed: no clean end recorded (killed) or a non-zero exit.
+    ``exclude_owner``: the driver running now."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM stream_runs WHERE name = %s "
-            "AND started_at > now() - make_interval(secs => %s) "
+            "AND started_at > greatest(now() - make_interval(secs => %s), "
+            "coalesce(%s, '-infinity'::timestamptz)) "
             "AND (exit_code IS NULL OR exit_code <> 0) AND owner IS DISTINCT FROM %s",
-            (name, minutes * 60, exclude_owner),
+            (name, minutes * 60, after, exclude_owner),
+        )
+        n = cur.fetchone()[0]
+    conn.commit()
+    return int(n)
+
+
+def request_gap_acceptance(conn, name: str, reason: str, set_by: str) -> None:
+    """An operator accepts the next retention gap the launch guard finds (one-shot) and resumes
+    a stream that supervision halted."""
+    set_state(conn, name, RUNNING, reason, set_by)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE stream_control SET accept_gap_requested_at = now() WHERE name = %s", (name,)
+        )
+    conn.commit()
+
+
+def take_gap_acceptance(conn, name: str) -> str | None:
+    """Consume a pending acceptance; returns who accepted and why, or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE stream_control SET accept_gap_requested_at = NULL "
+            "WHERE name = %s AND accept_gap_requested_at IS NOT NULL RETURNING set_by, reason",
+            (name,),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    return f"{row[0]} ({row[1]})" if row else None
+
+
+def refusals_within(conn, name: str, minutes: float, after: datetime | None = None) -> int:
+    """Launches the preflight refused within the window and after ``after``
+    (``stream_restarts``)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM stream_restarts WHERE name = %s AND action = 'launch_refused' "
+            "AND ts > greatest(now() - make_interval(secs => %s), "
+            "coalesce(%s, '-infinity'::timestamptz))",
+            (name, minutes * 60, after),
         )
         n = cur.fetchone()[0]
     conn.commit()

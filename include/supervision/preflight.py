@@ -77,14 +77,13 @@ def checkpoint_positions(
 
 
 def guard_retention(
-    admin: Any, topic: str, positions: list[checkpoint.QueryPosition], accept: bool
+    admin: Any, topic: str, positions: list[checkpoint.QueryPosition], accept: bool = False
 ) -> list[retention.Gap]:
-    """Stop on unread data removed by retention, unless the operator accepted the gap."""
+    """The gaps: unread data removed by retention. Raises unless ``accept`` (then the caller
+    decides, and logs who accepted)."""
     gaps = retention.find_gaps(positions, retention.earliest_offsets(admin, topic))
     if gaps and not accept:
         raise retention.RetentionGapError(gaps)
-    for gap in gaps:
-        log.warning("ACCEPTED by the operator (accept_retention_gap): %s", gap.describe())
     if not gaps:
         log.info("retention guard: every partition still holds what the checkpoint has not read")
     return gaps

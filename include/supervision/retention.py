@@ -42,8 +42,9 @@ class RetentionGapError(RuntimeError):
         super().__init__(
             f"offset-retention guard: {len(gaps)} partition(s) lost unread data:\n  {lines}\n"
             "Nothing was skipped. Find the records elsewhere (a replay, the producers' "
-            "records) or trigger stream_events with accept_retention_gap=true to continue "
-            "past the gap (logged)."
+            "records), or accept the gap to continue past it (logged): trigger stream_control "
+            "with action=accept_retention_gap (or a stream_events run with "
+            "accept_retention_gap=true)."
         )
 
 

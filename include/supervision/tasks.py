@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from include import connections, pipeline
-from include.supervision import control, health, notify
+from include.supervision import control, health, notify, retention
 from include.supervision import preflight as checks
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,34 @@ def _postgres(schema: str) -> Any:
     )
 
 
+def _refusals_recorded(check):
+    """Record a launch refused by ``check`` (``stream_restarts``: launch_refused), so that the
+    gate halts a stream whose launches keep being refused instead of letting ``@continuous``
+    start failing runs back to back."""
+
+    def wrapper(params: dict, *args: Any) -> Any:
+        try:
+            return check(params, *args)
+        except Exception as exc:
+            try:
+                conn = _postgres(params["pg_schema"])
+                try:
+                    control.ensure_tables(conn)
+                    control.record_restart(
+                        conn, _lease_name(params), None, None, "launch_refused", str(exc)
+                    )
+                finally:
+                    conn.close()
+            except Exception as record_error:  # the refusal itself is what matters
+                log.warning("could not record the refused launch: %s", record_error)
+            raise
+
+    wrapper.__name__ = check.__name__
+    wrapper.__doc__ = check.__doc__
+    return wrapper
+
+
+@_refusals_recorded
 def preflight(params: dict) -> None:
     partitions = checks.check_topic(_kafka_admin(), params["topic"])
     s3 = _s3()
@@ -57,20 +85,35 @@ def preflight(params: dict) -> None:
     log.info("topic %s (%s partitions), bucket and checkpoint ok", params["topic"], partitions)
 
 
-def retention_guard(params: dict, dag_run: Any = None) -> list[str]:
+@_refusals_recorded
+def retention_guard(params: dict, dag_run: Any = None) -> dict:
+    """Returns the gaps found and whether the driver should drain past them (accepted by the
+    run's param or by a pending ``stream_control`` acceptance, consumed here)."""
     positions = checks.checkpoint_positions(
         _s3(), params["bucket"], params["checkpoint_prefix"], params["topic"]
     )
-    accept = bool(params.get("accept_retention_gap"))
-    if accept:
+    gaps = checks.guard_retention(_kafka_admin(), params["topic"], positions, accept=True)
+    if not gaps:
+        return {"gaps": [], "accept": False}
+    accepted_by = None
+    if params.get("accept_retention_gap"):
         who = getattr(dag_run, "triggering_user_name", None) or "unknown user"
-        log.warning(
-            "run %s: accept_retention_gap=true set by %s", getattr(dag_run, "run_id", "?"), who
-        )
-    gaps = checks.guard_retention(_kafka_admin(), params["topic"], positions, accept)
-    return [g.describe() for g in gaps]
+        accepted_by = f"{who} (param accept_retention_gap of run {getattr(dag_run, 'run_id', '?')})"
+    else:
+        conn = _postgres(params["pg_schema"])
+        try:
+            control.ensure_tables(conn)
+            accepted_by = control.take_gap_acceptance(conn, _lease_name(params))
+        finally:
+            conn.close()
+    if accepted_by is None:
+        raise retention.RetentionGapError(gaps)
+    for gap in gaps:
+        log.warning("ACCEPTED by the operator %s: %s", accepted_by, gap.describe())
+    return {"gaps": [g.describe() for g in gaps], "accept": True}
 
 
+@_refusals_recorded
 def single_writer(params: dict) -> str:
     conn = _postgres(params["pg_schema"])
     try:
@@ -125,12 +168,16 @@ def _gate_open(params: dict) -> bool:
         control.ensure_tables(conn)
         state = control.get(conn, name)
         if state.state == control.RUNNING:
-            failures = control.failures_within(conn, name, policy.restart_window_min)
-            if not health.crash_loop(failures, policy):
+            # Counted since the operator's last decision: a restart gives a clean slate.
+            after = state.updated_at
+            failures = control.failures_within(conn, name, policy.restart_window_min, None, after)
+            refusals = control.refusals_within(conn, name, policy.restart_window_min, after)
+            if not health.crash_loop(failures + refusals, policy):
                 return True
             reason = (
-                f"crash loop: {failures} failed driver runs in the last "
-                f"{policy.restart_window_min:.0f} min (max_restarts={policy.max_restarts})"
+                f"crash loop: {failures} failed driver runs and {refusals} refused launches in "
+                f"the last {policy.restart_window_min:.0f} min (max_restarts="
+                f"{policy.max_restarts})"
             )
             control.set_state(conn, name, control.HALTED, reason, "stream_events gate")
             control.record_restart(conn, name, None, None, "refused_crash_loop", reason)
@@ -224,7 +271,11 @@ def assess_health(params: dict) -> dict:
             )
         state = control.get(conn, name)
         failures = control.failures_within(
-            conn, name, policy.restart_window_min, holder.owner if holder else None
+            conn,
+            name,
+            policy.restart_window_min,
+            holder.owner if holder else None,
+            state.updated_at,
         )
         report = health.assess(
             now=_db_now(conn),
@@ -322,8 +373,19 @@ def operate(params: dict, dag_run: Any = None) -> str:
             control.set_state(conn, name, control.STOPPED, reason, who)
         elif action == "restart":
             control.set_state(conn, name, control.RUNNING, reason, who, restart=True)
+        elif action == "accept_retention_gap":
+            control.request_gap_acceptance(conn, name, reason, who)
+            log.warning(
+                "stream %s: %s accepts the next retention gap the launch guard finds (%s)",
+                name,
+                who,
+                reason,
+            )
+            return f"{action}: the next launch drains past the gap its guard names"
         else:
-            raise ValueError(f"unknown action {action!r} (param `action`): stop or restart")
+            raise ValueError(
+                f"unknown action {action!r} (param `action`): stop, restart or accept_retention_gap"
+            )
         log.info("stream %s: %s requested by %s (%s)", name, action, who, reason)
         if before is None or before.free:
             return f"{action}: no driver was running"

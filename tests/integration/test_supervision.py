@@ -49,30 +49,66 @@ def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
     assert airflow_dags_test(ctx, "stream_events", conf) == "success"
     assert lake_rows(ctx, sandbox) == r1.valid
 
-    r2 = produce(generate(600, seed=12, start=start), topic=sandbox.topic, bootstrap_servers=boot)
     admin = AdminClient({"bootstrap.servers": boot})
-    read_up_to = r1.by_partition[0]  # the stream read partition 0 up to here
-    lost = 25
-    admin.delete_records([TopicPartition(sandbox.topic, 0, read_up_to + lost)])[
-        TopicPartition(sandbox.topic, 0, read_up_to + lost)
-    ].result(30)
-    assert retention.earliest_offsets(admin, sandbox.topic)[(sandbox.topic, 0)] == read_up_to + lost
 
+    def lose(records: int) -> tuple[int, str]:
+        """Delete the next ``records`` unread records of partition 0, as retention would."""
+        read_up_to = retention.earliest_offsets(admin, sandbox.topic)[(sandbox.topic, 0)]
+        read_up_to = max(read_up_to, lake_end(ctx, sandbox, 0))
+        tp = TopicPartition(sandbox.topic, 0, read_up_to + records)
+        admin.delete_records([tp])[tp].result(30)
+        return read_up_to, (
+            f"{sandbox.topic}[0]: offsets {read_up_to}..{read_up_to + records - 1} "
+            f"({records} records)"
+        )
+
+    r2 = produce(generate(600, seed=12, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    _, expected = lose(25)
     state, output = airflow_dags_run(ctx, "stream_events", conf)
     assert state == "failed"
-    expected = f"{sandbox.topic}[0]: offsets {read_up_to}..{read_up_to + lost - 1} ({lost} records)"
     assert expected in output, "the alert names the partition and the lost range"
     assert "accept_retention_gap" in output
     assert lake_rows(ctx, sandbox) == r1.valid, "the stream did not start: nothing was skipped"
+    refused = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT count(*) FROM stream_restarts WHERE action = 'launch_refused'",
+    )
+    assert refused == [(1,)], "the refused launch counts towards the gate's crash-loop rule"
 
-    state, output = airflow_dags_run(ctx, "stream_events", {**conf, "accept_retention_gap": True})
+    # The operator accepts the gap from the UI (stream_control); the next launch drains past it.
+    accept = sandbox.supervision_conf(
+        ctx.settings.bucket, action="accept_retention_gap", reason="records lost in the test"
+    )
+    assert airflow_dags_test(ctx, "stream_control", accept) == "success"
+    state, output = airflow_dags_run(ctx, "stream_events", conf)
     assert state == "success"
     assert "ACCEPTED by the operator" in output and expected in output
-    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid - lost
+    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid - 25
 
-    # Past the gap, the guard is quiet again and nothing changes.
+    # The acceptance was one-shot: a new gap stops the launch again; the run param accepts it.
+    r3 = produce(generate(300, seed=13, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    _, expected = lose(10)
+    assert airflow_dags_run(ctx, "stream_events", conf)[0] == "failed"
+    state, output = airflow_dags_run(ctx, "stream_events", {**conf, "accept_retention_gap": True})
+    assert state == "success" and expected in output
+    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid + r3.valid - 35
+
+    # Past the gaps, the guard is quiet again and nothing changes.
     assert airflow_dags_test(ctx, "stream_events", conf) == "success"
-    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid - lost
+    assert lake_rows(ctx, sandbox) == r1.valid + r2.valid + r3.valid - 35
+
+
+def lake_end(ctx, sandbox, partition: int) -> int:
+    """Where the lake query's last batch ended on ``partition``."""
+    rows = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT sources FROM stream_progress WHERE query_name = 'lake' "
+        "ORDER BY ts DESC, batch_id DESC LIMIT 1",
+    )
+    ends = (rows[0][0][0].get("endOffset") or {}).get(sandbox.topic) or {} if rows else {}
+    return int(ends.get(str(partition), 0))
 
 
 def lease_holder(ctx, sandbox) -> lease.Holder | None:
