@@ -2,10 +2,15 @@
 latest copy in docs/benchmarks.md). Figures are medians of several repetitions after a
 warm-up, with their spread; the machine is labelled. Nothing here asserts a time.
 
-Scenarios so far (issue 9 grows the list: pipeline vs raw ceiling, latency, compaction, footprint):
+Scenarios so far (issue 9 grows the list: latency, compaction, footprint):
 
 * ``generator``  events/s of the generator alone, one Python process (realistic mix);
-* ``produce``    events/s generated *and* produced to the local Kafka broker (acks=all).
+* ``produce``    events/s generated *and* produced to the local Kafka broker (acks=all);
+* ``raw_ceiling`` events/s of a minimal consumer -> Arrow JSON parse -> Parquet on S3,
+  draining a pre-loaded backlog (the most a pipeline on this machine could do);
+* ``pipeline``   events/s of the streaming app (validate, dedupe, enrich, land exactly once,
+  aggregate into Postgres) draining the same backlog in bounded mode, timed from its first
+  batch to the end of its last (JVM start excluded), and its ratio to the raw ceiling.
 """
 
 from __future__ import annotations
@@ -26,17 +31,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
 TARGETS = {"generator": 200_000.0}
+RATIO_TARGET = 0.5  # pipeline >= 0.5 x raw ceiling
 MIX = dict(bad_share=0.02, irrelevant_share=0.03, duplicate_share=0.01, out_of_order_share=0.02)
 
 
-def measure(fn: Callable[[], int], reps: int, warmup: int) -> dict:
+def measure(fn: Callable[[], int | tuple[int, float]], reps: int, warmup: int) -> dict:
+    """Rates of ``fn`` over ``reps`` runs. ``fn`` returns the events it handled, or the events
+    and the seconds it measured itself (to leave out a start-up)."""
     for _ in range(warmup):
         fn()
     rates = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - t0))
+        out = fn()
+        n, seconds = out if isinstance(out, tuple) else (out, time.perf_counter() - t0)
+        rates.append(n / seconds)
     return {
         "median": statistics.median(rates),
         "min": min(rates),
@@ -85,7 +94,133 @@ def bench_produce(events: int) -> Callable[[], int]:
     return run
 
 
-SCENARIOS = {"generator": bench_generator, "produce": bench_produce}
+def _backlog(events: int) -> tuple:
+    """The running stack and a topic pre-loaded once with ``events`` realistic, well-formed
+    events (both drains read the same records); removed at exit."""
+    import atexit
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from devstack import stack
+    from include.events.generator import GeneratorConfig, iter_events
+    from include.events.producer import produce
+
+    ctx = stack.context()
+    if not stack.is_up(ctx):
+        stack.up(ctx)
+    key = ("backlog", events)
+    if key not in _CACHE:
+        admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
+        topic = f"bench.backlog.{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[
+            topic
+        ].result(30)
+        atexit.register(lambda: admin.delete_topics([topic])[topic].result(30))
+        mix = dict(irrelevant_share=0.03, duplicate_share=0.01, out_of_order_share=0.02)
+        produce(
+            iter_events(GeneratorConfig(seed=11, **mix)),
+            topic=topic,
+            bootstrap_servers=ctx.settings.kafka_bootstrap,
+            count=events,
+        )
+        _CACHE[key] = topic
+    return ctx, _CACHE[key]
+
+
+_CACHE: dict = {}
+
+
+def bench_raw_ceiling(events: int) -> Callable[[], int]:
+    """confluent-kafka consumer -> pyarrow.json -> Parquet files on the S3 server."""
+    import io
+
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+    from confluent_kafka import Consumer, TopicPartition
+    from pyarrow import fs
+
+    ctx, topic = _backlog(events)
+    s3 = fs.S3FileSystem(
+        access_key=ctx.secrets.s3_access_key,
+        secret_key=ctx.secrets.s3_secret_key,
+        endpoint_override=ctx.settings.s3_endpoint,
+        scheme="http",
+        region="us-east-1",
+    )
+    prefix = f"{ctx.settings.bucket}/bench/raw_ceiling/{uuid.uuid4().hex[:8]}"
+
+    def run() -> int:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": ctx.settings.kafka_bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            }
+        )
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        done, batch, files = 0, [], 0
+        while done < events:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error() is None:
+                    batch.append(msg.value())
+            if len(batch) >= 50_000 or (batch and done + len(batch) >= events):
+                table = pj.read_json(io.BytesIO(b"\n".join(batch)))
+                pq.write_table(table, f"{prefix}/part-{files:05d}.parquet", filesystem=s3)
+                done, batch, files = done + len(batch), [], files + 1
+        consumer.close()
+        return done
+
+    return run
+
+
+def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
+    """spark_apps/stream_events.py in bounded mode on a fresh checkpoint, lake prefix and
+    Postgres schema each time; seconds from its first batch's start to its last batch's end."""
+    from devstack.demo import pg_params
+    from devstack.spark import run_app
+    from include import pipeline
+    from include.analytics import store
+    from include.events.catalog import build_catalog
+
+    ctx, topic = _backlog(events)
+
+    def run() -> tuple[int, float]:
+        sid = uuid.uuid4().hex[:8]
+        schema, prefix = f"bench_{sid}", f"bench/pipeline/{sid}"
+        conn = store.connect(pg_params(ctx), schema=schema)
+        store.upsert_products(conn, build_catalog())
+        b = ctx.settings.bucket
+        args = [
+            "--bootstrap-servers", ctx.settings.kafka_bootstrap, "--topic", topic,
+            "--lake-path", pipeline.s3a(b, f"{prefix}/raw"),
+            "--dead-letter-path", pipeline.s3a(b, f"{prefix}/dead"),
+            "--checkpoint-root", pipeline.s3a(b, f"{prefix}/_checkpoints"),
+            "--pg-schema", schema, "--mode", "bounded",
+        ]  # fmt: skip
+        run_app(ctx, "stream_events.py", args, ctx.settings.logs_dir / "bench-pipeline.log")
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT extract(epoch FROM max(ts + batch_duration_ms * interval '1 ms') "
+                "- min(ts)), sum(input_rows) FILTER (WHERE query_name = 'lake') "
+                "FROM stream_progress WHERE input_rows > 0"
+            )
+            seconds, rows = cur.fetchone()
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.commit()
+        conn.close()
+        return int(rows), float(seconds)
+
+    return run
+
+
+SCENARIOS = {
+    "generator": bench_generator,
+    "produce": bench_produce,
+    "raw_ceiling": bench_raw_ceiling,
+    "pipeline": bench_pipeline,
+}
 
 
 def machine() -> str:
@@ -116,6 +251,14 @@ def to_markdown(results: dict) -> str:
             f"| {name} | {r['median']:,.0f} {r['unit']} | [{r['min']:,.0f} - {r['max']:,.0f}] | "
             f"{f'≥ {target:,.0f}' if target else ''} |"
         )
+    scen = results["scenarios"]
+    if "pipeline" in scen and "raw_ceiling" in scen:
+        ratio = scen["pipeline"]["median"] / scen["raw_ceiling"]["median"]
+        lines += [
+            "",
+            f"Pipeline / raw ceiling: **{ratio:.2f}x** (target ≥ {RATIO_TARGET}x), same backlog "
+            "in the same run.",
+        ]
     lines += [
         "",
         "## What limits each figure",
@@ -127,6 +270,21 @@ def to_markdown(results: dict) -> str:
         "needs pre-encoded payload templates instead of dicts (tracked in the issues).",
         "* **produce** — the generator plus librdkafka (lz4, acks=all, idempotent) on the same "
         "2 cores as the broker: bounded by the generator.",
+        "* **raw_ceiling** — one Python process: librdkafka fetch, Arrow's multi-threaded JSON "
+        "reader, one Parquet file per 50,000 events to MinIO; no validation, no deduplication, "
+        "no exactly-once bookkeeping.",
+        "* **pipeline** — far below the 0.5x target. Where the time goes (per-query "
+        "`durationMs` in `stream_progress`): the app runs four independent streaming queries "
+        "(lake, dead letters, category sales, funnel), so every record is fetched, parsed "
+        "(`from_json` of the whole contract) and validated four times, and the four queries share "
+        "the 2 cores (also running Kafka, MinIO, Postgres and Airflow): a 200,000-record batch "
+        "takes 15-45 s per query, nearly all in `addBatch`; the lake and aggregate queries add a "
+        "RocksDB deduplication state, the aggregates a shuffle, and after the last batch each "
+        "stateful query runs a no-data batch (5-20 s) to evict state. A 1,000,000-event backlog "
+        "(five batches per query) reached ~6,300 events/s: JIT warm-up is not the main cost. The "
+        "fix is structural: one query that parses and validates once and fans out in "
+        "`foreachBatch` (batch-id-keyed, idempotent writes for the lake and dead letters), "
+        "which the harness can then compare with this figure.",
         "",
         "Reproduce: `make bench` (all) or `make bench SCENARIOS=generator`.",
         "",
