@@ -12,6 +12,7 @@ Refused: fewer partitions, a different replication factor.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,10 +243,40 @@ def apply(admin, p: Plan, timeout: float = 30.0) -> None:
             log.info("aligned config of topic %s", res.name)
 
 
-def provision(admin, path: Path = DECLARATION) -> Plan:
-    """Make the broker match the declaration; returns the plan that was applied."""
+class TopicsNotConverged(RuntimeError):
+    """The broker acknowledged the changes but does not show them within the timeout."""
+
+
+def await_converged(admin, specs: list[TopicSpec], timeout: float = 30.0) -> None:
+    """Wait until the broker *shows* the declared state.
+
+    Kafka acknowledges a config change once the controller committed it; a broker applies it
+    when it replays the metadata log, so a describe right after the ack can still return the
+    old value (seen in CI). A provisioning task that returns must leave a broker that already
+    serves the declared topics, so it polls until a fresh plan is empty.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = plan(specs, observe(admin, [s.name for s in specs]))
+        if not pending.changes:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicsNotConverged(
+                f"broker still differs from the declaration after {timeout:.0f}s:\n"
+                + pending.summary()
+            )
+        time.sleep(0.2)
+
+
+def provision(admin, path: Path = DECLARATION, timeout: float = 30.0) -> Plan:
+    """Make the broker match the declaration; returns the plan that was applied.
+
+    Returns once the broker serves the declared state (see ``await_converged``).
+    """
     specs = load(path)
     p = plan(specs, observe(admin, [s.name for s in specs]))
     log.info("topic plan:\n%s", p.summary())
-    apply(admin, p)
+    apply(admin, p, timeout=timeout)
+    if p.changes:
+        await_converged(admin, specs, timeout=timeout)
     return p

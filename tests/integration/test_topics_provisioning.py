@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -34,6 +35,14 @@ def declared(ctx, tmp_path):
     admin.delete_topics([name])[name].result(30)
 
 
+def _until_visible(admin, name: str, key: str, value: str, timeout: float = 30.0) -> None:
+    """A config change is acknowledged before the broker serves it (metadata log replay)."""
+    deadline = time.monotonic() + timeout
+    while topics.observe(admin, [name])[name].config.get(key) != value:
+        assert time.monotonic() < deadline, f"{name}: {key} never became {value}"
+        time.sleep(0.2)
+
+
 def test_create_then_noop_then_repair_then_refuse(declared):
     admin, name, path, write = declared
 
@@ -56,6 +65,7 @@ def test_create_then_noop_then_repair_then_refuse(declared):
     )
     for fut in admin.incremental_alter_configs([res]).values():
         fut.result(30)
+    _until_visible(admin, name, "retention.ms", "1000")
     third = topics.provision(admin, path)
     assert third.alter_config == {name: {"retention.ms": ("1000", "3600000")}}
     assert topics.observe(admin, [name])[name].config["retention.ms"] == "3600000"

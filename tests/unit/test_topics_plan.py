@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from include.kafka import topics
@@ -58,3 +60,22 @@ def test_broken_declaration_names_file_topic_and_key(tmp_path, body, message):
     with pytest.raises(topics.TopicDeclarationError, match=message) as err:
         topics.load(path)
     assert str(path) in str(err.value)
+
+
+def test_await_converged_polls_until_the_broker_serves_the_declaration(monkeypatch):
+    stale = Observed(partitions=3, replication_factor=1, config={"retention.ms": "1000"})
+    fresh = Observed(partitions=3, replication_factor=1, config={"retention.ms": "3600000"})
+    answers = iter([stale, stale, fresh])
+    monkeypatch.setattr(topics, "observe", lambda admin, names: {"events": next(answers)})
+    monkeypatch.setattr(topics.time, "sleep", lambda s: None)
+    topics.await_converged(None, [spec(config={"retention.ms": "3600000"})], timeout=60)
+    assert next(answers, None) is None
+
+
+def test_await_converged_names_what_still_differs(monkeypatch):
+    stale = Observed(partitions=3, replication_factor=1, config={"retention.ms": "1000"})
+    monkeypatch.setattr(topics, "observe", lambda admin, names: {"events": stale})
+    with pytest.raises(
+        topics.TopicsNotConverged, match=re.escape("retention.ms '1000' -> '3600000'")
+    ):
+        topics.await_converged(None, [spec(config={"retention.ms": "3600000"})], timeout=0)
