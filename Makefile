@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo reconcile test test-unit stop status password lint format lock bench measure docs clean
+.PHONY: help venv install run up demo reconcile compact test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ SINCE ?=
 UNTIL ?=
 reconcile: install ## account for every produced event (SINCE=/UNTIL= ISO times; default: 24 h)
 	@$(PY) -m devstack reconcile $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL))
+
+DAY ?=
+compact: install ## compact one event day into the Iceberg warehouse and marts (DAY=YYYY-MM-DD; default yesterday)
+	@$(PY) -m devstack compact $(if $(DAY),--day $(DAY))
 
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m ruff check .

@@ -1,6 +1,6 @@
 """Command line of the local stack: ``python -m devstack <command>`` (the Makefile's verbs).
 
-Commands: install, up, demo, reconcile, down, status, password, env. Errors of the environment end with a
+Commands: install, up, demo, reconcile, compact, down, status, password, env. Errors of the environment end with a
 one-paragraph message and exit code 2, never a stack trace.
 """
 
@@ -64,6 +64,34 @@ def _reconcile(ctx, args) -> int:
     return 0 if report["ok"] else 1
 
 
+def _compact(ctx, args) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from devstack.spark import compact
+    from include import pipeline
+
+    day = args.day or (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    extra = ["--target-file-mb", str(args.target_file_mb)] if args.target_file_mb else []
+    code, report = compact(
+        ctx,
+        day,
+        pipeline.s3a(ctx.settings.bucket, pipeline.RAW_EVENTS_PREFIX),
+        pipeline.s3a(ctx.settings.bucket, pipeline.WAREHOUSE_PREFIX),
+        pipeline.PG_SCHEMA,
+        *extra,
+    )
+    if code != 0:
+        print(report.get("error", report))
+        return 1
+    src, dst = report["source"], report["target"]
+    print(
+        f"==> {day}: {src['files']:,} raw files ({src['bytes']:,} B, {src['rows']:,} rows) -> "
+        f"{dst['files']:,} files ({dst['bytes']:,} B), {dst['rows']:,} distinct events in "
+        f"{report['table']}; marts: {', '.join(report['marts'])}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--since", default=None, help="ISO time (default: 24 hours ago)")
     rec.add_argument("--until", default=None, help="ISO time (default: now)")
     rec.add_argument("--topic", default=None)
+    comp = sub.add_parser("compact", help="compact one event day into the Iceberg warehouse")
+    comp.add_argument("--day", default=None, help="YYYY-MM-DD (default: yesterday, UTC)")
+    comp.add_argument("--target-file-mb", type=float, default=None)
     sub.add_parser("down", help="stop everything this stack started")
     sub.add_parser("status", help="each service, its ports, pid and health")
     sub.add_parser("password", help="print the Airflow admin login")
@@ -99,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if demo_mod.run(ctx, args.events, args.seed) else 1
         elif args.command == "reconcile":
             return _reconcile(ctx, args)
+        elif args.command == "compact":
+            return _compact(ctx, args)
         elif args.command == "down":
             stack.down(ctx)
         elif args.command == "status":

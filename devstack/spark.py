@@ -121,3 +121,36 @@ def lake_report(
         if line.startswith("LAKE_REPORT "):
             return json.loads(line.removeprefix("LAKE_REPORT "))
     raise SparkAppError("lake_report printed no LAKE_REPORT line")
+
+
+def compact(
+    ctx: Context,
+    day: str,
+    lake_path: str,
+    warehouse: str,
+    pg_schema: str = "public",
+    *extra: str,
+    log_name: str = "compact_events.log",
+) -> tuple[int, dict]:
+    """Compact one event day (``spark_apps/compact_events.py``); return its exit code and its
+    report. Exit 1 (an expectation or a verification failed) is a result, not an error."""
+    args = [
+        "--day",
+        day,
+        "--lake-path",
+        lake_path,
+        "--warehouse",
+        warehouse,
+        "--pg-schema",
+        pg_schema,
+        *extra,
+    ]
+    log_file = ctx.settings.logs_dir / log_name
+    code, out = run_app_status(ctx, "compact_events.py", args, log_file)
+    for line in out.splitlines():
+        if line.startswith("COMPACTION_REPORT "):
+            return code, json.loads(line.removeprefix("COMPACTION_REPORT "))
+    tail = "\n".join(out.splitlines()[-15:])
+    raise SparkAppError(
+        f"compact_events.py failed (exit {code}) with no report; see {log_file}\n{tail}"
+    )

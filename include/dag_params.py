@@ -17,6 +17,13 @@ _LOCATIONS = {
     "dead_letter_prefix": lambda: Param(pipeline.DEAD_LETTER_PREFIX, type="string"),
     "checkpoint_prefix": lambda: Param(pipeline.CHECKPOINT_PREFIX, type="string"),
     "pg_schema": lambda: Param(pipeline.PG_SCHEMA, type="string", pattern="^[a-z_][a-z0-9_]*$"),
+    "warehouse_prefix": lambda: Param(pipeline.WAREHOUSE_PREFIX, type="string"),
+    "namespace": lambda: Param(
+        pipeline.WAREHOUSE_NAMESPACE, type="string", pattern="^[a-z_][a-z0-9_]*$"
+    ),
+    "marts_namespace": lambda: Param(
+        pipeline.MARTS_NAMESPACE, type="string", pattern="^[a-z_][a-z0-9_]*$"
+    ),
     "max_restarts": lambda: Param(pipeline.MAX_RESTARTS, type="integer", minimum=1),
     "restart_window_min": lambda: Param(pipeline.RESTART_WINDOW_MIN, type="number", minimum=1),
 }

@@ -11,6 +11,10 @@ BUCKET = "lake"
 RAW_EVENTS_PREFIX = "raw/events"
 DEAD_LETTER_PREFIX = "dead_letter/events"
 CHECKPOINT_PREFIX = "_checkpoints/stream_events"
+WAREHOUSE_PREFIX = "warehouse"
+WAREHOUSE_NAMESPACE = "analytics"
+MARTS_NAMESPACE = "marts"
+TARGET_FILE_MB = 128  # compaction's target file size
 PG_SCHEMA = "public"
 
 # The streaming app's queries; each checkpoints under <checkpoint prefix>/<query>.

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -40,11 +41,26 @@ def summarize(events: DataFrame) -> dict:
     return {k: (row[k] or 0) for k in row.asDict()}
 
 
-def read_sink(spark: SparkSession, path: str) -> DataFrame | None:
+def read_sink(spark: SparkSession, path: str, skip_days: Sequence[date] = ()) -> DataFrame | None:
+    """The committed rows of a file sink (``None`` before its first commit). ``skip_days``:
+    event days whose raw files retention deleted (the sink's log still lists them; pruning
+    the partitions keeps their files from being opened)."""
     try:
-        return spark.read.option("mergeSchema", "true").parquet(
-            path
-        )  # older files lack new columns
+        if not skip_days:
+            return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
+        # Merging the schema reads every listed file's footer: infer it tolerating the deleted
+        # files, then read strictly with that schema, pruned to the live days.
+        schema = (
+            spark.read.option("mergeSchema", "true")
+            .option("ignoreCorruptFiles", "true")
+            .parquet(path)
+            .schema
+        )
+        return (
+            spark.read.schema(schema)
+            .parquet(path)
+            .where(~F.col("event_date").isin(*[d.isoformat() for d in skip_days]))
+        )
     except AnalysisException as exc:  # nothing committed yet: no path, or a log with no files
         message = str(exc).lower()
         if (

@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from include.analytics import store
 from include.events.producer import id_hash
 from include.supervision.reconcile import Account, Found, Produced, account, summarize
+from include.warehouse import runs as runs_table
 from spark_apps.lake_report import read_sink
 
 _MOD = 1 << 128
@@ -75,6 +76,14 @@ def load_runs(topic: str, since: datetime, until: datetime, pg_schema: str) -> l
     ]
 
 
+def expired_days(pg_schema: str) -> list[date]:
+    conn = store.connect({}, schema=pg_schema)
+    try:
+        return runs_table.expired_days(conn)
+    finally:
+        conn.close()
+
+
 def ranges_frame(spark: SparkSession, runs: list[dict]) -> DataFrame:
     rows = [
         (run["run_id"], int(p), int(lo), int(hi))
@@ -109,8 +118,15 @@ def digests(pairs: DataFrame) -> dict[str, str]:
     return {k: f"{v:032x}" for k, v in out.items()}
 
 
-def measure(spark: SparkSession, runs: list[dict], lake_path: str, dead_path: str) -> dict:
-    """Per run, what the lake and the dead-letter path hold at its coordinates."""
+def measure(
+    spark: SparkSession,
+    runs: list[dict],
+    lake_path: str,
+    dead_path: str,
+    expired: Sequence[date] = (),
+) -> dict:
+    """Per run, what the lake and the dead-letter path hold at its coordinates (``expired``:
+    event days whose raw files retention removed; their events count as missing)."""
     ranges = ranges_frame(spark, runs)
     found = {
         r["run_id"]: {
@@ -123,7 +139,7 @@ def measure(spark: SparkSession, runs: list[dict], lake_path: str, dead_path: st
         }
         for r in runs
     }
-    lake = read_sink(spark, lake_path)
+    lake = read_sink(spark, lake_path, skip_days=expired)
     if lake is not None:
         lake = lake.select("event_id", "kafka_partition", "kafka_offset")
         mine = at_coordinates(lake, ranges).cache()
@@ -180,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     accounts: list[Account] = []
     if runs:
         spark = SparkSession.builder.appName("reconcile").getOrCreate()
-        found = measure(spark, runs, args.lake_path, args.dead_letter_path)
+        found = measure(
+            spark, runs, args.lake_path, args.dead_letter_path, expired_days(args.pg_schema)
+        )
         spark.stop()
         for r in runs:
             produced = Produced(r["run_id"], r["events"], r["by_kind"], r["id_digest"])

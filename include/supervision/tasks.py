@@ -18,35 +18,9 @@ from include.supervision import preflight as checks
 log = logging.getLogger(__name__)
 
 
-def _kafka_admin() -> Any:
-    from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
-
-    return KafkaAdminClientHook(kafka_config_id=connections.KAFKA).get_conn
-
-
-def _s3() -> Any:
-    from airflow.sdk import BaseHook
-
-    from include.lake.s3 import s3_client
-
-    conn = BaseHook.get_connection(connections.S3)
-    extra = conn.extra_dejson
-    return s3_client(
-        endpoint_url=extra.get("endpoint_url"),
-        access_key=conn.login or "",
-        secret_key=conn.password or "",
-        region=extra.get("region_name", "us-east-1"),
-    )
-
-
-def _postgres(schema: str) -> Any:
-    from airflow.sdk import BaseHook
-
-    from include.analytics import store
-
-    return store.connect(
-        store.params_from_connection(BaseHook.get_connection(connections.POSTGRES)), schema=schema
-    )
+_kafka_admin = connections.kafka_admin
+_s3 = connections.s3_client
+_postgres = connections.postgres
 
 
 def _refusals_recorded(check):

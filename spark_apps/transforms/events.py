@@ -24,6 +24,18 @@ _SPARK_TYPES: dict[str, T.DataType] = {
     "boolean": T.BooleanType(),
 }
 
+# The rows of Spark's Kafka source that the stream reads (tests and seeding build them too).
+KAFKA_SCHEMA = T.StructType(
+    [
+        T.StructField("key", T.BinaryType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+    ]
+)
+
 # Columns the lake keeps besides the contract's fields (lineage and partitioning).
 LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 

@@ -108,14 +108,19 @@ def sandbox(ctx):
     ].result(30)
     yield box
     admin.delete_topics([box.topic])[box.topic].result(30)
+    drop_sandbox(ctx, box.prefix, box.pg_schema)
+
+
+def drop_sandbox(ctx: Context, prefix: str, pg_schema: str) -> None:
+    """Delete a test's Postgres schema and its S3 prefix."""
     conn = store.connect(pg_params(ctx))
     with conn.cursor() as cur:
-        cur.execute(f'DROP SCHEMA IF EXISTS "{box.pg_schema}" CASCADE')
+        cur.execute(f'DROP SCHEMA IF EXISTS "{pg_schema}" CASCADE')
     conn.commit()
     conn.close()
     client = s3(ctx)
     for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=ctx.settings.bucket, Prefix=box.prefix + "/"
+        Bucket=ctx.settings.bucket, Prefix=prefix + "/"
     ):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:

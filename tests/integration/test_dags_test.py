@@ -23,6 +23,17 @@ def test_dags_test(ctx, sandbox, dag_id):
             "dead_letter_prefix": sandbox.dead_letter_prefix,
             "pg_schema": sandbox.pg_schema,
         },
+        # An event day with nothing landed: the run succeeds and leaves the tables alone.
+        "compact_warehouse": {
+            "lake_prefix": sandbox.lake_prefix,
+            "warehouse_prefix": f"{sandbox.prefix}/warehouse",
+            "pg_schema": sandbox.pg_schema,
+            "day": "2026-11-01",
+        },
+        "maintain_warehouse": {
+            "warehouse_prefix": f"{sandbox.prefix}/warehouse",
+            "pg_schema": sandbox.pg_schema,
+        },
         "reconcile": {
             "topic": sandbox.topic,
             "lake_prefix": sandbox.lake_prefix,

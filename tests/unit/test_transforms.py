@@ -8,22 +8,11 @@ from decimal import Decimal
 
 import pytest
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from include.events.generator import generate
 from spark_apps.transforms import events as tx
 
-KAFKA_SCHEMA = T.StructType(
-    [
-        T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()),
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType()),
-    ]
-)
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
@@ -53,7 +42,7 @@ def event(**overrides) -> dict:
 
 def kafka_rows(spark, values: list[bytes]):
     rows = [(b"k", v, "events", 0, i, None) for i, v in enumerate(values)]
-    return spark.createDataFrame(rows, KAFKA_SCHEMA)
+    return spark.createDataFrame(rows, tx.KAFKA_SCHEMA)
 
 
 def errors_of(spark, payloads: list) -> list[str | None]:

@@ -1,0 +1,95 @@
+"""
+### Nightly compaction: the lake's day -> Iceberg warehouse, marts, checks
+
+At 02:30 UTC, for the event day that just ended (the run's data interval starts on it),
+`spark_apps/compact_events.py` reads the day's committed raw files (through the file sink's
+metadata), dedupes them by `event_id`, checks the contract's expectations (no write when one
+fails), replaces the day in the Iceberg table `lake.<namespace>.events` (partitioned by day,
+sorted, files near `target_file_mb`), verifies it (rows = distinct source events, revenue,
+unique ids; rolled back otherwise), rebuilds the day's marts (`daily_sales_by_category`,
+`daily_funnel`) and records the run in Postgres `compaction_runs`. Re-running a day gives the
+same tables. Then raw files of days verified `raw_retention_days` ago are expired (off by
+default).
+
+Backfill: `airflow backfill create --dag-id compact_warehouse --from-date ... --to-date ...`
+(or `make compact DAY=...` for one day). The catalog is Iceberg's JDBC catalog in the
+analytics Postgres; pyiceberg reads the same tables (docs/warehouse.md).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG, Param, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from include import dag_params, pipeline
+from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.supervision.notify import PlatformNotifier
+from include.warehouse import catalog
+
+DAG_ID = "compact_warehouse"
+_retention = os.environ.get("RTAP_RAW_RETENTION_DAYS")
+
+with DAG(
+    dag_id=DAG_ID,
+    # The interval [D 02:30, D+1 02:30) compacts day D: it runs 2.5 h after D ended, so
+    # events that arrive a little late are in.
+    schedule=CronDataIntervalTimetable("30 2 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["warehouse", "batch"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "on_failure_callback": PlatformNotifier()},
+    params={
+        **dag_params.shared(
+            "bucket",
+            "lake_prefix",
+            "warehouse_prefix",
+            "namespace",
+            "marts_namespace",
+            "pg_schema",
+        ),
+        "day": Param(
+            None, type=["null", "string"], format="date", description="override: YYYY-MM-DD"
+        ),
+        "target_file_mb": Param(float(pipeline.TARGET_FILE_MB), type="number", exclusiveMinimum=0),
+        "raw_retention_days": Param(
+            int(_retention) if _retention else None,
+            type=["null", "integer"],
+            minimum=1,
+            description="expire raw files of days verified this many days ago (null: off)",
+        ),
+    },
+) as dag:
+
+    @task
+    def pick_day(params: dict, data_interval_start=None) -> str:
+        from include.warehouse import tasks
+
+        return tasks.pick_day(params, data_interval_start)
+
+    compact = LakeSparkSubmitOperator(
+        task_id="compact",
+        application=str(SPARK_APPS / "compact_events.py"),
+        name="compact_events",
+        application_args=[
+            "--day",
+            "{{ ti.xcom_pull(task_ids='pick_day') }}",
+            "--lake-path",
+            "s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
+            *catalog.WAREHOUSE_ARGS,
+            "--target-file-mb",
+            "{{ params.target_file_mb }}",
+        ],
+    )
+
+    @task
+    def expire_raw(params: dict) -> list[str]:
+        from include.warehouse import tasks
+
+        return tasks.expire_raw(params)
+
+    pick_day() >> compact >> expire_raw()

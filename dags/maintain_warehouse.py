@@ -1,0 +1,54 @@
+"""
+### Weekly warehouse maintenance (Iceberg)
+
+Sundays at 04:00 UTC, for every table of the warehouse and marts namespaces,
+`spark_apps/maintain_warehouse.py` rewrites manifests, expires snapshots older than
+`snapshot_days` (keeping `retain_last`) and removes orphan files older than `orphan_days`
+(left by killed writes; at least a day). The log has per-table figures.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import DAG, Param
+
+from include import dag_params
+from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.supervision.notify import PlatformNotifier
+from include.warehouse import catalog
+
+DAG_ID = "maintain_warehouse"
+
+with DAG(
+    dag_id=DAG_ID,
+    schedule="0 4 * * 0",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["warehouse", "maintenance"],
+    doc_md=__doc__,
+    default_args={"owner": "platform", "on_failure_callback": PlatformNotifier()},
+    params={
+        **dag_params.shared(
+            "bucket", "warehouse_prefix", "namespace", "marts_namespace", "pg_schema"
+        ),
+        "snapshot_days": Param(7, type="number", minimum=0),
+        "retain_last": Param(5, type="integer", minimum=1),
+        "orphan_days": Param(3, type="number", minimum=1),
+    },
+) as dag:
+    LakeSparkSubmitOperator(
+        task_id="maintain",
+        application=str(SPARK_APPS / "maintain_warehouse.py"),
+        name="maintain_warehouse",
+        application_args=[
+            *catalog.WAREHOUSE_ARGS,
+            "--snapshot-days",
+            "{{ params.snapshot_days }}",
+            "--retain-last",
+            "{{ params.retain_last }}",
+            "--orphan-days",
+            "{{ params.orphan_days }}",
+        ],
+    )

@@ -1,0 +1,1 @@
+"""The warehouse: Iceberg tables compacted nightly from the lake, and their marts."""

@@ -1,0 +1,134 @@
+"""One Iceberg catalog for Spark and Python: Iceberg's JDBC catalog on the analytics Postgres.
+
+Spark uses ``org.apache.iceberg.jdbc.JdbcCatalog`` (in the Iceberg Spark runtime jar); Python
+readers (tests, dashboard) use pyiceberg's ``SqlCatalog``, which reads and writes the same two
+tables (``iceberg_tables``, ``iceberg_namespace_properties``), so both see every commit with no
+JVM on the Python side and no extra catalog service to run. The catalog tables live in the
+analytics database, in the Postgres schema the pipeline uses (``pg_schema``), so a test's
+sandbox has its own catalog. Table data and metadata live under the warehouse location in S3.
+
+Credentials come from the environment only (libpq's ``PG*`` for the catalog database,
+``AWS_*`` for S3), set by the Airflow operator from the connections.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from include import pipeline
+
+CATALOG = "lake"  # the Spark catalog name; also the catalog_name column of the JDBC tables
+EVENTS_TABLE = "events"
+SALES_MART = "daily_sales_by_category"
+FUNNEL_MART = "daily_funnel"
+
+
+# The JDBC catalog's tables (Iceberg's JdbcCatalog schema v0, which pyiceberg's SqlCatalog
+# shares). Created by us in the pipeline's Postgres schema: JdbcCatalog looks for them in
+# *any* schema of the database, finds another sandbox's and would not create its own.
+CATALOG_DDL = """
+CREATE TABLE IF NOT EXISTS iceberg_tables (
+    catalog_name               varchar(255) NOT NULL,
+    table_namespace            varchar(255) NOT NULL,
+    table_name                 varchar(255) NOT NULL,
+    metadata_location          varchar(1000),
+    previous_metadata_location varchar(1000),
+    PRIMARY KEY (catalog_name, table_namespace, table_name)
+);
+CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+    catalog_name   varchar(255) NOT NULL,
+    namespace      varchar(255) NOT NULL,
+    property_key   varchar(255),
+    property_value varchar(1000),
+    PRIMARY KEY (catalog_name, namespace, property_key)
+);
+"""
+
+
+def ensure_catalog_tables(conn) -> None:
+    """Create the catalog's tables in the connection's schema (idempotent)."""
+    with conn.cursor() as cur:
+        cur.execute(CATALOG_DDL)
+    conn.commit()
+
+
+# The arguments every warehouse Spark app takes, as DAG templates of the shared params.
+WAREHOUSE_ARGS = (
+    "--warehouse",
+    "s3a://{{ params.bucket }}/{{ params.warehouse_prefix }}",
+    "--namespace",
+    "{{ params.namespace }}",
+    "--marts-namespace",
+    "{{ params.marts_namespace }}",
+    "--pg-schema",
+    "{{ params.pg_schema }}",
+)
+
+
+def jdbc_url(env: Mapping[str, str], pg_schema: str) -> str:
+    if not pg_schema.isidentifier():
+        raise ValueError(f"pg_schema {pg_schema!r} is not a plain identifier")
+    return (
+        f"jdbc:postgresql://{env.get('PGHOST', '127.0.0.1')}:{env.get('PGPORT', '5432')}/"
+        f"{env.get('PGDATABASE', 'postgres')}?currentSchema={pg_schema}"
+    )
+
+
+def spark_conf(
+    warehouse: str, pg_schema: str, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Session settings of the Iceberg catalog ``lake`` (set by the app when it builds its
+    session, so the password never appears on a command line)."""
+    env = os.environ if env is None else env
+    prefix = f"spark.sql.catalog.{CATALOG}"
+    return {
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.type": "jdbc",
+        f"{prefix}.uri": jdbc_url(env, pg_schema),
+        f"{prefix}.jdbc.user": env.get("PGUSER", ""),
+        f"{prefix}.jdbc.password": env.get("PGPASSWORD", ""),
+        f"{prefix}.warehouse": warehouse.rstrip("/"),
+        # S3 through Hadoop's S3A, configured like every other job (endpoint, credentials).
+        f"{prefix}.io-impl": "org.apache.iceberg.hadoop.HadoopFileIO",
+    }
+
+
+def warehouse_location(bucket: str, prefix: str = pipeline.WAREHOUSE_PREFIX) -> str:
+    return pipeline.s3a(bucket, prefix)
+
+
+def load_pyiceberg(
+    pg: Mapping[str, Any], pg_schema: str, warehouse: str, s3: Mapping[str, str]
+) -> Any:
+    """pyiceberg's view of the same catalog.
+
+    ``pg``: host, port, user, password, dbname; ``s3``: endpoint_url, access_key, secret_key,
+    region."""
+    from pyiceberg.catalog.sql import SqlCatalog
+    from sqlalchemy import URL
+
+    if not pg_schema.isidentifier():
+        raise ValueError(f"pg_schema {pg_schema!r} is not a plain identifier")
+    uri = URL.create(
+        "postgresql+psycopg2",
+        username=pg.get("user"),
+        password=pg.get("password"),
+        host=pg.get("host"),
+        port=int(pg.get("port") or 5432),
+        database=pg.get("dbname"),
+        query={"options": f"-csearch_path={pg_schema}"},
+    )
+    props = {
+        "uri": uri.render_as_string(hide_password=False),
+        "warehouse": warehouse,
+        "s3.access-key-id": s3.get("access_key", ""),
+        "s3.secret-access-key": s3.get("secret_key", ""),
+        "s3.region": s3.get("region", "us-east-1"),
+    }
+    if s3.get("endpoint_url"):
+        props["s3.endpoint"] = s3["endpoint_url"]
+        props["s3.force-virtual-addressing"] = "false"
+    return SqlCatalog(CATALOG, **props)

@@ -1,0 +1,126 @@
+"""Test-only Spark job: land generated days in a lake the way the stream does.
+
+Events come from the real generator, go through the stream's own transforms (parse, validate,
+enrich) and are written by Spark's file sink (a streaming query, so ``_spark_metadata`` lists
+the committed files), spread over many small files per hour like a day of micro-batches.
+``--break-day`` makes some rows of a day break a warehouse expectation (an older stream version or a bug
+upstream would), for the compaction's checks.
+
+Prints ``SEED {json}``: per day, rows landed, distinct ids and relevant purchase revenue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from include.events.catalog import build_catalog
+from include.events.generator import GeneratorConfig, iter_events
+from spark_apps.transforms import events as E
+
+
+def kafka_rows(day: date, n: int, seed: int, duplicate_share: float) -> list[tuple]:
+    cfg = GeneratorConfig(
+        seed=seed,
+        users=2_000,
+        start=datetime.combine(day, time.min, tzinfo=UTC),
+        span_seconds=22 * 3600,
+        duplicate_share=duplicate_share,
+    )
+    rows = []
+    for i, p in enumerate(islice(iter_events(cfg), n)):
+        ts = datetime.fromtimestamp(p.event_time_ms / 1000 + 1 + i % 5, UTC).replace(tzinfo=None)
+        rows.append((p.key, p.value, "seed", i % 3, i, ts))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--lake-path", required=True)
+    p.add_argument("--day", action="append", required=True, type=date.fromisoformat)
+    p.add_argument("--events", type=int, action="append", required=True)
+    p.add_argument("--tasks", type=int, default=4, help="write tasks (each writes ~24 files)")
+    p.add_argument("--duplicate-share", type=float, default=0.03)
+    p.add_argument(
+        "--break-day", type=date.fromisoformat, default=None, help="negative prices on this day"
+    )
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    if len(args.events) != len(args.day):
+        p.error("give one --events per --day")
+
+    spark = SparkSession.builder.appName("seed_lake").getOrCreate()
+    products = spark.createDataFrame(
+        [(x.product_id, x.price, rank) for rank, x in enumerate(build_catalog().products, 1)],
+        "product_id string, price double, popularity_rank int",
+    )
+    landed = None
+    for i, (day, n) in enumerate(zip(args.day, args.events, strict=True)):
+        raw = spark.createDataFrame(
+            kafka_rows(day, n, args.seed + i, args.duplicate_share), E.KAFKA_SCHEMA
+        )
+        now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
+        valid = E.enrich(E.valid_events(E.with_validation(E.parse(raw), now)), products)
+        landed = valid if landed is None else landed.unionByName(valid)
+    if args.break_day:
+        hit = (
+            (F.col("event_date") == F.lit(args.break_day.isoformat()).cast("date"))
+            & (F.col("event_type") == "purchase")
+            & (F.abs(F.hash("event_id")) % 10 == 0)
+        )
+        landed = landed.withColumn(
+            "price", F.when(hit, -F.abs(F.col("price"))).otherwise(F.col("price"))
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        landed.write.parquet(f"{tmp}/staging")
+        staged = spark.read.parquet(f"{tmp}/staging")
+        stats = {
+            str(r["event_date"]): {
+                "rows": r["rows"],
+                "distinct_ids": r["ids"],
+                "revenue": round(r["revenue"] or 0.0, 2),
+            }
+            for r in staged.groupBy("event_date")
+            .agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.countDistinct("event_id").alias("ids"),
+                F.lit(None).alias("revenue"),
+            )
+            .collect()
+        }
+        # Revenue over distinct events (the first copy of each; copies carry the same values).
+        distinct = staged.dropDuplicates(["event_id"])
+        purchase = F.col("is_relevant") & (F.col("event_type") == "purchase")
+        for r in (
+            distinct.where(purchase)
+            .groupBy("event_date")
+            .agg(F.sum(F.col("price") * F.col("quantity")).alias("revenue"))
+            .collect()
+        ):
+            stats[str(r["event_date"])]["revenue"] = round(r["revenue"], 2)
+        query = (
+            spark.readStream.schema(staged.schema)
+            .parquet(f"{tmp}/staging")
+            .repartition(args.tasks)
+            .writeStream.format("parquet")
+            .option("path", args.lake_path)
+            .option("checkpointLocation", f"{tmp}/checkpoint")
+            .partitionBy("event_date", "event_hour")
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+    print(f"SEED {json.dumps(stats)}", flush=True)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,363 @@
+"""Nightly compaction on the real stack: Spark, MinIO, the Iceberg JDBC catalog in Postgres,
+pyiceberg, Airflow.
+
+A day landed by Spark's file sink as ~1,000 small files compacts into a few files near the
+target size; the table holds each distinct event once; the marts equal a recomputation (from
+pyiceberg's read of the table); re-running the day changes nothing; a run killed mid-write
+leaves no commit and the re-run completes; broken rows stop the run before it writes; a
+backfill of two days through Airflow works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from devstack import environment
+from devstack import spark as spark_cli
+from devstack.demo import api, pg_params
+from include import pipeline
+from include.warehouse import catalog
+from tests.integration.conftest import airflow_dags_test, drop_sandbox, s3, spawn
+from tests.integration.lake_checks import query
+
+SEED_JOB = Path(__file__).resolve().parent / "spark_jobs" / "seed_lake.py"
+BIG_DAY = "2026-11-10"
+SMALL_DAYS = ("2026-11-11", "2026-11-12")
+BROKEN_DAY = "2026-11-13"
+TARGET_MB = 0.25
+TARGET = int(TARGET_MB * 1024 * 1024)
+
+
+@dataclass
+class Warehouse:
+    prefix: str
+    pg_schema: str
+    seeded: dict  # day -> rows, distinct_ids, revenue (what the seed job landed)
+
+    def lake_prefix(self, which: str) -> str:
+        return f"{self.prefix}/{which}/raw/events"
+
+    @property
+    def warehouse_prefix(self) -> str:
+        return f"{self.prefix}/warehouse"
+
+
+@pytest.fixture(scope="module")
+def wh(ctx):
+    sid = uuid.uuid4().hex[:10]
+    box = Warehouse(prefix=f"it/{sid}", pg_schema=f"it_{sid}", seeded={})
+    b = ctx.settings.bucket
+    # One lake with a big day (~46 write tasks x 24 hours of small files), one with small days
+    # (each lake is one file sink: one streaming query, one metadata log).
+    for which, days, events, tasks, extra in (
+        ("big", [BIG_DAY], 20_000, 46, []),
+        ("small", [*SMALL_DAYS, BROKEN_DAY], 2_000, 2, ["--break-day", BROKEN_DAY]),
+    ):
+        args = ["--lake-path", pipeline.s3a(b, box.lake_prefix(which)), "--tasks", str(tasks)]
+        for day in days:
+            args += ["--day", day, "--events", str(events)]
+        out = spark_cli.run_app(
+            ctx, str(SEED_JOB), [*args, *extra], ctx.settings.logs_dir / f"seed_lake_{which}.log"
+        )
+        line = next(ln for ln in out.splitlines() if ln.startswith("SEED "))
+        box.seeded.update(json.loads(line.removeprefix("SEED ")))
+    yield box
+    drop_sandbox(ctx, box.prefix, box.pg_schema)
+
+
+def compact(ctx, wh: Warehouse, day: str, which: str = "big", log_name: str = "compact.log"):
+    b = ctx.settings.bucket
+    return spark_cli.compact(
+        ctx,
+        day,
+        pipeline.s3a(b, wh.lake_prefix(which)),
+        pipeline.s3a(b, wh.warehouse_prefix),
+        wh.pg_schema,
+        "--target-file-mb",
+        str(TARGET_MB),
+        log_name=log_name,
+    )
+
+
+def iceberg(ctx, wh: Warehouse):
+    return catalog.load_pyiceberg(
+        pg_params(ctx),
+        wh.pg_schema,
+        pipeline.s3a(ctx.settings.bucket, wh.warehouse_prefix),
+        {
+            "endpoint_url": ctx.settings.s3_endpoint,
+            "access_key": ctx.secrets.s3_access_key,
+            "secret_key": ctx.secrets.s3_secret_key,
+        },
+    )
+
+
+def read_day(ctx, wh: Warehouse, table: str, day: str, column: str) -> pd.DataFrame:
+    frame = iceberg(ctx, wh).load_table(table).scan().to_pandas()
+    return frame[frame[column].astype(str) == day].reset_index(drop=True)
+
+
+def recompute_sales(events: pd.DataFrame) -> pd.DataFrame:
+    p = events[events["is_relevant"] & (events["event_type"] == "purchase")].copy()
+    p["amount"] = p["price"] * p["quantity"]
+    out = p.groupby("category").agg(
+        revenue=("amount", "sum"),
+        orders=("event_id", "count"),
+        units=("quantity", "sum"),
+        buyers=("user_id", "nunique"),
+    )
+    out["revenue"] = out["revenue"].round(2)
+    out["avg_order_value"] = (out["revenue"] / out["orders"]).round(2)
+    return out.sort_index()
+
+
+def recompute_funnel(events: pd.DataFrame) -> dict:
+    r = events[events["is_relevant"]]
+
+    def sessions(*types: str) -> int:
+        return r[r["event_type"].isin(types)]["session_id"].nunique()
+
+    return {
+        "views": sessions("page_view", "product_view"),
+        "clicks": sessions("click"),
+        "carts": sessions("add_to_cart"),
+        "checkouts": sessions("checkout"),
+        "purchases": sessions("purchase"),
+    }
+
+
+def assert_day_correct(ctx, wh: Warehouse, day: str) -> pd.DataFrame:
+    """Table = the distinct seeded events; marts = a recomputation from the table."""
+    events = read_day(ctx, wh, "analytics.events", day, "event_date")
+    seeded = wh.seeded[day]
+    assert len(events) == seeded["distinct_ids"] and events["event_id"].is_unique
+    purchases = events[events["is_relevant"] & (events["event_type"] == "purchase")]
+    assert round((purchases["price"] * purchases["quantity"]).sum(), 2) == pytest.approx(
+        seeded["revenue"], abs=0.01
+    )
+    sales = read_day(ctx, wh, "marts.daily_sales_by_category", day, "day")
+    mart = sales.set_index("category").sort_index()[
+        ["revenue", "orders", "units", "buyers", "avg_order_value"]
+    ]
+    pd.testing.assert_frame_equal(
+        mart, recompute_sales(events), check_dtype=False, check_names=False, atol=0.011
+    )
+    funnel = read_day(ctx, wh, "marts.daily_funnel", day, "day")
+    assert len(funnel) == 1
+    stages = recompute_funnel(events)
+    assert {k: int(funnel.iloc[0][k]) for k in stages} == stages
+    assert funnel.iloc[0]["views_to_purchases"] == pytest.approx(
+        round(stages["purchases"] / stages["views"], 4)
+    )
+    return events
+
+
+def run_record(ctx, wh: Warehouse, day: str) -> tuple:
+    rows = query(
+        ctx, wh.pg_schema, "SELECT status, rows FROM compaction_runs WHERE day = %s", (day,)
+    )
+    return rows[0] if rows else None
+
+
+def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, wh):
+    code, first = compact(ctx, wh, BIG_DAY)
+    assert code == 0, first
+    src, dst = first["source"], first["target"]
+    assert src["files"] >= 1_000, f"the seed landed only {src['files']} files"
+    assert dst["files"] * 100 <= src["files"], (src["files"], dst["files"])
+    assert dst["rows"] == wh.seeded[BIG_DAY]["distinct_ids"] < src["rows"]  # copies removed
+    events = assert_day_correct(ctx, wh, BIG_DAY)
+    assert run_record(ctx, wh, BIG_DAY) == ("verified", len(events))
+
+    # Re-run: the same tables. The plan now uses the bytes per row the table measured, so
+    # every file lands within +-25 % of the target.
+    table = iceberg(ctx, wh).load_table("analytics.events")
+    code, again = compact(ctx, wh, BIG_DAY)
+    assert code == 0, again
+    assert again["target"]["rows"] == dst["rows"]
+    assert all(0.75 * TARGET <= size <= 1.25 * TARGET for size in again["target"]["file_bytes"]), (
+        again["target"]["file_bytes"]
+    )
+    rerun = assert_day_correct(ctx, wh, BIG_DAY)
+    assert sorted(rerun["event_id"]) == sorted(events["event_id"])
+    assert iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id != (
+        table.current_snapshot().snapshot_id
+    )
+
+    # Killed while writing: no commit (the table is what it was); the re-run completes.
+    before = iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id
+    b = ctx.settings.bucket
+    argv = spark_cli.submit_argv(
+        ctx,
+        "compact_events.py",
+        [
+            "--day",
+            BIG_DAY,
+            "--lake-path",
+            pipeline.s3a(b, wh.lake_prefix("big")),
+            "--warehouse",
+            pipeline.s3a(b, wh.warehouse_prefix),
+            "--pg-schema",
+            wh.pg_schema,
+            "--target-file-mb",
+            str(TARGET_MB),
+        ],
+    )
+    log = ctx.settings.logs_dir / "compact_killed.log"
+    proc = spawn(ctx, argv, spark_cli.submit_env(ctx), log.name)
+    try:
+        deadline = time.monotonic() + 300
+        while f"writing {BIG_DAY}" not in log.read_text():
+            assert proc.poll() is None, f"compaction ended before writing; see {log}"
+            assert time.monotonic() < deadline, f"compaction never started writing; see {log}"
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    after_kill = iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id
+    assert after_kill == before, "the killed run committed: it was not killed mid-write"
+    code, report = compact(ctx, wh, BIG_DAY)
+    assert code == 0, report
+    assert_day_correct(ctx, wh, BIG_DAY)
+
+
+def test_broken_rows_stop_the_run_before_it_writes(ctx, wh):
+    code, report = compact(ctx, wh, BROKEN_DAY, which="small", log_name="compact_broken.log")
+    assert code == 1
+    assert "price below 0" in report["error"] and "nothing was written" in report["error"]
+    assert run_record(ctx, wh, BROKEN_DAY) == ("failed", None)
+    cat = iceberg(ctx, wh)
+    if ("analytics", "events") in cat.list_tables("analytics"):
+        assert read_day(ctx, wh, "analytics.events", BROKEN_DAY, "event_date").empty
+
+
+def small_lake_conf(ctx, wh: Warehouse, **extra) -> dict:
+    """``compact_warehouse`` params for the small lake of this module."""
+    return {
+        "bucket": ctx.settings.bucket,
+        "lake_prefix": wh.lake_prefix("small"),
+        "warehouse_prefix": wh.warehouse_prefix,
+        "pg_schema": wh.pg_schema,
+        "target_file_mb": TARGET_MB,
+        **extra,
+    }
+
+
+def test_backfill_of_two_days_through_airflow(ctx, wh):
+    conf = small_lake_conf(ctx, wh)
+    argv = [
+        str(environment.venv_bin() / "airflow"),
+        "backfill",
+        "create",
+        "--dag-id",
+        "compact_warehouse",
+        "--from-date",
+        f"{SMALL_DAYS[0]}T00:00:00+00:00",
+        "--to-date",
+        f"{SMALL_DAYS[-1]}T12:00:00+00:00",
+        "--dag-run-conf",
+        json.dumps(conf),
+        "--reprocess-behavior",
+        "completed",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ctx.env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    client = api(ctx)
+    # The scheduler runs a backfill only while its DAG is unpaused (unpausing also creates
+    # the latest nightly run: the default lake's yesterday, empty here, is left alone).
+    client.unpause("compact_warehouse")
+    try:
+        states = _wait_for_backfill(client, wh.pg_schema)
+    finally:
+        client.pause("compact_warehouse")
+    assert states == ["success"] * len(SMALL_DAYS), states
+    for day in SMALL_DAYS:
+        assert run_record(ctx, wh, day)[0] == "verified"
+        assert_day_correct(ctx, wh, day)
+
+
+def _wait_for_backfill(client, pg_schema: str, timeout: float = 900) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [
+            r
+            for r in client.get("/api/v2/dags/compact_warehouse/dagRuns?limit=100")["dag_runs"]
+            if r["run_type"] == "backfill" and (r.get("conf") or {}).get("pg_schema") == pg_schema
+        ]
+        states = sorted(r["state"] for r in runs)
+        if len(runs) == len(SMALL_DAYS) and set(states) <= {"success", "failed"}:
+            return states
+        assert time.monotonic() < deadline, f"backfill runs not finished: {states}"
+        time.sleep(5)
+
+
+def test_raw_retention_expires_only_verified_days(ctx, wh):
+    """With retention on, the DAG deletes the raw files of verified days (the backfilled
+    ones), keeps the failed day's, and a later run of an expired day leaves the table alone."""
+    conf = small_lake_conf(ctx, wh, day=SMALL_DAYS[0], raw_retention_days=1)
+    assert airflow_dags_test(ctx, "compact_warehouse", conf) == "success"
+
+    def raw_objects(day: str) -> int:
+        prefix = f"{wh.lake_prefix('small')}/event_date={day}/"
+        listing = s3(ctx).list_objects_v2(Bucket=ctx.settings.bucket, Prefix=prefix)
+        return listing.get("KeyCount", 0)
+
+    assert [raw_objects(d) for d in SMALL_DAYS] == [0, 0]
+    assert raw_objects(BROKEN_DAY) > 0  # its compaction failed: kept
+    expired = query(
+        ctx, wh.pg_schema, "SELECT day::text FROM compaction_runs WHERE raw_expired_at IS NOT NULL"
+    )
+    assert {SMALL_DAYS[0], SMALL_DAYS[1]} <= {r[0] for r in expired}
+    assert BROKEN_DAY not in {r[0] for r in expired}
+
+    code, report = compact(ctx, wh, SMALL_DAYS[0], which="small")
+    assert code == 0 and report["status"] == "empty"
+    assert_day_correct(ctx, wh, SMALL_DAYS[0])
+    assert run_record(ctx, wh, SMALL_DAYS[0])[0] == "verified"
+
+
+def test_weekly_maintenance_through_airflow(ctx, wh):
+    """After the runs above (one killed mid-write), maintenance leaves one snapshot per table
+    and tables that read the same; unreferenced data files are only the killed run's, younger
+    than the orphan margin (Iceberg refuses a margin under a day), so they stay."""
+    before = read_day(ctx, wh, "analytics.events", BIG_DAY, "event_date")
+    conf = {
+        "bucket": ctx.settings.bucket,
+        "warehouse_prefix": wh.warehouse_prefix,
+        "pg_schema": wh.pg_schema,
+        "snapshot_days": 0,
+        "retain_last": 1,
+        "orphan_days": 1,
+    }
+    assert airflow_dags_test(ctx, "maintain_warehouse", conf) == "success"
+    cat = iceberg(ctx, wh)
+    for name in ("analytics.events", "marts.daily_sales_by_category", "marts.daily_funnel"):
+        assert len(cat.load_table(name).snapshots()) == 1, name
+    table = cat.load_table("analytics.events")
+    referenced = {task.file.file_path.split("/", 3)[-1] for task in table.scan().plan_files()}
+    client = s3(ctx)
+    stored = {
+        o["Key"]: o["LastModified"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=ctx.settings.bucket, Prefix=f"{wh.warehouse_prefix}/analytics/events/data/"
+        )
+        for o in page.get("Contents", [])
+    }
+    # Files of expired snapshots are gone: what is left is referenced, or a recent orphan.
+    assert referenced <= set(stored)
+    recent = datetime.now(UTC) - timedelta(hours=1)
+    assert all(stored[key] > recent for key in set(stored) - referenced)
+    after = read_day(ctx, wh, "analytics.events", BIG_DAY, "event_date")
+    assert sorted(after["event_id"]) == sorted(before["event_id"])

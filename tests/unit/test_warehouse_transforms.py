@@ -1,0 +1,130 @@
+"""Compaction's pure transforms on tiny inline DataFrames (local SparkSession)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+
+from spark_apps.transforms import warehouse as W
+
+DAY = date(2026, 11, 20)
+COLUMNS = (
+    "event_id string, event_type string, event_time timestamp, event_date date, user_id string, "
+    "session_id string, category string, price double, quantity long, currency string, "
+    "is_relevant boolean, kafka_timestamp timestamp, kafka_partition int, kafka_offset long, "
+    "event_hour int"
+)
+
+
+def row(eid, etype="purchase", *, t=None, session="s1", user="u1", price=10.0, qty=2, **kw):
+    t = t or datetime(2026, 11, 20, 10, 0)
+    base = {
+        "event_id": eid,
+        "event_type": etype,
+        "event_time": t,
+        "event_date": t.date(),
+        "user_id": user,
+        "session_id": session,
+        "category": "books",
+        "price": price,
+        "quantity": qty,
+        "currency": "USD",
+        "is_relevant": True,
+        "kafka_timestamp": t,
+        "kafka_partition": 0,
+        "kafka_offset": 0,
+        "event_hour": t.hour,
+    }
+    base.update(kw)
+    return tuple(base.values())
+
+
+def frame(spark, *rows):
+    return spark.createDataFrame(list(rows), COLUMNS)
+
+
+def test_dedupe_keeps_the_first_landed_copy_and_drops_raw_only_columns(spark):
+    late = datetime(2026, 11, 20, 11, 0)
+    df = frame(
+        spark,
+        row("a", kafka_offset=9, kafka_timestamp=late, price=99.0),
+        row("a", kafka_offset=3),
+        row("b"),
+    )
+    out = {r["event_id"]: r for r in W.dedupe_day(df).collect()}
+    assert sorted(out) == ["a", "b"] and out["a"]["price"] == 10.0
+    assert "event_hour" not in W.dedupe_day(df).columns
+
+
+def test_day_slice_keeps_one_event_date(spark):
+    df = frame(spark, row("a"), row("b", t=datetime(2026, 11, 21, 0, 0)))
+    assert [r["event_id"] for r in W.day_slice(df, DAY).collect()] == ["a"]
+
+
+def test_daily_sales_counts_relevant_purchases_only(spark):
+    df = frame(
+        spark,
+        row("a", user="u1", price=10.0, qty=2),
+        row("b", user="u2", price=5.0, qty=1),
+        row("c", user="u1", price=7.5, qty=2),
+        row("d", "add_to_cart"),
+        row("e", is_relevant=False),
+    )
+    (r,) = W.daily_sales(df).collect()
+    assert (r["day"], r["category"], r["orders"], r["units"], r["buyers"]) == (
+        DAY,
+        "books",
+        3,
+        5,
+        2,
+    )
+    assert r["revenue"] == 40.0 and r["avg_order_value"] == pytest.approx(13.33)
+
+
+def test_daily_funnel_counts_sessions_per_stage_and_conversions(spark):
+    df = frame(
+        spark,
+        row("1", "page_view", session="s1"),
+        row("2", "product_view", session="s2"),
+        row("3", "click", session="s1"),
+        row("4", "add_to_cart", session="s1"),
+        row("5", "purchase", session="s1"),
+        row("6", "page_view", session="bot", is_relevant=False),
+    )
+    (r,) = W.daily_funnel(df).collect()
+    assert (r["views"], r["clicks"], r["carts"], r["checkouts"], r["purchases"]) == (2, 1, 1, 0, 1)
+    assert r["views_to_clicks"] == 0.5 and r["views_to_purchases"] == 0.5
+    assert r["carts_to_checkouts"] == 0.0 and r["checkouts_to_purchases"] is None
+
+
+def test_expectations_name_each_broken_rule_with_its_count(spark):
+    df = frame(
+        spark,
+        row("ok"),
+        row("neg", price=-1.0),
+        row("cur", currency="XXX"),
+        row("late", t=datetime(2026, 11, 21, 1, 0)),
+        row("ok"),
+        row(None),
+        row("noprice", price=None),
+    )
+    failures = {f.rule: f.rows for f in W.expectations(df, DAY)}
+    assert failures["price below 0"] == 1
+    assert failures["currency not one of ['EUR', 'GBP', 'USD']"] == 1
+    assert failures["event_time outside the day"] == 1
+    assert failures["event_id is null"] == 1
+    assert failures["event_id not unique"] == 2  # the duplicate "ok" and the null id
+    assert any(rule.startswith("price is null for") for rule in failures)
+
+
+def test_clean_rows_pass_every_expectation(spark):
+    assert W.expectations(frame(spark, row("a"), row("b", "page_view", price=None)), DAY) == []
+
+
+def test_output_files_rounds_the_expected_size_to_target_sized_files():
+    assert W.output_files(0, 60, 1024) == 1
+    assert W.output_files(100_000, 60, 1_000_000) == 6
+    assert W.output_files(1_000, 100, 40_000) == 2  # 2.5 -> 2 files of 50 KB (+25 %)
+    with pytest.raises(ValueError, match="positive"):
+        W.output_files(1, 1, 0)
