@@ -12,7 +12,8 @@ same tables. Then raw files of days verified `raw_retention_days` ago are expire
 default).
 
 Backfill: `airflow backfill create --dag-id compact_warehouse --from-date ... --to-date ...`
-(or `make compact DAY=...` for one day). The catalog is Iceberg's JDBC catalog in the
+(or `make compact DAY=...` for one day); scheduler catchup from a date:
+`RTAP_COMPACTION_CATCHUP=true RTAP_COMPACTION_START=YYYY-MM-DD`. The catalog is Iceberg's JDBC catalog in the
 analytics Postgres; pyiceberg reads the same tables (docs/warehouse.md).
 """
 
@@ -31,14 +32,18 @@ from include.warehouse import catalog
 
 DAG_ID = "compact_warehouse"
 _retention = os.environ.get("RTAP_RAW_RETENTION_DAYS")
+# Catchup from a start date (off by default: unpausing a new install would start a run for
+# every day since the start date). Backfills work either way (`airflow backfill create`).
+_start = os.environ.get("RTAP_COMPACTION_START")  # YYYY-MM-DD
+_catchup = os.environ.get("RTAP_COMPACTION_CATCHUP", "false").lower() == "true"
 
 with DAG(
     dag_id=DAG_ID,
     # The interval [D 02:30, D+1 02:30) compacts day D: it runs 2.5 h after D ended, so
     # events that arrive a little late are in.
     schedule=CronDataIntervalTimetable("30 2 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
+    start_date=datetime.fromisoformat(_start) if _start else datetime(2026, 1, 1),
+    catchup=_catchup,
     max_active_runs=1,
     tags=["warehouse", "batch"],
     doc_md=__doc__,

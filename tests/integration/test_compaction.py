@@ -5,7 +5,7 @@ A day landed by Spark's file sink as ~1,000 small files compacts into a few file
 target size; the table holds each distinct event once; the marts equal a recomputation (from
 pyiceberg's read of the table); re-running the day changes nothing; a run killed mid-write
 leaves no commit and the re-run completes; broken rows stop the run before it writes; a
-backfill of two days through Airflow works.
+backfill of three days through Airflow works.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from tests.integration.lake_checks import query
 
 SEED_JOB = Path(__file__).resolve().parent / "spark_jobs" / "seed_lake.py"
 BIG_DAY = "2026-11-10"
-SMALL_DAYS = ("2026-11-11", "2026-11-12")
-BROKEN_DAY = "2026-11-13"
+SMALL_DAYS = ("2026-11-11", "2026-11-12", "2026-11-13")
+BROKEN_DAY = "2026-11-14"
 TARGET_MB = 0.25
 TARGET = int(TARGET_MB * 1024 * 1024)
 
@@ -255,7 +255,7 @@ def small_lake_conf(ctx, wh: Warehouse, **extra) -> dict:
     }
 
 
-def test_backfill_of_two_days_through_airflow(ctx, wh):
+def test_backfill_of_three_days_through_airflow(ctx, wh):
     conf = small_lake_conf(ctx, wh)
     argv = [
         str(environment.venv_bin() / "airflow"),
@@ -314,12 +314,12 @@ def test_raw_retention_expires_only_verified_days(ctx, wh):
         listing = s3(ctx).list_objects_v2(Bucket=ctx.settings.bucket, Prefix=prefix)
         return listing.get("KeyCount", 0)
 
-    assert [raw_objects(d) for d in SMALL_DAYS] == [0, 0]
+    assert [raw_objects(d) for d in SMALL_DAYS] == [0] * len(SMALL_DAYS)
     assert raw_objects(BROKEN_DAY) > 0  # its compaction failed: kept
     expired = query(
         ctx, wh.pg_schema, "SELECT day::text FROM compaction_runs WHERE raw_expired_at IS NOT NULL"
     )
-    assert {SMALL_DAYS[0], SMALL_DAYS[1]} <= {r[0] for r in expired}
+    assert set(SMALL_DAYS) <= {r[0] for r in expired}
     assert BROKEN_DAY not in {r[0] for r in expired}
 
     code, report = compact(ctx, wh, SMALL_DAYS[0], which="small")
