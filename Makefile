@@ -37,6 +37,7 @@ compact: install ## compact one event day into the Iceberg warehouse and marts (
 	@$(PY) -m devstack compact $(if $(DAY),--day $(DAY))
 
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
+	@$(PY) -m devstack install --browser
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
 	@$(PY) -m pytest

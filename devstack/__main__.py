@@ -95,7 +95,12 @@ def _compact(ctx, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("install", help="fetch and build everything into the cache (idempotent)")
+    inst = sub.add_parser("install", help="fetch and build everything into the cache (idempotent)")
+    inst.add_argument(
+        "--browser",
+        action="store_true",
+        help="also a headless Chromium for the dashboard's end-to-end test (`make test`)",
+    )
     sub.add_parser("up", help="install, then start every service (idempotent)")
     demo = sub.add_parser("demo", help="run the pipeline once end to end and print a summary")
     demo.add_argument("--events", type=int, default=20_000)
@@ -119,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         ctx = stack.context()
         if args.command == "install":
             stack.install_all(ctx)
+            if args.browser:
+                from devstack.install import install_chromium
+
+                print(f"==> chromium: {install_chromium()}")
             print("==> everything installed")
         elif args.command == "up":
             stack.up(ctx)

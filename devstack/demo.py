@@ -200,6 +200,7 @@ def summary(ctx: Context) -> bool:
     for name, ok in checks.items():
         print(f" [{'ok' if ok else 'MISMATCH'}] {name}")
     print("-" * 72)
+    print(f" Dashboard     {s.dashboard_url}   (live sales, history, pipeline health)")
     print(f" Airflow UI    {s.airflow_url}   user: {environment.AIRFLOW_ADMIN_USER}")
     print(f"               password: `make password` (kept in {s.secrets_file})")
     print(f" MinIO console http://{s.host}:{s.ports.s3_console}   (S3 keys in the same file)")

@@ -21,6 +21,7 @@ AIRFLOW_DB = "airflow"
 AIRFLOW_DB_USER = "airflow"
 ANALYTICS_DB = "analytics"
 ANALYTICS_DB_USER = "rtap"
+DASHBOARD_DB_USER = "rtap_dashboard"  # SELECT only (devstack/services.py grants it)
 PG_SUPERUSER = "postgres"
 
 
@@ -103,6 +104,35 @@ def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # plugins/dashboard_link.py: the dashboard's entry in the Airflow UI's navigation.
+        "RTAP_DASHBOARD_URL": settings.dashboard_url,
+    }
+
+
+def dashboard_env(
+    settings: Settings,
+    secrets: Secrets,
+    pg_schema: str = "public",
+    warehouse: str | None = None,
+) -> dict[str, str]:
+    """``RTAP_DASHBOARD_*`` settings of the dashboard: read-only credentials only (its Postgres
+    role has SELECT, its S3 user a read-only policy), nothing else of the stack's secrets."""
+    from include import pipeline
+
+    return {
+        "RTAP_DASHBOARD_PG_HOST": settings.host,
+        "RTAP_DASHBOARD_PG_PORT": str(settings.ports.postgres),
+        "RTAP_DASHBOARD_PG_DB": ANALYTICS_DB,
+        "RTAP_DASHBOARD_PG_USER": DASHBOARD_DB_USER,
+        "RTAP_DASHBOARD_PG_PASSWORD": secrets.dashboard_db_password,
+        "RTAP_DASHBOARD_PG_SCHEMA": pg_schema,
+        "RTAP_DASHBOARD_WAREHOUSE": warehouse
+        or f"s3://{settings.bucket}/{pipeline.WAREHOUSE_PREFIX}",
+        "RTAP_DASHBOARD_MARTS_NAMESPACE": pipeline.MARTS_NAMESPACE,
+        "RTAP_DASHBOARD_S3_ENDPOINT": settings.s3_endpoint,
+        "RTAP_DASHBOARD_S3_ACCESS_KEY": secrets.dashboard_s3_access_key,
+        "RTAP_DASHBOARD_S3_SECRET_KEY": secrets.dashboard_s3_secret_key,
+        "RTAP_DASHBOARD_AIRFLOW_URL": settings.airflow_url,
     }
 
 

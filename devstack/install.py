@@ -198,27 +198,63 @@ def postgres_bindir() -> Path | None:
 
 
 def install_postgres() -> Path:
-    bindir = postgres_bindir()
-    if bindir:
-        return bindir
+    return _system_package(
+        postgres_bindir,
+        "postgresql",
+        "a PostgreSQL server (initdb, postgres) is required",
+        "RTAP_PG_BINDIR to its bin directory",
+    )
+
+
+def chromium_binary() -> Path | None:
+    """The Chromium the dashboard's end-to-end test drives (``RTAP_CHROMIUM`` overrides)."""
+    override = os.environ.get("RTAP_CHROMIUM")
+    if override:
+        return Path(override) if Path(override).exists() else None
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    return None
+
+
+def install_chromium() -> Path:
+    """Debian's ``chromium`` package: Playwright's own browser builds come from a CDN that is
+    not a package registry, and Playwright drives a system Chromium just as well."""
+    return _system_package(
+        chromium_binary,
+        "chromium",
+        "a Chromium browser is required for the dashboard's end-to-end test",
+        "RTAP_CHROMIUM to its executable",
+    )
+
+
+def _system_package(find, package: str, need: str, override: str) -> Path:
+    """What ``find()`` finds; else, as root with apt-get, ``package`` from Debian's packages."""
+    found = find()
+    if found:
+        return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise InstallError(
-            "a PostgreSQL server (initdb, postgres) is required and none was found; install your "
-            "distribution's package (Debian/Ubuntu: `sudo apt-get install postgresql`) or set "
-            "RTAP_PG_BINDIR to its bin directory"
+            f"{need} and none was found; install your distribution's package (Debian/Ubuntu: "
+            f"`sudo apt-get install {package}`) or set {override}"
         )
-    _log("installing the PostgreSQL server from Debian's packages (apt-get install postgresql)")
+    _apt_install(package)
+    found = find()
+    if not found:
+        raise InstallError(f"apt-get installed {package} but {need} and none was found")
+    return found
+
+
+def _apt_install(package: str) -> None:
+    _log(f"installing {package} from Debian's packages (apt-get install {package})")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise InstallError(
                 f"`{' '.join(argv)}` failed (Debian package registry): {proc.stderr.strip()[-400:]}"
             )
-    bindir = postgres_bindir()
-    if not bindir:
-        raise InstallError("apt-get installed postgresql but no server binaries were found")
-    return bindir
 
 
 def install_all(settings: Settings) -> None:

@@ -25,6 +25,10 @@ _GENERATED = {
     "RTAP_AIRFLOW_FERNET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     "RTAP_AIRFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
     "RTAP_AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
+    # The dashboard's read-only Postgres role and S3 user.
+    "RTAP_DASHBOARD_DB_PASSWORD": lambda: secrets.token_urlsafe(24),
+    "RTAP_DASHBOARD_S3_ACCESS_KEY": lambda: "dash-" + secrets.token_hex(6),
+    "RTAP_DASHBOARD_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
 }
 
 # Values that look like a forgotten default are refused even when set explicitly.
@@ -46,6 +50,9 @@ class Secrets:
     airflow_fernet_key: str
     airflow_secret_key: str
     airflow_jwt_secret: str
+    dashboard_db_password: str
+    dashboard_s3_access_key: str
+    dashboard_s3_secret_key: str
 
     def __repr__(self) -> str:  # never print values
         return "Secrets(<redacted>)"
@@ -108,4 +115,7 @@ def load_or_create(path: Path, env: Mapping[str, str] | None = None) -> Secrets:
         airflow_fernet_key=values["RTAP_AIRFLOW_FERNET_KEY"],
         airflow_secret_key=values["RTAP_AIRFLOW_SECRET_KEY"],
         airflow_jwt_secret=values["RTAP_AIRFLOW_JWT_SECRET"],
+        dashboard_db_password=values["RTAP_DASHBOARD_DB_PASSWORD"],
+        dashboard_s3_access_key=values["RTAP_DASHBOARD_S3_ACCESS_KEY"],
+        dashboard_s3_secret_key=values["RTAP_DASHBOARD_S3_SECRET_KEY"],
     )

@@ -24,7 +24,7 @@ import psutil
 from devstack import environment, process
 from devstack.install import postgres_bindir
 from devstack.secrets import Secrets
-from devstack.settings import Settings
+from devstack.settings import ROOT, Settings
 
 
 class ServiceError(RuntimeError):
@@ -202,7 +202,7 @@ class Postgres(Service):
             argv, pid_file=ctx.pid_file(self.name), log_file=log, env=env, user=user, cwd=Path("/")
         )
 
-    def _connect_superuser(self, ctx: Context, timeout: int = 10):
+    def _connect_superuser(self, ctx: Context, timeout: int = 10, dbname: str = "postgres"):
         import psycopg2
 
         return psycopg2.connect(
@@ -210,7 +210,7 @@ class Postgres(Service):
             port=ctx.settings.ports.postgres,
             user=environment.PG_SUPERUSER,
             password=ctx.secrets.pg_superuser_password,
-            dbname="postgres",
+            dbname=dbname,
             connect_timeout=timeout,
         )
 
@@ -249,6 +249,59 @@ class Postgres(Service):
                         )
                     )
         conn.close()
+        self._grant_dashboard(ctx)
+
+    def _grant_dashboard(self, ctx: Context) -> None:
+        """The dashboard's role reads the analytics database and cannot write: SELECT on every
+        table the pipeline's role has created or will create, in any schema (tests use their
+        own), and read-only transactions by default."""
+        from psycopg2 import sql
+
+        reader = sql.Identifier(environment.DASHBOARD_DB_USER)
+        owner = sql.Identifier(environment.ANALYTICS_DB_USER)
+        conn = self._connect_superuser(ctx)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (environment.DASHBOARD_DB_USER,)
+            )
+            verb = "ALTER" if cur.fetchone() else "CREATE"
+            cur.execute(
+                sql.SQL(
+                    verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s"
+                ).format(reader),
+                (ctx.secrets.dashboard_db_password,),
+            )
+            cur.execute(
+                sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(reader)
+            )
+            cur.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(environment.ANALYTICS_DB), reader
+                )
+            )
+        conn.close()
+        conn = self._connect_superuser(ctx, dbname=environment.ANALYTICS_DB)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for what in ("USAGE ON SCHEMAS", "SELECT ON TABLES"):
+                cur.execute(
+                    sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT " + what + " TO {}").format(
+                        owner, reader
+                    )
+                )
+            cur.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname = 'public' "
+                "OR nspowner = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+                (environment.ANALYTICS_DB_USER,),
+            )
+            for (schema,) in cur.fetchall():
+                name = sql.Identifier(schema)
+                cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(name, reader))
+                cur.execute(
+                    sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(name, reader)
+                )
+        conn.close()
 
     def stop(self, ctx: Context) -> None:
         proc = process.find(ctx.pid_file(self.name))
@@ -262,6 +315,9 @@ class Postgres(Service):
 
 
 # --------------------------------------------------------------------------- S3 (MinIO)
+
+
+READ_ONLY_POLICY = "rtap-read-only"
 
 
 class S3Server(Service):
@@ -318,6 +374,24 @@ class S3Server(Service):
             secret_key=ctx.secrets.s3_secret_key,
         )
         ensure_bucket(client, ctx.settings.bucket)
+        self._add_readers(ctx)
+
+    def _add_readers(self, ctx: Context) -> None:
+        """The dashboard's S3 user, with a read-only policy on the bucket (MinIO admin API)."""
+        from minio import MinioAdmin
+        from minio.credentials import StaticProvider
+
+        from include.lake.s3 import read_only_policy
+
+        s = ctx.settings
+        admin = MinioAdmin(
+            endpoint=f"{s.host}:{s.ports.s3}",
+            credentials=StaticProvider(ctx.secrets.s3_access_key, ctx.secrets.s3_secret_key),
+            secure=False,
+        )
+        admin.policy_add(READ_ONLY_POLICY, policy=read_only_policy(s.bucket))
+        admin.user_add(ctx.secrets.dashboard_s3_access_key, ctx.secrets.dashboard_s3_secret_key)
+        admin.policy_set(READ_ONLY_POLICY, user=ctx.secrets.dashboard_s3_access_key)
 
 
 # --------------------------------------------------------------------------- Kafka (KRaft)
@@ -501,8 +575,74 @@ class Airflow(Service):
         return Health(ok, ", ".join(f"{k}={v}" for k, v in states.items()))
 
 
+# --------------------------------------------------------------------------- Dashboard
+
+
+class Dashboard(Service):
+    """The analysts' dashboard (Streamlit, dashboard/app.py) with read-only credentials."""
+
+    name = "dashboard"
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {"http": ctx.settings.ports.dashboard}
+
+    def argv(self, ctx: Context, port: int | None = None) -> list[str]:
+        s = ctx.settings
+        return [
+            str(environment.venv_bin() / "streamlit"),
+            "run",
+            str(ROOT / "dashboard" / "app.py"),
+            "--server.address",
+            s.host,
+            "--server.port",
+            str(port or s.ports.dashboard),
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+            "--client.toolbarMode",
+            "minimal",
+        ]
+
+    def env(self, ctx: Context, **overrides: str) -> dict[str, str]:
+        """Only what the dashboard needs: no secret of the stack beyond its own read-only ones."""
+        env = {
+            "PATH": ctx.env["PATH"],
+            "HOME": ctx.env.get("HOME", "/tmp"),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "RTAP_STATE_DIR": str(ctx.settings.state_dir),  # `make stop` finds leftovers by it
+        }
+        env.update(environment.dashboard_env(ctx.settings, ctx.secrets))
+        env.update(overrides)
+        return env
+
+    def start(self, ctx: Context) -> None:
+        process.start(
+            self.argv(ctx),
+            pid_file=ctx.pid_file(self.name),
+            log_file=ctx.log_file(self.name),
+            env=self.env(ctx),
+            cwd=ROOT,
+        )
+
+    def health(self, ctx: Context) -> Health:
+        return streamlit_health(ctx.settings.dashboard_url)
+
+
+def streamlit_health(base_url: str) -> Health:
+    try:
+        with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=3) as resp:
+            body = resp.read().decode().strip()
+            return Health(resp.status == 200 and body == "ok", f"HTTP {resp.status} {body}")
+    except OSError as exc:
+        return Health(False, str(exc))
+
+
 # Start order; stop runs in reverse.
-ALL: tuple[Service, ...] = (Postgres(), S3Server(), Kafka(), Airflow())
+ALL: tuple[Service, ...] = (Postgres(), S3Server(), Kafka(), Airflow(), Dashboard())
 
 
 def by_name(name: str) -> Service:

@@ -70,6 +70,7 @@ class Ports:
     s3_console: int = 9001
     postgres: int = 5432
     airflow: int = 8080
+    dashboard: int = 8501
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -79,6 +80,7 @@ class Ports:
             "s3_console": self.s3_console,
             "postgres": self.postgres,
             "airflow": self.airflow,
+            "dashboard": self.dashboard,
         }
 
 
@@ -152,6 +154,10 @@ class Settings:
     def airflow_url(self) -> str:
         return f"http://{self.host}:{self.ports.airflow}"
 
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.ports.dashboard}"
+
 
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read settings from the environment (``os.environ`` by default)."""
@@ -164,6 +170,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         s3_console=_port(env, "RTAP_S3_CONSOLE_PORT", 9001),
         postgres=_port(env, "RTAP_PG_PORT", 5432),
         airflow=_port(env, "RTAP_AIRFLOW_PORT", 8080),
+        dashboard=_port(env, "RTAP_DASHBOARD_PORT", 8501),
     )
     taken: dict[int, str] = {}
     for name, value in ports.as_dict().items():

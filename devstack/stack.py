@@ -55,24 +55,28 @@ def up(ctx: Context) -> None:
     install_all(ctx)
     check_spark_versions(ctx)
     for svc in ALL:
-        running = svc.running(ctx)
-        if all(running.values()):
-            if svc.health(ctx).ok:
-                _say(f"{svc.name}: already running")
-                continue
-            svc.wait_healthy(ctx, timeout=60)
-            continue
-        if any(running.values()):
-            _say(f"{svc.name}: partly running; restarting it")
-            svc.stop(ctx)
-        preflight.check_ports(_port_settings(ctx, svc), ctx.settings.host)
-        _say(f"{svc.name}: starting")
-        t0 = time.monotonic()
-        svc.start(ctx)
-        svc.wait_healthy(ctx, timeout=240)
-        _say(f"{svc.name}: healthy after {time.monotonic() - t0:.1f}s")
+        _start(ctx, svc)
         if isinstance(svc, Postgres | S3Server):
-            svc.bootstrap(ctx)
+            svc.bootstrap(ctx)  # idempotent: roles, databases, bucket, read-only users
+
+
+def _start(ctx: Context, svc) -> None:
+    running = svc.running(ctx)
+    if all(running.values()):
+        if svc.health(ctx).ok:
+            _say(f"{svc.name}: already running")
+            return
+        svc.wait_healthy(ctx, timeout=60)
+        return
+    if any(running.values()):
+        _say(f"{svc.name}: partly running; restarting it")
+        svc.stop(ctx)
+    preflight.check_ports(_port_settings(ctx, svc), ctx.settings.host)
+    _say(f"{svc.name}: starting")
+    t0 = time.monotonic()
+    svc.start(ctx)
+    svc.wait_healthy(ctx, timeout=240)
+    _say(f"{svc.name}: healthy after {time.monotonic() - t0:.1f}s")
 
 
 def _port_settings(ctx: Context, svc) -> dict[str, int]:
@@ -83,6 +87,7 @@ def _port_settings(ctx: Context, svc) -> dict[str, int]:
         "minio": {"s3": p.s3, "s3_console": p.s3_console},
         "kafka": {"kafka": p.kafka, "kafka_controller": p.kafka_controller},
         "airflow": {"airflow": p.airflow},
+        "dashboard": {"dashboard": p.dashboard},
     }[svc.name]
 
 

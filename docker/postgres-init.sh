@@ -2,9 +2,18 @@
 # Roles and databases of the platform; passwords come from the container's environment.
 set -euo pipefail
 psql -v ON_ERROR_STOP=1 --username postgres \
-  -v airflow_pw="$AIRFLOW_DB_PASSWORD" -v analytics_pw="$ANALYTICS_DB_PASSWORD" <<'SQL'
+  -v airflow_pw="$AIRFLOW_DB_PASSWORD" -v analytics_pw="$ANALYTICS_DB_PASSWORD" \
+  -v dashboard_pw="$DASHBOARD_DB_PASSWORD" <<'SQL'
 CREATE ROLE airflow LOGIN PASSWORD :'airflow_pw';
 CREATE DATABASE airflow OWNER airflow;
 CREATE ROLE rtap LOGIN PASSWORD :'analytics_pw';
 CREATE DATABASE analytics OWNER rtap;
+-- The dashboard's role: reads what the pipeline's role creates, in any schema; never writes.
+CREATE ROLE rtap_dashboard LOGIN PASSWORD :'dashboard_pw';
+ALTER ROLE rtap_dashboard SET default_transaction_read_only = on;
+GRANT CONNECT ON DATABASE analytics TO rtap_dashboard;
+\connect analytics
+ALTER DEFAULT PRIVILEGES FOR ROLE rtap GRANT USAGE ON SCHEMAS TO rtap_dashboard;
+ALTER DEFAULT PRIVILEGES FOR ROLE rtap GRANT SELECT ON TABLES TO rtap_dashboard;
+GRANT USAGE ON SCHEMA public TO rtap_dashboard;
 SQL

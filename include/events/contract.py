@@ -68,6 +68,16 @@ PRODUCT_EVENTS = frozenset(
 )
 PRICED_EVENTS = frozenset({EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART, EventType.PURCHASE})
 ALL_TYPES = frozenset(EventType)
+# Funnel stages (views -> clicks -> carts -> checkouts -> purchases) and the event types that
+# count for each: a stage's conversion is relative to the one before. Used by the daily funnel
+# mart and by the dashboard's live funnel.
+FUNNEL_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("views", (EventType.PAGE_VIEW.value, EventType.PRODUCT_VIEW.value)),
+    ("clicks", (EventType.CLICK.value,)),
+    ("carts", (EventType.ADD_TO_CART.value,)),
+    ("checkouts", (EventType.CHECKOUT.value,)),
+    ("purchases", (EventType.PURCHASE.value,)),
+)
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,20 @@ def ensure_bucket(client: Any, bucket: str) -> bool:
 def count_objects(client: Any, bucket: str, prefix: str) -> int:
     paginator = client.get_paginator("list_objects_v2")
     return sum(page.get("KeyCount", 0) for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
+
+
+def read_only_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
+    """An S3 (IAM-style) policy that lists and reads ``bucket`` (under ``prefix`` if given) and
+    nothing else: for readers such as the dashboard."""
+    objects = f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix else ''}*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+            },
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [objects]},
+        ],
+    }

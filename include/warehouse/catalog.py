@@ -101,12 +101,17 @@ def warehouse_location(bucket: str, prefix: str = pipeline.WAREHOUSE_PREFIX) -> 
 
 
 def load_pyiceberg(
-    pg: Mapping[str, Any], pg_schema: str, warehouse: str, s3: Mapping[str, str]
+    pg: Mapping[str, Any],
+    pg_schema: str,
+    warehouse: str,
+    s3: Mapping[str, str],
+    init_catalog_tables: bool = True,
 ) -> Any:
     """pyiceberg's view of the same catalog.
 
     ``pg``: host, port, user, password, dbname; ``s3``: endpoint_url, access_key, secret_key,
-    region."""
+    region. Readers with a read-only role pass ``init_catalog_tables=False`` (pyiceberg would
+    otherwise try to create the catalog's tables)."""
     from pyiceberg.catalog.sql import SqlCatalog
     from sqlalchemy import URL
 
@@ -127,6 +132,7 @@ def load_pyiceberg(
         "s3.access-key-id": s3.get("access_key", ""),
         "s3.secret-access-key": s3.get("secret_key", ""),
         "s3.region": s3.get("region", "us-east-1"),
+        "init_catalog_tables": "true" if init_catalog_tables else "false",
     }
     if s3.get("endpoint_url"):
         props["s3.endpoint"] = s3["endpoint_url"]

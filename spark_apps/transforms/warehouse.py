@@ -18,14 +18,8 @@ from pyspark.sql import functions as F
 from include.events import contract
 
 PURCHASE = contract.EventType.PURCHASE.value
-# Funnel stages of the daily mart, in order; a stage's conversion is relative to the one before.
-FUNNEL_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("views", (contract.EventType.PAGE_VIEW.value, contract.EventType.PRODUCT_VIEW.value)),
-    ("clicks", (contract.EventType.CLICK.value,)),
-    ("carts", (contract.EventType.ADD_TO_CART.value,)),
-    ("checkouts", (contract.EventType.CHECKOUT.value,)),
-    ("purchases", (PURCHASE,)),
-)
+# Funnel stages of the daily mart, in order (shared with the dashboard's live funnel).
+FUNNEL_STAGES = contract.FUNNEL_STAGES
 # Columns of the raw lake that the warehouse does not keep (the hour is a raw-layout detail).
 RAW_ONLY = ("event_hour",)
 

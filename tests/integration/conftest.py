@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -169,3 +170,13 @@ def spawn(ctx: Context, argv: list[str], env: dict, log_name: str) -> subprocess
         return subprocess.Popen(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """Stop a process started by :func:`spawn` and its children: SIGTERM, then SIGKILL."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)

@@ -30,7 +30,7 @@ from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from include.supervision import lease, retention
-from tests.integration.conftest import airflow_dags_run, airflow_dags_test, spawn
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test, spawn, stop_group
 from tests.integration.lake_checks import query
 
 
@@ -162,12 +162,7 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
         assert first.poll() is None, "the first driver still runs"
         assert lease_holder(ctx, sandbox).owner == holder.owner
     finally:
-        os.killpg(first.pid, signal.SIGTERM)
-        try:
-            first.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(30)
+        stop_group(first)
 
 
 def test_lease_rules_on_postgres(ctx, sandbox):

@@ -91,3 +91,23 @@ def test_port_in_use_names_setting_and_holder():
 def test_not_enough_disk(tmp_path):
     with pytest.raises(preflight.PreflightError, match="GB free"):
         preflight.check_disk(tmp_path, 10**9)
+
+
+def test_the_dashboard_gets_only_its_read_only_credentials(tmp_path):
+    from devstack import environment
+    from include.dashboard.config import from_env
+
+    s = settings.load({"RTAP_STATE_DIR": str(tmp_path)})
+    creds = secrets.load_or_create(tmp_path / "secrets.env", env={})
+    env = environment.dashboard_env(s, creds)
+    values = set(env.values())
+    assert creds.dashboard_db_password in values and creds.dashboard_s3_secret_key in values
+    for other in (
+        creds.pg_password,
+        creds.pg_superuser_password,
+        creds.s3_secret_key,
+        creds.airflow_admin_password,
+    ):
+        assert other not in values
+    cfg = from_env(env)
+    assert (cfg.pg_user, cfg.warehouse) == (environment.DASHBOARD_DB_USER, "s3://lake/warehouse")

@@ -1,0 +1,1 @@
+"""The analysts' dashboard: Streamlit pages (queries live in include/dashboard)."""

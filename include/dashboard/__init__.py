@@ -1,0 +1,1 @@
+"""Read side of the analysts' dashboard: its settings and its query layer."""

@@ -1,0 +1,123 @@
+"""Settings of the analysts' dashboard, read from its environment (``RTAP_DASHBOARD_*``).
+
+The dashboard is a reader: it is given read-only credentials (a Postgres role with SELECT only,
+an S3 user with a read-only policy) and never the pipeline's own. A missing or unusable setting
+stops it with a message naming the setting; passwords are never part of a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "RTAP_DASHBOARD_"
+
+
+class ConfigError(ValueError):
+    """A dashboard setting is missing or unusable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    pg_host: str
+    pg_port: int
+    pg_db: str
+    pg_user: str
+    pg_password: str = field(repr=False)
+    pg_schema: str = "public"
+    # The Iceberg warehouse of the marts; empty: the History page says it is not configured.
+    warehouse: str = ""
+    marts_namespace: str = "marts"
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = field(default="", repr=False)
+    s3_region: str = "us-east-1"
+    refresh_s: float = 5.0  # the live and health pages re-query this often
+    window_min: int = 60  # default span of the live page
+    freshness_slo_s: float = 60.0  # green while the last batch is younger (or nothing waits)
+    airflow_url: str = ""  # links from the health page to the supervising DAGs
+
+    @property
+    def pg(self) -> dict[str, Any]:
+        return {
+            "host": self.pg_host,
+            "port": self.pg_port,
+            "user": self.pg_user,
+            "password": self.pg_password,
+            "dbname": self.pg_db,
+        }
+
+    @property
+    def s3(self) -> dict[str, str]:
+        return {
+            "endpoint_url": self.s3_endpoint,
+            "access_key": self.s3_access_key,
+            "secret_key": self.s3_secret_key,
+            "region": self.s3_region,
+        }
+
+    @property
+    def where(self) -> str:
+        """Where the live data comes from, for messages (no credentials)."""
+        return f"{self.pg_host}:{self.pg_port}/{self.pg_db} (schema {self.pg_schema})"
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(PREFIX + name, "").strip()
+    if not value:
+        raise ConfigError(f"{PREFIX}{name} is not set (the dashboard's read-only connection)")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(PREFIX + name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{PREFIX}{name}={raw} is out of range ({low:g}-{high:g})")
+    return value
+
+
+def from_env(env: Mapping[str, str]) -> Config:
+    schema = env.get(PREFIX + "PG_SCHEMA", "").strip() or "public"
+    if not schema.isidentifier():
+        raise ConfigError(f"{PREFIX}PG_SCHEMA={schema!r} is not a plain identifier")
+    namespace = env.get(PREFIX + "MARTS_NAMESPACE", "").strip() or "marts"
+    if not namespace.isidentifier():
+        raise ConfigError(f"{PREFIX}MARTS_NAMESPACE={namespace!r} is not a plain identifier")
+    warehouse = env.get(PREFIX + "WAREHOUSE", "").strip().rstrip("/")
+    if warehouse and not warehouse.startswith(("s3://", "s3a://", "file://", "/")):
+        raise ConfigError(
+            f"{PREFIX}WAREHOUSE={warehouse!r} is not a warehouse location (s3://bucket/prefix)"
+        )
+    s3_endpoint = env.get(PREFIX + "S3_ENDPOINT", "").strip()
+    s3_key = env.get(PREFIX + "S3_ACCESS_KEY", "").strip()
+    s3_secret = env.get(PREFIX + "S3_SECRET_KEY", "").strip()
+    if warehouse.startswith(("s3://", "s3a://")) and not (s3_key and s3_secret):
+        raise ConfigError(
+            f"{PREFIX}S3_ACCESS_KEY and {PREFIX}S3_SECRET_KEY are required to read "
+            f"{PREFIX}WAREHOUSE={warehouse}"
+        )
+    return Config(
+        pg_host=_required(env, "PG_HOST"),
+        pg_port=int(_number(env, "PG_PORT", 5432, 1, 65535)),
+        pg_db=_required(env, "PG_DB"),
+        pg_user=_required(env, "PG_USER"),
+        pg_password=_required(env, "PG_PASSWORD"),
+        pg_schema=schema,
+        warehouse=warehouse.replace("s3a://", "s3://", 1),
+        marts_namespace=namespace,
+        s3_endpoint=s3_endpoint,
+        s3_access_key=s3_key,
+        s3_secret_key=s3_secret,
+        s3_region=env.get(PREFIX + "S3_REGION", "").strip() or "us-east-1",
+        refresh_s=_number(env, "REFRESH_S", 5.0, 1.0, 5.0),
+        window_min=int(_number(env, "WINDOW_MIN", 60, 5, 24 * 60)),
+        freshness_slo_s=_number(env, "FRESHNESS_SLO_S", 60.0, 5.0, 24 * 3600.0),
+        airflow_url=env.get(PREFIX + "AIRFLOW_URL", "").strip().rstrip("/"),
+    )

@@ -1,0 +1,353 @@
+"""The analysts' dashboard end to end, in a real headless Chromium (Debian's ``chromium``,
+driven by Playwright) against the running stack.
+
+The dashboard runs as the devstack starts it (read-only Postgres role and S3 user) but on this
+test's sandbox: its Postgres schema (through a TCP proxy the test can cut, to play a database
+outage) and its warehouse. Events are produced to the sandbox topic, a real stream lands and
+aggregates them, the health DAG checks the stream and the nightly compaction app builds the
+marts; the pages must show exactly those numbers, refresh by themselves and recover from the
+outage. Screenshots go to ``<state>/screenshots/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from devstack import environment
+from devstack.demo import api as airflow_api
+from devstack.demo import pg_params
+from devstack.install import chromium_binary
+from devstack.services import Dashboard, streamlit_health
+from devstack.spark import compact, submit_argv, submit_env
+from include import pipeline
+from include.analytics import store
+from include.events.catalog import build_catalog
+from include.events.generator import generate
+from include.events.producer import produce
+from tests.integration.conftest import airflow_dags_test, spawn, stop_group
+
+WINDOW = "last 60 min"
+
+
+class TcpProxy:
+    """Forwards a loopback port to Postgres; ``cut()`` closes it and every open connection
+    (the database is "down" for the dashboard), ``restore()`` listens again on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(ctx, sandbox):
+    """The dashboard on this sandbox: (its URL, the proxy in front of its database)."""
+    proxy = TcpProxy((ctx.settings.host, ctx.settings.ports.postgres))
+    proxy.restore()
+    port = free_port()
+    svc = Dashboard()
+    env = svc.env(
+        ctx,
+        RTAP_DASHBOARD_PG_PORT=str(proxy.port),
+        RTAP_DASHBOARD_PG_SCHEMA=sandbox.pg_schema,
+        RTAP_DASHBOARD_WAREHOUSE=f"s3://{ctx.settings.bucket}/{sandbox.prefix}/warehouse",
+    )
+    assert not any(k.startswith(("AIRFLOW", "AWS_")) for k in env), "only its own credentials"
+    proc = spawn(ctx, svc.argv(ctx, port), env, f"dashboard-{sandbox.id}.log")
+    url = f"http://{ctx.settings.host}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not streamlit_health(url).ok:
+            assert proc.poll() is None, "the dashboard exited; see its log"
+            assert time.monotonic() < deadline, "the dashboard did not become healthy"
+            time.sleep(0.5)
+        yield url, proxy
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        proxy.cut()
+
+
+@pytest.fixture
+def browser_page(ctx):
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_binary()
+    if chromium is None:
+        pytest.fail("no Chromium: `make test` installs Debian's (devstack install --browser)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1700})
+        yield page
+        browser.close()
+
+
+class Screens:
+    def __init__(self, ctx) -> None:
+        self.dir = ctx.settings.state_dir / "screenshots"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def save(self, page, name: str) -> Path:
+        path = self.dir / f"dashboard-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def wait_for(page, check, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+        except Exception as exc:  # the page redraws its fragment: elements come and go
+            last = exc
+        time.sleep(interval)
+    # What the page showed instead, and a screenshot of it.
+    shots = Path(os.environ.get("RTAP_STATE_DIR", ".state")) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "dashboard-failed.png"), full_page=True)
+    shown = "; the page shows: " + page.inner_text("body")[:1500].replace("\n", " | ")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last}){shown}")
+
+
+def metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=2000).strip()
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", "").split()[0])
+
+
+def charts(page) -> int:
+    return page.locator('[data-testid="stVegaLiteChart"]').count()
+
+
+def alerts(page) -> str:
+    return " ".join(page.locator('[data-testid="stAlert"]').all_inner_texts())
+
+
+def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_page):
+    url, proxy = dashboard
+    page = browser_page
+    shots = Screens(ctx)
+
+    # Nothing produced yet: each page says so.
+    page.goto(url)  # Live is the default page
+    wait_for(page, lambda: "No data yet" in alerts(page), 60, "the live page's empty state")
+    shots.save(page, "live-empty")
+    page.goto(f"{url}/history")
+    wait_for(page, lambda: "No data yet" in alerts(page), 60, "the history page's empty state")
+
+    # A stream runs on the sandbox; events are produced.
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.upsert_products(conn, build_catalog())
+    conn.close()
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=4)
+    first = generate(1_500, seed=71, start=start)
+    r1 = produce(first, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
+    assert r1.purchases > 0
+    stream = spawn(
+        ctx,
+        submit_argv(
+            ctx,
+            "stream_events.py",
+            sandbox.stream_args(ctx, "--mode", "continuous", "--trigger", "2 seconds"),
+        ),
+        submit_env(ctx),
+        f"dashboard-stream-{sandbox.id}.log",
+    )
+    try:
+        page.goto(url)  # Live is the default page
+        page.evaluate("window.__notReloaded = true")
+        wait_for(
+            page,
+            lambda: number(metric(page, f"Orders ({WINDOW})")) == r1.purchases,
+            300,
+            f"the live page to show {r1.purchases} orders",
+        )
+        assert number(metric(page, f"Revenue ({WINDOW})")) == pytest.approx(r1.revenue, abs=0.01)
+        assert number(metric(page, f"Units ({WINDOW})")) == r1.units
+        wait_for(page, lambda: charts(page) >= 6, 30, "the live page's six charts")
+        shots.save(page, "live")
+
+        # More events: the open page updates itself (no reload).
+        second = generate(1_000, seed=72, start=start + timedelta(minutes=1))
+        r2 = produce(second, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
+        wait_for(
+            page,
+            lambda: number(metric(page, f"Orders ({WINDOW})")) == r1.purchases + r2.purchases,
+            180,
+            "the live numbers to follow the second batch",
+        )
+        assert number(metric(page, f"Units ({WINDOW})")) == r1.units + r2.units
+        assert page.evaluate("window.__notReloaded") is True, "the page was not reloaded"
+
+        # The database goes away: the page says so, then recovers by itself.
+        proxy.cut()
+        wait_for(page, lambda: "Data unavailable" in alerts(page), 60, "the outage message")
+        assert "unreachable" in alerts(page)
+        shots.save(page, "live-database-down")
+        proxy.restore()
+        wait_for(
+            page,
+            lambda: number(metric(page, f"Orders ({WINDOW})")) == r1.purchases + r2.purchases,
+            60,
+            "the live page to recover",
+        )
+        assert "Data unavailable" not in alerts(page)
+        assert page.evaluate("window.__notReloaded") is True
+
+        # Pipeline health: the health DAG checks the running stream.
+        airflow_dags_test(
+            ctx, "stream_health", sandbox.supervision_conf(ctx.settings.bucket, topic=sandbox.topic)
+        )
+        page.goto(f"{url}/health")
+        wait_for(
+            page,
+            lambda: "Freshness SLO: GREEN" in page.inner_text("body"),
+            60,
+            "a green freshness SLO",
+        )
+        wait_for(page, lambda: metric(page, "Lag (records)") == "0", 30, "no lag")
+        wait_for(page, lambda: charts(page) >= 2, 30, "the health charts (lag, rows/s)")
+        assert "healthy" in page.inner_text("body")
+        shots.save(page, "health")
+    finally:
+        stop_group(stream)
+
+    # History: the compaction app builds the marts of the events' day(s).
+    b = ctx.settings.bucket
+    days = sorted(
+        {
+            datetime.fromtimestamp(p.event_time_ms / 1000, UTC).date()
+            for p in [*first, *second]
+            if p.kind in ("valid", "irrelevant")
+        }
+    )
+    for day in days:
+        code, report = compact(
+            ctx,
+            day.isoformat(),
+            pipeline.s3a(b, sandbox.lake_prefix),
+            pipeline.s3a(b, f"{sandbox.prefix}/warehouse"),
+            sandbox.pg_schema,
+            log_name=f"dashboard-compact-{sandbox.id}.log",
+        )
+        assert code == 0 and report["status"] == "verified", report
+    page.goto(f"{url}/history")
+    wait_for(
+        page,
+        lambda: number(metric(page, "Orders")) == r1.purchases + r2.purchases,
+        90,
+        "the history page to show the compacted orders",
+    )
+    assert number(metric(page, "Revenue")) == pytest.approx(r1.revenue + r2.revenue, abs=0.02)
+    wait_for(page, lambda: charts(page) >= 3, 30, "the history charts")
+    shots.save(page, "history")
+
+
+def test_the_dashboard_reads_with_a_read_only_role(ctx):
+    params = {
+        **pg_params(ctx),
+        "user": environment.DASHBOARD_DB_USER,
+        "password": ctx.secrets.dashboard_db_password,
+    }
+    conn = psycopg2.connect(**params)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM category_sales_minute")  # reads
+        cur.execute("SET default_transaction_read_only = off")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("DELETE FROM category_sales_minute")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("CREATE TABLE dashboard_was_here (x int)")
+    conn.close()
+
+    from botocore.exceptions import ClientError
+
+    from include.lake.s3 import s3_client
+
+    s3 = s3_client(
+        endpoint_url=ctx.settings.s3_endpoint,
+        access_key=ctx.secrets.dashboard_s3_access_key,
+        secret_key=ctx.secrets.dashboard_s3_secret_key,
+    )
+    s3.list_objects_v2(Bucket=ctx.settings.bucket, MaxKeys=1)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3.put_object(Bucket=ctx.settings.bucket, Key="dashboard-was-here", Body=b"x")
+
+
+def test_the_airflow_ui_links_the_dashboard(ctx):
+    plugins = airflow_api(ctx).get("/api/v2/plugins")["plugins"]
+    views = [v for p in plugins for v in p.get("external_views", [])]
+    assert any(
+        v.get("name") == "Analytics dashboard" and v.get("href") == ctx.settings.dashboard_url
+        for v in views
+    ), views
+    assert streamlit_health(ctx.settings.dashboard_url).ok, "the stack's dashboard is up"
