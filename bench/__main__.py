@@ -4,6 +4,9 @@ warm-up, with their spread; the machine is labelled. Nothing here asserts a time
 
 Scenarios so far (issue 9 grows the list: latency, compaction, footprint):
 
+* ``dag_parse``  seconds to parse each DAG file (Airflow's ``DagBag`` on that one file, as the
+  dag-processor does), target < 0.5 s each; needs no running stack;
+
 * ``generator``  events/s of the generator alone, one Python process (realistic mix);
 * ``produce``    events/s generated *and* produced to the local Kafka broker (acks=all);
 * ``raw_ceiling`` events/s of a minimal consumer -> Arrow JSON parse -> Parquet on S3,
@@ -31,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
 TARGETS = {"generator": 200_000.0}
+DAG_PARSE_TARGET_S = 0.5
 RATIO_TARGET = 0.5  # pipeline >= 0.5 x raw ceiling
 MIX = dict(bad_share=0.02, irrelevant_share=0.03, duplicate_share=0.01, out_of_order_share=0.02)
 
@@ -223,6 +227,36 @@ SCENARIOS = {
 }
 
 
+def bench_dag_parse(reps: int, warmup: int) -> dict[str, dict]:
+    """Parse seconds per DAG file: median and spread of ``reps`` parses after ``warmup``.
+
+    Each parse is a fresh ``DagBag`` of the one file (the module is imported again); Airflow
+    and our ``include`` packages stay imported, as in the long-running dag-processor."""
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    from airflow.dag_processing.dagbag import DagBag
+
+    out: dict[str, dict] = {}
+    for path in sorted((ROOT / "dags").glob("*.py")):
+        times: list[float] = []
+        dags = 0
+        for i in range(warmup + reps):
+            t0 = time.perf_counter()
+            bag = DagBag(dag_folder=str(path), safe_mode=False)
+            elapsed = time.perf_counter() - t0
+            if bag.import_errors:
+                raise RuntimeError(f"{path.name} does not parse: {bag.import_errors}")
+            dags = len(bag.dags)
+            if i >= warmup:
+                times.append(elapsed)
+        out[path.name] = {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+            "dags": dags,
+        }
+    return out
+
+
 def machine() -> str:
     import psutil
 
@@ -238,19 +272,36 @@ def to_markdown(results: dict) -> str:
         "# Benchmarks",
         "",
         f"Latest run of `make bench` on {results['date']} — {results['machine']}.",
-        f"Median of {results['reps']} repetitions after {results['warmup']} warm-up, "
-        f"{results['events']:,} events each; min-max in brackets. Shared machines are noisy: "
-        "compare figures of one run, not across runs.",
+        "Each figure is the median of several repetitions after a warm-up (200,000 events per "
+        "repetition by default); min-max in brackets; the last column says when it was "
+        "measured. Shared machines are noisy: compare figures of one run, not across runs.",
         "",
-        "| scenario | median | spread | target |",
-        "|---|---:|---:|---:|",
+        "| scenario | median | spread | target | measured |",
+        "|---|---:|---:|---:|---|",
     ]
     for name, r in results["scenarios"].items():
         target = TARGETS.get(name)
         lines.append(
             f"| {name} | {r['median']:,.0f} {r['unit']} | [{r['min']:,.0f} - {r['max']:,.0f}] | "
-            f"{f'≥ {target:,.0f}' if target else ''} |"
+            f"{f'≥ {target:,.0f}' if target else ''} | {r.get('date', results['date'])} |"
         )
+    parse = results.get("dag_parse")
+    if parse:
+        slow = [f for f, r in parse.items() if r["median_s"] >= DAG_PARSE_TARGET_S]
+        lines += [
+            "",
+            f"DAG parse time per file ({results.get('dag_parse_date', results['date'])}; one "
+            "`DagBag` per file with Airflow and our modules already imported, as in the "
+            f"dag-processor; target < {DAG_PARSE_TARGET_S} s each; {len(slow)} over):",
+            "",
+            "| DAG file | median | spread |",
+            "|---|---:|---:|",
+        ]
+        for file, r in parse.items():
+            lines.append(
+                f"| {file} | {r['median_s'] * 1000:,.0f} ms | "
+                f"[{r['min_s'] * 1000:,.0f} - {r['max_s'] * 1000:,.0f}] ms |"
+            )
     scen = results["scenarios"]
     if "pipeline" in scen and "raw_ceiling" in scen:
         ratio = scen["pipeline"]["median"] / scen["raw_ceiling"]["median"]
@@ -286,23 +337,42 @@ def to_markdown(results: dict) -> str:
         "`foreachBatch` (batch-id-keyed, idempotent writes for the lake and dead letters), "
         "which the harness can then compare with this figure.",
         "",
-        "Reproduce: `make bench` (all) or `make bench SCENARIOS=generator`.",
+        "Reproduce: `make bench` (all) or `make bench SCENARIOS=generator` (updates that "
+        "scenario only; the others keep their figures and dates).",
         "",
     ]
     return "\n".join(lines)
 
 
+def merge_latest(results: dict) -> dict:
+    """This run's figures over the latest ones of scenarios it did not run (each keeps its
+    date), kept in ``bench-results/latest.json``: ``make bench SCENARIOS=x`` updates x only."""
+    latest_file = RESULTS / "latest.json"
+    latest = json.loads(latest_file.read_text()) if latest_file.exists() else {}
+    merged = {**results, "scenarios": dict(latest.get("scenarios", {}))}
+    for name, r in results["scenarios"].items():
+        merged["scenarios"][name] = {**r, "date": results["date"]}
+    if "dag_parse" in results:
+        merged["dag_parse_date"] = results["date"]
+    elif "dag_parse" in latest:
+        merged["dag_parse"] = latest["dag_parse"]
+        merged["dag_parse_date"] = latest.get("dag_parse_date")
+    latest_file.write_text(json.dumps(merged, indent=2))
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench")
-    p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    known = [*SCENARIOS, "dag_parse"]
+    p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(known)} (default: all)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     args = p.parse_args(argv)
-    unknown = set(args.scenarios) - set(SCENARIOS)
+    unknown = set(args.scenarios) - set(known)
     if unknown:
-        p.error(f"unknown scenario(s) {sorted(unknown)}; known: {list(SCENARIOS)}")
-    args.scenarios = args.scenarios or list(SCENARIOS)
+        p.error(f"unknown scenario(s) {sorted(unknown)}; known: {known}")
+    args.scenarios = args.scenarios or known
     results = {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": machine(),
@@ -312,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     for name in args.scenarios:
+        if name == "dag_parse":
+            print(f"==> dag_parse: {args.reps} parses of each DAG file", flush=True)
+            results["dag_parse"] = bench_dag_parse(args.reps, args.warmup)
+            for file, r in results["dag_parse"].items():
+                print(f"    {file:<28} median {r['median_s'] * 1000:,.0f} ms", flush=True)
+            continue
         print(f"==> {name}: {args.reps} x {args.events:,} events", flush=True)
         r = measure(SCENARIOS[name](args.events), args.reps, args.warmup)
         results["scenarios"][name] = r
@@ -322,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    md = to_markdown(results)
+    md = to_markdown(merge_latest(results))
     (out / "results.md").write_text(md)
     (ROOT / "docs" / "benchmarks.md").write_text(md)
     print(md)

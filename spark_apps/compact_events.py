@@ -169,15 +169,16 @@ def compact(spark: SparkSession, args: argparse.Namespace, expired: Sequence[dat
     report: dict = {"day": day.isoformat(), "table": events_table, "target_bytes": target_bytes}
 
     raw = read_sink(spark, args.lake_path, skip_days=expired)
+    # Before anything reads a column: a lake without contract fields fails with their names.
+    missing = [c for c in contract.FIELD_NAMES if raw is not None and c not in raw.columns]
+    if missing:
+        raise CompactionFailed(f"{day}: the lake lacks contract field(s) {missing}")
     day_rows = None if raw is None else W.day_slice(raw, day)
     report["source"] = (
         {"files": 0, "bytes": 0, "rows": 0, "distinct_ids": 0, "revenue": 0.0}
         if day_rows is None
         else {**source_files(day_rows), **W.totals(day_rows)}
     )
-    missing = [c for c in contract.FIELD_NAMES if raw is not None and c not in raw.columns]
-    if missing:
-        raise CompactionFailed(f"{day}: the lake lacks contract field(s) {missing}")
     if report["source"]["rows"] == 0:
         # Nothing landed for the day (or the lake is new): leave the tables as they are; a
         # day whose raw files were expired keeps its warehouse rows.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -139,7 +139,6 @@ class PipelineHealth:
     progress: pd.DataFrame
     restarts: pd.DataFrame
     runs: pd.DataFrame
-    notes: list[str] = field(default_factory=list)
 
 
 def fetch_live(cfg: Config, minutes: int) -> Live:
@@ -382,6 +381,7 @@ def load_history(cfg: Config, start: date, end: date) -> History:
 
     from include.warehouse.catalog import FUNNEL_MART, SALES_MART, load_pyiceberg
 
+    catalog = None
     try:
         catalog = load_pyiceberg(
             cfg.pg, cfg.pg_schema, cfg.warehouse, cfg.s3, init_catalog_tables=False
@@ -403,6 +403,9 @@ def load_history(cfg: Config, start: date, end: date) -> History:
         raise Unavailable(
             f"the warehouse {cfg.warehouse} cannot be read: {_first_line(exc)}"
         ) from None
+    finally:
+        if catalog is not None:
+            catalog.engine.dispose()  # the catalog's connection pool: one per read
     sales, funnel = (_numeric(f) for f in frames)
     if not sales.empty:
         sales = sales.sort_values(["day", "category"]).reset_index(drop=True)

@@ -312,16 +312,19 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
     shots.save(page, "history")
 
 
-def test_the_dashboard_reads_with_a_read_only_role(ctx):
+def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
+    owner = store.connect(pg_params(ctx), schema=sandbox.pg_schema)  # as the pipeline's role
+    store.ensure_schema(owner)
+    owner.close()
     params = {
         **pg_params(ctx),
         "user": environment.DASHBOARD_DB_USER,
         "password": ctx.secrets.dashboard_db_password,
     }
-    conn = psycopg2.connect(**params)
+    conn = psycopg2.connect(options=f"-c search_path={sandbox.pg_schema}", **params)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM category_sales_minute")  # reads
+        cur.execute("SELECT count(*) FROM category_sales_minute")  # reads a schema made later
         cur.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             cur.execute("DELETE FROM category_sales_minute")

@@ -1,0 +1,262 @@
+"""Checks of ``docker-compose.yaml`` that need no Docker engine (``make test`` runs them).
+
+* The file validates against the **Compose Specification's JSON schema** — the one Docker
+  Compose itself loads, taken from the ``compose-go`` module (pinned, through the Go module
+  proxy, checksum-verified by ``go``) and cached — with the ``jsonschema`` validator.
+* Every image is **pinned** (an explicit version tag or a digest, never ``latest``); an image
+  built from our Dockerfile is exempt.
+* **No default credential**: every password, secret or key in an environment block comes from
+  ``.env`` as a required variable (``${NAME:?message}``), never a literal or a ``:-default``;
+  ``.env.example`` leaves them empty.
+* **Hosts and ports**: every connection an Airflow ``AIRFLOW_CONN_*`` variable or the dashboard
+  names points at a service of the file and a port that service listens on.
+* **The same settings as the no-Docker stack**: the connection ids the DAGs use, the database
+  names and roles, the bucket, the dashboard's settings.
+
+:func:`problems` returns the findings (empty: the file passes); each names the service and key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devstack.install import InstallError
+from devstack.settings import ROOT, Settings
+
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+SCHEMA_MODULE = "github.com/compose-spec/compose-go/v2"
+SCHEMA_VERSION = "v2.16.2"  # Docker Compose 2.4x loads this schema
+SCHEMA_PATH_IN_MODULE = "schema/compose-spec.json"
+
+SECRET_WORDS = ("PASSWORD", "SECRET", "_KEY", "TOKEN", "ROOT_USER", "ACCESS_KEY")
+REQUIRED_VAR = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]*\}$")
+VAR_REF = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?+])?([^}]*)\}")
+# Ports each image listens on inside the compose network (no port mapping needed there).
+LISTENS: dict[str, set[int]] = {
+    "postgres": {5432},
+    "minio": {9000, 9001},
+    "kafka": {9092, 9093},
+    "airflow-api-server": {8080},
+    "dashboard": {8501},
+}
+
+
+class ComposeError(InstallError):
+    """The Compose schema could not be fetched."""
+
+
+def schema(settings: Settings) -> dict[str, Any]:
+    """The Compose Specification schema of ``compose-go`` (cached under the download cache)."""
+    cached = settings.cache_dir / f"compose-spec-{SCHEMA_VERSION}.json"
+    if not cached.exists():
+        go = shutil.which("go")
+        if not go:
+            raise ComposeError("Go is required to fetch the Compose schema from the Go proxy")
+        gopath = settings.cache_dir / "gopath"
+        env = dict(os.environ, GOPATH=str(gopath), GOFLAGS="-modcacherw")
+        proc = subprocess.run(
+            [go, "mod", "download", "-json", f"{SCHEMA_MODULE}@{SCHEMA_VERSION}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=settings.cache_dir,
+        )
+        if proc.returncode != 0:
+            raise ComposeError(
+                f"fetching {SCHEMA_MODULE}@{SCHEMA_VERSION} through the Go module proxy "
+                f"failed: {(proc.stdout + proc.stderr).strip()[-400:]}"
+            )
+        source = Path(json.loads(proc.stdout)["Dir"]) / SCHEMA_PATH_IN_MODULE
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, cached)
+    return json.loads(cached.read_text())
+
+
+def load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def problems(
+    compose: Mapping[str, Any], spec: Mapping[str, Any], env_example: str | None = None
+) -> list[str]:
+    found = schema_errors(compose, spec)
+    if found:  # the rest assumes the structure the schema guarantees
+        return found
+    found += unpinned_images(compose)
+    found += default_credentials(compose)
+    found += dangling_endpoints(compose)
+    found += disagreements(compose)
+    if env_example is not None:
+        found += filled_examples(env_example)
+    return found
+
+
+def schema_errors(compose: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+    from jsonschema.validators import validator_for
+
+    validator = validator_for(spec)(spec)
+    return [
+        f"schema: {'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+        for e in sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def unpinned_images(compose: Mapping[str, Any]) -> list[str]:
+    services = compose.get("services", {})
+    built = {svc.get("image") for svc in services.values() if "build" in svc}
+    out = []
+    for name, svc in services.items():
+        image = svc.get("image")
+        if image is None:
+            if "build" not in svc:
+                out.append(f"service {name}: no image and nothing to build")
+            continue
+        if "@sha256:" in image or image in built:
+            continue  # a digest, or our own image built from the Dockerfile in this file
+        last = image.rsplit("/", 1)[-1]
+        tag = last.split(":", 1)[1] if ":" in last else ""
+        if not tag or tag == "latest" or not re.search(r"\d", tag):
+            out.append(f"service {name}: image {image!r} is not pinned to a version or digest")
+    return out
+
+
+def _environment(svc: Mapping[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key.upper() for word in SECRET_WORDS)
+
+
+def default_credentials(compose: Mapping[str, Any]) -> list[str]:
+    out = []
+    for name, svc in compose.get("services", {}).items():
+        for key, value in _environment(svc).items():
+            defaulted = [
+                (var, op + rest)
+                for var, op, rest in VAR_REF.findall(value)
+                if op in (":-", "-", ":+", "+") and (_is_secret(var) or _is_secret(key))
+            ]
+            for var, default in defaulted:
+                out.append(f"service {name}: {key} gives {var} a default ({default})")
+            secret = _is_secret(key) and not key.endswith("_FILE")  # a path, not a secret
+            if secret and not defaulted and not REQUIRED_VAR.match(value.strip()):
+                out.append(
+                    f"service {name}: {key} must be a required variable from .env "
+                    f"(${{NAME:?message}}), not {'a literal' if '${' not in value else value!r}"
+                )
+        for key, value in _environment(svc).items():
+            if key.startswith("AIRFLOW_CONN_"):
+                conn = json.loads(value)
+                password = str(conn.get("password", ""))
+                if password and not VAR_REF.fullmatch(password):
+                    out.append(f"service {name}: {key} has a literal password")
+    return out
+
+
+def endpoints(compose: Mapping[str, Any]) -> Iterator[tuple[str, str, str, int]]:
+    """(service, setting, host, port) of every endpoint a connection or setting names."""
+    for name, svc in compose.get("services", {}).items():
+        env = _environment(svc)
+        for key, value in env.items():
+            if key.startswith("AIRFLOW_CONN_"):
+                conn = json.loads(value)
+                extra = conn.get("extra") or {}
+                if conn.get("host") and conn.get("port"):
+                    yield name, key, conn["host"], int(conn["port"])
+                for url_key in ("endpoint_url", "bootstrap.servers"):
+                    if url_key in extra:
+                        for hostport in str(extra[url_key]).split(","):
+                            host, port = _host_port(hostport)
+                            yield name, f"{key}.{url_key}", host, port
+        if "RTAP_DASHBOARD_PG_HOST" in env:
+            port = int(env.get("RTAP_DASHBOARD_PG_PORT") or 5432)
+            yield name, "RTAP_DASHBOARD_PG_HOST", env["RTAP_DASHBOARD_PG_HOST"], port
+        if env.get("RTAP_DASHBOARD_S3_ENDPOINT"):
+            host, port = _host_port(env["RTAP_DASHBOARD_S3_ENDPOINT"])
+            yield name, "RTAP_DASHBOARD_S3_ENDPOINT", host, port
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    text = re.sub(r"^[a-z]+://", "", text.strip()).split("/", 1)[0]
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def dangling_endpoints(compose: Mapping[str, Any]) -> list[str]:
+    services = compose.get("services", {})
+    out = []
+    for name, key, host, port in endpoints(compose):
+        if host not in services:
+            out.append(f"service {name}: {key} names host {host!r}, which is not a service")
+        elif port not in LISTENS.get(host, set()):
+            out.append(f"service {name}: {key} names {host}:{port}, a port {host} does not serve")
+    return out
+
+
+def disagreements(compose: Mapping[str, Any]) -> list[str]:
+    """Settings that must be the same as in the no-Docker stack (devstack/environment.py)."""
+    from devstack import environment
+    from include import connections, pipeline
+
+    services = compose.get("services", {})
+    out = []
+    airflow = {
+        name: _environment(svc) for name, svc in services.items() if name.startswith("airflow-")
+    }
+    ids = (connections.KAFKA, connections.SPARK, connections.S3, connections.POSTGRES)
+    wanted = {f"AIRFLOW_CONN_{cid.upper()}" for cid in ids}
+    for name, env in airflow.items():
+        missing = sorted(wanted - set(env))
+        if missing:
+            out.append(f"service {name}: missing connection(s) {', '.join(missing)}")
+        db = env.get(f"AIRFLOW_CONN_{connections.POSTGRES.upper()}")
+        if db:
+            conn = json.loads(db)
+            if (conn.get("schema"), conn.get("login")) != (
+                environment.ANALYTICS_DB,
+                environment.ANALYTICS_DB_USER,
+            ):
+                out.append(f"service {name}: the analytics connection differs from devstack's")
+    dash = _environment(services.get("dashboard", {}))
+    if not dash:
+        out.append("service dashboard is missing")
+    else:
+        expected = {
+            "RTAP_DASHBOARD_PG_DB": environment.ANALYTICS_DB,
+            "RTAP_DASHBOARD_PG_USER": environment.DASHBOARD_DB_USER,
+            "RTAP_DASHBOARD_MARTS_NAMESPACE": pipeline.MARTS_NAMESPACE,
+            "RTAP_DASHBOARD_WAREHOUSE": f"s3://{pipeline.BUCKET}/{pipeline.WAREHOUSE_PREFIX}",
+        }
+        for key, value in expected.items():
+            if dash.get(key, value) != value:
+                out.append(f"service dashboard: {key}={dash.get(key)!r}, devstack uses {value!r}")
+        required = {f"RTAP_DASHBOARD_{k}" for k in ("PG_HOST", "PG_DB", "PG_USER", "PG_PASSWORD")}
+        missing = sorted(required - set(dash))
+        if missing:
+            out.append(f"service dashboard: missing {', '.join(missing)}")
+    return out
+
+
+def filled_examples(env_example: str) -> list[str]:
+    out = []
+    for line in env_example.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            if value.strip():
+                out.append(f".env.example: {key} has a value; leave credentials empty")
+    return out

@@ -1,0 +1,117 @@
+"""docker-compose.yaml, checked without a Docker engine: the Compose Specification's schema,
+pinned images, no default credential, endpoints that exist, settings that agree with the
+no-Docker stack. Each rule is also shown to fail on a broken copy of the file."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from devstack import compose, settings
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return compose.schema(settings.load())
+
+
+@pytest.fixture
+def doc():
+    return compose.load()
+
+
+def test_the_compose_file_passes_every_check(doc, spec):
+    assert compose.problems(doc, spec, compose.ENV_EXAMPLE.read_text()) == []
+
+
+def test_it_has_the_platform_services(doc):
+    assert {
+        "postgres",
+        "minio",
+        "minio-init",
+        "kafka",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "dashboard",
+    } <= set(doc["services"])
+
+
+def test_the_schema_rejects_a_malformed_service(doc, spec):
+    broken = copy.deepcopy(doc)
+    broken["services"]["kafka"]["healthcheck"]["interval"] = ["10s"]
+    broken["services"]["postgres"]["restart_policy"] = "always"
+    found = compose.problems(broken, spec)
+    assert any(p.startswith("schema: services/kafka/healthcheck/interval") for p in found)
+    assert any("restart_policy" in p for p in found), found
+
+
+@pytest.mark.parametrize("image", ["minio/minio", "minio/minio:latest", "minio/minio:stable"])
+def test_an_unpinned_image_fails(doc, spec, image):
+    doc["services"]["minio"]["image"] = image
+    assert compose.problems(doc, spec) == [
+        f"service minio: image {image!r} is not pinned to a version or digest"
+    ]
+
+
+def test_a_digest_pins_an_image(doc, spec):
+    doc["services"]["minio"]["image"] = "minio/minio@sha256:" + "a" * 64
+    assert compose.problems(doc, spec) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "key", "value", "expected"),
+    [
+        ("postgres", "POSTGRES_PASSWORD", "postgres", "must be a required variable"),
+        ("minio", "MINIO_ROOT_PASSWORD", "${MINIO_ROOT_PASSWORD:-minioadmin}", "a default"),
+        ("dashboard", "RTAP_DASHBOARD_PG_PASSWORD", "${X:-}", "a default"),
+    ],
+)
+def test_a_default_credential_fails(doc, spec, service, key, value, expected):
+    doc["services"][service]["environment"][key] = value
+    found = compose.problems(doc, spec)
+    assert found and all(f"service {service}: {key}" in p for p in found), found
+    assert any(expected in p for p in found), found
+
+
+def test_a_literal_password_in_a_connection_fails(doc, spec):
+    env = doc["services"]["airflow-scheduler"]["environment"]
+    conn = json.loads(env["AIRFLOW_CONN_ANALYTICS_DB"])
+    conn["password"] = "hunter22"
+    env["AIRFLOW_CONN_ANALYTICS_DB"] = json.dumps(conn)
+    assert any("literal password" in p for p in compose.problems(doc, spec))
+
+
+def test_a_filled_env_example_fails():
+    assert compose.filled_examples("# comment\nPOSTGRES_PASSWORD=\nMINIO_ROOT_PASSWORD=x\n") == [
+        ".env.example: MINIO_ROOT_PASSWORD has a value; leave credentials empty"
+    ]
+
+
+def test_a_missing_service_fails(doc, spec):
+    del doc["services"]["kafka"]
+    for svc in doc["services"].values():  # keep the file valid otherwise
+        (svc.get("depends_on") or {}).pop("kafka", None)
+    found = compose.problems(doc, spec)
+    assert any("names host 'kafka', which is not a service" in p for p in found), found
+
+
+def test_a_wrong_port_fails(doc, spec):
+    env = doc["services"]["dashboard"]["environment"]
+    env["RTAP_DASHBOARD_S3_ENDPOINT"] = "http://minio:9999"
+    assert compose.problems(doc, spec) == [
+        "service dashboard: RTAP_DASHBOARD_S3_ENDPOINT names minio:9999, a port minio does not serve"
+    ]
+
+
+def test_settings_that_differ_from_the_no_docker_stack_fail(doc, spec):
+    doc["services"]["dashboard"]["environment"]["RTAP_DASHBOARD_PG_USER"] = "rtap"
+    del doc["services"]["airflow-triggerer"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"]
+    found = compose.problems(doc, spec)
+    assert (
+        "service dashboard: RTAP_DASHBOARD_PG_USER='rtap', devstack uses 'rtap_dashboard'" in found
+    )
+    assert "service airflow-triggerer: missing connection(s) AIRFLOW_CONN_KAFKA_DEFAULT" in found
