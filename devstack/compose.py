@@ -62,6 +62,7 @@ def schema(settings: Settings) -> dict[str, Any]:
         go = shutil.which("go")
         if not go:
             raise ComposeError("Go is required to fetch the Compose schema from the Go proxy")
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
         gopath = settings.cache_dir / "gopath"
         env = dict(os.environ, GOPATH=str(gopath), GOFLAGS="-modcacherw")
         proc = subprocess.run(
