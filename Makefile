@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo reconcile compact test test-unit stop status password lint format lock bench measure docs clean
+.PHONY: help venv install run up demo reconcile compact scaleout test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ reconcile: install ## account for every produced event (SINCE=/UNTIL= ISO times;
 DAY ?=
 compact: install ## compact one event day into the Iceberg warehouse and marts (DAY=YYYY-MM-DD; default yesterday)
 	@$(PY) -m devstack compact $(if $(DAY),--day $(DAY))
+
+SCALEOUT ?= up
+scaleout: install ## a Spark standalone cluster + 3-broker Kafka next to the stack (SCALEOUT=up|down|status)
+	@$(PY) -m devstack scaleout $(SCALEOUT)
 
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m devstack install --browser

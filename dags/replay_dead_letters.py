@@ -42,6 +42,7 @@ with DAG(
         task_id="replay",
         application=str(SPARK_APPS / "replay_dead_letters.py"),
         name="replay_dead_letters",
+        kafka_conn_id=connections.KAFKA,
         application_args=[
             "--dead-letter-path",
             "s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",

@@ -109,6 +109,7 @@ with DAG(
         task_id="stream_events",
         application=str(SPARK_APPS / "stream_events.py"),
         name="stream_events",
+        kafka_conn_id=connections.KAFKA,
         retries=4,
         retry_delay=timedelta(seconds=30),
         retry_exponential_backoff=True,

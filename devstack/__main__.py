@@ -92,6 +92,37 @@ def _compact(ctx, args) -> int:
     return 0
 
 
+def _scaleout(ctx, args) -> int:
+    import os
+
+    from devstack.scaleout import KafkaCluster, SparkStandalone, scaleout_ports
+
+    ports = scaleout_ports(os.environ)
+    spark = SparkStandalone(ctx, ports, workers=args.workers)
+    kafka = KafkaCluster(ctx, ports, brokers=args.brokers)
+    if args.action == "up":
+        spark.start()
+        kafka.start()
+        spark.wait_healthy()
+        kafka.wait_healthy()
+    elif args.action == "down":
+        spark.stop()
+        kafka.stop()
+        return 0
+    healthy = True
+    for what, health, where in (
+        ("spark", spark.health(), f"{spark.master_url} (UI {spark.ui_url})"),
+        ("kafka", kafka.health(), f"{kafka.bootstrap} (SASL_SSL {kafka.sasl_bootstrap})"),
+    ):
+        healthy &= health.ok
+        print(f"{what:6} {'ok' if health.ok else 'DOWN':5} {where}: {health.detail}")
+    print(
+        "use them: AIRFLOW_CONN_SPARK_DEFAULT with host "
+        f"{spark.master_url}; kafka_default with bootstrap.servers {kafka.bootstrap}"
+    )
+    return 0 if healthy else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compact", help="compact one event day into the Iceberg warehouse")
     comp.add_argument("--day", default=None, help="YYYY-MM-DD (default: yesterday, UTC)")
     comp.add_argument("--target-file-mb", type=float, default=None)
+    so = sub.add_parser(
+        "scaleout",
+        help="a Spark standalone cluster and a 3-broker Kafka next to the stack (docs/deployment.md)",
+    )
+    so.add_argument("action", choices=("up", "down", "status"))
+    so.add_argument("--workers", type=int, default=2)
+    so.add_argument("--brokers", type=int, default=3)
     sub.add_parser("down", help="stop everything this stack started")
     sub.add_parser("status", help="each service, its ports, pid and health")
     sub.add_parser("password", help="print the Airflow admin login")
@@ -141,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reconcile(ctx, args)
         elif args.command == "compact":
             return _compact(ctx, args)
+        elif args.command == "scaleout":
+            return _scaleout(ctx, args)
         elif args.command == "down":
             stack.down(ctx)
         elif args.command == "status":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -32,6 +33,7 @@ from pyspark.sql import functions as F
 
 from include.analytics import store
 from include.events.producer import producer_config
+from include.kafka import security as kafka_security
 from spark_apps.lake_report import read_sink
 
 log = logging.getLogger("replay_dead_letters")
@@ -142,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run:
         from confluent_kafka import Producer
 
-        producer = Producer(producer_config(args.bootstrap_servers))
+        producer = Producer(
+            producer_config(args.bootstrap_servers, **kafka_security.client_config(os.environ))
+        )
     chunk: list = []
 
     def flush(rows: list) -> None:

@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 
 from include.analytics import store
+from include.kafka import security as kafka_security
 from include.supervision import control, lease
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.transforms import events as T
@@ -114,9 +115,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def read_kafka(
     spark: SparkSession, args: argparse.Namespace, fail_on_data_loss: bool = True
 ) -> DataFrame:
+    # TLS / SASL settings of the Kafka connection (RTAP_KAFKA_*, set by the operator).
+    security = kafka_security.spark_options(os.environ)
     return (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", args.bootstrap_servers)
+        .options(**security)
         .option("subscribe", args.topic)
         .option("startingOffsets", args.starting_offsets)
         # Never skip offsets silently; the launch DAG's retention guard names any gap first.

@@ -6,13 +6,23 @@
   the credentials as ``AWS_*`` environment variables of spark-submit (not on its command line,
   which Airflow logs);
 * the Postgres connection -> libpq's ``PG*`` environment variables for the driver;
+* with ``kafka_conn_id``, the Kafka connection's TLS / SASL settings -> ``RTAP_KAFKA_*``
+  environment variables of the driver (``include/kafka/security.py``);
 * the connector jars -> ``--jars`` from ``RTAP_SPARK_JARS`` (set by the local stack) or the
   jars in ``RTAP_SPARK_JARS_DIR`` (the compose image), so no job downloads anything at run time.
+
+On a cluster (a ``spark://``, ``k8s://`` or ``yarn`` master) executors run elsewhere and do not
+inherit spark-submit's environment: the S3 credentials also go to the executors as
+``spark.executorEnv.AWS_*``, written to a private properties file for the run (mode 0600,
+removed afterwards) rather than on the command line. Spark redacts them in its UI
+(``spark.redaction.regex``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +42,12 @@ BASE_CONF: dict[str, str] = {
     "spark.hadoop.fs.s3a.path.style.access": "true",
     "spark.hadoop.fs.s3a.aws.credentials.provider": "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider",
     "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    # Keep credentials of data source options (JDBC URLs, Kafka's JAAS line) out of plans/UI.
+    "spark.sql.redaction.options.regex": "(?i)url|jaas|password|certificates",
+    # Spark's UI on loopback only (the driver binds there; executors on a cluster report to it).
+    "spark.ui.host": "127.0.0.1",
 }
+EXECUTOR_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 
 
 def s3a_conf(endpoint_url: str | None, region: str | None) -> dict[str, str]:
@@ -68,12 +83,14 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         *,
         s3_conn_id: str = connections.S3,
         postgres_conn_id: str | None = connections.POSTGRES,
+        kafka_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("conn_id", connections.SPARK)
         super().__init__(**kwargs)
         self.s3_conn_id = s3_conn_id
         self.postgres_conn_id = postgres_conn_id
+        self.kafka_conn_id = kafka_conn_id
 
     def execute(self, context: Any) -> None:
         from airflow.sdk import BaseHook
@@ -88,6 +105,12 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         if self.postgres_conn_id:
             pg = BaseHook.get_connection(self.postgres_conn_id)
             env.update(pg_env(pg.host, pg.port, pg.login, pg.password, pg.schema))
+        if self.kafka_conn_id:
+            from include.kafka.security import env_from_client_config
+
+            env.update(
+                env_from_client_config(BaseHook.get_connection(self.kafka_conn_id).extra_dejson)
+            )
         self.env_vars = {**env, **(self.env_vars or {})}
         self.conf = {
             **BASE_CONF,
@@ -96,7 +119,39 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         }
         if not self.jars:
             self.jars = connector_jars(os.environ) or None
-        return super().execute(context)
+        master = BaseHook.get_connection(self._conn_id).host or ""
+        if is_local_master(master) or self.properties_file:
+            return super().execute(context)
+        with executor_env_file(self.env_vars) as path:
+            self.properties_file = path
+            try:
+                return super().execute(context)
+            finally:
+                self.properties_file = None
+
+
+def is_local_master(master: str) -> bool:
+    """True for ``local``/``local[N]`` masters (executors live in the driver's JVM)."""
+    return master.strip().startswith("local")
+
+
+def executor_env_properties(env: dict[str, str]) -> str:
+    """Spark properties giving executors the S3 credentials of ``env``."""
+    lines = [f"spark.executorEnv.{k}={env[k]}" for k in EXECUTOR_ENV if env.get(k)]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def executor_env_file(env: dict[str, str]):
+    """A private (0600) properties file with :func:`executor_env_properties`, removed after."""
+    fd, path = tempfile.mkstemp(prefix="rtap-spark-", suffix=".properties")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(executor_env_properties(env))
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def connector_jars(env: dict[str, str] | os._Environ) -> str:

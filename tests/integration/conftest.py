@@ -137,14 +137,21 @@ def s3(ctx: Context):
 
 
 def airflow_dags_run(
-    ctx: Context, dag_id: str, conf: dict | None = None, timeout: float = 900
+    ctx: Context,
+    dag_id: str,
+    conf: dict | None = None,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Run ``airflow dags test`` (the real CLI, in-process executor); return the final state of
-    the run and the output (also saved under the stack's logs)."""
+    the run and the output (also saved under the stack's logs). ``env`` overrides variables
+    of the stack's environment (e.g. an ``AIRFLOW_CONN_*``)."""
     argv = [str(environment.venv_bin() / "airflow"), "dags", "test", dag_id]
     if conf:
         argv += ["-c", json.dumps(conf)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ctx.env, timeout=timeout)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env={**ctx.env, **(env or {})}, timeout=timeout
+    )
     output = proc.stdout + proc.stderr
     match = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", output)
     log = ctx.settings.logs_dir / f"dags-test-{dag_id}.log"
@@ -154,10 +161,14 @@ def airflow_dags_run(
 
 
 def airflow_dags_test(
-    ctx: Context, dag_id: str, conf: dict | None = None, timeout: float = 900
+    ctx: Context,
+    dag_id: str,
+    conf: dict | None = None,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
 ) -> str:
     """``airflow dags test`` that must exit cleanly; returns the final state."""
-    state, _ = airflow_dags_run(ctx, dag_id, conf, timeout)
+    state, _ = airflow_dags_run(ctx, dag_id, conf, timeout, env)
     log = ctx.settings.logs_dir / f"dags-test-{dag_id}.log"
     assert state == "success", f"`airflow dags test {dag_id}` ended {state}; output in {log}"
     return state

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from include.spark.submit import BASE_CONF, pg_env, s3a_conf
 
 
@@ -41,3 +43,28 @@ def test_connector_jars_from_list_or_dir(tmp_path):
         == f"{tmp_path}/a.jar,{tmp_path}/b.jar"
     )
     assert connector_jars({}) == ""
+
+
+def test_executor_env_file_is_private_holds_only_s3_credentials_and_is_removed():
+    import os
+    import stat
+
+    from include.spark.submit import executor_env_file, is_local_master
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "AWS_REGION": "us-east-1",
+        "PGPASSWORD": "pg",
+    }
+    with executor_env_file(env) as path:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        lines = Path(path).read_text().splitlines()
+    assert lines == [
+        "spark.executorEnv.AWS_ACCESS_KEY_ID=id",
+        "spark.executorEnv.AWS_SECRET_ACCESS_KEY=s3cr3t",
+        "spark.executorEnv.AWS_REGION=us-east-1",
+    ]
+    assert not os.path.exists(path)
+    assert is_local_master("local[*]") and is_local_master("local")
+    assert not is_local_master("spark://127.0.0.1:7077")
