@@ -25,7 +25,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from include import dag_params, pipeline
+from include import connections, dag_params, pipeline
 from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 from include.warehouse import catalog
@@ -78,6 +78,7 @@ with DAG(
 
     compact = LakeSparkSubmitOperator(
         task_id="compact",
+        s3_conn_id=connections.WAREHOUSE_S3,
         application=str(SPARK_APPS / "compact_events.py"),
         name="compact_events",
         application_args=[

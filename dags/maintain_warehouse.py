@@ -13,7 +13,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from include import dag_params
+from include import connections, dag_params
 from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 from include.warehouse import catalog
@@ -40,6 +40,7 @@ with DAG(
 ) as dag:
     LakeSparkSubmitOperator(
         task_id="maintain",
+        s3_conn_id=connections.WAREHOUSE_S3,
         application=str(SPARK_APPS / "maintain_warehouse.py"),
         name="maintain_warehouse",
         application_args=[

@@ -9,7 +9,9 @@
   ``.env`` as a required variable (``${NAME:?message}``), never a literal or a ``:-default``;
   ``.env.example`` leaves them empty.
 * **Hosts and ports**: every connection an Airflow ``AIRFLOW_CONN_*`` variable or the dashboard
-  names points at a service of the file and a port that service listens on.
+  names points at a service of the file and a port that service listens on — with the
+  variables' defaults (the services without a profile) and with the scale-out variables
+  (:data:`SCALE_OUT`: the ``kafka-cluster`` and ``spark-cluster`` profiles).
 * **The same settings as the no-Docker stack**: the connection ids the DAGs use, the database
   names and roles, the bucket, the dashboard's settings.
 
@@ -46,9 +48,25 @@ LISTENS: dict[str, set[int]] = {
     "postgres": {5432},
     "minio": {9000, 9001},
     "kafka": {9092, 9093},
+    "kafka-2": {9092, 9093},
+    "kafka-3": {9092, 9093},
+    "spark-master": {7077, 8080},
     "airflow-api-server": {8080},
     "dashboard": {8501},
 }
+
+
+# The variables that switch the file to its scale-out profiles (its header, docs/deployment.md).
+SCALE_OUT: dict[str, str] = {
+    "COMPOSE_PROFILES": "kafka-cluster,spark-cluster",
+    "KAFKA_BOOTSTRAP": "kafka:9092,kafka-2:9092,kafka-3:9092",
+    "KAFKA_VOTERS": "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093",
+    "KAFKA_REPLICATION_FACTOR": "3",
+    "KAFKA_MIN_ISR": "2",
+    "SPARK_MASTER": "spark://spark-master:7077",
+    "SPARK_DRIVER_HOST": "airflow-scheduler",
+}
+DEFAULTED = re.compile(r"\$\{([A-Z0-9_]+):?-([^}]*)\}")
 
 
 class ComposeError(InstallError):
@@ -95,11 +113,38 @@ def problems(
         return found
     found += unpinned_images(compose)
     found += default_credentials(compose)
-    found += dangling_endpoints(compose)
+    default = dangling_endpoints(resolve(compose, {}))
+    scaled = dangling_endpoints(resolve(compose, SCALE_OUT))
+    found += default + [f"scale-out: {p}" for p in scaled if p not in default]
     found += disagreements(compose)
     if env_example is not None:
         found += filled_examples(env_example)
     return found
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """``value`` with every ``${NAME:-default}`` replaced by ``env``'s value or the default (as
+    Compose does); required variables (``${NAME:?...}``) are left as they are."""
+    if isinstance(value, str):
+        return DEFAULTED.sub(lambda m: env.get(m[1]) or m[2], value)
+    if isinstance(value, Mapping):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    return value
+
+
+def resolve(compose: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The file as ``docker compose`` would run it with ``env``: variables interpolated and only
+    the services without a profile or with a profile in ``COMPOSE_PROFILES``."""
+    active = {p for p in env.get("COMPOSE_PROFILES", "").split(",") if p}
+    out = interpolate(compose, env)
+    out["services"] = {
+        name: svc
+        for name, svc in out.get("services", {}).items()
+        if not svc.get("profiles") or active & set(svc["profiles"])
+    }
+    return out
 
 
 def schema_errors(compose: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
@@ -178,6 +223,9 @@ def endpoints(compose: Mapping[str, Any]) -> Iterator[tuple[str, str, str, int]]
                 extra = conn.get("extra") or {}
                 if conn.get("host") and conn.get("port"):
                     yield name, key, conn["host"], int(conn["port"])
+                elif str(conn.get("host", "")).startswith("spark://"):
+                    host, port = _host_port(conn["host"])
+                    yield name, key, host, port
                 for url_key in ("endpoint_url", "bootstrap.servers"):
                     if url_key in extra:
                         for hostport in str(extra[url_key]).split(","):
@@ -218,7 +266,13 @@ def disagreements(compose: Mapping[str, Any]) -> list[str]:
     airflow = {
         name: _environment(svc) for name, svc in services.items() if name.startswith("airflow-")
     }
-    ids = (connections.KAFKA, connections.SPARK, connections.S3, connections.POSTGRES)
+    ids = (
+        connections.KAFKA,
+        connections.SPARK,
+        connections.S3,
+        connections.WAREHOUSE_S3,
+        connections.POSTGRES,
+    )
     wanted = {f"AIRFLOW_CONN_{cid.upper()}" for cid in ids}
     for name, env in airflow.items():
         missing = sorted(wanted - set(env))

@@ -45,7 +45,7 @@ def spark_jars(settings: Settings) -> list[str]:
 
 
 def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` variables for the four connections the DAGs use."""
+    """``AIRFLOW_CONN_*`` variables for the connections the DAGs use."""
     conns = {
         connections.KAFKA: {
             "conn_type": "kafka",
@@ -56,10 +56,17 @@ def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
             "host": settings.spark_master,
             "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"},
         },
+        # Per-service S3 users (created by `make up`): never MinIO's root user.
         connections.S3: {
             "conn_type": "aws",
-            "login": secrets.s3_access_key,
-            "password": secrets.s3_secret_key,
+            "login": secrets.stream_s3_access_key,
+            "password": secrets.stream_s3_secret_key,
+            "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
+        },
+        connections.WAREHOUSE_S3: {
+            "conn_type": "aws",
+            "login": secrets.warehouse_s3_access_key,
+            "password": secrets.warehouse_s3_secret_key,
             "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
         },
         connections.POSTGRES: {

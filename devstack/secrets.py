@@ -29,6 +29,12 @@ _GENERATED = {
     "RTAP_DASHBOARD_DB_PASSWORD": lambda: secrets.token_urlsafe(24),
     "RTAP_DASHBOARD_S3_ACCESS_KEY": lambda: "dash-" + secrets.token_hex(6),
     "RTAP_DASHBOARD_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
+    # The pipeline's S3 users: the stream writes raw/dead letters/checkpoints, compaction the
+    # warehouse (include/lake/s3.py writer_policy).
+    "RTAP_STREAM_S3_ACCESS_KEY": lambda: "stream-" + secrets.token_hex(6),
+    "RTAP_STREAM_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
+    "RTAP_WAREHOUSE_S3_ACCESS_KEY": lambda: "warehouse-" + secrets.token_hex(6),
+    "RTAP_WAREHOUSE_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
 }
 
 # Values that look like a forgotten default are refused even when set explicitly.
@@ -53,6 +59,10 @@ class Secrets:
     dashboard_db_password: str
     dashboard_s3_access_key: str
     dashboard_s3_secret_key: str
+    stream_s3_access_key: str
+    stream_s3_secret_key: str
+    warehouse_s3_access_key: str
+    warehouse_s3_secret_key: str
 
     def __repr__(self) -> str:  # never print values
         return "Secrets(<redacted>)"
@@ -118,4 +128,8 @@ def load_or_create(path: Path, env: Mapping[str, str] | None = None) -> Secrets:
         dashboard_db_password=values["RTAP_DASHBOARD_DB_PASSWORD"],
         dashboard_s3_access_key=values["RTAP_DASHBOARD_S3_ACCESS_KEY"],
         dashboard_s3_secret_key=values["RTAP_DASHBOARD_S3_SECRET_KEY"],
+        stream_s3_access_key=values["RTAP_STREAM_S3_ACCESS_KEY"],
+        stream_s3_secret_key=values["RTAP_STREAM_S3_SECRET_KEY"],
+        warehouse_s3_access_key=values["RTAP_WAREHOUSE_S3_ACCESS_KEY"],
+        warehouse_s3_secret_key=values["RTAP_WAREHOUSE_S3_SECRET_KEY"],
     )

@@ -318,6 +318,8 @@ class Postgres(Service):
 
 
 READ_ONLY_POLICY = "rtap-read-only"
+STREAM_POLICY = "rtap-stream-writer"
+WAREHOUSE_POLICY = "rtap-warehouse-writer"
 
 
 class S3Server(Service):
@@ -377,11 +379,17 @@ class S3Server(Service):
         self._add_readers(ctx)
 
     def _add_readers(self, ctx: Context) -> None:
-        """The dashboard's S3 user, with a read-only policy on the bucket (MinIO admin API)."""
+        """The S3 users (MinIO admin API): the dashboard's, read-only; the stream's and the
+        compaction's, each writing only its prefixes (include/lake/s3.py)."""
         from minio import MinioAdmin
         from minio.credentials import StaticProvider
 
-        from include.lake.s3 import read_only_policy
+        from include.lake.s3 import (
+            STREAM_WRITES,
+            WAREHOUSE_WRITES,
+            read_only_policy,
+            writer_policy,
+        )
 
         s = ctx.settings
         admin = MinioAdmin(
@@ -392,6 +400,21 @@ class S3Server(Service):
         admin.policy_add(READ_ONLY_POLICY, policy=read_only_policy(s.bucket))
         admin.user_add(ctx.secrets.dashboard_s3_access_key, ctx.secrets.dashboard_s3_secret_key)
         admin.policy_set(READ_ONLY_POLICY, user=ctx.secrets.dashboard_s3_access_key)
+        # The pipeline's writers; the integration tests' sandboxes (it/<id>/...) keep the
+        # same layout under their own root.
+        sec = ctx.secrets
+        for policy, writes, user, secret in (
+            (STREAM_POLICY, STREAM_WRITES, sec.stream_s3_access_key, sec.stream_s3_secret_key),
+            (
+                WAREHOUSE_POLICY,
+                WAREHOUSE_WRITES,
+                sec.warehouse_s3_access_key,
+                sec.warehouse_s3_secret_key,
+            ),
+        ):
+            admin.policy_add(policy, policy=writer_policy(s.bucket, writes, roots=("", "it/*/")))
+            admin.user_add(user, secret)
+            admin.policy_set(policy, user=user)
 
 
 # --------------------------------------------------------------------------- Kafka (KRaft)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from devstack import environment
 from devstack.services import Context
-from include.spark.submit import BASE_CONF, SPARK_APPS, pg_env, s3a_conf
+from include.spark.submit import BASE_CONF, SPARK_APPS, driver_conf, pg_env, s3a_conf
 
 
 class SparkAppError(RuntimeError):
@@ -37,7 +37,11 @@ def submit_env(ctx: Context) -> dict[str, str]:
 
 
 def submit_argv(ctx: Context, app: str, args: list[str]) -> list[str]:
-    conf = {**BASE_CONF, **s3a_conf(ctx.settings.s3_endpoint, "us-east-1")}
+    conf = {
+        **BASE_CONF,
+        **driver_conf(ctx.env),
+        **s3a_conf(ctx.settings.s3_endpoint, "us-east-1"),
+    }
     argv = ["spark-submit", "--master", ctx.settings.spark_master]
     jars = environment.spark_jars(ctx.settings)
     if jars:

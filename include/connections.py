@@ -10,7 +10,8 @@ from typing import Any
 
 KAFKA = "kafka_default"
 SPARK = "spark_default"
-S3 = "lake_s3"
+S3 = "lake_s3"  # the stream's S3 user: writes raw events, dead letters, checkpoints
+WAREHOUSE_S3 = "warehouse_s3"  # compaction's S3 user: reads the lake, writes the warehouse
 POSTGRES = "analytics_db"
 
 

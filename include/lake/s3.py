@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -58,3 +59,34 @@ def read_only_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [objects]},
         ],
     }
+
+
+# What each service of the pipeline writes (prefixes of the bucket); see writer_policy.
+STREAM_WRITES = ("raw", "dead_letter", "_checkpoints")
+WAREHOUSE_WRITES = ("warehouse",)
+
+
+def writer_policy(
+    bucket: str, writes: Sequence[str], roots: Sequence[str] = ("",)
+) -> dict[str, Any]:
+    """A least-privilege policy for one writer of the pipeline: list and read the bucket (the
+    S3A connector probes paths and parents with HEAD and LIST), write and delete only under
+    ``<root><prefix>/`` for each prefix in ``writes`` and each root (``""`` for the bucket's
+    top; the local stack adds ``it/*/``, where the integration tests' sandboxes keep the same
+    layout)."""
+    objects = [f"arn:aws:s3:::{bucket}/{root}{prefix}/*" for root in roots for prefix in writes]
+    policy = read_only_policy(bucket)
+    policy["Statement"][0]["Action"].append("s3:ListBucketMultipartUploads")
+    policy["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Action": [
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ],
+            "Resource": objects,
+        }
+    )
+    return policy

@@ -36,17 +36,31 @@ SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
 BASE_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": "4",
-    "spark.driver.bindAddress": "127.0.0.1",
-    "spark.driver.host": "127.0.0.1",
     "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
     "spark.hadoop.fs.s3a.path.style.access": "true",
     "spark.hadoop.fs.s3a.aws.credentials.provider": "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider",
     "spark.sql.streaming.stateStore.providerClass": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     # Keep credentials of data source options (JDBC URLs, Kafka's JAAS line) out of plans/UI.
     "spark.sql.redaction.options.regex": "(?i)url|jaas|password|certificates",
-    # Spark's UI on loopback only (the driver binds there; executors on a cluster report to it).
-    "spark.ui.host": "127.0.0.1",
 }
+
+
+def driver_conf(env: dict[str, str] | os._Environ) -> dict[str, str]:
+    """Where the driver listens and what executors call it: loopback unless the deployment
+    says otherwise (compose's cluster profile: the Airflow container's name, bound to all
+    interfaces of the container)."""
+    return {
+        "spark.driver.host": env.get("RTAP_SPARK_DRIVER_HOST") or "127.0.0.1",
+        "spark.driver.bindAddress": env.get("RTAP_SPARK_DRIVER_BIND_ADDRESS") or "127.0.0.1",
+    }
+
+
+def driver_env(env: dict[str, str] | os._Environ) -> dict[str, str]:
+    """The driver's web UI binds to ``SPARK_LOCAL_IP`` (there is no spark.ui.host): the
+    driver's bind address, so on loopback by default."""
+    return {"SPARK_LOCAL_IP": driver_conf(env)["spark.driver.bindAddress"]}
+
+
 EXECUTOR_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 
 
@@ -111,9 +125,10 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
             env.update(
                 env_from_client_config(BaseHook.get_connection(self.kafka_conn_id).extra_dejson)
             )
-        self.env_vars = {**env, **(self.env_vars or {})}
+        self.env_vars = {**env, **driver_env(os.environ), **(self.env_vars or {})}
         self.conf = {
             **BASE_CONF,
+            **driver_conf(os.environ),
             **s3a_conf(extra.get("endpoint_url"), extra.get("region_name")),
             **(self.conf or {}),
         }

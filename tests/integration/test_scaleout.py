@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devstack import process
 from devstack.demo import pg_params
 from devstack.scaleout import KafkaCluster, SparkStandalone, scaleout_ports
 from devstack.spark import lake_report, reconcile, submit_argv, submit_env
@@ -134,6 +135,17 @@ def test_stream_and_compaction_run_on_a_spark_standalone_cluster(ctx, sandbox, s
     for worker in (1, 2):
         ran = {e["appid"] for e in spark_cluster.worker_state(worker)["finishedexecutors"]}
         assert ran & stream_ids and ran & compact_ids, (worker, ran, apps)
+
+    # Master, workers and their web UIs listen on loopback only.
+    for name in spark_cluster.procs():
+        proc = process.find(ctx.pid_file(name))
+        assert proc is not None, name
+        listening = {
+            c.laddr.ip.removeprefix("::ffff:")  # IPv4-mapped on a dual-stack socket
+            for c in proc.net_connections(kind="inet")
+            if c.status == "LISTEN"
+        }
+        assert listening == {"127.0.0.1"}, (name, listening)
 
 
 def test_three_brokers_one_killed_mid_stream_loses_nothing(ctx, sandbox, kafka_cluster):

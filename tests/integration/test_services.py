@@ -99,3 +99,37 @@ def test_airflow_login_works_and_wrong_password_is_refused(ctx):
     assert health["scheduler"]["status"] == "healthy"
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(ctx.settings.airflow_url + "/api/v2/dags", timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("who", "writes", "denied"),
+    [
+        ("stream", ("raw/events", "dead_letter/events", "_checkpoints/x"), ("warehouse",)),
+        ("warehouse", ("warehouse",), ("raw/events", "dead_letter/events", "_checkpoints/x")),
+    ],
+)
+def test_the_pipelines_s3_users_write_only_their_prefixes(ctx, sandbox, who, writes, denied):
+    """The Airflow connections' S3 users (the stream's, the compaction's): each reads the
+    bucket and writes only its own prefixes; the rest of the suite runs the pipeline with them."""
+    from botocore.exceptions import ClientError
+
+    from include.lake.s3 import s3_client
+
+    client = s3_client(
+        endpoint_url=ctx.settings.s3_endpoint,
+        access_key=getattr(ctx.secrets, f"{who}_s3_access_key"),
+        secret_key=getattr(ctx.secrets, f"{who}_s3_secret_key"),
+    )
+    bucket = ctx.settings.bucket
+    for prefix in writes:
+        key = f"{sandbox.prefix}/{prefix}/probe-{who}"
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+        assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"x"
+        client.delete_object(Bucket=bucket, Key=key)
+    for prefix in denied:
+        for key in (f"{sandbox.prefix}/{prefix}/probe-{who}", f"{prefix}/probe-{who}"):
+            with pytest.raises(ClientError, match="AccessDenied"):
+                client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        client.put_object(Bucket=bucket, Key=f"elsewhere/probe-{who}", Body=b"x")
+    client.list_objects_v2(Bucket=bucket, Prefix=sandbox.prefix + "/", MaxKeys=1)

@@ -115,3 +115,52 @@ def test_settings_that_differ_from_the_no_docker_stack_fail(doc, spec):
         "service dashboard: RTAP_DASHBOARD_PG_USER='rtap', devstack uses 'rtap_dashboard'" in found
     )
     assert "service airflow-triggerer: missing connection(s) AIRFLOW_CONN_KAFKA_DEFAULT" in found
+
+
+def test_the_scale_out_profiles_resolve_to_a_cluster(doc):
+    default = compose.resolve(doc, {})
+    assert not {"kafka-2", "kafka-3", "spark-master", "spark-worker"} & set(default["services"])
+    scaled = compose.resolve(doc, compose.SCALE_OUT)
+    assert {"kafka-2", "kafka-3", "spark-master", "spark-worker"} <= set(scaled["services"])
+    env = compose._environment(scaled["services"]["airflow-scheduler"])
+    kafka = json.loads(env["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"]
+    assert kafka.split(",") == ["kafka:9092", "kafka-2:9092", "kafka-3:9092"]
+    assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])["host"] == "spark://spark-master:7077"
+    for broker in ("kafka", "kafka-2", "kafka-3"):
+        benv = compose._environment(scaled["services"][broker])
+        assert benv["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert benv["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert benv["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@") == 3
+    ids = {
+        compose._environment(scaled["services"][b])["KAFKA_NODE_ID"]
+        for b in ("kafka", "kafka-2", "kafka-3")
+    }
+    assert ids == {"1", "2", "3"}
+
+
+def test_a_scale_out_endpoint_without_its_service_fails(doc, spec):
+    del doc["services"]["kafka-3"]
+    assert sorted(compose.problems(doc, spec)) == [
+        "scale-out: service airflow-api-server: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
+        "names host 'kafka-3', which is not a service",
+        "scale-out: service airflow-dag-processor: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
+        "names host 'kafka-3', which is not a service",
+        "scale-out: service airflow-init: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
+        "names host 'kafka-3', which is not a service",
+        "scale-out: service airflow-scheduler: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
+        "names host 'kafka-3', which is not a service",
+        "scale-out: service airflow-triggerer: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
+        "names host 'kafka-3', which is not a service",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "writes"),
+    [("stream-writer", "STREAM_WRITES"), ("warehouse-writer", "WAREHOUSE_WRITES")],
+)
+def test_compose_policies_are_the_no_docker_stacks(name, writes):
+    from include import pipeline
+    from include.lake import s3
+
+    path = compose.ROOT / "docker" / "policies" / f"{name}.json"
+    assert json.loads(path.read_text()) == s3.writer_policy(pipeline.BUCKET, getattr(s3, writes))

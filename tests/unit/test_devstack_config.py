@@ -111,3 +111,25 @@ def test_the_dashboard_gets_only_its_read_only_credentials(tmp_path):
         assert other not in values
     cfg = from_env(env)
     assert (cfg.pg_user, cfg.warehouse) == (environment.DASHBOARD_DB_USER, "s3://lake/warehouse")
+
+
+def test_the_pipelines_s3_connections_are_per_service_users_never_root(tmp_path):
+    import json
+
+    from devstack import environment
+    from include import connections
+
+    s = settings.load({"RTAP_STATE_DIR": str(tmp_path)})
+    creds = secrets.load_or_create(tmp_path / "secrets.env", env={})
+    env = environment.connection_env(s, creds)
+
+    def login(cid: str) -> tuple[str, str]:
+        conn = json.loads(env[f"AIRFLOW_CONN_{cid.upper()}"])
+        return conn["login"], conn["password"]
+
+    assert login(connections.S3) == (creds.stream_s3_access_key, creds.stream_s3_secret_key)
+    assert login(connections.WAREHOUSE_S3) == (
+        creds.warehouse_s3_access_key,
+        creds.warehouse_s3_secret_key,
+    )
+    assert creds.s3_secret_key not in " ".join(env.values()), "MinIO's root key stays out"

@@ -25,3 +25,20 @@ def test_count_objects_by_prefix(client):
     for key in ("raw/a", "raw/b", "other/c"):
         client.put_object(Bucket="lake", Key=key, Body=b"x")
     assert count_objects(client, "lake", "raw/") == 2
+
+
+def test_writer_policies_write_only_their_prefixes():
+    from include.lake.s3 import STREAM_WRITES, WAREHOUSE_WRITES, writer_policy
+
+    def writable(policy):
+        return next(st["Resource"] for st in policy["Statement"] if "s3:PutObject" in st["Action"])
+
+    assert writable(writer_policy("lake", STREAM_WRITES)) == [
+        "arn:aws:s3:::lake/raw/*",
+        "arn:aws:s3:::lake/dead_letter/*",
+        "arn:aws:s3:::lake/_checkpoints/*",
+    ]
+    assert writable(writer_policy("lake", WAREHOUSE_WRITES, roots=("", "it/*/"))) == [
+        "arn:aws:s3:::lake/warehouse/*",
+        "arn:aws:s3:::lake/it/*/warehouse/*",
+    ]

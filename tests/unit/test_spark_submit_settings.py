@@ -68,3 +68,19 @@ def test_executor_env_file_is_private_holds_only_s3_credentials_and_is_removed()
     assert not os.path.exists(path)
     assert is_local_master("local[*]") and is_local_master("local")
     assert not is_local_master("spark://127.0.0.1:7077")
+
+
+def test_driver_and_its_ui_are_on_loopback_unless_the_deployment_says_otherwise():
+    from include.spark.submit import driver_conf, driver_env
+
+    assert driver_conf({}) == {
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+    }
+    assert driver_env({}) == {"SPARK_LOCAL_IP": "127.0.0.1"}
+    compose = {
+        "RTAP_SPARK_DRIVER_HOST": "airflow-scheduler",
+        "RTAP_SPARK_DRIVER_BIND_ADDRESS": "0.0.0.0",
+    }
+    assert driver_conf(compose)["spark.driver.host"] == "airflow-scheduler"
+    assert driver_env(compose) == {"SPARK_LOCAL_IP": "0.0.0.0"}
