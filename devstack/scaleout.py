@@ -118,7 +118,12 @@ class SparkStandalone:
         env["SPARK_PUBLIC_DNS"] = self.host
         # No credential of the stack reaches the cluster: each app brings its own
         # (spark.executorEnv.* from LakeSparkSubmitOperator's properties file).
-        for key in [k for k in env if k.startswith(("AIRFLOW", "AWS_", "PG"))]:
+        secret_words = ("PASSWORD", "SECRET", "_KEY", "TOKEN")
+        for key in [
+            k
+            for k in env
+            if k.startswith(("AIRFLOW", "AWS_", "PG")) or any(w in k for w in secret_words)
+        ]:
             del env[key]
         return env
 

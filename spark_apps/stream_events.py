@@ -40,7 +40,8 @@ runs, polls ``stream_control``: an operator's stop or restart request stops it b
 batches, with exit code 0 (``include/supervision/control.py``).
 
 Postgres is reached with libpq's environment (``PGHOST``, ``PGPORT``, ``PGUSER``,
-``PGPASSWORD``, ``PGDATABASE``), which the operator fills from the Airflow connection.
+``PGPASSWORD``, ``PGDATABASE``), which the operator fills from the Airflow connection; Kafka's
+TLS / SASL settings likewise come from ``RTAP_KAFKA_*`` (``include/kafka/security.py``).
 """
 
 from __future__ import annotations

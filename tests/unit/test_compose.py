@@ -164,3 +164,48 @@ def test_compose_policies_are_the_no_docker_stacks(name, writes):
 
     path = compose.ROOT / "docker" / "policies" / f"{name}.json"
     assert json.loads(path.read_text()) == s3.writer_policy(pipeline.BUCKET, getattr(s3, writes))
+
+
+CHECK = compose.ROOT / "docker" / "check-credentials.sh"
+
+
+def _check(env: dict[str, str]):
+    import subprocess
+
+    return subprocess.run(
+        ["bash", str(CHECK)], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True
+    )
+
+
+def test_compose_refuses_default_or_short_credentials_naming_the_variable():
+    good = _check({"POSTGRES_PASSWORD": "x7Vq2mLr9PzT4kWd", "MINIO_ROOT_USER": "lake-root"})
+    assert good.returncode == 0, good.stderr
+    for name, value, says in (
+        ("MINIO_ROOT_PASSWORD", "minioadmin", "well-known default"),
+        ("AIRFLOW_ADMIN_PASSWORD", "Admin", "well-known default"),
+        ("MINIO_ROOT_USER", "minioadmin", "well-known default"),
+        ("POSTGRES_PASSWORD", "short-pw", "shorter than 12"),
+    ):
+        bad = _check({name: value})
+        assert bad.returncode == 1 and f"{name} is" in bad.stderr and says in bad.stderr
+        assert value not in bad.stderr.replace(name, ""), "the value is never printed"
+
+
+def test_every_credential_goes_through_the_check_and_its_weak_list_is_devstacks(doc):
+    import re
+
+    from devstack import secrets
+
+    env = compose._environment(doc["services"]["credentials-check"])
+    names = {
+        line.split("=", 1)[0]
+        for line in compose.ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert names == set(env)
+    weak = re.search(r'^WEAK="([^"]*)"', CHECK.read_text(), re.M)[1].split()
+    assert set(weak) == secrets._WEAK - {""}
+    for name in ("postgres", "minio", "kafka"):
+        assert doc["services"][name]["depends_on"]["credentials-check"] == {
+            "condition": "service_completed_successfully"
+        }
