@@ -15,6 +15,9 @@ Backfill: `airflow backfill create --dag-id compact_warehouse --from-date ... --
 (or `make compact DAY=...` for one day); scheduler catchup from a date:
 `RTAP_COMPACTION_CATCHUP=true RTAP_COMPACTION_START=YYYY-MM-DD`. The catalog is Iceberg's JDBC catalog in the
 analytics Postgres; pyiceberg reads the same tables (docs/warehouse.md).
+
+Connections: `spark_default`, `warehouse_s3` (compaction's S3 user: reads the lake, writes the
+warehouse), `lake_s3` (raw retention), `analytics_db`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Sundays at 04:00 UTC, for every table of the warehouse and marts namespaces,
 `spark_apps/maintain_warehouse.py` rewrites manifests, expires snapshots older than
 `snapshot_days` (keeping `retain_last`) and removes orphan files older than `orphan_days`
 (left by killed writes; at least a day). The log has per-table figures.
+
+Connections: `spark_default`, `warehouse_s3`, `analytics_db`.
 """
 
 from __future__ import annotations
