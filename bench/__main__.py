@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+
+from bench.latency import LEVELS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
@@ -267,32 +270,171 @@ def machine() -> str:
     )
 
 
-def to_markdown(results: dict) -> str:
+TARGET_TEXT = {
+    "p99_postgres_at_50": 3.0,  # s
+    "file_reduction": 100.0,  # x fewer files
+    "scan_speedup": 3.5,  # x faster scans
+    "idle_rss_gib": 6.0,
+}
+
+
+def _fmt_pct(level: dict, key: str) -> str:
+    r = level[key]
+    if not r.get("count"):
+        return "-"
+    return f"{r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f}"
+
+
+def to_markdown(results: dict, images: str) -> str:
+    """The report; ``images`` is the plots' directory relative to the Markdown file."""
     lines = [
         "# Benchmarks",
         "",
         f"Latest run of `make bench` on {results['date']} — {results['machine']}.",
-        "Each figure is the median of several repetitions after a warm-up (200,000 events per "
-        "repetition by default); min-max in brackets; the last column says when it was "
-        "measured. Shared machines are noisy: compare figures of one run, not across runs.",
+        "Each throughput figure is the median of several repetitions after a warm-up (200,000 "
+        "events per repetition by default); min-max in brackets; the last column says when it "
+        "was measured. Shared machines are noisy: compare figures of one run, not across runs. "
+        "Targets are reported against, never asserted in tests.",
+        "",
+        "## Throughput",
         "",
         "| scenario | median | spread | target | measured |",
         "|---|---:|---:|---:|---|",
     ]
-    for name, r in results["scenarios"].items():
+    scen = results["scenarios"]
+    for name, r in scen.items():
         target = TARGETS.get(name)
         lines.append(
             f"| {name} | {r['median']:,.0f} {r['unit']} | [{r['min']:,.0f} - {r['max']:,.0f}] | "
             f"{f'≥ {target:,.0f}' if target else ''} | {r.get('date', results['date'])} |"
         )
+    if "pipeline" in scen and "raw_ceiling" in scen:
+        ratio = scen["pipeline"]["median"] / scen["raw_ceiling"]["median"]
+        same = scen["pipeline"].get("date") == scen["raw_ceiling"].get("date")
+        lines += [
+            "",
+            f"Pipeline / raw ceiling: **{ratio:.2f}x** (target ≥ {RATIO_TARGET}x)"
+            + (
+                ", same backlog in the same run."
+                if same
+                else " — **figures from different runs** (re-run both to compare)."
+            ),
+        ]
+    lines += ["", f"![throughput]({images}/throughput.png)"] if scen else []
+
+    lat = results.get("latency")
+    if lat:
+        lines += [
+            "",
+            f"## Latency ({results.get('latency_date')})",
+            "",
+            f"The stream in continuous mode (trigger {lat['trigger']}) on a fresh topic; live "
+            f"events at shares of the capacity ({lat['capacity']:,.0f} events/s, "
+            f"{lat['capacity_source']}), {lat['warmup_s']:.0f} s warm-up then "
+            f"{lat['seconds_per_level']:.0f} s measured per level. Exact per event: Kafka "
+            "CreateTime to the end of the micro-batch that committed it (progress offsets).",
+            "",
+            "| load | rate sent | produce → Parquet p50 / p95 / p99 (s) | produce → Postgres "
+            "p50 / p95 / p99 (s) | events | driver cores | machine busy |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for lv in lat["levels"]:
+            lines.append(
+                f"| {lv['share']:.0%} | {lv['achieved_rate']:,.0f}/s | "
+                f"{_fmt_pct(lv, 'produce_to_parquet_s')} | {_fmt_pct(lv, 'produce_to_postgres_s')}"
+                f" | {lv['sent']:,} | {lv.get('driver_cores', 0):.2f} | "
+                f"{lv.get('machine_busy', 0):.0%} |"
+            )
+        half = [lv for lv in lat["levels"] if lv["share"] == 0.5]
+        if half and half[0]["produce_to_postgres_s"].get("count"):
+            p99 = half[0]["produce_to_postgres_s"]["p99"]
+            target = TARGET_TEXT["p99_postgres_at_50"]
+            lines += [
+                "",
+                f"p99 produce → Postgres at 50 %: **{p99:.1f} s** (target ≤ {target:.0f} s: "
+                f"{'met' if p99 <= target else 'missed'}).",
+            ]
+        phases = lat.get("median_durations_ms") or {}
+        if phases:
+            lines += [
+                "",
+                "Where a micro-batch's time goes (median ms per phase, Spark's `durationMs`):",
+                "",
+                "| query | addBatch | queryPlanning | walCommit | commitOffsets | total |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for q, d in phases.items():
+                lines.append(
+                    f"| {q} | {d.get('addBatch', 0):,.0f} | {d.get('queryPlanning', 0):,.0f} | "
+                    f"{d.get('walCommit', 0):,.0f} | {d.get('commitOffsets', 0):,.0f} | "
+                    f"{d.get('triggerExecution', 0):,.0f} |"
+                )
+        lines += ["", f"![latency]({images}/latency.png)"]
+
+    c = results.get("compaction")
+    if c:
+        lines += [
+            "",
+            f"## Compaction ({results.get('compaction_date')})",
+            "",
+            f"The day {c['day']} of the lake the latency run streamed, compacted into Iceberg "
+            "(`compact_events.py`, verified); the scan is the same pyarrow query (revenue by "
+            "category) over the day's files before and after.",
+            "",
+            "| | streamed lake | Iceberg | change | target |",
+            "|---|---:|---:|---:|---:|",
+            f"| files | {c['files_before']:,} | {c['files_after']:,} | "
+            f"{c['file_reduction']:,.0f}x fewer | ≥ {TARGET_TEXT['file_reduction']:.0f}x |",
+            f"| bytes | {c['bytes_before'] / 1024**2:,.1f} MiB | "
+            f"{c['bytes_after'] / 1024**2:,.1f} MiB | | |",
+            f"| scan of the day | {c['scan_before']['median_s']:.3f} s | "
+            f"{c['scan_after']['median_s']:.3f} s | {c['scan_speedup']:.1f}x faster | "
+            f"≥ {TARGET_TEXT['scan_speedup']}x |",
+            "",
+            f"Compaction: {c['rows']:,} rows in {c['seconds']:.1f} s (read, dedupe, write; JVM "
+            f"start excluded) = **{c['mb_per_s_per_core']:.2f} MB/s per core** on "
+            f"{c['cores']} cores.",
+            "",
+            f"![compaction]({images}/compaction.png)",
+        ]
+
+    f = results.get("footprint")
+    if f:
+        names = sorted(set(f["idle"]) | set(f["load"]))
+        idle_total, load_total = sum(f["idle"].values()), sum(f["load"].values())
+        lines += [
+            "",
+            f"## Footprint ({results.get('footprint_date')})",
+            "",
+            "RSS of each component's process tree: idle (stack up, no stream) and under load "
+            f"(median of samples every 5 s during the {f['load_share']:.0%} level).",
+            "",
+            "| component | idle MiB | load MiB |",
+            "|---|---:|---:|",
+        ]
+        for n in names:
+            idle = f["idle"].get(n)
+            lines.append(
+                f"| {n} | {'' if idle is None else f'{idle:,.0f}'} | {f['load'].get(n, 0):,.0f} |"
+            )
+        lines += [
+            f"| **total** | **{idle_total:,.0f}** | **{load_total:,.0f}** |",
+            "",
+            f"Idle stack: {idle_total / 1024:.1f} GiB (target < "
+            f"{TARGET_TEXT['idle_rss_gib']:.0f} GiB).",
+            "",
+            f"![footprint]({images}/footprint.png)",
+        ]
+
     parse = results.get("dag_parse")
     if parse:
         slow = [f for f, r in parse.items() if r["median_s"] >= DAG_PARSE_TARGET_S]
         lines += [
             "",
-            f"DAG parse time per file ({results.get('dag_parse_date', results['date'])}; one "
-            "`DagBag` per file with Airflow and our modules already imported, as in the "
-            f"dag-processor; target < {DAG_PARSE_TARGET_S} s each; {len(slow)} over):",
+            f"## DAG parse time ({results.get('dag_parse_date', results['date'])})",
+            "",
+            "One `DagBag` per file with Airflow and our modules already imported, as in the "
+            f"dag-processor; target < {DAG_PARSE_TARGET_S} s each; {len(slow)} over.",
             "",
             "| DAG file | median | spread |",
             "|---|---:|---:|",
@@ -302,45 +444,7 @@ def to_markdown(results: dict) -> str:
                 f"| {file} | {r['median_s'] * 1000:,.0f} ms | "
                 f"[{r['min_s'] * 1000:,.0f} - {r['max_s'] * 1000:,.0f}] ms |"
             )
-    scen = results["scenarios"]
-    if "pipeline" in scen and "raw_ceiling" in scen:
-        ratio = scen["pipeline"]["median"] / scen["raw_ceiling"]["median"]
-        lines += [
-            "",
-            f"Pipeline / raw ceiling: **{ratio:.2f}x** (target ≥ {RATIO_TARGET}x), same backlog "
-            "in the same run.",
-        ]
-    lines += [
-        "",
-        "## What limits each figure",
-        "",
-        "* **generator** — pure Python on one core: per event a dict is built, two ISO timestamps "
-        "formatted, a UUID drawn and the JSON encoded (orjson). Profiling (`python -m cProfile`) "
-        "puts ~15 % in orjson, ~35 % in random draws and ids, the rest in dict building and "
-        "the session state machine. Below the 200,000 events/s target: reaching it from one process "
-        "needs pre-encoded payload templates instead of dicts (tracked in the issues).",
-        "* **produce** — the generator plus librdkafka (lz4, acks=all, idempotent) on the same "
-        "2 cores as the broker: bounded by the generator.",
-        "* **raw_ceiling** — one Python process: librdkafka fetch, Arrow's multi-threaded JSON "
-        "reader, one Parquet file per 50,000 events to MinIO; no validation, no deduplication, "
-        "no exactly-once bookkeeping.",
-        "* **pipeline** — far below the 0.5x target. Where the time goes (per-query "
-        "`durationMs` in `stream_progress`): the app runs four independent streaming queries "
-        "(lake, dead letters, category sales, funnel), so every record is fetched, parsed "
-        "(`from_json` of the whole contract) and validated four times, and the four queries share "
-        "the 2 cores (also running Kafka, MinIO, Postgres and Airflow): a 200,000-record batch "
-        "takes 15-45 s per query, nearly all in `addBatch`; the lake and aggregate queries add a "
-        "RocksDB deduplication state, the aggregates a shuffle, and after the last batch each "
-        "stateful query runs a no-data batch (5-20 s) to evict state. A 1,000,000-event backlog "
-        "(five batches per query) reached ~6,300 events/s: JIT warm-up is not the main cost. The "
-        "fix is structural: one query that parses and validates once and fans out in "
-        "`foreachBatch` (batch-id-keyed, idempotent writes for the lake and dead letters), "
-        "which the harness can then compare with this figure.",
-        "",
-        "Reproduce: `make bench` (all) or `make bench SCENARIOS=generator` (updates that "
-        "scenario only; the others keep their figures and dates).",
-        "",
-    ]
+    lines += ["", (Path(__file__).parent / "limits.md").read_text().strip(), ""]
     return "\n".join(lines)
 
 
@@ -352,22 +456,63 @@ def merge_latest(results: dict) -> dict:
     merged = {**results, "scenarios": dict(latest.get("scenarios", {}))}
     for name, r in results["scenarios"].items():
         merged["scenarios"][name] = {**r, "date": results["date"]}
-    if "dag_parse" in results:
-        merged["dag_parse_date"] = results["date"]
-    elif "dag_parse" in latest:
-        merged["dag_parse"] = latest["dag_parse"]
-        merged["dag_parse_date"] = latest.get("dag_parse_date")
+    for section in SECTIONS:
+        if section in results:
+            merged[f"{section}_date"] = results["date"]
+        elif section in latest:
+            merged[section] = latest[section]
+            merged[f"{section}_date"] = latest.get(f"{section}_date")
     latest_file.write_text(json.dumps(merged, indent=2))
     return merged
 
 
+SECTIONS = ("dag_parse", "latency", "compaction", "footprint")
+DEFAULT_CAPACITY = 4_000.0  # events/s, when no pipeline figure was ever measured
+
+
+def capacity(results: dict) -> tuple[float, str]:
+    """The pipeline's measured capacity: this run's figure, else the latest recorded one."""
+    if "pipeline" in results["scenarios"]:
+        return results["scenarios"]["pipeline"]["median"], "this run"
+    latest_file = RESULTS / "latest.json"
+    if latest_file.exists():
+        prior = json.loads(latest_file.read_text()).get("scenarios", {}).get("pipeline")
+        if prior:
+            return prior["median"], f"pipeline figure of {prior.get('date')}"
+    return DEFAULT_CAPACITY, "default (no pipeline figure yet)"
+
+
+def run_latency(results: dict, args: argparse.Namespace, keep_lake: bool) -> dict:
+    from bench import latency
+    from devstack import stack
+
+    ctx = stack.context()
+    if not stack.is_up(ctx):
+        stack.up(ctx)
+    cap, source = capacity(results)
+    print(f"    capacity {cap:,.0f} events/s ({source}); trigger {args.trigger}", flush=True)
+    out = latency.run(
+        ctx,
+        cap,
+        seconds=args.level_seconds,
+        warmup=args.level_warmup,
+        trigger=args.trigger,
+        keep_lake=keep_lake,
+    )
+    out["capacity_source"] = source
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench")
-    known = [*SCENARIOS, "dag_parse"]
+    known = [*SCENARIOS, "latency", "compaction", "dag_parse"]
     p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(known)} (default: all)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--level-seconds", type=float, default=60.0, help="latency: measured s/level")
+    p.add_argument("--level-warmup", type=float, default=15.0, help="latency: warm-up s/level")
+    p.add_argument("--trigger", default="1 second", help="latency: the stream's trigger")
     args = p.parse_args(argv)
     unknown = set(args.scenarios) - set(known)
     if unknown:
@@ -388,6 +533,42 @@ def main(argv: list[str] | None = None) -> int:
             for file, r in results["dag_parse"].items():
                 print(f"    {file:<28} median {r['median_s'] * 1000:,.0f} ms", flush=True)
             continue
+        if name == "latency":
+            print(
+                f"==> latency: {len(LEVELS)} load levels x {args.level_seconds:.0f} s", flush=True
+            )
+            lat = run_latency(results, args, keep_lake="compaction" in args.scenarios)
+            results["footprint"] = lat.pop("footprint")
+            results["latency"] = lat
+            for lv in lat["levels"]:
+                pq_, pg_ = lv["produce_to_parquet_s"], lv["produce_to_postgres_s"]
+                print(
+                    f"    {lv['share']:.0%}: ->Parquet p50/p95/p99 {pq_['p50']:.1f}/"
+                    f"{pq_['p95']:.1f}/{pq_['p99']:.1f} s, ->Postgres {pg_['p50']:.1f}/"
+                    f"{pg_['p95']:.1f}/{pg_['p99']:.1f} s",
+                    flush=True,
+                )
+            continue
+        if name == "compaction":
+            from bench import compaction
+            from devstack import stack
+
+            lake = (results.get("latency") or {}).pop("lake", None)
+            if lake is None:
+                print("==> compaction: streaming a lake first (50 % load, 60 s)", flush=True)
+                args.level_seconds = 60.0
+                lake = run_latency(results, args, keep_lake=True)["lake"]
+            print(f"==> compaction: {lake['prefix']}", flush=True)
+            results["compaction"] = c = compaction.run(
+                stack.context(), lake["prefix"], reps=args.reps, warmup=args.warmup
+            )
+            print(
+                f"    {c['files_before']:,} files -> {c['files_after']:,}; "
+                f"{c['mb_per_s_per_core']:.1f} MB/s/core; scan {c['scan_before']['median_s']:.2f}"
+                f" s -> {c['scan_after']['median_s']:.2f} s",
+                flush=True,
+            )
+            continue
         print(f"==> {name}: {args.reps} x {args.events:,} events", flush=True)
         r = measure(SCENARIOS[name](args.events), args.reps, args.warmup)
         results["scenarios"][name] = r
@@ -398,10 +579,19 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    md = to_markdown(merge_latest(results))
-    (out / "results.md").write_text(md)
+    merged = merge_latest(results)
+    from bench import plots
+
+    images = plots.draw(merged, out)
+    docs_img = ROOT / "docs" / "img" / "bench"
+    docs_img.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        shutil.copyfile(image, docs_img / image.name)
+    (out / "results.md").write_text(to_markdown(merged, "."))
+    md = to_markdown(merged, "img/bench")
     (ROOT / "docs" / "benchmarks.md").write_text(md)
     print(md)
+    print(f"results: {out}")
     return 0
 
 

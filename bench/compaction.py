@@ -1,0 +1,155 @@
+"""Compaction of a streamed day: files and bytes before and after, MB/s per core, and the scan
+time of the day before (the stream's small Parquet files) and after (the Iceberg table).
+
+Input is a lake the streaming app wrote in continuous mode (the latency benchmark's, or one
+streamed here for the purpose): many small files, as in production. ``compact_events.py``
+runs on it into a fresh warehouse prefix and catalog schema and reports its own seconds from
+the read to the committed write (JVM start left out). The scan is the same query with the
+same reader both times, pyarrow's dataset over the day's files: a per-category revenue sum
+over four columns. "Before" lists the day's prefix in S3 (what a reader of the raw lake must
+do); "after" plans the files from Iceberg's metadata (pyiceberg), as a warehouse reader does.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from collections import Counter
+
+COLUMNS = ["category", "event_type", "price", "quantity"]
+
+
+def _s3fs(ctx):
+    from pyarrow import fs
+
+    return fs.S3FileSystem(
+        access_key=ctx.secrets.s3_access_key,
+        secret_key=ctx.secrets.s3_secret_key,
+        endpoint_override=ctx.settings.s3_endpoint,
+        scheme="http",
+        region="us-east-1",
+    )
+
+
+def _query(paths: list[str], s3) -> float:
+    """Per-category revenue of purchases over ``paths``; returns the total (a checksum)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(paths, format="parquet", filesystem=s3).to_table(columns=COLUMNS)
+    table = table.filter(pc.equal(table["event_type"], "purchase"))
+    table = table.append_column(
+        "revenue", pc.multiply(table["price"].cast("double"), table["quantity"].cast("double"))
+    )
+    by_category = table.group_by("category").aggregate([("revenue", "sum")])
+    return float(pc.sum(by_category["revenue_sum"]).as_py() or 0.0)
+
+
+def _raw_files(s3, bucket: str, prefix: str, day: str) -> list[str]:
+    from pyarrow import fs
+
+    infos = s3.get_file_info(fs.FileSelector(f"{bucket}/{prefix}/event_date={day}", recursive=True))
+    return [i.path for i in infos if i.type == fs.FileType.File and i.path.endswith(".parquet")]
+
+
+def busiest_day(ctx, prefix: str) -> str:
+    from pyarrow import fs
+
+    s3 = _s3fs(ctx)
+    infos = s3.get_file_info(fs.FileSelector(f"{ctx.settings.bucket}/{prefix}", recursive=True))
+    days = Counter(
+        part.split("=", 1)[1]
+        for i in infos
+        if i.path.endswith(".parquet")
+        for part in i.path.split("/")
+        if part.startswith("event_date=")
+    )
+    if not days:
+        raise RuntimeError(f"no streamed files under {prefix}")
+    return days.most_common(1)[0][0]
+
+
+def _timed(fn, reps: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
+    from devstack import spark as spark_cli
+    from devstack.demo import pg_params
+    from include import pipeline
+    from include.warehouse import catalog
+
+    s = ctx.settings
+    b = s.bucket
+    s3 = _s3fs(ctx)
+    day = busiest_day(ctx, lake_prefix)
+    sid = uuid.uuid4().hex[:8]
+    schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"bench/compaction/{sid}/warehouse")
+    code, report = spark_cli.compact(
+        ctx, day, pipeline.s3a(b, lake_prefix), warehouse, schema, log_name="bench-compact.log"
+    )
+    if code != 0 or report.get("status") != "verified":
+        raise RuntimeError(f"compaction of {day} did not verify: {report}")
+    src, dst = report["source"], report["target"]
+    seconds = report["seconds"]["read_dedupe_write"]
+    cores = os.cpu_count() or 1  # local[*]: every core
+
+    table = catalog.load_pyiceberg(
+        pg_params(ctx),
+        schema,
+        warehouse,
+        {
+            "endpoint_url": s.s3_endpoint,
+            "access_key": ctx.secrets.s3_access_key,
+            "secret_key": ctx.secrets.s3_secret_key,
+        },
+        init_catalog_tables=False,
+    ).load_table(f"{pipeline.WAREHOUSE_NAMESPACE}.{catalog.EVENTS_TABLE}")
+
+    def scan_raw() -> float:
+        return _query(_raw_files(s3, b, lake_prefix, day), s3)
+
+    def scan_iceberg() -> float:
+        from pyiceberg.expressions import EqualTo
+
+        table.refresh()
+        tasks = table.scan(row_filter=EqualTo("event_date", day)).plan_files()
+        return _query([t.file.file_path.split("://", 1)[1] for t in tasks], s3)
+
+    # Same answer both ways (the raw files hold duplicates the warehouse removed: close, not
+    # necessarily equal), then the timings.
+    raw_total, ice_total = scan_raw(), scan_iceberg()
+    before = _timed(scan_raw, reps, warmup)
+    after = _timed(scan_iceberg, reps, warmup)
+    try:
+        from psycopg2 import connect
+
+        with connect(**pg_params(ctx)) as conn, conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    except Exception as exc:
+        print(f"    (could not drop {schema}: {exc})")
+    return {
+        "day": day,
+        "rows": dst["rows"],
+        "files_before": src["files"],
+        "bytes_before": src["bytes"],
+        "files_after": dst["files"],
+        "bytes_after": dst["bytes"],
+        "seconds": seconds,
+        "cores": cores,
+        "mb_per_s_per_core": src["bytes"] / 1024**2 / seconds / cores,
+        "scan_before": before,
+        "scan_after": after,
+        "scan_revenue": {"raw": raw_total, "iceberg": ice_total},
+        "file_reduction": src["files"] / max(1, dst["files"]),
+        "scan_speedup": before["median_s"] / after["median_s"],
+    }

@@ -1,0 +1,412 @@
+"""Latency of the running stream at fixed shares of its measured capacity, and the footprint.
+
+The streaming app (``spark_apps/stream_events.py``) runs in continuous mode on a fresh topic,
+lake prefix and Postgres schema. A paced producer sends live events (event time = wall clock)
+at 25 / 50 / 75 % of the capacity, one level after the other, each after a warm-up. Every
+delivery report gives the record's partition, offset and ``CreateTime`` (set when the producer
+took it). Every micro-batch's progress row (``stream_progress``) gives its offset range per
+partition, its start and its duration. So each event's latency is exact, not sampled:
+
+* produce -> Parquet:  the end of the ``lake`` batch whose offset range holds the record (its
+  files are committed to the sink's log when the batch ends) minus its CreateTime;
+* produce -> Postgres: the same for the ``category_sales`` batch (the upsert transaction
+  commits inside the batch), over purchases only (the only events that change the aggregate).
+
+Memory: the RSS of each service's process tree with the stack idle (before the stream starts)
+and under load (sampled during the highest level), the stream's driver included.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psutil
+
+LEVELS = (0.25, 0.5, 0.75)
+MIX = dict(bad_share=0.02, irrelevant_share=0.03, duplicate_share=0.01, out_of_order_share=0.02)
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass
+class Level:
+    share: float
+    rate: float
+    # (partition, offset, CreateTime ms) of the measured records; purchases kept apart
+    records: list[tuple[int, int, int]] = field(default_factory=list)
+    purchases: list[tuple[int, int, int]] = field(default_factory=list)
+    sent: int = 0
+    seconds: float = 0.0
+    driver_cores: float = 0.0  # CPU seconds of the stream's driver per second, measured part
+    machine_busy: float = 0.0  # share of all cores busy (every process), measured part
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99 (nearest rank), max and count of ``values`` (seconds)."""
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    n = len(ordered)
+    out: dict[str, float] = {"count": n, "max": ordered[-1]}
+    for p in PERCENTILES:
+        out[f"p{p}"] = ordered[min(n - 1, max(0, -(-p * n // 100) - 1))]
+    return out
+
+
+def batch_index(rows: list[tuple[datetime, int, list]]) -> dict[int, tuple[list[int], list]]:
+    """Per partition: the sorted end offsets of the batches and, for each, (start offset,
+    commit time in ms). ``rows`` are (start, duration ms, sources) of one query's batches."""
+    spans: dict[int, list[tuple[int, int, float]]] = defaultdict(list)
+    for ts, duration_ms, sources in rows:
+        commit_ms = ts.timestamp() * 1000 + duration_ms
+        for src in sources:
+            end = src.get("endOffset") or {}
+            start = src.get("startOffset") or {}
+            end = json.loads(end) if isinstance(end, str) else end
+            start = json.loads(start) if isinstance(start, str) else start
+            for topic, parts in end.items():
+                for part, end_off in parts.items():
+                    begin = int((start.get(topic) or {}).get(part, 0))
+                    if int(end_off) > begin:
+                        spans[int(part)].append((int(end_off), begin, commit_ms))
+    index = {}
+    for part, items in spans.items():
+        items.sort()
+        index[part] = ([e for e, _, _ in items], [(b, c) for _, b, c in items])
+    return index
+
+
+def latencies(records: list[tuple[int, int, int]], index: dict) -> tuple[list[float], int]:
+    """Seconds from CreateTime to the commit of the batch holding each record, and how many
+    records no batch holds (still unprocessed when the run ended)."""
+    out, missing = [], 0
+    for part, offset, created_ms in records:
+        ends, spans = index.get(part, ([], []))
+        i = bisect.bisect_right(ends, offset)
+        if i == len(ends) or spans[i][0] > offset:
+            missing += 1
+            continue
+        out.append((spans[i][1] - created_ms) / 1000)
+    return out, missing
+
+
+def tree_rss_mib(proc: psutil.Process) -> float:
+    from devstack import process
+
+    total = 0
+    for p in process.group_members(proc) or [proc]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 1024**2
+
+
+def footprint(ctx, extra: dict[str, psutil.Process] | None = None) -> dict[str, float]:
+    """RSS (MiB) of each running component's process tree."""
+    from devstack.services import ALL
+
+    out: dict[str, float] = {}
+    for svc in ALL:
+        for comp, proc in svc.running(ctx).items():
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    out[comp] = tree_rss_mib(proc)
+    for comp, proc in (extra or {}).items():
+        with contextlib.suppress(psutil.Error):
+            out[comp] = tree_rss_mib(proc)
+    return out
+
+
+class _Sampler(threading.Thread):
+    """Samples ``footprint`` every ``every`` seconds while ``active`` is set."""
+
+    def __init__(self, ctx, extra, every: float = 5.0) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.ctx, self.extra, self.every = ctx, extra, every
+        self.active = threading.Event()
+        self.done = threading.Event()
+        self.samples: list[dict[str, float]] = []
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if self.active.is_set():
+                self.samples.append(footprint(self.ctx, self.extra))
+            self.done.wait(self.every)
+
+    def medians(self) -> dict[str, float]:
+        keys = {k for s in self.samples for k in s}
+        return {k: statistics.median(s.get(k, 0.0) for s in self.samples) for k in sorted(keys)}
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of ``proc``'s process tree (its session)."""
+    from devstack import process
+
+    total = 0.0
+    for p in process.group_members(proc) or [proc]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _pace(
+    producer, events, topic: str, level: Level, warmup: float, seconds: float, driver=None
+) -> None:
+    """Send at ``level.rate`` for ``warmup + seconds``; keep the delivery reports of the
+    measured part and the CPU the driver and the machine used meanwhile."""
+
+    def keep(target: list):
+        def on_delivery(err, msg) -> None:
+            if err is None:
+                target.append((msg.partition(), msg.offset(), msg.timestamp()[1]))
+
+        return on_delivery
+
+    measured_all, measured_purchase = keep(level.records), keep(level.purchases)
+    started = time.monotonic()
+    sent = 0
+    cpu0 = None
+    while True:
+        elapsed = time.monotonic() - started
+        if elapsed >= warmup + seconds:
+            break
+        if cpu0 is None and elapsed >= warmup:
+            cpu0 = (time.monotonic(), cpu_seconds(driver) if driver else 0.0, psutil.cpu_times())
+        due = int(level.rate * elapsed) - sent
+        for _ in range(max(0, due)):
+            ev = next(events)
+            cb = None
+            if elapsed >= warmup:
+                purchase = ev.kind == "valid" and ev.event_type == "purchase"
+                cb = measured_purchase if purchase else measured_all
+                level.sent += 1
+            while True:
+                try:
+                    producer.produce(topic, key=ev.key, value=ev.value, on_delivery=cb)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.005)
+    level.seconds = seconds
+    if cpu0 is not None:
+        wall = time.monotonic() - cpu0[0]
+        if driver is not None:
+            level.driver_cores = (cpu_seconds(driver) - cpu0[1]) / wall
+        before, after = cpu0[2], psutil.cpu_times()
+        idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+        level.machine_busy = 1 - idle / (sum(after) - sum(before))
+    producer.flush(60)
+
+
+def _progress(conn, names: tuple[str, ...]) -> dict[str, list]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT query_name, ts, batch_duration_ms, sources FROM stream_progress "
+            "WHERE input_rows > 0 AND query_name = ANY(%s) ORDER BY ts",
+            (list(names),),
+        )
+        out: dict[str, list] = defaultdict(list)
+        for name, ts, duration, sources in cur.fetchall():
+            out[name].append((ts, duration, sources))
+    conn.commit()
+    return out
+
+
+def _durations(conn) -> dict[str, dict[str, float]]:
+    """Per query, the median of each phase of its non-empty batches (Spark's ``durationMs``:
+    where a batch's time goes)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT query_name, durations FROM stream_progress WHERE input_rows > 0 "
+            "ORDER BY query_name"
+        )
+        phases: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for name, durations in cur.fetchall():
+            for phase, ms in durations.items():
+                phases[name][phase].append(float(ms))
+    conn.commit()
+    return {
+        name: {phase: statistics.median(v) for phase, v in sorted(by.items())}
+        for name, by in phases.items()
+    }
+
+
+def _end_offsets(conn, name: str) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for _, _, sources in _progress(conn, (name,)).get(name, []):
+        for src in sources:
+            end = src.get("endOffset") or {}
+            end = json.loads(end) if isinstance(end, str) else end
+            for parts in end.values():
+                for part, off in parts.items():
+                    ends[int(part)] = max(ends.get(int(part), 0), int(off))
+    return ends
+
+
+def run(
+    ctx,
+    capacity: float,
+    *,
+    seconds: float = 60.0,
+    warmup: float = 15.0,
+    trigger: str = "1 second",
+    levels: tuple[float, ...] = LEVELS,
+    keep_lake: bool = False,
+) -> dict:
+    """Run the stream at each level; return the latencies, the footprint and (with
+    ``keep_lake``) where the streamed lake is, for the compaction benchmark."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from devstack.demo import pg_params
+    from devstack.spark import submit_argv, submit_env
+    from include import pipeline
+    from include.analytics import store
+    from include.events.catalog import build_catalog
+    from include.events.generator import GeneratorConfig, iter_events
+    from include.events.producer import producer_config
+
+    s = ctx.settings
+    sid = uuid.uuid4().hex[:8]
+    topic, schema, prefix = f"bench.latency.{sid}", f"bench_{sid}", f"bench/latency/{sid}"
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
+    conn = store.connect(pg_params(ctx), schema=schema)
+    store.upsert_products(conn, build_catalog())
+    idle = footprint(ctx)
+
+    b = s.bucket
+    lake = pipeline.s3a(b, f"{prefix}/raw")
+    args = [
+        "--bootstrap-servers", s.kafka_bootstrap, "--topic", topic, "--lake-path", lake,
+        "--dead-letter-path", pipeline.s3a(b, f"{prefix}/dead"),
+        "--checkpoint-root", pipeline.s3a(b, f"{prefix}/_checkpoints"),
+        "--pg-schema", schema, "--mode", "continuous", "--trigger", trigger,
+    ]  # fmt: skip
+    log_file = s.logs_dir / "bench-latency.log"
+    log = open(log_file, "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        submit_argv(ctx, "stream_events.py", args),
+        env=submit_env(ctx),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    sampler = _Sampler(ctx, {"stream driver (Spark)": psutil.Process(proc.pid)})
+    sampler.start()
+    measured: list[Level] = []
+    try:
+        # Ready when every query has run its first (empty) batch.
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the stream exited ({proc.returncode}); see {log_file}")
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(DISTINCT query_name) FROM stream_progress"
+                    if _has_progress(conn)
+                    else "SELECT 0"
+                )
+                ready = cur.fetchone()[0] >= 4
+            conn.commit()
+            if ready:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the stream did not start within 300 s; see {log_file}")
+            time.sleep(1)
+        producer = Producer(producer_config(s.kafka_bootstrap))
+        events = iter(iter_events(GeneratorConfig(seed=13, live=True, **MIX)))
+        for i, share in enumerate(levels):
+            level = Level(share, share * capacity)
+            print(f"    level {share:.0%}: {level.rate:,.0f} events/s", flush=True)
+            if i == len(levels) - 1:
+                sampler.active.set()
+            _pace(producer, events, topic, level, warmup, seconds, psutil.Process(proc.pid))
+            measured.append(level)
+        sampler.active.clear()
+        # Wait until both queries have processed everything that was sent.
+        produced: dict[int, int] = defaultdict(int)
+        for level in measured:
+            for part, off, _ in level.records + level.purchases:
+                produced[part] = max(produced[part], off + 1)
+        deadline = time.monotonic() + 600
+        for name in ("lake", "category_sales"):
+            while True:
+                ends = _end_offsets(conn, name)
+                if all(ends.get(p, 0) >= off for p, off in produced.items()):
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not catch up; see {log_file}")
+                time.sleep(1)
+        progress = _progress(conn, ("lake", "category_sales"))
+        breakdown = _durations(conn)
+    finally:
+        sampler.done.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        log.close()
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.commit()
+        conn.close()
+        admin.delete_topics([topic])[topic].result(30)
+
+    lake_index = batch_index(progress["lake"])
+    sales_index = batch_index(progress["category_sales"])
+    out_levels = []
+    for level in measured:
+        to_parquet, missing_p = latencies(level.records + level.purchases, lake_index)
+        to_postgres, missing_g = latencies(level.purchases, sales_index)
+        out_levels.append(
+            {
+                "share": level.share,
+                "rate": level.rate,
+                "sent": level.sent,
+                "achieved_rate": level.sent / level.seconds,
+                "produce_to_parquet_s": percentiles(to_parquet),
+                "produce_to_postgres_s": percentiles(to_postgres),
+                "unaccounted": missing_p + missing_g,
+                "driver_cores": level.driver_cores,
+                "machine_busy": level.machine_busy,
+            }
+        )
+    batches = {
+        name: statistics.median(d for _, d, _ in rows) / 1000 for name, rows in progress.items()
+    }
+    result = {
+        "capacity": capacity,
+        "trigger": trigger,
+        "seconds_per_level": seconds,
+        "warmup_s": warmup,
+        "levels": out_levels,
+        "median_batch_s": batches,
+        "median_durations_ms": breakdown,
+        "footprint": {"idle": idle, "load": sampler.medians(), "load_share": levels[-1]},
+    }
+    if keep_lake:
+        result["lake"] = {"prefix": f"{prefix}/raw", "path": lake}
+    return result
+
+
+def _has_progress(conn) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('stream_progress') IS NOT NULL")
+        return bool(cur.fetchone()[0])
