@@ -369,6 +369,22 @@ def to_markdown(results: dict, images: str) -> str:
                     f"{d.get('walCommit', 0):,.0f} | {d.get('commitOffsets', 0):,.0f} | "
                     f"{d.get('triggerExecution', 0):,.0f} |"
                 )
+        cpu = lat.get("task_cpu_by_query") or {}
+        if cpu:
+            total = sum(q["cpu_s"] for q in cpu.values()) or 1.0
+            lines += [
+                "",
+                "CPU of the Spark tasks per query over the whole run (the driver's REST API; "
+                "`other` is work outside a batch, e.g. the catalog reads):",
+                "",
+                "| query | task CPU s | share | task run s | tasks |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for q, d in sorted(cpu.items(), key=lambda kv: -kv[1]["cpu_s"]):
+                lines.append(
+                    f"| {q} | {d['cpu_s']:,.1f} | {d['cpu_s'] / total:.0%} | {d['run_s']:,.1f} | "
+                    f"{d['tasks']:,} |"
+                )
         lines += ["", f"![latency]({images}/latency.png)"]
 
     c = results.get("compaction")
@@ -513,7 +529,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level-seconds", type=float, default=60.0, help="latency: measured s/level")
     p.add_argument("--level-warmup", type=float, default=15.0, help="latency: warm-up s/level")
     p.add_argument("--trigger", default="1 second", help="latency: the stream's trigger")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: redraw the plots and docs/benchmarks.md from the latest figures",
+    )
     args = p.parse_args(argv)
+    if args.report_only:
+        latest = json.loads((RESULTS / "latest.json").read_text())
+        publish(latest, RESULTS / "report")
+        return 0
     unknown = set(args.scenarios) - set(known)
     if unknown:
         p.error(f"unknown scenario(s) {sorted(unknown)}; known: {known}")
@@ -579,20 +604,25 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    merged = merge_latest(results)
+    publish(merge_latest(results), out)
+    return 0
+
+
+def publish(report: dict, out: Path) -> None:
+    """Plots and Markdown of ``report`` into ``out``; the latest copy into docs/."""
     from bench import plots
 
-    images = plots.draw(merged, out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots.draw(report, out)
     docs_img = ROOT / "docs" / "img" / "bench"
     docs_img.mkdir(parents=True, exist_ok=True)
     for image in images:
         shutil.copyfile(image, docs_img / image.name)
-    (out / "results.md").write_text(to_markdown(merged, "."))
-    md = to_markdown(merged, "img/bench")
+    (out / "results.md").write_text(to_markdown(report, "."))
+    md = to_markdown(report, "img/bench")
     (ROOT / "docs" / "benchmarks.md").write_text(md)
     print(md)
     print(f"results: {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -244,6 +244,34 @@ def _durations(conn) -> dict[str, dict[str, float]]:
     }
 
 
+def spark_ui(log_file) -> str | None:
+    """The driver's UI address from its log (``Start Jetty 127.0.0.1:4040 for SparkUI``)."""
+    import re
+
+    found = re.findall(r"Start Jetty (\S+:\d+) for SparkUI", log_file.read_text(errors="replace"))
+    return f"http://{found[-1]}" if found else None
+
+
+def cpu_by_query(ui: str) -> dict[str, dict[str, float]]:
+    """Task CPU seconds and task run seconds per streaming query, from the driver's REST API:
+    each batch's jobs carry the description ``<query>\\nid = ...\\nbatch = N``."""
+    import urllib.request
+
+    def get(path: str):
+        with urllib.request.urlopen(f"{ui}/api/v1/{path}", timeout=30) as r:
+            return json.load(r)
+
+    app = get("applications")[0]["id"]
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"cpu_s": 0.0, "run_s": 0.0, "tasks": 0})
+    for stage in get(f"applications/{app}/stages?status=complete"):
+        query = (stage.get("description") or "other").split("\n", 1)[0] or "other"
+        agg = out[query]
+        agg["cpu_s"] += stage.get("executorCpuTime", 0) / 1e9
+        agg["run_s"] += stage.get("executorRunTime", 0) / 1e3
+        agg["tasks"] += stage.get("numTasks", 0)
+    return dict(out)
+
+
 def _end_offsets(conn, name: str) -> dict[int, int]:
     ends: dict[int, int] = {}
     for _, _, sources in _progress(conn, (name,)).get(name, []):
@@ -353,6 +381,12 @@ def run(
                 time.sleep(1)
         progress = _progress(conn, ("lake", "category_sales"))
         breakdown = _durations(conn)
+        ui = spark_ui(log_file)
+        try:
+            by_query = cpu_by_query(ui) if ui else {}
+        except OSError as exc:  # the figures stand without it
+            print(f"    (no per-query CPU from the Spark UI: {exc})", flush=True)
+            by_query = {}
     finally:
         sampler.done.set()
         with contextlib.suppress(ProcessLookupError):
@@ -399,6 +433,7 @@ def run(
         "levels": out_levels,
         "median_batch_s": batches,
         "median_durations_ms": breakdown,
+        "task_cpu_by_query": by_query,
         "footprint": {"idle": idle, "load": sampler.medians(), "load_share": levels[-1]},
     }
     if keep_lake:

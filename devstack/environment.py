@@ -157,6 +157,7 @@ def stack_env(
     env["PYSPARK_PYTHON"] = sys.executable
     env["PYSPARK_DRIVER_PYTHON"] = sys.executable
     env["SPARK_LOCAL_IP"] = settings.host
+    env["SPARK_LOCAL_DIRS"] = str(settings.spark_local_dir)  # not /tmp: see the setting
     env["RTAP_SPARK_JARS"] = ",".join(spark_jars(settings))
     env["RTAP_STATE_DIR"] = str(settings.state_dir)
     env["RTAP_BUCKET"] = settings.bucket

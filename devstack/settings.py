@@ -106,6 +106,13 @@ class Settings:
         return self.state_dir / "run"
 
     @property
+    def spark_local_dir(self) -> Path:
+        """Spark's scratch space (SPARK_LOCAL_DIRS): each app's copy of the connector jars,
+        shuffle and state-store files. A driver killed with SIGKILL never removes its copy
+        (~750 MB); here ``make stop`` and the tests can (``stack.prune_spark_local``)."""
+        return self.state_dir / "spark-local"
+
+    @property
     def secrets_file(self) -> Path:
         return self.state_dir / "secrets.env"
 

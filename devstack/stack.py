@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -124,7 +125,31 @@ def down(ctx: Context) -> None:
             proc.kill()
     if rest:
         _say(f"stopped {len(rest)} leftover process(es) of this stack")
+    freed = prune_spark_local(ctx)
+    if freed:
+        _say(f"removed {freed / 1024**2:,.0f} MiB of Spark scratch left by killed drivers")
     _say("stack stopped")
+
+
+def prune_spark_local(ctx: Context) -> int:
+    """Remove Spark's scratch directories of this stack when none of its Spark apps runs
+    (killed drivers leave their copy of the jars there); return the bytes freed."""
+    root = ctx.settings.spark_local_dir
+    if not root.is_dir() or any("org.apache.spark" in _cmdline(p) for p in leftovers(ctx)):
+        return 0
+    freed = 0
+    for child in root.iterdir():
+        with contextlib.suppress(OSError):
+            freed += sum(f.stat().st_size for f in child.rglob("*") if f.is_file())
+        shutil.rmtree(child, ignore_errors=True)
+    return freed
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
 
 
 @dataclass

@@ -236,7 +236,9 @@ def compact(spark: SparkSession, args: argparse.Namespace, expired: Sequence[dat
         )
     report["verification"] = []
     report["status"] = "verified"
-    report["seconds"]["verify"] = round(monotonic() - started - report["seconds"]["read_dedupe_write"], 3)
+    report["seconds"]["verify"] = round(
+        monotonic() - started - report["seconds"]["read_dedupe_write"], 3
+    )
 
     for name, frame in (
         (catalog.SALES_MART, W.daily_sales(stored)),

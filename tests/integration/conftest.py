@@ -36,6 +36,14 @@ def ctx() -> Context:
         assert not left, f"processes left after stopping the stack: {[p.pid for p in left]}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _spark_scratch(ctx: Context):
+    """After each module: free the jar copies of drivers the tests killed (SIGKILL skips
+    Spark's cleanup; ~750 MB each), unless a Spark app of the stack still runs."""
+    yield
+    stack.prune_spark_local(ctx)
+
+
 @dataclass
 class Sandbox:
     """Names one test owns: topic, lake prefixes, Postgres schema."""

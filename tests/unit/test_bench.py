@@ -1,0 +1,55 @@
+"""The benchmark harness's own arithmetic: percentiles and per-event latency from progress rows."""
+
+from datetime import UTC, datetime
+
+from bench import latency
+from bench.__main__ import to_markdown
+
+
+def test_percentiles_nearest_rank():
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    p = latency.percentiles(values)
+    assert (p["p50"], p["p95"], p["p99"], p["max"], p["count"]) == (50.0, 95.0, 99.0, 100.0, 100)
+    assert latency.percentiles([]) == {"count": 0}
+    assert latency.percentiles([7.0])["p99"] == 7.0
+
+
+def _row(start_s: float, duration_ms: int, start: dict | None, end: dict):
+    ts = datetime.fromtimestamp(start_s, UTC)
+    src = {"startOffset": None if start is None else {"t": start}, "endOffset": {"t": end}}
+    return ts, duration_ms, [src]
+
+
+def test_each_record_gets_the_commit_of_the_batch_holding_its_offset():
+    rows = [
+        _row(100.0, 2_000, None, {"0": 10, "1": 5}),  # first batch: from offset 0, ends 102 s
+        _row(103.0, 4_000, {"0": 10, "1": 5}, {"0": 20, "1": 5}),  # ends 107 s
+    ]
+    index = latency.batch_index(rows)
+    records = [
+        (0, 0, 99_000),  # batch 1 -> 3 s
+        (0, 9, 101_500),  # batch 1 -> 0.5 s
+        (0, 10, 102_000),  # batch 2 -> 5 s
+        (1, 4, 100_000),  # batch 1 -> 2 s
+        (1, 5, 104_000),  # partition 1 has no batch past offset 5 yet
+        (2, 0, 104_000),  # unknown partition
+    ]
+    seconds, missing = latency.latencies(records, index)
+    assert seconds == [3.0, 0.5, 5.0, 2.0]
+    assert missing == 2
+
+
+def test_report_flags_a_ratio_of_figures_from_different_runs():
+    fig = {"median": 100.0, "min": 90.0, "max": 110.0, "unit": "events/s"}
+    results = {
+        "date": "d2",
+        "machine": "m",
+        "scenarios": {
+            "raw_ceiling": {**fig, "date": "d1"},
+            "pipeline": {**fig, "median": 50.0, "date": "d2"},
+        },
+    }
+    assert "different runs" in to_markdown(results, "img")
+    results["scenarios"]["raw_ceiling"]["date"] = "d2"
+    md = to_markdown(results, "img")
+    assert "**0.50x**" in md and "same run" in md
