@@ -1,8 +1,7 @@
-"""``make bench``: measure, print and record figures (JSON + Markdown under bench-results/,
-latest copy in docs/benchmarks.md). Figures are medians of several repetitions after a
-warm-up, with their spread; the machine is labelled. Nothing here asserts a time.
-
-Scenarios so far (issue 9 grows the list: latency, compaction, footprint):
+"""``make bench``: measure, print and record figures (JSON, Markdown and PNG plots under
+bench-results/<time>/, the latest copy in docs/benchmarks.md and docs/img/bench/). Figures are
+medians of several repetitions after a warm-up, with their spread; the machine is labelled.
+Nothing here asserts a time. Scenarios:
 
 * ``dag_parse``  seconds to parse each DAG file (Airflow's ``DagBag`` on that one file, as the
   dag-processor does), target < 0.5 s each; needs no running stack;
@@ -13,7 +12,16 @@ Scenarios so far (issue 9 grows the list: latency, compaction, footprint):
   draining a pre-loaded backlog (the most a pipeline on this machine could do);
 * ``pipeline``   events/s of the streaming app (validate, dedupe, enrich, land exactly once,
   aggregate into Postgres) draining the same backlog in bounded mode, timed from its first
-  batch to the end of its last (JVM start excluded), and its ratio to the raw ceiling.
+  batch to the end of its last (JVM start excluded), and its ratio to the raw ceiling;
+* ``latency``    produce->Parquet and produce->Postgres p50/p95/p99 at 25/50/75 % of the
+  pipeline's capacity, the CPU per query, and the footprint idle / under load
+  (``bench/latency.py``);
+* ``compaction`` the latency run's streamed day compacted into Iceberg: files, bytes, MB/s per
+  core, scan time before / after (``bench/compaction.py``).
+
+Why these libraries: matplotlib (headless Agg) for the plots, the de-facto standard with no
+display or browser needed; psutil for RSS and CPU of process trees; pyarrow for the raw
+ceiling and the scans (the same reader before and after compaction).
 """
 
 from __future__ import annotations
