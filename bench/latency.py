@@ -101,18 +101,9 @@ def latencies(records: list[tuple[int, int, int]], index: dict) -> tuple[list[fl
     return out, missing
 
 
-def tree_rss_mib(proc: psutil.Process) -> float:
-    from devstack import process
-
-    total = 0
-    for p in process.group_members(proc) or [proc]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total / 1024**2
-
-
 def footprint(ctx, extra: dict[str, psutil.Process] | None = None) -> dict[str, float]:
     """RSS (MiB) of each running component's process tree."""
+    from devstack.process import tree_rss
     from devstack.services import ALL
 
     out: dict[str, float] = {}
@@ -120,10 +111,10 @@ def footprint(ctx, extra: dict[str, psutil.Process] | None = None) -> dict[str, 
         for comp, proc in svc.running(ctx).items():
             if proc is not None:
                 with contextlib.suppress(psutil.Error):
-                    out[comp] = tree_rss_mib(proc)
+                    out[comp] = tree_rss(proc) / 1024**2
     for comp, proc in (extra or {}).items():
         with contextlib.suppress(psutil.Error):
-            out[comp] = tree_rss_mib(proc)
+            out[comp] = tree_rss(proc) / 1024**2
     return out
 
 
@@ -148,23 +139,12 @@ class _Sampler(threading.Thread):
         return {k: statistics.median(s.get(k, 0.0) for s in self.samples) for k in sorted(keys)}
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU seconds of ``proc``'s process tree (its session)."""
-    from devstack import process
-
-    total = 0.0
-    for p in process.group_members(proc) or [proc]:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
 def _pace(
     producer, events, topic: str, level: Level, warmup: float, seconds: float, driver=None
 ) -> None:
     """Send at ``level.rate`` for ``warmup + seconds``; keep the delivery reports of the
     measured part and the CPU the driver and the machine used meanwhile."""
+    from devstack.process import tree_cpu_seconds as cpu_seconds
 
     def keep(target: list):
         def on_delivery(err, msg) -> None:

@@ -95,6 +95,25 @@ def group_members(proc: psutil.Process) -> list[psutil.Process]:
     return members
 
 
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident bytes of ``proc`` and every process in its session."""
+    total = 0
+    for p in group_members(proc) or [proc]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def tree_cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of ``proc`` and every process in its session."""
+    total = 0.0
+    for p in group_members(proc) or [proc]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def stop(pid_file: Path, *, timeout: float = 30.0) -> bool:
     """SIGTERM the recorded process's session, then SIGKILL what is left. True if it ran."""
     proc = find(pid_file)

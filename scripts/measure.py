@@ -12,7 +12,6 @@ Options: ``--skip-cold`` to only measure warm start and memory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import shutil
@@ -62,14 +61,6 @@ def cold_install() -> dict[str, float]:
     }
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in process.group_members(proc) or [proc]:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--skip-cold", action="store_true")
@@ -87,7 +78,7 @@ def main() -> int:
     memory: dict[str, float] = {}
     for svc in ALL:
         for comp, proc in svc.running(ctx).items():
-            memory[comp] = tree_rss(proc) / 1024**2 if proc else 0.0
+            memory[comp] = process.tree_rss(proc) / 1024**2 if proc else 0.0
 
     cpu = platform.processor() or platform.machine()
     mem_total = psutil.virtual_memory().total / 1024**3
