@@ -6,9 +6,14 @@
 * `restart` — the running driver stops the same way and the launcher starts a new one from
   the checkpoints; a stopped or halted (crash loop) stream resumes;
 * `accept_retention_gap` — after the launch's retention guard stopped it: the next launch
-  drains once past the offsets retention deleted (the guard logs them), then runs normally.
+  drains once past the offsets retention deleted (the guard logs them), then runs normally;
+* `quarantine` — the way out when a record nobody foresaw stops the stream: the offsets
+  `from_offset`..`to_offset` (inclusive) of `topic`/`partition` go to the dead letters with
+  reason `quarantined` (bytes and coordinates kept, replayable) instead of being processed,
+  and the stream restarts (a halted one resumes). The failing offsets are in the driver's
+  error (`stream_runs.exit_reason`). Overlapping ranges are refused. Reconcile counts them.
 
-Both are recorded in Postgres `stream_control` with who asked and why (`reason`). The task
+Every action is recorded in Postgres `stream_control` with who asked and why (`reason`). The task
 waits until the old driver has exited (`wait_s`).
 """
 
@@ -33,10 +38,13 @@ DAG_ID = "stream_control"
     doc_md=__doc__,
     default_args={"owner": "platform"},
     params={
-        "action": Param("restart", enum=["stop", "restart", "accept_retention_gap"]),
+        "action": Param("restart", enum=["stop", "restart", "quarantine", "accept_retention_gap"]),
         "reason": Param("", type="string", description="why (recorded)"),
         "wait_s": Param(600, type="integer", minimum=0),
-        **dag_params.shared("bucket", "checkpoint_prefix", "pg_schema"),
+        "partition": Param(None, type=["null", "integer"], description="quarantine: partition"),
+        "from_offset": Param(None, type=["null", "integer"], description="quarantine: first"),
+        "to_offset": Param(None, type=["null", "integer"], description="quarantine: last"),
+        **dag_params.shared("topic", "bucket", "checkpoint_prefix", "pg_schema"),
     },
 )
 def stream_control():

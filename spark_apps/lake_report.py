@@ -72,6 +72,48 @@ def read_sink(spark: SparkSession, path: str, skip_days: Sequence[date] = ()) ->
         raise
 
 
+EMPTY = {
+    "rows": 0,
+    "enriched": 0,
+    "distinct_ids": 0,
+    "relevant": 0,
+    "purchases": 0,
+    "units": 0,
+    "revenue": 0,
+}
+
+
+def report(
+    spark: SparkSession, lake_path: str, dead_letter_path: str, window: str | None = None
+) -> dict:
+    """Totals of the lake and the dead letters (per reason), read through the sinks' metadata;
+    with ``window``, also the per-window category sales and funnel recomputed from the lake."""
+    lake = read_sink(spark, lake_path)
+    dead = read_sink(spark, dead_letter_path)
+    out = summarize(lake) if lake is not None else dict(EMPTY)
+    out["dead_letter_rows"] = dead.count() if dead is not None else 0
+    out["dead_letter_reasons"] = (
+        {r["reason"]: r["count"] for r in dead.groupBy("reason").count().collect()}
+        if dead is not None
+        else {}
+    )
+    if window and lake is not None:
+        deduped = dedupe(lake, "1 day")
+        for name, frame in (
+            ("category_sales", category_sales(deduped, window)),
+            ("funnel", funnel_counts(deduped, window)),
+        ):
+            out[name] = [
+                {
+                    **r.asDict(),
+                    "window_start": r.window_start.isoformat(),
+                    "window_end": r.window_end.isoformat(),
+                }
+                for r in frame.orderBy(*frame.columns[:3]).collect()
+            ]
+    return json.loads(json.dumps(out, default=float))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lake_report")
     p.add_argument("--lake-path", required=True)
@@ -81,42 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("lake_report").getOrCreate()
-    lake = read_sink(spark, args.lake_path)
-    dead = read_sink(spark, args.dead_letter_path)
-    report = (
-        summarize(lake)
-        if lake is not None
-        else {
-            "rows": 0,
-            "enriched": 0,
-            "distinct_ids": 0,
-            "relevant": 0,
-            "purchases": 0,
-            "units": 0,
-            "revenue": 0,
-        }
-    )
-    report["dead_letter_rows"] = dead.count() if dead is not None else 0
-    report["dead_letter_reasons"] = (
-        {r["reason"]: r["count"] for r in dead.groupBy("reason").count().collect()}
-        if dead is not None
-        else {}
-    )
-    if args.window and lake is not None:
-        deduped = dedupe(lake, "1 day")
-        for name, frame in (
-            ("category_sales", category_sales(deduped, args.window)),
-            ("funnel", funnel_counts(deduped, args.window)),
-        ):
-            report[name] = [
-                {
-                    **r.asDict(),
-                    "window_start": r.window_start.isoformat(),
-                    "window_end": r.window_end.isoformat(),
-                }
-                for r in frame.orderBy(*frame.columns[:3]).collect()
-            ]
-    print("LAKE_REPORT " + json.dumps(report, default=float), flush=True)
+    out = report(spark, args.lake_path, args.dead_letter_path, args.window)
+    print("LAKE_REPORT " + json.dumps(out), flush=True)
     spark.stop()
     return 0
 

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from include.analytics import store
 from include.events.producer import id_hash
-from include.supervision.reconcile import Account, Found, Produced, account, summarize
+from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
 from include.warehouse import runs as runs_table
 from spark_apps.lake_report import read_sink
 
@@ -136,6 +136,7 @@ def measure(
             "landed_elsewhere_too": 0,
             "dead_rows": 0,
             "dead_coordinates": 0,
+            "quarantined": 0,
         }
         for r in runs
     }
@@ -165,21 +166,27 @@ def measure(
         mine.unpersist()
     dead = read_sink(spark, dead_path)
     if dead is not None:
-        mine = at_coordinates(dead.select("kafka_partition", "kafka_offset"), ranges)
+        mine = at_coordinates(dead.select("kafka_partition", "kafka_offset", "reason"), ranges)
+        quarantined = F.when(
+            F.col("reason") == "quarantined", F.struct("kafka_partition", "kafka_offset")
+        )
         for row in (
             mine.groupBy("run_id")
             .agg(
                 F.count(F.lit(1)).alias("rows"),
                 F.countDistinct("kafka_partition", "kafka_offset").alias("coords"),
+                F.countDistinct(quarantined).alias("quarantined"),
             )
             .collect()
         ):
-            found[row.run_id].update(dead_rows=row.rows, dead_coordinates=row.coords)
+            found[row.run_id].update(
+                dead_rows=row.rows, dead_coordinates=row.coords, quarantined=row.quarantined
+            )
     return found
 
 
 def print_table(accounts: list[Account], skipped: list[str]) -> None:
-    cols = ("produced", "landed", "dead_lettered", "dropped_copies", "missing", "duplicated")
+    cols = COLUMNS
     print(f"{'run':<34}" + "".join(f"{c:>15}" for c in cols) + "  status")
     for a in accounts:
         status = "ok" if a.ok else "PROBLEM: " + "; ".join(a.problems)

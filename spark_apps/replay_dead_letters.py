@@ -2,10 +2,17 @@
 
 Reads the dead-letter path through the file sink's metadata (committed rows only), selects by
 reason prefix and detection time, and produces each record's original key and value bytes
-back to ``--topic`` (idempotent producer, acks=all), with a header naming where it came from.
-Every replayed record is remembered in Postgres ``dlq_replays`` by the SHA-256 of its key and
-value, so running the same replay again sends nothing twice, and a record that fails again
-(back in the dead letters at new coordinates) is not replayed in a loop.
+back to ``--topic`` (idempotent producer, acks=all), with headers naming where it came from and
+its digest. Every replayed record is remembered in Postgres ``dlq_replays`` by the SHA-256 of
+its key and value, so running the same replay again sends nothing twice, and a record that
+fails again (back in the dead letters at new coordinates) is not replayed in a loop.
+
+Exactly once across crashes: a chunk is recorded as ``pending`` before it is produced and
+``sent`` once the broker acknowledged it. A run that finds ``pending`` records (an earlier run
+died between the two) reads the topic from the time they were recorded and marks the ones
+whose digest header is there as sent instead of sending them again; whatever the stream's
+dedupe horizon, nothing lands twice. Records without a value (tombstones, empty values) are
+counted as ``not_replayable`` and left alone: replayed, they would only be dead-lettered again.
 
 Usage::
 
@@ -13,9 +20,8 @@ Usage::
         --bootstrap-servers 127.0.0.1:9092 --topic events --reason-prefix missing_field \\
         [--since 2026-11-25T00:00Z] [--until ...] [--dry-run true]
 
-Prints one line ``REPLAY {json}``: selected, already replayed, replayed. A crash between a
-produce and its record may send a chunk again on the next run; the stream's deduplication
-(by event id, 10 minutes of ingestion time) drops such copies.
+Prints one line ``REPLAY {json}``: selected, already replayed, replayed, not replayable,
+recovered (pending records found delivered).
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ CREATE TABLE IF NOT EXISTS dlq_replays (
     replayed_to       text NOT NULL,
     replayed_at       timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'sent';
 """
+DIGEST_HEADER = "rtap-replay-digest"
 CHUNK = 5_000
 
 
@@ -86,8 +94,15 @@ def select(dead: DataFrame, reason_prefix: str, since, until) -> DataFrame:
         rows = rows.where(F.col("detected_at") >= F.lit(since))
     if until is not None:
         rows = rows.where(F.col("detected_at") < F.lit(until))
+    # A null key or value must still digest (concat of a null is null): null and empty differ.
     digest = F.sha2(
-        F.concat(F.coalesce(F.col("raw_key"), F.lit(b"")), F.lit(b"\x00"), "raw_value"), 256
+        F.concat(
+            F.coalesce(F.col("raw_key"), F.lit(b"")),
+            F.when(F.col("raw_key").isNull(), F.lit(b"\x01")).otherwise(F.lit(b"\x00")),
+            F.coalesce(F.col("raw_value"), F.lit(b"")),
+            F.when(F.col("raw_value").isNull(), F.lit(b"\x01")).otherwise(F.lit(b"\x00")),
+        ),
+        256,
     )
     return (
         rows.withColumn("digest", digest)
@@ -104,28 +119,85 @@ def select(dead: DataFrame, reason_prefix: str, since, until) -> DataFrame:
     )
 
 
-def replayed_digests(conn, digests: list[str]) -> set[str]:
+def replayed_digests(conn, digests: list[str]) -> dict[str, str]:
+    """``digest -> state`` (``pending`` or ``sent``) of the digests already replayed."""
     with conn.cursor() as cur:
-        cur.execute("SELECT digest FROM dlq_replays WHERE digest = ANY(%s)", (digests,))
-        found = {r[0] for r in cur.fetchall()}
+        cur.execute("SELECT digest, state FROM dlq_replays WHERE digest = ANY(%s)", (digests,))
+        found = dict(cur.fetchall())
     conn.commit()
     return found
 
 
-def record(conn, rows: list, topic: str) -> None:
+def record(conn, rows: list, topic: str, state: str) -> None:
+    """Remember ``rows`` as ``pending`` (about to be produced) or ``sent`` (acknowledged)."""
     from psycopg2.extras import execute_values
 
     with conn.cursor() as cur:
         execute_values(
             cur,
             "INSERT INTO dlq_replays (digest, source_topic, source_partition, source_offset, "
-            "reason, replayed_to) VALUES %s ON CONFLICT (digest) DO NOTHING",
+            "reason, replayed_to, state) VALUES %s ON CONFLICT (digest) DO UPDATE SET "
+            "state = EXCLUDED.state, replayed_at = now()",
             [
-                (r.digest, r.kafka_topic, r.kafka_partition, r.kafka_offset, r.reason, topic)
+                (r.digest, r.kafka_topic, r.kafka_partition, r.kafka_offset, r.reason, topic, state)
                 for r in rows
             ],
         )
     conn.commit()
+
+
+def pending_since(conn, digests: list[str]):
+    """The earliest time a still-pending digest among ``digests`` was recorded, or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT min(replayed_at) FROM dlq_replays WHERE digest = ANY(%s) AND state = 'pending'",
+            (digests,),
+        )
+        (since,) = cur.fetchone()
+    conn.commit()
+    return since
+
+
+def delivered(consumer_config: dict, topic: str, since, digests: set[str]) -> set[str]:
+    """Which of ``digests`` are in ``topic`` (by their replay header) from ``since`` on: the
+    records an earlier run produced but died before marking as sent."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {**consumer_config, "group.id": "rtap-replay-check", "enable.auto.commit": False}
+    )
+    found: set[str] = set()
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        since_ms = int(since.timestamp() * 1000) - 60_000  # producer clock skew margin
+        starts = consumer.offsets_for_times(
+            [TopicPartition(topic, p, since_ms) for p in parts], timeout=30
+        )
+        ends = {}
+        for tp in starts:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=30
+            )
+            ends[tp.partition] = high
+        todo = [tp for tp in starts if 0 <= tp.offset < ends[tp.partition]]
+        if not todo:
+            return found
+        consumer.assign(todo)
+        remaining = {tp.partition for tp in todo}
+        while remaining:
+            msg = consumer.poll(10)
+            if msg is None:
+                raise TimeoutError(f"reading {topic} to check pending replays timed out")
+            if msg.error():
+                raise RuntimeError(f"reading {topic}: {msg.error()}")
+            for name, value in msg.headers() or []:
+                if name == DIGEST_HEADER and value is not None and value.decode() in digests:
+                    found.add(value.decode())
+            if msg.offset() >= ends[msg.partition()] - 1:
+                remaining.discard(msg.partition())
+    finally:
+        consumer.close()
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +211,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     conn.commit()
     spark = SparkSession.builder.appName("replay_dead_letters").getOrCreate()
     dead = read_sink(spark, args.dead_letter_path)
-    counts = {"selected": 0, "already_replayed": 0, "replayed": 0, "would_replay": 0}
+    counts = {
+        "selected": 0,
+        "already_replayed": 0,
+        "replayed": 0,
+        "would_replay": 0,
+        "not_replayable": 0,
+        "recovered": 0,
+    }
+    client_config = {
+        "bootstrap.servers": args.bootstrap_servers,
+        **kafka_security.client_config(os.environ),
+    }
     producer = None
     if not args.dry_run:
         from confluent_kafka import Producer
@@ -150,14 +233,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     chunk: list = []
 
     def flush(rows: list) -> None:
-        done = replayed_digests(conn, [r.digest for r in rows])
-        todo = [r for r in rows if r.digest not in done]
-        counts["already_replayed"] += len(rows) - len(todo)
+        replayable = [r for r in rows if r.raw_value]
+        counts["not_replayable"] += len(rows) - len(replayable)
+        done = replayed_digests(conn, [r.digest for r in replayable])
+        pending = {d for d, state in done.items() if state == "pending"}
+        if pending and not args.dry_run:
+            since = pending_since(conn, sorted(pending))
+            arrived = delivered(client_config, args.topic, since, pending)
+            record(conn, [r for r in replayable if r.digest in arrived], args.topic, "sent")
+            counts["recovered"] += len(arrived)
+            for d in pending - arrived:
+                del done[d]  # never arrived: send it now
+        todo = [r for r in replayable if r.digest not in done]
+        counts["already_replayed"] += len(replayable) - len(todo)
         if args.dry_run:
             counts["would_replay"] += len(todo)
             return
         if not todo:
             return
+        record(conn, todo, args.topic, "pending")  # before producing: a crash is found next run
         errors: list[str] = []
         for r in todo:
             origin = f"{r.kafka_topic}/{r.kafka_partition}/{r.kafka_offset}".encode()
@@ -168,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 headers=[
                     ("rtap-replayed-from", origin),
                     ("rtap-dead-letter-reason", r.reason.encode()),
+                    (DIGEST_HEADER, r.digest.encode()),
                 ],
                 on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
             )
@@ -175,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         left = producer.flush(60)
         if left or errors:
             raise RuntimeError(f"{left} undelivered, {len(errors)} failed replays ({errors[:1]})")
-        record(conn, todo, args.topic)  # only after the broker acknowledged them
+        record(conn, todo, args.topic, "sent")  # the broker acknowledged them
         counts["replayed"] += len(todo)
 
     if dead is not None:

@@ -47,6 +47,8 @@ TLS / SASL settings likewise come from ``RTAP_KAFKA_*`` (``include/kafka/securit
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import sys
@@ -54,7 +56,9 @@ import threading
 import time
 from collections.abc import Sequence
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from include.analytics import store
 from include.kafka import security as kafka_security
@@ -131,10 +135,10 @@ def read_kafka(
     )
 
 
-def read_catalog(spark: SparkSession, pg_schema: str) -> DataFrame:
-    """The product catalog from Postgres (JDBC, libpq's PG* environment). As the static side of
-    a stream-static join it is read again for every micro-batch: catalog changes reach the
-    next batch."""
+def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
+    """A Postgres table (JDBC, libpq's PG* environment). As the static side of a stream-static
+    join it is read again for every micro-batch: the product catalog's changes and an
+    operator's quarantine reach the next batch (and the retry of a failed one)."""
     env = os.environ
     url = (
         f"jdbc:postgresql://{env.get('PGHOST', '127.0.0.1')}:{env.get('PGPORT', '5432')}/"
@@ -144,35 +148,79 @@ def read_catalog(spark: SparkSession, pg_schema: str) -> DataFrame:
         spark.read.format("jdbc")
         .option("url", url)
         .option("driver", "org.postgresql.Driver")
-        .option("dbtable", "products")
+        .option("dbtable", table)
         .option("user", env.get("PGUSER", ""))
         .option("password", env.get("PGPASSWORD", ""))
         .load()
     )
 
 
-def upsert_aggregates(table: str, pg_schema: str):
-    """foreachBatch writer: one Postgres transaction per micro-batch, keyed upserts."""
+def upsert_aggregates(table: str, pg_schema: str, dead_letter_path: str):
+    """foreachBatch writer: one Postgres transaction per micro-batch, keyed upserts.
+
+    The safety net: a row Postgres refuses (a contract bug let through a value the table
+    cannot hold) is written to ``<dead-letter path>/_sink_rejected/<table>/batch_id=<n>/``
+    with reason ``sink_rejected:<table>``, the row and the error, and the batch completes; a
+    replayed batch rewrites the same file. The stream never crash-loops on data."""
     columns, _ = store.AGGREGATES[table]
 
     def write(batch: DataFrame, batch_id: int) -> None:
         rows = [tuple(r) for r in batch.select(*columns).collect()]
         conn = store.connect({}, schema=pg_schema)  # libpq reads PG* from the environment
         try:
-            store.ensure_schema(conn)
-            n = store.upsert_aggregates(conn, table, rows, batch_id)
+            result = store.upsert_aggregates(conn, table, rows, batch_id)
         finally:
             conn.close()
-        log.info("batch %s: upserted %s %s rows", batch_id, n, table)
+        if result.rejected:
+            path = sink_rejected_path(dead_letter_path, table, batch_id)
+            rejections = sink_rejections(batch.sparkSession, table, batch_id, columns, result)
+            rejections.coalesce(1).write.mode("overwrite").json(path)
+            log.error(
+                "batch %s: %s rejected %s rows (dead-lettered to %s): %s",
+                batch_id,
+                table,
+                len(result.rejected),
+                path,
+                result.rejected[0][1],
+            )
+        log.info("batch %s: upserted %s %s rows", batch_id, result.upserted, table)
 
     return write
+
+
+def sink_rejections(
+    spark: SparkSession, sink: str, batch_id: int, columns: Sequence[str], result
+) -> DataFrame:
+    """The dead letters of rows a sink refused: reason, sink, batch, the row as JSON, the error."""
+    rows = [
+        (
+            f"sink_rejected:{sink}",
+            sink,
+            batch_id,
+            json.dumps(dict(zip(columns, row, strict=True)), default=str),
+            error,
+        )
+        for row, error in result.rejected
+    ]
+    return spark.createDataFrame(
+        rows, "reason string, sink string, batch_id long, row string, error string"
+    ).withColumn("detected_at", F.current_timestamp())
+
+
+def sink_rejected_path(dead_letter_path: str, sink: str, batch_id: int) -> str:
+    """Where rows a sink refused in one batch are kept (beside the dead letters; the ``_``
+    prefix keeps them out of the dead-letter table's listing)."""
+    return f"{dead_letter_path.rstrip('/')}/_sink_rejected/{sink}/batch_id={batch_id}"
 
 
 def start_queries(
     spark: SparkSession, args: argparse.Namespace, bounded: bool, fail_on_data_loss: bool = True
 ) -> list:
-    validated = T.with_validation(T.parse(read_kafka(spark, args, fail_on_data_loss)))
-    enriched = T.enrich(T.valid_events(validated), read_catalog(spark, args.pg_schema))
+    validated = T.parse(
+        read_kafka(spark, args, fail_on_data_loss),
+        quarantine=read_table(spark, args.pg_schema, control.QUARANTINE_TABLE),
+    )
+    enriched = T.enrich(T.valid_events(validated), read_table(spark, args.pg_schema, "products"))
     # The lake keeps events late in event time (deduped on ingestion time); the aggregates
     # count them as late instead of reopening closed windows (deduped on event time).
     landed = T.dedupe(enriched, args.dedupe_horizon, time_column="kafka_timestamp")
@@ -207,14 +255,16 @@ def start_queries(
         .writeStream.queryName("category_sales")
         .option("checkpointLocation", f"{root}/category_sales")
         .outputMode("update")
-        .foreachBatch(upsert_aggregates("category_sales_minute", args.pg_schema))
+        .foreachBatch(
+            upsert_aggregates("category_sales_minute", args.pg_schema, args.dead_letter_path)
+        )
     ).start()
     funnel = trigger(
         T.funnel_counts(events, args.window)
         .writeStream.queryName("funnel")
         .option("checkpointLocation", f"{root}/funnel")
         .outputMode("update")
-        .foreachBatch(upsert_aggregates("funnel_minute", args.pg_schema))
+        .foreachBatch(upsert_aggregates("funnel_minute", args.pg_schema, args.dead_letter_path))
     ).start()
     return [lake, dead, sales, funnel]
 
@@ -224,17 +274,20 @@ def run_queries(
 ) -> list[tuple[str, str]]:
     """Wait for the queries; stop them all when one ends; return the failed ones. While a
     graceful stop is under way (``stopping``), let every query finish its batch first."""
-    if bounded:
-        for q in queries:
-            q.awaitTermination()
-    else:
-        # Fail fast: the first query to fail (or to be stopped by a lost lease) stops the app,
-        # and Airflow's retry restarts it from the checkpoints.
-        spark.streams.awaitAnyTermination()
-        if stopping is not None and stopping.is_set():
+    # A failed query raises from the awaits; it is named from q.exception() below.
+    with contextlib.suppress(StreamingQueryException):
+        if bounded:
             for q in queries:
-                q.awaitTermination(GRACEFUL_TIMEOUT_S)
-    failed = [(q.name, str(q.exception())) for q in queries if q.exception() is not None]
+                with contextlib.suppress(StreamingQueryException):
+                    q.awaitTermination()
+        else:
+            # Fail fast: the first query to fail (or to be stopped by a lost lease) stops the
+            # app, and Airflow's retry restarts it from the checkpoints.
+            spark.streams.awaitAnyTermination()
+            if stopping is not None and stopping.is_set():
+                for q in queries:
+                    q.awaitTermination(GRACEFUL_TIMEOUT_S)
+    failed = [(q.name, first_line(q.exception())) for q in queries if q.exception() is not None]
     for q in queries:
         if q.isActive:
             q.stop()
@@ -242,6 +295,14 @@ def run_queries(
 
 
 GRACEFUL_TIMEOUT_S = 600
+
+
+def first_line(exc: BaseException | None) -> str:
+    """The first informative line of an exception's message: Spark's carry whole stack traces,
+    and py4j's start with "An error occurred while calling o212.load." before the cause."""
+    lines = (ln.strip().lstrip(":").strip() for ln in str(exc or "").splitlines())
+    useful = [ln for ln in lines if ln and not ln.startswith("An error occurred while calling")]
+    return useful[0][:500] if useful else type(exc).__name__
 
 
 def graceful_stop(spark: SparkSession, timeout_s: float = GRACEFUL_TIMEOUT_S) -> None:
@@ -297,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     keeper.start()
     failed: list[tuple[str, str]] = []
+    crash: BaseException | None = None
     try:
         spark.streams.addListener(PostgresProgressListener(args.pg_schema))
         if args.accept_retention_gap:
@@ -320,10 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress.get("batchId"),
                         progress.get("numInputRows"),
                     )
+    except Exception as exc:  # recorded in stream_runs below, then re-raised
+        crash = exc
     finally:
         keeper.stop()
     if keeper.lost is not None:
         code, reason = 4, keeper.lost
+    elif crash is not None:
+        code, reason = 1, f"driver failed: {type(crash).__name__}: {first_line(crash)}"
     elif failed:
         code, reason = 1, "; ".join(f"query {q} failed: {e}" for q, e in failed)
     else:
@@ -337,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark.stop()
+    if crash is not None:
+        raise crash
     return code
 
 

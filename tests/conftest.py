@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,10 @@ def spark():
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    # Spark's Python workers (mapInArrow runs the contract's validator) import our packages.
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")
         .appName("unit-tests")

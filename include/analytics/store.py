@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from include.events.contract import MONEY_SQL_TYPE
 from include.events.producer import RunRecord
 
-DDL = """
+DDL = f"""
 CREATE TABLE IF NOT EXISTS ingest_runs (
     run_id        text PRIMARY KEY,
     topic         text NOT NULL,
@@ -23,12 +25,12 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     by_partition  jsonb NOT NULL,
     purchases     bigint NOT NULL,
     units         bigint NOT NULL,
-    revenue       numeric(18, 2) NOT NULL,
+    revenue       {MONEY_SQL_TYPE} NOT NULL,
     late          bigint NOT NULL DEFAULT 0,
     id_digest     text NOT NULL
 );
 ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
-ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS offset_ranges jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS offset_ranges jsonb NOT NULL DEFAULT '{{}}';
 
 -- Relevant events per minute and event type (the funnel), upserted by the stream.
 CREATE TABLE IF NOT EXISTS funnel_minute (
@@ -80,7 +82,7 @@ CREATE TABLE IF NOT EXISTS category_sales_minute (
     category      text NOT NULL,
     purchases     bigint NOT NULL,
     units         bigint NOT NULL,
-    revenue       numeric(18, 2) NOT NULL,
+    revenue       {MONEY_SQL_TYPE} NOT NULL,
     buyers        bigint NOT NULL,
     batch_id      bigint NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -221,18 +223,35 @@ def record_progress(conn, row: Mapping[str, Any]) -> None:
     conn.commit()
 
 
-def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) -> int:
+@dataclass
+class UpsertResult:
+    upserted: int = 0
+    # Rows Postgres refused, each with the first line of its error (the safety net).
+    rejected: list[tuple[tuple, str]] = field(default_factory=list)
+
+
+def _refusal(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+
+
+def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) -> UpsertResult:
     """Upsert rows shaped like ``AGGREGATES[table]`` in one transaction (one micro-batch).
 
     Keyed by window and dimension: a replayed micro-batch rewrites the same rows with the
-    same values (update mode carries each changed key's full aggregate)."""
+    same values (update mode carries each changed key's full aggregate).
+
+    When Postgres refuses the batch for its data (a value the column cannot hold, a NUL in a
+    string, a NOT NULL breach), the rows are written one by one, each in a savepoint, and the
+    ones it refuses are returned in ``rejected`` instead of failing the batch: no single row can
+    stop the stream. Connection and other errors still raise (the batch is retried)."""
+    import psycopg2
     from psycopg2 import sql
     from psycopg2.extras import execute_values
 
     columns, key = AGGREGATES[table]
     values = [(*row, batch_id) for row in rows]
     if not values:
-        return 0
+        return UpsertResult()
     names = [*columns, "batch_id"]
     statement = sql.SQL(
         "INSERT INTO {table} ({cols}, updated_at) VALUES %s ON CONFLICT ({key}) DO UPDATE SET "
@@ -245,11 +264,30 @@ def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) ->
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in names if c not in key
         ),
     )
+    template = "(" + ", ".join(["%s"] * len(names)) + ", now())"
+    refused = (psycopg2.DataError, psycopg2.IntegrityError, ValueError)
+    try:
+        with conn.cursor() as cur:
+            execute_values(cur, statement.as_string(cur), values, template=template)
+        conn.commit()
+        return UpsertResult(len(values))
+    except refused:
+        conn.rollback()
+    result = UpsertResult()
     with conn.cursor() as cur:
-        template = "(" + ", ".join(["%s"] * len(names)) + ", now())"
-        execute_values(cur, statement.as_string(cur), values, template=template)
+        text = statement.as_string(cur)
+        for value in values:
+            cur.execute("SAVEPOINT row")
+            try:
+                execute_values(cur, text, [value], template=template)
+            except refused as exc:
+                cur.execute("ROLLBACK TO SAVEPOINT row")
+                result.rejected.append((value[:-1], _refusal(exc)))
+            else:
+                cur.execute("RELEASE SAVEPOINT row")
+                result.upserted += 1
     conn.commit()
-    return len(values)
+    return result
 
 
 def produced_totals(conn, topic: str) -> dict[str, Any]:

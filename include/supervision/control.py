@@ -9,6 +9,9 @@
 * ``stream_health`` — every health check's status, reasons and figures.
 * ``stream_restarts`` — every restart supervision did (or refused, in a crash loop), and every
   launch the preflight refused (``launch_refused``: a retention gap, a held lease, ...).
+* ``stream_quarantine`` — offset ranges an operator quarantined: the stream dead-letters their
+  records with reason ``quarantined`` instead of processing them (re-read every micro-batch,
+  so a batch that failed on a poison record succeeds on its retry), and reconcile counts them.
 """
 
 from __future__ import annotations
@@ -59,7 +62,23 @@ CREATE TABLE IF NOT EXISTS stream_restarts (
     action  text NOT NULL,
     reason  text NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stream_quarantine (
+    id           bigserial PRIMARY KEY,
+    topic        text NOT NULL,
+    partition    integer NOT NULL CHECK (partition >= 0),
+    from_offset  bigint NOT NULL CHECK (from_offset >= 0),
+    to_offset    bigint NOT NULL,
+    reason       text NOT NULL,
+    set_by       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (to_offset >= from_offset)
+);
 """
+QUARANTINE_TABLE = "stream_quarantine"
+
+
+class QuarantineRefused(ValueError):
+    """A quarantine request that names no valid range, or overlaps one already recorded."""
 
 
 @dataclass(frozen=True)
@@ -223,3 +242,53 @@ def record_restart(
             (name, pid, host, action, reason[:2000]),
         )
     conn.commit()
+
+
+def quarantine(
+    conn, topic: str, partition: int, from_offset: int, to_offset: int, reason: str, set_by: str
+) -> int:
+    """Record an operator's quarantine of ``topic``/``partition`` offsets ``from_offset`` to
+    ``to_offset`` (inclusive); returns its id. Ranges of one partition never overlap (the
+    stream's join relies on it): an overlapping request is refused, naming the range it hits."""
+    if partition < 0 or from_offset < 0 or to_offset < from_offset:
+        raise QuarantineRefused(
+            f"quarantine of {topic}/{partition} offsets {from_offset}..{to_offset}: params "
+            "`partition` and `from_offset` must be >= 0 and `to_offset` >= `from_offset`"
+        )
+    if not reason.strip():
+        raise QuarantineRefused("quarantine needs a `reason` (it is recorded and audited)")
+    with conn.cursor() as cur:
+        cur.execute(f"LOCK TABLE {QUARANTINE_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+        cur.execute(
+            f"SELECT id, from_offset, to_offset FROM {QUARANTINE_TABLE} WHERE topic = %s "
+            "AND partition = %s AND from_offset <= %s AND to_offset >= %s",
+            (topic, partition, to_offset, from_offset),
+        )
+        hit = cur.fetchone()
+        if hit is not None:
+            conn.rollback()
+            raise QuarantineRefused(
+                f"{topic}/{partition} offsets {from_offset}..{to_offset} overlap quarantine "
+                f"#{hit[0]} ({hit[1]}..{hit[2]}); quarantine only the offsets outside it"
+            )
+        cur.execute(
+            f"INSERT INTO {QUARANTINE_TABLE} (topic, partition, from_offset, to_offset, reason, "
+            "set_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (topic, partition, from_offset, to_offset, reason, set_by),
+        )
+        qid = cur.fetchone()[0]
+    conn.commit()
+    return int(qid)
+
+
+def quarantined(conn, topic: str) -> list[tuple[int, int, int]]:
+    """``(partition, from_offset, to_offset)`` of every quarantined range of ``topic``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT partition, from_offset, to_offset FROM {QUARANTINE_TABLE} WHERE topic = %s "
+            "ORDER BY partition, from_offset",
+            (topic,),
+        )
+        rows = [(int(p), int(a), int(b)) for p, a, b in cur.fetchall()]
+    conn.commit()
+    return rows

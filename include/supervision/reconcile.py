@@ -6,6 +6,10 @@ ranges per partition), the counts of what it meant to send (valid, irrelevant, e
 duplicate copies) and a digest of the landable event ids. The Spark side
 (``spark_apps/reconcile.py``) finds the lake and dead-letter rows whose Kafka coordinates fall
 in those ranges and measures them; :func:`account` compares the two and names every problem.
+
+Records an operator quarantined (``stream_control`` action ``quarantine``) are dead-lettered
+with reason ``quarantined`` whatever they were (valid, invalid or a copy): they count as
+accounted for, in their own column, and the run's other checks make room for them.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Found:
     landed_elsewhere_too: int  # of those ids, how many also landed at other coordinates
     dead_rows: int
     dead_coordinates: int  # distinct (partition, offset) among them
+    quarantined: int = 0  # of those coordinates, how many an operator quarantined
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Account:
     dropped_copies: int
     missing: int
     duplicated: int
+    quarantined: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -68,9 +74,12 @@ class Account:
 
 
 def account(p: Produced, f: Found) -> Account:
+    q = f.quarantined
+    dead_other = f.dead_coordinates - q  # dead-lettered by the contract
     dropped = p.events - f.lake_rows - f.dead_rows  # coordinates in neither place
     missing_landed = max(0, p.landable - f.lake_ids)
-    missing_dead = max(0, p.invalid - f.dead_coordinates)
+    missing_dead = max(0, p.invalid - dead_other)
+    missing = max(0, missing_landed + missing_dead - q)  # quarantine may hold any of them
     duplicated = (
         (f.lake_rows - f.lake_ids) + f.landed_elsewhere_too + (f.dead_rows - f.dead_coordinates)
     )
@@ -80,24 +89,31 @@ def account(p: Produced, f: Found) -> Account:
         landed=f.lake_ids,
         dead_lettered=f.dead_coordinates,
         dropped_copies=max(0, dropped),
-        missing=missing_landed + missing_dead,
+        missing=missing,
         duplicated=duplicated,
+        quarantined=q,
     )
-    if missing_landed:
-        a.problems.append(f"{missing_landed} valid event(s) produced but not in the lake")
-    if missing_dead:
-        a.problems.append(f"{missing_dead} invalid event(s) produced but not dead-lettered")
+    if q:
+        if missing:
+            a.problems.append(
+                f"{missing} event(s) produced but neither landed, dead-lettered nor quarantined"
+            )
+    else:
+        if missing_landed:
+            a.problems.append(f"{missing_landed} valid event(s) produced but not in the lake")
+        if missing_dead:
+            a.problems.append(f"{missing_dead} invalid event(s) produced but not dead-lettered")
     if f.lake_ids > p.landable:
         a.problems.append(
             f"{f.lake_ids - p.landable} more event(s) landed than valid ones were produced"
         )
-    if f.dead_coordinates > p.invalid:
-        a.problems.append(f"{f.dead_coordinates - p.invalid} valid event(s) were dead-lettered")
-    if not missing_landed and f.lake_ids == p.landable and f.lake_digest != p.id_digest:
+    if dead_other > p.invalid:
+        a.problems.append(f"{dead_other - p.invalid} valid event(s) were dead-lettered")
+    if not q and not missing_landed and f.lake_ids == p.landable and f.lake_digest != p.id_digest:
         a.problems.append("the landed event ids differ from the produced ones (digest)")
     if duplicated:
         a.problems.append(f"{duplicated} event(s) landed more than once")
-    if dropped != p.copies and not a.problems:
+    if not (p.copies - q <= dropped <= p.copies) and not a.problems:
         a.problems.append(
             f"{dropped} record(s) are in neither the lake nor the dead letters, "
             f"but {p.copies} duplicate copies were produced"
@@ -105,9 +121,20 @@ def account(p: Produced, f: Found) -> Account:
     return a
 
 
+# The figures of an account, in the order reports show them.
+COLUMNS = (
+    "produced",
+    "landed",
+    "dead_lettered",
+    "quarantined",
+    "dropped_copies",
+    "missing",
+    "duplicated",
+)
+
+
 def summarize(accounts: list[Account]) -> dict[str, Any]:
-    keys = ("produced", "landed", "dead_lettered", "dropped_copies", "missing", "duplicated")
-    totals = {k: sum(getattr(a, k) for a in accounts) for k in keys}
+    totals = {k: sum(getattr(a, k) for a in accounts) for k in COLUMNS}
     return {
         "runs": len(accounts),
         **totals,

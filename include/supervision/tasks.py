@@ -326,10 +326,23 @@ def act_on_health(report: dict, params: dict) -> str:
 # --- operations -------------------------------------------------------------------------------
 
 
+def _int_param(params: dict, key: str) -> int:
+    value = params.get(key)
+    if value is None or value == "":
+        raise ValueError(f"action=quarantine needs the param `{key}`")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"param `{key}`={value!r}: expected an integer") from None
+
+
 def operate(params: dict, dag_run: Any = None) -> str:
     """``stop``: the running driver stops between two batches and the launcher waits;
     ``restart``: the running driver stops the same way and the launcher starts a new one (a
-    stopped or halted stream resumes). Waits until the old driver has exited."""
+    stopped or halted stream resumes); ``quarantine``: the offsets ``from_offset`` to
+    ``to_offset`` of ``topic``/``partition`` go to the dead letters (reason ``quarantined``)
+    instead of being processed, then the stream restarts as with ``restart``. Waits until the
+    old driver has exited."""
     import time
 
     from include.supervision import lease
@@ -345,6 +358,28 @@ def operate(params: dict, dag_run: Any = None) -> str:
         before = lease.holder(conn, name)
         if action == "stop":
             control.set_state(conn, name, control.STOPPED, reason, who)
+        elif action == "quarantine":
+            qid = control.quarantine(
+                conn,
+                params["topic"],
+                _int_param(params, "partition"),
+                _int_param(params, "from_offset"),
+                _int_param(params, "to_offset"),
+                params.get("reason") or "",
+                who,
+            )
+            log.warning(
+                "stream %s: %s quarantined %s/%s offsets %s..%s (#%s: %s)",
+                name,
+                who,
+                params["topic"],
+                params["partition"],
+                params["from_offset"],
+                params["to_offset"],
+                qid,
+                reason,
+            )
+            control.set_state(conn, name, control.RUNNING, reason, who, restart=True)
         elif action == "restart":
             control.set_state(conn, name, control.RUNNING, reason, who, restart=True)
         elif action == "accept_retention_gap":
@@ -358,7 +393,8 @@ def operate(params: dict, dag_run: Any = None) -> str:
             return f"{action}: the next launch drains past the gap its guard names"
         else:
             raise ValueError(
-                f"unknown action {action!r} (param `action`): stop, restart or accept_retention_gap"
+                f"unknown action {action!r} (param `action`): stop, restart, quarantine or "
+                "accept_retention_gap"
             )
         log.info("stream %s: %s requested by %s (%s)", name, action, who, reason)
         if before is None or before.free:

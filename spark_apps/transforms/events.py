@@ -10,19 +10,11 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
-from include.events import contract
+from include.events import contract, validation
 
-CORRUPT = "_corrupt_record"
-ERROR = "error"
-
-_SPARK_TYPES: dict[str, T.DataType] = {
-    "string": T.StringType(),
-    "long": T.LongType(),
-    "double": T.DoubleType(),
-    "timestamp": T.TimestampType(),
-    "boolean": T.BooleanType(),
-}
+ERROR = validation.ERROR
 
 # The rows of Spark's Kafka source that the stream reads (tests and seeding build them too).
 KAFKA_SCHEMA = T.StructType(
@@ -39,111 +31,66 @@ KAFKA_SCHEMA = T.StructType(
 # Columns the lake keeps besides the contract's fields (lineage and partitioning).
 LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 
+# What the validator yields, in Spark's types (one definition: the validator's Arrow schema).
+CHECKED_SCHEMA: T.StructType = from_arrow_schema(validation.output_schema())
 
-def event_schema(with_corrupt: bool = True) -> T.StructType:
-    fields = [T.StructField(f.name, _SPARK_TYPES[f.type], True) for f in contract.FIELDS]
-    if with_corrupt:
-        fields.append(T.StructField(CORRUPT, T.StringType(), True))
-    return T.StructType(fields)
+# Operator-quarantined offset ranges (include.supervision.control.QUARANTINE_TABLE).
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("from_offset", T.LongType()),
+        T.StructField("to_offset", T.LongType()),
+    ]
+)
 
 
-def parse(raw: DataFrame) -> DataFrame:
+def mark_quarantined(raw: DataFrame, quarantine: DataFrame | None) -> DataFrame:
+    """Kafka rows plus :data:`validation.QUARANTINE`: non-null for a record inside one of the
+    operator's ranges (``topic``, ``partition``, ``from_offset``..``to_offset`` inclusive).
+    The ranges of one partition never overlap (the quarantine action refuses overlaps), so
+    the join adds no row."""
+    if quarantine is None:
+        return raw.withColumn(validation.QUARANTINE, F.lit(None).cast("string"))
+    q = quarantine.select(
+        F.col("topic").alias("_q_topic"),
+        F.col("partition").cast("int").alias("_q_partition"),
+        F.col("from_offset").alias("_q_from"),
+        F.col("to_offset").alias("_q_to"),
+    )
+    joined = raw.join(
+        F.broadcast(q),
+        (raw["topic"] == q["_q_topic"])
+        & (raw["partition"] == q["_q_partition"])
+        & raw["offset"].between(q["_q_from"], q["_q_to"]),
+        "left",
+    )
+    return joined.withColumn(
+        validation.QUARANTINE, F.when(F.col("_q_from").isNotNull(), F.lit("quarantined"))
+    ).drop("_q_topic", "_q_partition", "_q_from", "_q_to")
+
+
+def parse(
+    raw: DataFrame, now: Column | None = None, quarantine: DataFrame | None = None
+) -> DataFrame:
     """Kafka rows (``key``, ``value``, ``topic``, ``partition``, ``offset``, ``timestamp``) ->
-    the contract's columns, plus the raw bytes and Kafka coordinates for lineage."""
-    value = F.col("value").cast("string")
-    parsed = F.from_json(
-        value,
-        event_schema(),
-        {
-            "mode": "PERMISSIVE",
-            "columnNameOfCorruptRecord": CORRUPT,
-            "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSS][.SS][.S]XXX",
-        },
+    checked rows (:data:`CHECKED_SCHEMA`): the contract's typed fields, the raw bytes and Kafka
+    coordinates for lineage, and :data:`ERROR`, the reason a record breaks the contract (null
+    when valid). Every rule is :func:`include.events.validation.check`, run once per record;
+    ``now`` (default: the batch's ``current_timestamp()``, one instant per micro-batch) is the
+    processing time event times are judged against."""
+    rows = raw.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        (F.current_timestamp() if now is None else now).alias(validation.PROCESSING_TIME),
     )
-    return raw.select(
-        parsed.alias("e"),
-        F.col("key").alias("raw_key"),
-        F.col("value").alias("raw_value"),
-        F.length(F.col("value")).alias("raw_bytes"),
-        F.col("topic").alias("kafka_topic"),
-        F.col("partition").alias("kafka_partition"),
-        F.col("offset").alias("kafka_offset"),
-        F.col("timestamp").alias("kafka_timestamp"),
-    ).select(
-        "e.*",
-        "raw_key",
-        "raw_value",
-        "raw_bytes",
-        "kafka_topic",
-        "kafka_partition",
-        "kafka_offset",
-        "kafka_timestamp",
+    return mark_quarantined(rows, quarantine).mapInArrow(
+        validation.validate_batches, CHECKED_SCHEMA
     )
-
-
-def _in(col: Column, values) -> Column:
-    return col.isin([v.value for v in values])
-
-
-def error_expr(now: Column | None = None) -> Column:
-    """The first reason the row breaks the contract, or null when it is valid.
-
-    Reasons: ``oversize``, ``malformed_json``, ``wrong_type``, ``unknown_event_type``,
-    ``missing_field:<f>``, ``invalid_value:<f>``, ``out_of_range:<f>``,
-    ``unsupported_schema_version``, ``absurd_timestamp``.
-    """
-    now = F.current_timestamp() if now is None else now
-    all_null = None
-    for f in contract.FIELDS:
-        cond = F.col(f.name).isNull()
-        all_null = cond if all_null is None else (all_null & cond)
-    etype = F.col("event_type")
-    checks: list[tuple[Column, Column]] = [
-        (F.col("raw_bytes") > contract.MAX_EVENT_BYTES, F.lit("oversize")),
-        (F.col(CORRUPT).isNotNull() & all_null, F.lit("malformed_json")),
-        (F.col(CORRUPT).isNotNull(), F.lit("wrong_type")),
-        (etype.isNull(), F.lit("missing_field:event_type")),
-        (~_in(etype, contract.EventType), F.lit("unknown_event_type")),
-    ]
-    for f in contract.FIELDS:
-        if f.name == "event_type" or not f.required_for:
-            continue
-        required = (
-            F.lit(True) if f.required_for == contract.ALL_TYPES else _in(etype, f.required_for)
-        )
-        checks.append((required & F.col(f.name).isNull(), F.lit(f"missing_field:{f.name}")))
-    for f in contract.FIELDS:
-        if f.enum is not None and f.name != "event_type":
-            checks.append(
-                (
-                    F.col(f.name).isNotNull() & ~_in(F.col(f.name), f.enum),
-                    F.lit(f"invalid_value:{f.name}"),
-                )
-            )
-        if f.minimum is not None:
-            checks.append((F.col(f.name) < F.lit(f.minimum), F.lit(f"out_of_range:{f.name}")))
-    checks += [
-        (
-            F.col("schema_version") > F.lit(contract.SCHEMA_VERSION),
-            F.lit("unsupported_schema_version"),
-        ),
-        (
-            (
-                F.col("event_time")
-                > now + F.expr(f"INTERVAL {contract.MAX_FUTURE_SKEW_SECONDS} SECONDS")
-            )
-            | (F.col("event_time") < now - F.expr(f"INTERVAL {contract.MAX_PAST_AGE_DAYS} DAYS")),
-            F.lit("absurd_timestamp"),
-        ),
-    ]
-    expr = F.when(checks[0][0], checks[0][1])
-    for cond, reason in checks[1:]:
-        expr = expr.when(cond, reason)
-    return expr
-
-
-def with_validation(parsed: DataFrame, now: Column | None = None) -> DataFrame:
-    return parsed.withColumn(ERROR, error_expr(now))
 
 
 def is_relevant() -> Column:

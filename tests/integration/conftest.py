@@ -36,6 +36,15 @@ def ctx() -> Context:
         assert not left, f"processes left after stopping the stack: {[p.pid for p in left]}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lake_reader(ctx: Context):
+    """The in-process lake reader (tests/integration/lake_checks.py) stops before the stack."""
+    from tests.integration.lake_checks import stop_reader
+
+    yield
+    stop_reader()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _spark_scratch(ctx: Context):
     """After each module: free the jar copies of drivers the tests killed (SIGKILL skips
@@ -84,6 +93,22 @@ class Sandbox:
             "pg_schema": self.pg_schema,
             **extra,
         }
+
+    def launch_supervised(self, ctx: Context, log_name: str) -> subprocess.Popen:
+        """The stream as production runs it: `airflow dags test stream_events` in continuous mode
+        (2 s trigger), in the background; stop it with ``stream_control`` or kill its group."""
+        conf = {
+            **self.stream_conf(ctx.settings.bucket),
+            "mode": "continuous",
+            "trigger": "2 seconds",
+        }
+        airflow = str(environment.venv_bin() / "airflow")
+        return spawn(
+            ctx,
+            [airflow, "dags", "test", "stream_events", "-c", json.dumps(conf)],
+            ctx.env,
+            log_name,
+        )
 
     def stream_args(self, ctx: Context, *extra: str) -> list[str]:
         """The arguments Airflow passes to ``stream_events.py``, for a direct spark-submit."""

@@ -1,11 +1,21 @@
-"""Read-back helpers of the integration tests: what Postgres holds, what the lake holds."""
+"""Read-back helpers of the integration tests: what Postgres holds, what the lake holds.
+
+The lake is read back by one in-process SparkSession for the whole test session (the same
+jars, S3A settings and read path as ``spark_apps/lake_report.py``), instead of a spark-submit
+JVM per read-back: each of those cost ~20 s of JVM start on two cores."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from datetime import UTC
 
+from devstack import environment
 from devstack.demo import pg_params
+from include import pipeline
 from include.analytics import store
+from include.supervision import lease
 
 
 def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
@@ -104,3 +114,87 @@ def lake_funnel(report: dict) -> list[dict]:
         {k: r[k] for k in ("window_start", "event_type", "events", "sessions")}
         for r in report["funnel"]
     ]
+
+
+def lease_holder(ctx, sandbox) -> lease.Holder | None:
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    try:
+        lease.ensure_table(conn)
+        name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
+        return lease.holder(conn, name)
+    finally:
+        conn.close()
+
+
+def lake_progress_end(ctx, sandbox) -> int:
+    """Sum over partitions of the end offsets of the lake query's latest batch."""
+    rows = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT sources FROM stream_progress WHERE query_name = 'lake' "
+        "ORDER BY ts DESC, batch_id DESC LIMIT 1",
+    )
+    if not rows:
+        return 0
+    ends = rows[0][0][0].get("endOffset") or {}
+    return sum(int(v) for v in (ends.get(sandbox.topic) or {}).values())
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert proc is None or proc.poll() is None, f"the launcher exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+_READER = None
+
+
+def reader(ctx):
+    """The session's lake reader (created on first use; :func:`stop_reader` stops it)."""
+    global _READER
+    if _READER is None:
+        from pyspark.sql import SparkSession
+
+        from include.spark.submit import BASE_CONF, s3a_conf
+
+        os.environ["TZ"] = "UTC"  # collected timestamps are naive datetimes in the local zone
+        time.tzset()
+        conf = {
+            **BASE_CONF,
+            **s3a_conf(ctx.settings.s3_endpoint, "us-east-1"),
+            "spark.hadoop.fs.s3a.aws.credentials.provider": (
+                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+            ),
+            "spark.hadoop.fs.s3a.access.key": ctx.secrets.s3_access_key,
+            "spark.hadoop.fs.s3a.secret.key": ctx.secrets.s3_secret_key,
+            "spark.jars": ",".join(environment.spark_jars(ctx.settings)),
+            "spark.ui.enabled": "false",
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+        }
+        builder = SparkSession.builder.master("local[2]").appName("it-lake-reader")
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        _READER = builder.getOrCreate()
+        _READER.sparkContext.setLogLevel("ERROR")
+    return _READER
+
+
+def stop_reader() -> None:
+    """Stop the session's lake reader, if one was started (the integration conftest does it)."""
+    global _READER
+    if _READER is not None:
+        _READER.stop()
+        _READER = None
+
+
+def lake_report(ctx, lake_path: str, dead_letter_path: str, window: str | None = None) -> dict:
+    """``spark_apps/lake_report.py``'s report, read in-process through the sinks' metadata."""
+    from spark_apps.lake_report import report
+
+    return report(reader(ctx), lake_path, dead_letter_path, window)

@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from devstack.demo import pg_params
-from devstack.spark import lake_report
 from include import pipeline
 from include.analytics import store
 from include.events.catalog import build_catalog
@@ -20,6 +19,7 @@ from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test
 from tests.integration.lake_checks import (
     lake_funnel,
+    lake_report,
     lake_sales,
     late_rows_dropped,
     postgres_funnel,

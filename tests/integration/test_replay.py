@@ -1,6 +1,8 @@
 """Replay of dead letters on the real stack: a dry run counts, a replay re-injects each selected
 record once (the broker's topic grows by exactly those), and a second replay sends nothing -
-even though the replayed records failed again and are back in the dead letters."""
+even though the replayed records failed again and are back in the dead letters. A run that
+died between producing and recording is recovered from the topic (nothing sent twice), and
+tombstones or empty values are counted, never a crash."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from devstack.spark import lake_report
+from devstack.demo import pg_params
 from include import pipeline
+from include.analytics import store
 from include.events.generator import generate
-from include.events.producer import produce
+from include.events.producer import produce, producer_config
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
+from tests.integration.lake_checks import lake_report
 
 
 def topic_end(ctx, topic: str) -> int:
@@ -41,6 +45,12 @@ def test_replay_reinjects_each_dead_letter_once(ctx, sandbox):
         topic=sandbox.topic,
         bootstrap_servers=ctx.settings.kafka_bootstrap,
     )
+    from confluent_kafka import Producer
+
+    raw = Producer(producer_config(ctx.settings.kafka_bootstrap))
+    raw.produce(sandbox.topic, key=b"u1", value=None)  # a tombstone
+    raw.produce(sandbox.topic, key=b"u2", value=b"")  # an empty value
+    assert raw.flush(30) == 0
     assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
     paths = (
         pipeline.s3a(bucket, sandbox.lake_prefix),
@@ -79,3 +89,22 @@ def test_replay_reinjects_each_dead_letter_once(ctx, sandbox):
     again = replay(ctx, {**conf, "dry_run": False})
     assert (again["replayed"], again["already_replayed"]) == (0, chosen)
     assert topic_end(ctx, sandbox.topic) == end + chosen
+
+    # A tombstone and an empty value are dead-lettered; replaying them is counted, not a crash.
+    empty = replay(ctx, {**conf, "reason_prefix": "empty_value", "dry_run": False})
+    assert (empty["selected"], empty["not_replayable"], empty["replayed"]) == (2, 2, 0)
+
+    # A replay that died after the broker acknowledged its records but before it recorded them
+    # as sent: the next run finds them in the topic by their digest header and sends nothing.
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE dlq_replays SET state = 'pending'")
+        assert cur.rowcount == chosen
+    conn.commit()
+    recovered = replay(ctx, {**conf, "dry_run": False})
+    assert (recovered["recovered"], recovered["replayed"]) == (chosen, 0)
+    assert topic_end(ctx, sandbox.topic) == end + chosen, "nothing was sent twice"
+    with conn.cursor() as cur:
+        cur.execute("SELECT state, count(*) FROM dlq_replays GROUP BY state")
+        assert dict(cur.fetchall()) == {"sent": chosen}
+    conn.close()

@@ -10,7 +10,6 @@ lease.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,16 +21,21 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from devstack import environment
 from devstack.demo import pg_params
-from devstack.spark import lake_report, submit_argv, submit_env
+from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from include.supervision import lease, retention
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test, spawn, stop_group
-from tests.integration.lake_checks import query
+from tests.integration.lake_checks import (
+    lake_progress_end,
+    lake_report,
+    lease_holder,
+    query,
+    wait_for,
+)
 
 
 def lake_rows(ctx, sandbox) -> int:
@@ -111,16 +115,6 @@ def lake_end(ctx, sandbox, partition: int) -> int:
     return int(ends.get(str(partition), 0))
 
 
-def lease_holder(ctx, sandbox) -> lease.Holder | None:
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
-    try:
-        lease.ensure_table(conn)
-        name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
-        return lease.holder(conn, name)
-    finally:
-        conn.close()
-
-
 def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     produce(
@@ -196,31 +190,6 @@ def test_lease_rules_on_postgres(ctx, sandbox):
         conn.close()
 
 
-def lake_progress_end(ctx, sandbox) -> int:
-    """Sum over partitions of the end offsets of the lake query's latest batch."""
-    rows = query(
-        ctx,
-        sandbox.pg_schema,
-        "SELECT sources FROM stream_progress WHERE query_name = 'lake' "
-        "ORDER BY ts DESC, batch_id DESC LIMIT 1",
-    )
-    if not rows:
-        return 0
-    ends = rows[0][0][0].get("endOffset") or {}
-    return sum(int(v) for v in (ends.get(sandbox.topic) or {}).values())
-
-
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert proc is None or proc.poll() is None, f"the launcher exited while waiting for {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
-
-
 def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
     """SIGSTOP the driver launched by Airflow -> the health DAG finds it stalled and kills it ->
     the launcher's retry starts a new driver from the checkpoints -> a graceful stop from the
@@ -228,14 +197,7 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     boot, bucket = ctx.settings.kafka_bootstrap, ctx.settings.bucket
     r1 = produce(generate(2_000, seed=31, start=start), topic=sandbox.topic, bootstrap_servers=boot)
-    conf = {**sandbox.stream_conf(bucket), "mode": "continuous", "trigger": "2 seconds"}
-    airflow = str(environment.venv_bin() / "airflow")
-    launcher = spawn(
-        ctx,
-        [airflow, "dags", "test", "stream_events", "-c", json.dumps(conf)],
-        ctx.env,
-        f"launcher-test-{sandbox.id}.log",
-    )
+    launcher = sandbox.launch_supervised(ctx, f"launcher-test-{sandbox.id}.log")
     try:
         first = wait_for(lambda: lease_holder(ctx, sandbox), 300, "the first driver", launcher)
         wait_for(lambda: lake_progress_end(ctx, sandbox) == r1.events, 300, "the backlog", launcher)

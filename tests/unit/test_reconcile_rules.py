@@ -60,6 +60,20 @@ def test_same_count_but_other_ids_is_caught_by_the_digest():
     assert a.problems == ["the landed event ids differ from the produced ones (digest)"]
 
 
+def test_quarantined_records_are_accounted_for_whatever_they_were():
+    # 4 valid events and 1 copy quarantined: 4 fewer landed, 5 more dead-lettered, 1 less dropped.
+    q = found(lake_rows=81, lake_ids=81, dead_rows=17, dead_coordinates=17, quarantined=5)
+    a = account(RUN, q)
+    assert a.ok, a.problems
+    assert (a.quarantined, a.missing) == (5, 0)
+    # 4 quarantined but 5 valid events absent from the lake: one is missing.
+    short = found(lake_rows=80, lake_ids=80, dead_rows=16, dead_coordinates=16, quarantined=4)
+    assert account(RUN, short).problems == [
+        "1 event(s) produced but neither landed, dead-lettered nor quarantined"
+    ]
+    assert summarize([a])["quarantined"] == 5
+
+
 def test_summary_totals():
     s = summarize([account(RUN, found()), account(RUN, found(lake_rows=84, lake_ids=84))])
     assert s["runs"] == 2 and s["produced"] == 200 and s["missing"] == 1 and not s["ok"]

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -47,41 +46,38 @@ def kafka_rows(spark, values: list[bytes]):
 
 def errors_of(spark, payloads: list) -> list[str | None]:
     values = [p if isinstance(p, bytes) else json.dumps(p).encode() for p in payloads]
-    df = tx.with_validation(tx.parse(kafka_rows(spark, values)), now=F.lit(NOW))
+    df = tx.parse(kafka_rows(spark, values), now=F.lit(NOW))
     return [r.error for r in df.orderBy("kafka_offset").collect()]
 
 
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (event(), None),
-        (
-            event(
-                event_type="page_view",
-                product_id=None,
-                category=None,
-                price=None,
-                quantity=None,
-                currency=None,
-            ),
-            None,
-        ),
-        (b'{"event_id": "x", "event_ty', "malformed_json"),
-        (event(quantity="lots"), "wrong_type"),
-        (event(user_id=None), "missing_field:user_id"),
-        (event(price=None), "missing_field:price"),
-        (event(event_type="teleport"), "unknown_event_type"),
-        (event(price=-1.0), "out_of_range:price"),
-        (event(quantity=0), "out_of_range:quantity"),
-        (event(currency="XYZ"), "invalid_value:currency"),
-        (event(schema_version=99), "unsupported_schema_version"),
-        (event(event_time="2999-01-01T00:00:00.000Z"), "absurd_timestamp"),
-        (event(event_time="1970-01-01T00:00:00.000Z"), "absurd_timestamp"),
-        (event(padding="x" * 9000), "oversize"),
-    ],
-)
-def test_validation_reason(spark, payload, reason):
-    assert errors_of(spark, [payload]) == [reason]
+def test_parse_runs_the_contracts_validator_with_the_batch_time(spark):
+    # Every rule is unit-tested in test_validation.py; here: the Spark plumbing (mapInArrow,
+    # typed columns, the processing time reaching the validator).
+    page_view = event(
+        event_id="e2",
+        event_type="page_view",
+        product_id=None,
+        category=None,
+        price=None,
+        quantity=None,
+        currency=None,
+    )
+    payloads = [
+        event(),
+        page_view,
+        b'{"event_id": "x", "event_ty',
+        event(event_id="e3", quantity="lots"),
+        event(event_id="e4", event_time="2999-01-01T00:00:00.000Z"),
+        event(event_id="e5", price=float("nan")),
+    ]
+    assert errors_of(spark, payloads) == [
+        None,
+        None,
+        "malformed_json",
+        "wrong_type:quantity",
+        "absurd_timestamp",
+        "out_of_range:price",
+    ]
 
 
 def test_generated_kinds_map_to_reasons(spark):
@@ -112,9 +108,7 @@ def test_valid_events_flag_relevance_and_keep_lineage(spark):
         event(event_id="e4", price=-5.0),
     ]
     df = tx.valid_events(
-        tx.with_validation(
-            tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads])), now=F.lit(NOW)
-        )
+        tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
     )
     got = df.select("event_id", "is_relevant", "kafka_offset", "event_date").orderBy("event_id")
     expected = spark.createDataFrame(
@@ -126,7 +120,7 @@ def test_valid_events_flag_relevance_and_keep_lineage(spark):
 
 def test_dead_letters_keep_reason_bytes_and_coordinates(spark):
     raw = b"not json"
-    df = tx.dead_letters(tx.with_validation(tx.parse(kafka_rows(spark, [raw])), now=F.lit(NOW)))
+    df = tx.dead_letters(tx.parse(kafka_rows(spark, [raw]), now=F.lit(NOW)))
     row = df.first()
     assert (row.reason, bytes(row.raw_value), row.kafka_topic, row.kafka_offset) == (
         "malformed_json",
@@ -158,9 +152,7 @@ def test_category_sales_sums_relevant_purchases_per_minute(spark):
         event(event_id="e", event_time=iso(t0), event_type="add_to_cart", price=1.0, quantity=1),
         event(event_id="a", event_time=iso(t0), price=10.0, quantity=1, user_id="u1"),  # duplicate
     ]
-    parsed = tx.with_validation(
-        tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads])), now=F.lit(NOW)
-    )
+    parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
     sales = tx.category_sales(tx.dedupe(tx.valid_events(parsed), "10 minutes"), "1 minute")
     expected = spark.createDataFrame(
         [
@@ -188,9 +180,7 @@ def test_funnel_counts_relevant_events_per_type_and_minute(spark):
         event(event_id="c", event_time=iso(t0 + timedelta(seconds=9)), session_id="s1"),
         event(event_id="d", event_time=iso(t0), session_id="s3", traffic_type="bot", **view),
     ]
-    parsed = tx.with_validation(
-        tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads])), now=F.lit(NOW)
-    )
+    parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
     funnel = tx.funnel_counts(tx.dedupe(tx.valid_events(parsed), "10 minutes"), "1 minute")
     expected = spark.createDataFrame(
         [(t0.replace(tzinfo=None), "page_view", 2, 2), (t0.replace(tzinfo=None), "purchase", 1, 1)],
@@ -212,3 +202,52 @@ def test_enrich_adds_catalog_fields_by_product(spark):
         "event_id string, product_id string, list_price double, popularity_rank int",
     )
     assertDataFrameEqual(tx.enrich(events, catalog), expected)
+
+
+def test_sink_rejections_keep_the_row_and_the_error(spark):
+    from include.analytics.store import UpsertResult
+    from spark_apps.stream_events import sink_rejected_path, sink_rejections
+
+    t = datetime(2026, 12, 1, 12, 0)
+    result = UpsertResult(1, [((t, "toys", 1e17), "numeric field overflow")])
+    (row,) = sink_rejections(
+        spark, "category_sales_minute", 7, ("window_start", "category", "revenue"), result
+    ).collect()
+    assert (row.reason, row.sink, row.batch_id, row.error) == (
+        "sink_rejected:category_sales_minute",
+        "category_sales_minute",
+        7,
+        "numeric field overflow",
+    )
+    assert json.loads(row.row) == {
+        "window_start": "2026-12-01 12:00:00",
+        "category": "toys",
+        "revenue": 1e17,
+    }
+    assert sink_rejected_path("s3a://lake/dead_letter/events/", "funnel_minute", 3) == (
+        "s3a://lake/dead_letter/events/_sink_rejected/funnel_minute/batch_id=3"
+    )
+
+
+def test_quarantined_offsets_are_dead_lettered_without_parsing(spark):
+    values = [json.dumps(event(event_id=f"e{i}")).encode() for i in range(4)]
+    quarantine = spark.createDataFrame([("events", 0, 1, 2)], tx.QUARANTINE_SCHEMA)
+    df = tx.parse(kafka_rows(spark, values), now=F.lit(NOW), quarantine=quarantine)
+    got = [(r.kafka_offset, r.error, r.event_id) for r in df.orderBy("kafka_offset").collect()]
+    assert got == [
+        (0, None, "e0"),
+        (1, "quarantined", None),
+        (2, "quarantined", None),
+        (3, None, "e3"),
+    ]
+
+
+def test_first_line_of_a_driver_error_names_the_cause():
+    from spark_apps.stream_events import first_line
+
+    py4j = "An error occurred while calling o212.load.\n: org.postgresql.util.PSQLException: ERROR: division by zero\n\tat x"
+    assert (
+        first_line(RuntimeError(py4j))
+        == "org.postgresql.util.PSQLException: ERROR: division by zero"
+    )
+    assert first_line(RuntimeError("")) == "RuntimeError"

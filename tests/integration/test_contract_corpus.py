@@ -1,0 +1,307 @@
+"""No record can stop or poison the pipeline, on the real stack.
+
+The named bad-input corpus (tests/bad_inputs.py: every class of issue 16's table and more,
+poison prices such as 1e16, Infinity and NaN among them) goes into a stream launched and
+supervised by Airflow (`airflow dags test stream_events`, continuous) between valid traffic:
+every record is accounted for by reason, the driver never restarts, the aggregates hold no
+NaN/Infinity and equal the generator's own record plus the corpus' valid purchases, and the
+valid events sent after the corpus land. Then an operator quarantines an offset range of a
+recorded run through `stream_control`: those records are dead-lettered as `quarantined` and
+reconcile accounts for every event of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Producer
+
+from devstack.demo import pg_params
+from devstack.spark import reconcile, submit_argv, submit_env
+from include import pipeline
+from include.analytics import store
+from include.events.generator import generate
+from include.events.producer import produce, producer_config
+from tests.bad_inputs import cases
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test
+from tests.integration.lake_checks import lake_report, lease_holder, query, wait_for
+
+QUERIES = ("lake", "dead_letter", "category_sales", "funnel")
+
+
+def every_query_read(ctx, sandbox, total: int) -> bool:
+    """True when the latest batch of each of the stream's queries ends at ``total`` offsets."""
+    rows = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT DISTINCT ON (query_name) query_name, sources FROM stream_progress "
+        "ORDER BY query_name, ts DESC, batch_id DESC",
+    )
+    ends = {
+        name: sum(
+            int(v) for v in ((src[0].get("endOffset") or {}).get(sandbox.topic) or {}).values()
+        )
+        for name, src in rows
+    }
+    return all(ends.get(q) == total for q in QUERIES)
+
+
+def send_corpus(ctx, topic: str, corpus) -> None:
+    producer = Producer(producer_config(ctx.settings.kafka_bootstrap))
+    errors: list[str] = []
+    for case in corpus:
+        producer.produce(
+            topic,
+            key=b"u-corpus",
+            value=case.value,
+            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+        )
+    assert producer.flush(60) == 0 and not errors, errors
+
+
+def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
+    bucket, boot = ctx.settings.bucket, ctx.settings.kafka_bootstrap
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.ensure_schema(conn)
+    conn.close()
+    warm = produce(generate(500, seed=61, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    launcher = sandbox.launch_supervised(ctx, f"launcher-corpus-{sandbox.id}.log")
+    try:
+        driver = wait_for(lambda: lease_holder(ctx, sandbox), 300, "the driver", launcher)
+        wait_for(lambda: every_query_read(ctx, sandbox, warm.events), 300, "warm-up", launcher)
+
+        corpus = cases(datetime.now(UTC), prefix=sandbox.id)
+        send_corpus(ctx, sandbox.topic, corpus)
+        after = produce(
+            generate(500, seed=62, start=start + timedelta(minutes=1)),
+            topic=sandbox.topic,
+            bootstrap_servers=boot,
+        )
+        total = warm.events + len(corpus) + after.events
+        wait_for(lambda: every_query_read(ctx, sandbox, total), 300, "the corpus", launcher)
+        assert lease_holder(ctx, sandbox).pid == driver.pid, "the driver was never replaced"
+
+        stop = sandbox.supervision_conf(bucket, action="stop", reason="corpus done")
+        assert airflow_dags_test(ctx, "stream_control", stop) == "success"
+        assert launcher.wait(180) == 0
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait(30)
+
+    runs = query(ctx, sandbox.pg_schema, "SELECT pid, exit_code FROM stream_runs")
+    assert runs == [(driver.pid, 0)], "one driver, never restarted, ended cleanly"
+
+    # Every record accounted for: valid ones landed, each bad one dead-lettered by its reason.
+    valid_cases = [c for c in corpus if c.reason is None]
+    report = lake_report(
+        ctx,
+        pipeline.s3a(bucket, sandbox.lake_prefix),
+        pipeline.s3a(bucket, sandbox.dead_letter_prefix),
+    )
+    assert report["rows"] == report["distinct_ids"] == warm.valid + len(valid_cases) + after.valid
+    assert Counter(report["dead_letter_reasons"]) == Counter(
+        c.reason for c in corpus if c.reason is not None
+    )
+
+    # The aggregates: no NaN or Infinity, and the generator's purchases plus the corpus' valid
+    # ones (all purchases, priced as the cases say), computed without the stream's transforms.
+    bad_numbers = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT count(*) FROM category_sales_minute "
+        "WHERE revenue::text IN ('NaN', 'Infinity', '-Infinity')",
+    )
+    assert bad_numbers == [(0,)]
+    corpus_lines = [json.loads(c.value) for c in valid_cases]
+    ((purchases, units, revenue),) = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT sum(purchases), sum(units), sum(revenue)::float8 FROM category_sales_minute",
+    )
+    assert purchases == warm.purchases + after.purchases + len(corpus_lines)
+    assert units == warm.units + after.units + sum(int(e["quantity"]) for e in corpus_lines)
+    expected_revenue = (
+        warm.revenue + after.revenue + sum(e["price"] * e["quantity"] for e in corpus_lines)
+    )
+    assert abs(revenue - expected_revenue) < 1.0, (revenue, expected_revenue)
+
+
+def test_an_operator_quarantines_an_offset_range_and_reconcile_accounts_for_it(ctx, sandbox):
+    bucket, boot = ctx.settings.bucket, ctx.settings.kafka_bootstrap
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    since = (start - timedelta(hours=1)).isoformat()
+    run = produce(
+        generate(600, seed=63, start=start, bad_share=0.05, duplicate_share=0.02),
+        topic=sandbox.topic,
+        bootstrap_servers=boot,
+    )
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.record_run(conn, run)
+    conn.close()
+    lo = run.offset_ranges[0][0][0]  # the run's first offset in partition 0
+    first, last = lo + 10, lo + 39  # 30 records of partition 0
+
+    quarantine = sandbox.supervision_conf(
+        bucket,
+        action="quarantine",
+        topic=sandbox.topic,
+        partition=0,
+        from_offset=first,
+        to_offset=last,
+        reason="poison record found in partition 0",
+        wait_s=0,
+    )
+    assert airflow_dags_test(ctx, "stream_control", quarantine) == "success"
+    # An overlapping range is refused, naming the one it hits.
+    overlapping = {**quarantine, "from_offset": last, "to_offset": last + 5}
+    state, output = airflow_dags_run(ctx, "stream_control", overlapping)
+    assert state == "failed" and "overlap quarantine" in output
+    assert query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT partition, from_offset, to_offset, set_by <> '' FROM stream_quarantine",
+    ) == [(0, first, last, True)]
+
+    assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
+    report = lake_report(
+        ctx,
+        pipeline.s3a(bucket, sandbox.lake_prefix),
+        pipeline.s3a(bucket, sandbox.dead_letter_prefix),
+    )
+    assert report["dead_letter_reasons"]["quarantined"] == last - first + 1
+
+    accounted, _ = reconcile(
+        ctx,
+        since,
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        sandbox.topic,
+        pipeline.s3a(bucket, sandbox.lake_prefix),
+        pipeline.s3a(bucket, sandbox.dead_letter_prefix),
+        sandbox.pg_schema,
+    )
+    assert accounted["ok"], accounted["problems"]
+    assert accounted["quarantined"] == last - first + 1
+    assert accounted["missing"] == accounted["duplicated"] == 0
+    assert accounted["produced"] == run.events
+
+
+def test_postgres_refusals_are_set_aside_and_the_batch_completes(ctx, sandbox):
+    """The aggregate sinks' safety net on the real Postgres: a row the table cannot hold (an
+    overflowing revenue, a NUL in a text key) is returned as rejected with its error, and
+    every other row of the batch is upserted."""
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.ensure_schema(conn)
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    good = (t, t + timedelta(minutes=1), "books", 2, 3, 30.0, 2)
+    rows = [
+        good,
+        (t, t + timedelta(minutes=1), "toys", 1, 1, 1e17, 1),  # beyond numeric(18, 2)
+        (t, t + timedelta(minutes=1), "bad\x00", 1, 1, 1.0, 1),  # NUL: Postgres text refuses
+        (t, t + timedelta(minutes=1), "games", 1, 2, 5.0, 1),
+    ]
+    result = store.upsert_aggregates(conn, "category_sales_minute", rows, batch_id=7)
+    assert result.upserted == 2
+    assert [r[2] for r, _ in result.rejected] == ["toys", "bad\x00"]
+    assert "numeric field overflow" in result.rejected[0][1]
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT category, revenue::float8, batch_id FROM category_sales_minute ORDER BY 1"
+        )
+        assert cur.fetchall() == [("books", 30.0, 7), ("games", 5.0, 7)]
+    conn.close()
+
+
+def test_fuzzed_valid_events_fit_postgres(ctx, sandbox):
+    """Every event the validator passes (Hypothesis-generated) is stored by Postgres in the
+    contract's column types, with its worst-case money sum in the aggregates' money type."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from include.events import contract, validation
+    from tests.bad_inputs import purchase
+
+    pg_types = {
+        "string": "text",
+        "long": "bigint",
+        "double": "double precision",
+        "timestamp": "timestamptz",
+    }
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    columns = ", ".join(f"{f.name} {pg_types[f.type]}" for f in contract.FIELDS)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE fuzz_events ({columns}, worst {contract.MONEY_SQL_TYPE})")
+    conn.commit()
+    now = datetime.now(UTC)
+    now_us = int(now.timestamp() * 1_000_000)
+    text = st.text(min_size=1, max_size=contract.MAX_ID_LENGTH)
+    stored = []
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        user=text,
+        category=text,
+        price=st.floats(allow_nan=True, allow_infinity=True),
+        quantity=st.integers(min_value=-5, max_value=2 * contract.MAX_QUANTITY),
+    )
+    def check(user, category, price, quantity):
+        e = purchase(now, user_id=user, category=category, price=price, quantity=quantity)
+        event, reason = validation.check(json.dumps(e, allow_nan=True).encode(), now_us)
+        if reason is not None:
+            return
+        row = [event[f.name] for f in contract.FIELDS]
+        for i, f in enumerate(contract.FIELDS):
+            if f.type == "timestamp":
+                row[i] = datetime.fromtimestamp(row[i] / 1_000_000, UTC)
+        worst = round(event["price"] * event["quantity"], 2) * contract.MONEY_HEADROOM_LINES
+        with conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO fuzz_events VALUES ({', '.join(['%s'] * (len(row) + 1))})",
+                [*row, worst],
+            )
+        conn.commit()
+        stored.append(event["event_id"])
+
+    check()
+    conn.close()
+    assert stored, "some generated events were valid and stored"
+
+
+def test_a_failed_query_is_recorded_in_stream_runs(ctx, sandbox):
+    """A query that fails mid-run (here: reading the product catalog fails in a batch) ends the
+    driver with exit code 1, and stream_runs holds the end time, the code and the exception's
+    first informative line."""
+    produce(
+        generate(50, seed=64), topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap
+    )
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE VIEW products AS SELECT 'p'::text AS product_id, 'c'::text AS category, "
+            # random() is volatile: the error comes when a batch reads rows, not at planning.
+            "(1 / (random() * 0)::int)::numeric AS price, 'USD'::text AS currency, "
+            "1 AS popularity_rank"
+        )
+    conn.commit()
+    conn.close()
+    done = subprocess.run(
+        submit_argv(ctx, "stream_events.py", sandbox.stream_args(ctx, "--mode", "bounded")),
+        env=submit_env(ctx),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    ((code, ended, reason),) = query(
+        ctx, sandbox.pg_schema, "SELECT exit_code, ended_at, exit_reason FROM stream_runs"
+    )
+    assert code == 1 and ended is not None
+    assert reason.startswith("query ") and "failed" in reason, reason
+    assert "division by zero" in reason, reason
+    assert "\n" not in reason and len(reason) < 2000
