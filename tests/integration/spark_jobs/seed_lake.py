@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
             kafka_rows(day, n, args.seed + i, args.duplicate_share), E.KAFKA_SCHEMA
         )
         now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
-        valid = E.enrich(E.valid_events(E.with_validation(E.parse(raw), now)), products)
+        valid = E.enrich(E.valid_events(E.parse(raw, now)), products)
         landed = valid if landed is None else landed.unionByName(valid)
     if args.break_day:
         hit = (
