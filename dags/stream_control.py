@@ -10,8 +10,8 @@
 * `quarantine` — the way out when a record nobody foresaw stops the stream: the offsets
   `from_offset`..`to_offset` (inclusive) of `topic`/`partition` go to the dead letters with
   reason `quarantined` (bytes and coordinates kept, replayable) instead of being processed,
-  and the stream restarts (a halted one resumes). The failing offsets are in the driver's
-  error (`stream_runs.exit_reason`). Overlapping ranges are refused. Reconcile counts them.
+  from the stream's next batch (it re-reads the quarantine every batch; a stream supervision
+  halted resumes). Overlapping ranges are refused. Reconcile counts them.
 
 Every action is recorded in Postgres `stream_control` with who asked and why (`reason`). The task
 waits until the old driver has exited (`wait_s`).

@@ -341,8 +341,8 @@ def operate(params: dict, dag_run: Any = None) -> str:
     ``restart``: the running driver stops the same way and the launcher starts a new one (a
     stopped or halted stream resumes); ``quarantine``: the offsets ``from_offset`` to
     ``to_offset`` of ``topic``/``partition`` go to the dead letters (reason ``quarantined``)
-    instead of being processed, then the stream restarts as with ``restart``. Waits until the
-    old driver has exited."""
+    instead of being processed, from the stream's next batch (a halted stream resumes). Stop
+    and restart wait until the old driver has exited."""
     import time
 
     from include.supervision import lease
@@ -379,7 +379,11 @@ def operate(params: dict, dag_run: Any = None) -> str:
                 qid,
                 reason,
             )
-            control.set_state(conn, name, control.RUNNING, reason, who, restart=True)
+            # The running driver re-reads the quarantine every batch: no restart. A stream that
+            # supervision halted (a crash loop on that record) resumes.
+            if control.get(conn, name).state == control.HALTED:
+                control.set_state(conn, name, control.RUNNING, reason, who)
+            return f"{action}: #{qid}; the stream dead-letters those offsets from its next batch"
         elif action == "restart":
             control.set_state(conn, name, control.RUNNING, reason, who, restart=True)
         elif action == "accept_retention_gap":

@@ -5,9 +5,9 @@ poison prices such as 1e16, Infinity and NaN among them) goes into a stream laun
 supervised by Airflow (`airflow dags test stream_events`, continuous) between valid traffic:
 every record is accounted for by reason, the driver never restarts, the aggregates hold no
 NaN/Infinity and equal the generator's own record plus the corpus' valid purchases, and the
-valid events sent after the corpus land. Then an operator quarantines an offset range of a
-recorded run through `stream_control`: those records are dead-lettered as `quarantined` and
-reconcile accounts for every event of the run.
+valid events sent after the corpus land. On the same running stream an operator quarantines an
+offset range through `stream_control`: the recorded run that fills it is dead-lettered there as
+`quarantined`, and reconcile accounts for every event of the run.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
     conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
     store.ensure_schema(conn)
-    conn.close()
     warm = produce(generate(500, seed=61, start=start), topic=sandbox.topic, bootstrap_servers=boot)
     launcher = sandbox.launch_supervised(ctx, f"launcher-corpus-{sandbox.id}.log")
     try:
@@ -85,101 +84,82 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
         )
         total = warm.events + len(corpus) + after.events
         wait_for(lambda: every_query_read(ctx, sandbox, total), 300, "the corpus", launcher)
+        sales = query(
+            ctx,
+            sandbox.pg_schema,
+            "SELECT sum(purchases), sum(units), sum(revenue)::float8, count(*) FILTER "
+            "(WHERE revenue::text IN ('NaN', 'Infinity', '-Infinity')) FROM category_sales_minute",
+        )[0]
+
+        # The operator's way out, on the running stream: a range of partition 0 that has not
+        # arrived yet is quarantined; a recorded run then fills it.
+        end0 = partition_end(ctx, sandbox.topic, 0)
+        first, last = end0 + 10, end0 + 39
+        quarantine = sandbox.supervision_conf(
+            bucket,
+            action="quarantine",
+            topic=sandbox.topic,
+            partition=0,
+            from_offset=first,
+            to_offset=last,
+            reason="poison record found in partition 0",
+        )
+        assert airflow_dags_test(ctx, "stream_control", quarantine) == "success"
+        overlapping = {**quarantine, "from_offset": last, "to_offset": last + 5}
+        state, output = airflow_dags_run(ctx, "stream_control", overlapping)
+        assert state == "failed" and "overlap quarantine" in output
+        run = produce(
+            generate(600, seed=63, start=start, duplicate_share=0.02),
+            topic=sandbox.topic,
+            bootstrap_servers=boot,
+        )
+        store.record_run(conn, run)
+        assert run.offset_ranges[0][0][0] == end0 and run.offset_ranges[0][0][1] > last
+        total += run.events
+        wait_for(lambda: every_query_read(ctx, sandbox, total), 300, "the recorded run", launcher)
         assert lease_holder(ctx, sandbox).pid == driver.pid, "the driver was never replaced"
 
         stop = sandbox.supervision_conf(bucket, action="stop", reason="corpus done")
         assert airflow_dags_test(ctx, "stream_control", stop) == "success"
         assert launcher.wait(180) == 0
     finally:
+        conn.close()
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait(30)
 
     runs = query(ctx, sandbox.pg_schema, "SELECT pid, exit_code FROM stream_runs")
     assert runs == [(driver.pid, 0)], "one driver, never restarted, ended cleanly"
-
-    # Every record accounted for: valid ones landed, each bad one dead-lettered by its reason.
-    valid_cases = [c for c in corpus if c.reason is None]
-    report = lake_report(
-        ctx,
-        pipeline.s3a(bucket, sandbox.lake_prefix),
-        pipeline.s3a(bucket, sandbox.dead_letter_prefix),
-    )
-    assert report["rows"] == report["distinct_ids"] == warm.valid + len(valid_cases) + after.valid
-    assert Counter(report["dead_letter_reasons"]) == Counter(
-        c.reason for c in corpus if c.reason is not None
-    )
-
-    # The aggregates: no NaN or Infinity, and the generator's purchases plus the corpus' valid
-    # ones (all purchases, priced as the cases say), computed without the stream's transforms.
-    bad_numbers = query(
-        ctx,
-        sandbox.pg_schema,
-        "SELECT count(*) FROM category_sales_minute "
-        "WHERE revenue::text IN ('NaN', 'Infinity', '-Infinity')",
-    )
-    assert bad_numbers == [(0,)]
-    corpus_lines = [json.loads(c.value) for c in valid_cases]
-    ((purchases, units, revenue),) = query(
-        ctx,
-        sandbox.pg_schema,
-        "SELECT sum(purchases), sum(units), sum(revenue)::float8 FROM category_sales_minute",
-    )
-    assert purchases == warm.purchases + after.purchases + len(corpus_lines)
-    assert units == warm.units + after.units + sum(int(e["quantity"]) for e in corpus_lines)
-    expected_revenue = (
-        warm.revenue + after.revenue + sum(e["price"] * e["quantity"] for e in corpus_lines)
-    )
-    assert abs(revenue - expected_revenue) < 1.0, (revenue, expected_revenue)
-
-
-def test_an_operator_quarantines_an_offset_range_and_reconcile_accounts_for_it(ctx, sandbox):
-    bucket, boot = ctx.settings.bucket, ctx.settings.kafka_bootstrap
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
-    since = (start - timedelta(hours=1)).isoformat()
-    run = produce(
-        generate(600, seed=63, start=start, bad_share=0.05, duplicate_share=0.02),
-        topic=sandbox.topic,
-        bootstrap_servers=boot,
-    )
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
-    store.record_run(conn, run)
-    conn.close()
-    lo = run.offset_ranges[0][0][0]  # the run's first offset in partition 0
-    first, last = lo + 10, lo + 39  # 30 records of partition 0
-
-    quarantine = sandbox.supervision_conf(
-        bucket,
-        action="quarantine",
-        topic=sandbox.topic,
-        partition=0,
-        from_offset=first,
-        to_offset=last,
-        reason="poison record found in partition 0",
-        wait_s=0,
-    )
-    assert airflow_dags_test(ctx, "stream_control", quarantine) == "success"
-    # An overlapping range is refused, naming the one it hits.
-    overlapping = {**quarantine, "from_offset": last, "to_offset": last + 5}
-    state, output = airflow_dags_run(ctx, "stream_control", overlapping)
-    assert state == "failed" and "overlap quarantine" in output
     assert query(
         ctx,
         sandbox.pg_schema,
         "SELECT partition, from_offset, to_offset, set_by <> '' FROM stream_quarantine",
     ) == [(0, first, last, True)]
 
-    assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
+    # The aggregates after the corpus: no NaN or Infinity, and the generator's purchases plus
+    # the corpus' valid ones (priced as the cases say), computed without the stream's code.
+    valid_cases = [c for c in corpus if c.reason is None]
+    lines = [json.loads(c.value) for c in valid_cases]
+    purchases, units, revenue, not_finite = sales
+    assert not_finite == 0
+    assert purchases == warm.purchases + after.purchases + len(lines)
+    assert units == warm.units + after.units + sum(int(e["quantity"]) for e in lines)
+    expected = warm.revenue + after.revenue + sum(e["price"] * e["quantity"] for e in lines)
+    assert abs(revenue - expected) < 1.0, (revenue, expected)
+
+    # Every record accounted for: each bad one dead-lettered by its reason, the quarantined
+    # range as `quarantined`, and reconcile accounts for every event of the recorded run.
     report = lake_report(
         ctx,
         pipeline.s3a(bucket, sandbox.lake_prefix),
         pipeline.s3a(bucket, sandbox.dead_letter_prefix),
     )
-    assert report["dead_letter_reasons"]["quarantined"] == last - first + 1
-
+    expected_reasons = Counter(c.reason for c in corpus if c.reason is not None)
+    expected_reasons["quarantined"] = last - first + 1
+    assert Counter(report["dead_letter_reasons"]) == expected_reasons
     accounted, _ = reconcile(
         ctx,
-        since,
+        (start - timedelta(hours=1)).isoformat(),
         (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
         sandbox.topic,
         pipeline.s3a(bucket, sandbox.lake_prefix),
@@ -187,9 +167,20 @@ def test_an_operator_quarantines_an_offset_range_and_reconcile_accounts_for_it(c
         sandbox.pg_schema,
     )
     assert accounted["ok"], accounted["problems"]
+    assert accounted["produced"] == run.events
     assert accounted["quarantined"] == last - first + 1
     assert accounted["missing"] == accounted["duplicated"] == 0
-    assert accounted["produced"] == run.events
+    assert report["rows"] == report["distinct_ids"]
+    assert report["rows"] == warm.valid + len(valid_cases) + after.valid + accounted["landed"]
+
+
+def partition_end(ctx, topic: str, partition: int) -> int:
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
+    tp = TopicPartition(topic, partition)
+    return admin.list_offsets({tp: OffsetSpec.latest()})[tp].result(30).offset
 
 
 def test_postgres_refusals_are_set_aside_and_the_batch_completes(ctx, sandbox):
