@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -57,8 +58,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def load_runs(topic: str, since: datetime, until: datetime, pg_schema: str) -> list[dict]:
-    conn = store.connect({}, schema=pg_schema)
+def load_runs(
+    topic: str, since: datetime, until: datetime, pg_schema: str, pg: Mapping[str, Any]
+) -> list[dict]:
+    conn = store.connect(pg, schema=pg_schema)
     try:
         store.ensure_schema(conn)
         with conn.cursor() as cur:
@@ -76,8 +79,8 @@ def load_runs(topic: str, since: datetime, until: datetime, pg_schema: str) -> l
     ]
 
 
-def expired_days(pg_schema: str) -> list[date]:
-    conn = store.connect({}, schema=pg_schema)
+def expired_days(pg_schema: str, pg: Mapping[str, Any]) -> list[date]:
+    conn = store.connect(pg, schema=pg_schema)
     try:
         return runs_table.expired_days(conn)
     finally:
@@ -185,32 +188,38 @@ def measure(
     return found
 
 
-def print_table(accounts: list[Account], skipped: list[str]) -> None:
+def table(accounts: list[Account], skipped: list[str]) -> str:
     cols = COLUMNS
-    print(f"{'run':<34}" + "".join(f"{c:>15}" for c in cols) + "  status")
+    lines = [f"{'run':<34}" + "".join(f"{c:>15}" for c in cols) + "  status"]
     for a in accounts:
         status = "ok" if a.ok else "PROBLEM: " + "; ".join(a.problems)
-        print(f"{a.run_id:<34}" + "".join(f"{getattr(a, c):>15,}" for c in cols) + f"  {status}")
-    for run_id in skipped:
-        print(f"{run_id:<34}  not reconcilable: recorded without offsets (older producer)")
+        lines.append(
+            f"{a.run_id:<34}" + "".join(f"{getattr(a, c):>15,}" for c in cols) + f"  {status}"
+        )
+    lines += [
+        f"{run_id:<34}  not reconcilable: recorded without offsets (older producer)"
+        for run_id in skipped
+    ]
+    return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    runs = load_runs(args.topic, args.since, args.until, args.pg_schema)
+def reconcile(
+    spark: SparkSession, args: argparse.Namespace, pg: Mapping[str, Any] | None = None
+) -> tuple[dict, str]:
+    """The report and its table for ``args`` (as :func:`parse_args` makes them); ``pg``:
+    psycopg2 parameters (default: libpq's ``PG*`` environment)."""
+    pg = pg or {}
+    runs = load_runs(args.topic, args.since, args.until, args.pg_schema, pg)
     skipped = [r["run_id"] for r in runs if not r["ranges"]]
     runs = [r for r in runs if r["ranges"]]
     accounts: list[Account] = []
     if runs:
-        spark = SparkSession.builder.appName("reconcile").getOrCreate()
         found = measure(
-            spark, runs, args.lake_path, args.dead_letter_path, expired_days(args.pg_schema)
+            spark, runs, args.lake_path, args.dead_letter_path, expired_days(args.pg_schema, pg)
         )
-        spark.stop()
         for r in runs:
             produced = Produced(r["run_id"], r["events"], r["by_kind"], r["id_digest"])
             accounts.append(account(produced, Found(**found[r["run_id"]])))
-    print_table(accounts, skipped)
     report = {
         "topic": args.topic,
         "since": args.since.isoformat(),
@@ -219,6 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": skipped,
         "accounts": [a.as_dict() for a in accounts],
     }
+    return report, table(accounts, skipped)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    spark = SparkSession.builder.appName("reconcile").getOrCreate()
+    report, text = reconcile(spark, args)
+    spark.stop()
+    print(text)
     print("RECONCILE " + json.dumps(report), flush=True)
     return 0 if report["ok"] else 2
 

@@ -6,6 +6,7 @@ JVM per read-back: each of those cost ~20 s of JVM start on two cores."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -164,6 +165,9 @@ def reader(ctx):
 
         os.environ["TZ"] = "UTC"  # collected timestamps are naive datetimes in the local zone
         time.tzset()
+        # Python workers (reconcile's digests) import our packages with the venv's Python.
+        os.environ["PYSPARK_PYTHON"] = ctx.env["PYSPARK_PYTHON"]
+        os.environ["PYTHONPATH"] = ctx.env["PYTHONPATH"]
         conf = {
             **BASE_CONF,
             **s3a_conf(ctx.settings.s3_endpoint, "us-east-1"),
@@ -182,6 +186,7 @@ def reader(ctx):
             builder = builder.config(key, value)
         _READER = builder.getOrCreate()
         _READER.sparkContext.setLogLevel("ERROR")
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # no chatter from its finalizers
     return _READER
 
 
@@ -198,3 +203,35 @@ def lake_report(ctx, lake_path: str, dead_letter_path: str, window: str | None =
     from spark_apps.lake_report import report
 
     return report(reader(ctx), lake_path, dead_letter_path, window)
+
+
+def reconcile(
+    ctx,
+    since: str,
+    until: str,
+    topic: str,
+    lake_path: str,
+    dead_letter_path: str,
+    pg_schema: str = "public",
+) -> tuple[dict, str]:
+    """``spark_apps/reconcile.py``'s report and table, computed in-process (the reconcile DAG
+    and ``make reconcile`` run the app itself)."""
+    from spark_apps import reconcile as app
+
+    args = app.parse_args(
+        [
+            "--topic",
+            topic,
+            "--lake-path",
+            lake_path,
+            "--dead-letter-path",
+            dead_letter_path,
+            "--since",
+            since,
+            "--until",
+            until,
+            "--pg-schema",
+            pg_schema,
+        ]
+    )
+    return app.reconcile(reader(ctx), args, pg_params(ctx))

@@ -22,14 +22,14 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import Producer
 
 from devstack.demo import pg_params
-from devstack.spark import reconcile, submit_argv, submit_env
+from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce, producer_config
 from tests.bad_inputs import cases
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
-from tests.integration.lake_checks import lake_report, lease_holder, query, wait_for
+from tests.integration.lake_checks import lake_report, lease_holder, query, reconcile, wait_for
 
 QUERIES = ("lake", "dead_letter", "category_sales", "funnel")
 

@@ -15,13 +15,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from devstack.demo import pg_params
-from devstack.spark import reconcile, submit_argv, submit_env
+from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test, spawn
-from tests.integration.lake_checks import lake_report, lake_sales, postgres_sales, query
+from tests.integration.lake_checks import lake_report, lake_sales, postgres_sales, query, reconcile
 
 
 def committed_lake_batches(ctx, schema: str) -> int:

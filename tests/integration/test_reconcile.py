@@ -8,12 +8,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from devstack.demo import pg_params
-from devstack.spark import reconcile
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
+from tests.integration.lake_checks import reconcile
 
 
 def test_every_event_is_accounted_for(ctx, sandbox):

@@ -17,14 +17,14 @@ import pytest
 from devstack import process
 from devstack.demo import pg_params
 from devstack.scaleout import KafkaCluster, SparkStandalone, scaleout_ports
-from devstack.spark import reconcile, submit_argv, submit_env
+from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
 from include.events.catalog import build_catalog
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test, spawn, stop_group
-from tests.integration.lake_checks import lake_report, lake_sales, postgres_sales, query
+from tests.integration.lake_checks import lake_report, lake_sales, postgres_sales, query, reconcile
 
 # Yesterday (UTC): a whole day the compaction can take, within the contract's 7 days.
 DAY = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
