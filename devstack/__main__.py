@@ -39,6 +39,7 @@ def _reconcile(ctx, args) -> int:
 
     from devstack.spark import reconcile
     from include import pipeline
+    from include.supervision.reconcile import COLUMNS
 
     now = datetime.now(UTC)
     report, table = reconcile(
@@ -50,15 +51,7 @@ def _reconcile(ctx, args) -> int:
         dead_letter_path=pipeline.s3a(ctx.settings.bucket, pipeline.DEAD_LETTER_PREFIX),
     )
     print(table)
-    keys = (
-        "runs",
-        "produced",
-        "landed",
-        "dead_lettered",
-        "dropped_copies",
-        "missing",
-        "duplicated",
-    )
+    keys = ("runs", *COLUMNS)
     print("totals: " + ", ".join(f"{k} {report[k]:,}" for k in keys))
     print("==> every event accounted for" if report["ok"] else "==> PROBLEMS (see the table)")
     return 0 if report["ok"] else 1

@@ -87,20 +87,10 @@ def reconcile(
 ) -> tuple[dict, str]:
     """Run the reconciliation; return its report and its printed table. Exit 2 of the app
     (something missing or duplicated) is a result, not an error."""
-    args = [
-        "--topic",
-        topic,
-        "--lake-path",
-        lake_path,
-        "--dead-letter-path",
-        dead_letter_path,
-        "--since",
-        since,
-        "--until",
-        until,
-        "--pg-schema",
-        pg_schema,
-    ]
+    from spark_apps.reconcile import argv, parse_args
+
+    args = argv(topic, lake_path, dead_letter_path, since, until, pg_schema)
+    parse_args(args)  # a wrong --since/--until stops here, with argparse's message naming it
     log_file = ctx.settings.logs_dir / "reconcile.log"
     code, out = run_app_status(ctx, "reconcile.py", args, log_file)
     if code not in (0, 2):

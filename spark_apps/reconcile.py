@@ -58,6 +58,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def argv(
+    topic: str, lake_path: str, dead_letter_path: str, since: str, until: str, pg_schema: str
+) -> list[str]:
+    """This app's command line (what :func:`parse_args` reads)."""
+    return [
+        "--topic",
+        topic,
+        "--lake-path",
+        lake_path,
+        "--dead-letter-path",
+        dead_letter_path,
+        "--since",
+        since,
+        "--until",
+        until,
+        "--pg-schema",
+        pg_schema,
+    ]
+
+
 def load_runs(
     topic: str, since: datetime, until: datetime, pg_schema: str, pg: Mapping[str, Any]
 ) -> list[dict]:

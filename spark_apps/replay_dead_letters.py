@@ -8,9 +8,10 @@ its key and value, so running the same replay again sends nothing twice, and a r
 fails again (back in the dead letters at new coordinates) is not replayed in a loop.
 
 Exactly once across crashes: a chunk is recorded as ``pending`` before it is produced and
-``sent`` once the broker acknowledged it. A run that finds ``pending`` records (an earlier run
-died between the two) reads the topic from the time they were recorded and marks the ones
-whose digest header is there as sent instead of sending them again; whatever the stream's
+``sent`` once the broker acknowledged it, and the pending rows keep the topic's end offsets
+from just before the produce. A run that finds ``pending`` records (an earlier run died
+between the two) reads the topic from those offsets and marks the ones whose digest header is
+there as sent instead of sending them again; no clock is involved, and whatever the stream's
 dedupe horizon, nothing lands twice. Records without a value (tombstones, empty values) are
 counted as ``not_replayable`` and left alone: replayed, they would only be dead-lettered again.
 
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS dlq_replays (
     replayed_at       timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'sent';
+ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS scan_from jsonb;
 """
 DIGEST_HEADER = "rtap-replay-digest"
 CHUNK = 5_000
@@ -128,60 +130,95 @@ def replayed_digests(conn, digests: list[str]) -> dict[str, str]:
     return found
 
 
-def record(conn, rows: list, topic: str, state: str) -> None:
-    """Remember ``rows`` as ``pending`` (about to be produced) or ``sent`` (acknowledged)."""
+def record(
+    conn, rows: list, topic: str, state: str, scan_from: dict[int, int] | None = None
+) -> None:
+    """Remember ``rows`` as ``pending`` (about to be produced; ``scan_from``: the topic's end
+    offsets before the produce) or ``sent`` (acknowledged)."""
     from psycopg2.extras import execute_values
 
+    offsets = json.dumps({str(p): o for p, o in scan_from.items()}) if scan_from else None
     with conn.cursor() as cur:
         execute_values(
             cur,
             "INSERT INTO dlq_replays (digest, source_topic, source_partition, source_offset, "
-            "reason, replayed_to, state) VALUES %s ON CONFLICT (digest) DO UPDATE SET "
-            "state = EXCLUDED.state, replayed_at = now()",
+            "reason, replayed_to, state, scan_from) VALUES %s ON CONFLICT (digest) DO UPDATE SET "
+            "state = EXCLUDED.state, replayed_at = now(), "
+            "scan_from = COALESCE(EXCLUDED.scan_from, dlq_replays.scan_from)",
             [
-                (r.digest, r.kafka_topic, r.kafka_partition, r.kafka_offset, r.reason, topic, state)
+                (
+                    r.digest,
+                    r.kafka_topic,
+                    r.kafka_partition,
+                    r.kafka_offset,
+                    r.reason,
+                    topic,
+                    state,
+                    offsets,
+                )
                 for r in rows
             ],
         )
     conn.commit()
 
 
-def pending_since(conn, digests: list[str]):
-    """The earliest time a still-pending digest among ``digests`` was recorded, or None."""
+def pending_scan_from(conn, digests: list[str]) -> dict[int, int]:
+    """Per partition, the lowest end offset recorded before a still-pending produce."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT min(replayed_at) FROM dlq_replays WHERE digest = ANY(%s) AND state = 'pending'",
+            "SELECT scan_from FROM dlq_replays WHERE digest = ANY(%s) AND state = 'pending'",
             (digests,),
         )
-        (since,) = cur.fetchone()
+        rows = [r[0] for r in cur.fetchall()]
     conn.commit()
-    return since
+    out: dict[int, int] = {}
+    for offsets in rows:
+        for p, o in (offsets or {}).items():
+            out[int(p)] = min(int(o), out.get(int(p), int(o)))
+    return out
 
 
-def delivered(consumer_config: dict, topic: str, since, digests: set[str]) -> set[str]:
-    """Which of ``digests`` are in ``topic`` (by their replay header) from ``since`` on: the
-    records an earlier run produced but died before marking as sent."""
-    from confluent_kafka import Consumer, TopicPartition
+def _consumer(consumer_config: dict):
+    from confluent_kafka import Consumer
 
-    consumer = Consumer(
+    return Consumer(
         {**consumer_config, "group.id": "rtap-replay-check", "enable.auto.commit": False}
     )
-    found: set[str] = set()
+
+
+def end_offsets(consumer_config: dict, topic: str) -> dict[int, int]:
+    """The topic's log-end offset per partition."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(consumer_config)
     try:
         parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        since_ms = int(since.timestamp() * 1000) - 60_000  # producer clock skew margin
-        starts = consumer.offsets_for_times(
-            [TopicPartition(topic, p, since_ms) for p in parts], timeout=30
-        )
-        ends = {}
-        for tp in starts:
-            _, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, tp.partition), timeout=30
-            )
-            ends[tp.partition] = high
-        todo = [tp for tp in starts if 0 <= tp.offset < ends[tp.partition]]
-        if not todo:
-            return found
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in parts
+        }
+    finally:
+        consumer.close()
+
+
+def delivered(
+    consumer_config: dict, topic: str, scan_from: dict[int, int], digests: set[str]
+) -> set[str]:
+    """Which of ``digests`` are in ``topic`` (by their replay header) from the offsets
+    ``scan_from`` on: the records an earlier run produced but died before marking as sent."""
+    from confluent_kafka import TopicPartition
+
+    ends = end_offsets(consumer_config, topic)
+    todo = [
+        TopicPartition(topic, p, scan_from.get(p, 0))
+        for p, end in ends.items()
+        if scan_from.get(p, 0) < end
+    ]
+    found: set[str] = set()
+    if not todo:
+        return found
+    consumer = _consumer(consumer_config)
+    try:
         consumer.assign(todo)
         remaining = {tp.partition for tp in todo}
         while remaining:
@@ -238,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         done = replayed_digests(conn, [r.digest for r in replayable])
         pending = {d for d, state in done.items() if state == "pending"}
         if pending and not args.dry_run:
-            since = pending_since(conn, sorted(pending))
-            arrived = delivered(client_config, args.topic, since, pending)
+            scan_from = pending_scan_from(conn, sorted(pending))
+            arrived = delivered(client_config, args.topic, scan_from, pending)
             record(conn, [r for r in replayable if r.digest in arrived], args.topic, "sent")
             counts["recovered"] += len(arrived)
             for d in pending - arrived:
@@ -251,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return
         if not todo:
             return
-        record(conn, todo, args.topic, "pending")  # before producing: a crash is found next run
+        # Before producing, with where to look: a crash between here and "sent" is found next run.
+        record(conn, todo, args.topic, "pending", end_offsets(client_config, args.topic))
         errors: list[str] = []
         for r in todo:
             origin = f"{r.kafka_topic}/{r.kafka_partition}/{r.kafka_offset}".encode()

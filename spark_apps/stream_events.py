@@ -1,6 +1,8 @@
 """Stream user-activity events from Kafka into the lake (Parquet on S3) and Postgres.
 
-Four streaming queries share one Kafka source definition:
+Four streaming queries share one Kafka source definition; each record is checked by the
+contract's validator (``include/events/validation.py``, through ``mapInArrow``), skipped
+unparsed when an operator quarantined its offsets (``stream_quarantine``):
 
 * ``lake``        valid events, enriched from the product catalog (Postgres ``products``),
                   deduplicated by ``event_id`` within ``--dedupe-horizon`` of ingestion
@@ -8,7 +10,8 @@ Four streaming queries share one Kafka source definition:
                   Spark's file sink (exactly once via checkpoint + ``_spark_metadata``),
                   partitioned by ``event_date``/``event_hour``;
 * ``dead_letter`` events that break the contract, with the reason, the original bytes and
-                  their Kafka coordinates (file sink, exactly once);
+                  their Kafka coordinates (file sink, exactly once); rows Postgres refuses
+                  go to ``<dead-letter path>/_sink_rejected/`` and the batch completes;
 * ``category_sales`` per-minute purchase aggregates by category, upserted into Postgres keyed
                   by window and category, so a replayed micro-batch leaves the same rows;
                   events later than ``--watermark`` are counted (``late_rows_dropped`` in
@@ -189,7 +192,11 @@ def upsert_aggregates(table: str, pg_schema: str, dead_letter_path: str):
 
 
 def sink_rejections(
-    spark: SparkSession, sink: str, batch_id: int, columns: Sequence[str], result
+    spark: SparkSession,
+    sink: str,
+    batch_id: int,
+    columns: Sequence[str],
+    result: store.UpsertResult,
 ) -> DataFrame:
     """The dead letters of rows a sink refused: reason, sink, batch, the row as JSON, the error."""
     rows = [

@@ -222,8 +222,8 @@ ERROR = "error"  # the reason, null when valid
 
 
 def output_schema():
-    """The Arrow schema :func:`validate_batches` yields (Spark's side derives its own from the
-    same contract: ``spark_apps.transforms.events.CHECKED_SCHEMA``)."""
+    """The Arrow schema :func:`validate_batches` yields; Spark's ``CHECKED_SCHEMA``
+    (``spark_apps/transforms/events.py``) is converted from it."""
     import pyarrow as pa
 
     arrow = {

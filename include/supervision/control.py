@@ -279,16 +279,3 @@ def quarantine(
         qid = cur.fetchone()[0]
     conn.commit()
     return int(qid)
-
-
-def quarantined(conn, topic: str) -> list[tuple[int, int, int]]:
-    """``(partition, from_offset, to_offset)`` of every quarantined range of ``topic``."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT partition, from_offset, to_offset FROM {QUARANTINE_TABLE} WHERE topic = %s "
-            "ORDER BY partition, from_offset",
-            (topic,),
-        )
-        rows = [(int(p), int(a), int(b)) for p, a, b in cur.fetchall()]
-    conn.commit()
-    return rows

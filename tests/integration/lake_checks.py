@@ -218,20 +218,5 @@ def reconcile(
     and ``make reconcile`` run the app itself)."""
     from spark_apps import reconcile as app
 
-    args = app.parse_args(
-        [
-            "--topic",
-            topic,
-            "--lake-path",
-            lake_path,
-            "--dead-letter-path",
-            dead_letter_path,
-            "--since",
-            since,
-            "--until",
-            until,
-            "--pg-schema",
-            pg_schema,
-        ]
-    )
+    args = app.parse_args(app.argv(topic, lake_path, dead_letter_path, since, until, pg_schema))
     return app.reconcile(reader(ctx), args, pg_params(ctx))
