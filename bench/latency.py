@@ -9,7 +9,7 @@ partition, its start and its duration. So each event's latency is exact, not sam
 
 * produce -> Parquet:  the end of the ``lake`` batch whose offset range holds the record (its
   files are committed to the sink's log when the batch ends) minus its CreateTime;
-* produce -> Postgres: the same for the ``category_sales`` batch (the upsert transaction
+* produce -> Postgres: the same batch (its aggregates' transaction
   commits inside the batch), over purchases only (the only events that change the aggregate).
 
 Memory: the RSS of each service's process tree with the stack idle (before the stream starts)
@@ -345,13 +345,13 @@ def run(
             _pace(producer, events, topic, level, warmup, seconds, psutil.Process(proc.pid))
             measured.append(level)
         sampler.active.clear()
-        # Wait until both queries have processed everything that was sent.
+        # Wait until the stream has processed everything that was sent.
         produced: dict[int, int] = defaultdict(int)
         for level in measured:
             for part, off, _ in level.records + level.purchases:
                 produced[part] = max(produced[part], off + 1)
         deadline = time.monotonic() + 600
-        for name in ("lake", "category_sales"):
+        for name in pipeline.STREAM_QUERIES:
             while True:
                 ends = _end_offsets(conn, name)
                 if all(ends.get(p, 0) >= off for p, off in produced.items()):
@@ -359,7 +359,7 @@ def run(
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not catch up; see {log_file}")
                 time.sleep(1)
-        progress = _progress(conn, ("lake", "category_sales"))
+        progress = _progress(conn, pipeline.STREAM_QUERIES)
         breakdown = _durations(conn)
         ui = spark_ui(log_file)
         try:
@@ -384,7 +384,7 @@ def run(
         admin.delete_topics([topic])[topic].result(30)
 
     lake_index = batch_index(progress["lake"])
-    sales_index = batch_index(progress["category_sales"])
+    sales_index = lake_index  # the aggregates are written by the same batch, before its commit
     out_levels = []
     for level in measured:
         to_parquet, missing_p = latencies(level.records + level.purchases, lake_index)

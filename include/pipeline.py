@@ -17,8 +17,11 @@ MARTS_NAMESPACE = "marts"
 TARGET_FILE_MB = 128  # compaction's target file size
 PG_SCHEMA = "public"
 
-# The streaming app's queries; each checkpoints under <checkpoint prefix>/<query>.
-STREAM_QUERIES = ("lake", "dead_letter", "category_sales", "funnel")
+# The streaming app's query (one: each record is read, checked and deduplicated once, then
+# fans out to the lake, the dead letters and the live aggregates); it checkpoints under
+# <checkpoint prefix>/<query>.
+STREAM_QUERY = "lake"
+STREAM_QUERIES = (STREAM_QUERY,)
 
 STREAM_TRIGGER = "10 seconds"
 
@@ -28,7 +31,8 @@ STALL_AFTER_S = 120
 MAX_RESTARTS = 3
 RESTART_WINDOW_MIN = 30
 HEALTH_SCHEDULE = "*/5 * * * *"
-STREAM_WATERMARK = "10 minutes"
+# The stream drops repeats of an event_id first seen within this much processing time.
+STREAM_DEDUPE_HORIZON = "10 minutes"
 STREAM_WINDOW = "1 minute"
 
 

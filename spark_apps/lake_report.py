@@ -23,8 +23,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from spark_apps.transforms.events import category_sales, dedupe, funnel_counts
-
 
 def summarize(events: DataFrame) -> dict:
     """Totals of a lake DataFrame: rows, distinct ids, relevant purchases, units, revenue."""
@@ -83,11 +81,8 @@ EMPTY = {
 }
 
 
-def report(
-    spark: SparkSession, lake_path: str, dead_letter_path: str, window: str | None = None
-) -> dict:
-    """Totals of the lake and the dead letters (per reason), read through the sinks' metadata;
-    with ``window``, also the per-window category sales and funnel recomputed from the lake."""
+def report(spark: SparkSession, lake_path: str, dead_letter_path: str) -> dict:
+    """Totals of the lake and the dead letters (per reason), read through the sinks' metadata."""
     lake = read_sink(spark, lake_path)
     dead = read_sink(spark, dead_letter_path)
     out = summarize(lake) if lake is not None else dict(EMPTY)
@@ -97,20 +92,6 @@ def report(
         if dead is not None
         else {}
     )
-    if window and lake is not None:
-        deduped = dedupe(lake, "1 day")
-        for name, frame in (
-            ("category_sales", category_sales(deduped, window)),
-            ("funnel", funnel_counts(deduped, window)),
-        ):
-            out[name] = [
-                {
-                    **r.asDict(),
-                    "window_start": r.window_start.isoformat(),
-                    "window_end": r.window_end.isoformat(),
-                }
-                for r in frame.orderBy(*frame.columns[:3]).collect()
-            ]
     return json.loads(json.dumps(out, default=float))
 
 
@@ -118,12 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lake_report")
     p.add_argument("--lake-path", required=True)
     p.add_argument("--dead-letter-path", required=True)
-    p.add_argument(
-        "--window", default=None, help="also recompute the per-window category sales from the lake"
-    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("lake_report").getOrCreate()
-    out = report(spark, args.lake_path, args.dead_letter_path, args.window)
+    out = report(spark, args.lake_path, args.dead_letter_path)
     print("LAKE_REPORT " + json.dumps(out), flush=True)
     spark.stop()
     return 0

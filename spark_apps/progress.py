@@ -2,8 +2,8 @@
 
 One row per (query run, batch): batch id, input rows, input and processing rates, durations,
 source offsets per partition (start/end/latest: what was read and what the log holds), the
-event-time watermark, rows dropped by the watermark (late events), state size and the
-query's observed metrics. Supervision (lag, stall detection) and the dashboard read this table.
+watermark and rows dropped by it (the stream's deduplication runs on processing time, so
+nothing is ever late for it: 0), state size and the query's observed metrics. Supervision (lag, stall detection) and the dashboard read this table.
 
 A listener failure is logged and never stops the stream: progress is telemetry, the data path
 does not depend on it.

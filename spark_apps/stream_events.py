@@ -1,26 +1,26 @@
 """Stream user-activity events from Kafka into the lake (Parquet on S3) and Postgres.
 
-Four streaming queries share one Kafka source definition; each record is checked by the
-contract's validator (``include/events/validation.py``, through ``mapInArrow``), skipped
-unparsed when an operator quarantined its offsets (``stream_quarantine``):
+One streaming query (``lake``) reads each record once; the contract's validator
+(``include/events/validation.py``, through ``mapInArrow``) checks it once, with one processing
+time per micro-batch; records inside an operator's quarantined offsets (``stream_quarantine``)
+are skipped unparsed; one stateful deduplication drops repeats of an ``event_id`` first seen
+within ``--dedupe-horizon`` of *processing* time (no producer clock, Kafka timestamp or event
+time can make a valid event "late"). Each micro-batch then fans out (``foreachBatch``), every
+output idempotent under a replay of the batch:
 
-* ``lake``        valid events, enriched from the product catalog (Postgres ``products``),
-                  deduplicated by ``event_id`` within ``--dedupe-horizon`` of ingestion
-                  time (an event late in event time still lands), written by
-                  Spark's file sink (exactly once via checkpoint + ``_spark_metadata``),
-                  partitioned by ``event_date``/``event_hour``;
-* ``dead_letter`` events that break the contract, with the reason, the original bytes and
-                  their Kafka coordinates (file sink, exactly once); rows Postgres refuses
-                  go to ``<dead-letter path>/_sink_rejected/`` and the batch completes;
-* ``category_sales`` per-minute purchase aggregates by category, upserted into Postgres keyed
-                  by window and category, so a replayed micro-batch leaves the same rows;
-                  events later than ``--watermark`` are counted (``late_rows_dropped`` in
-                  the progress), not added to closed windows: they are in the lake;
-* ``funnel``      per-minute counts of relevant events by type (and sessions), upserted the
-                  same way.
+* the lake:        valid events, enriched from the product catalog (Postgres ``products``),
+                   partitioned by ``event_date``/``event_hour``, written by Spark's own file
+                   sink (its ``_spark_metadata`` log, keyed by the batch id: exactly once);
+* the dead letters: records that break the contract, with the reason, the original bytes and
+                   their Kafka coordinates (the same file sink, its own log);
+* the live aggregates (``include/analytics/store.py`` ``AGGREGATES``; transforms in
+                   ``LIVE_AGGREGATES``): each batch's per-minute partials (sums and HyperLogLog
+                   sketches) are added to Postgres once per batch (``stream_sink_commits``),
+                   late or early events included; rows Postgres refuses go to
+                   ``<dead-letter path>/_sink_rejected/`` and the batch completes.
 
-Every batch's progress (offsets, rates, durations, watermark, late rows dropped, observed counts
-of landed / irrelevant / dead-lettered events) goes to Postgres ``stream_progress``
+Every batch's progress (offsets, rates, durations, the deduplication's state size, observed
+counts of landed / irrelevant / dead-lettered events) goes to Postgres ``stream_progress``
 (``spark_apps/progress.py``).
 
 Modes: ``continuous`` (processing-time trigger, runs until stopped) and ``bounded`` (drain what
@@ -63,6 +63,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from include import pipeline
 from include.analytics import store
 from include.kafka import security as kafka_security
 from include.supervision import control, lease
@@ -82,12 +83,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--mode", choices=("bounded", "continuous"), default="continuous")
     p.add_argument("--trigger", default="10 seconds", help="processing-time trigger (continuous)")
     p.add_argument(
-        "--watermark", default="10 minutes", help="event-time lateness allowed in the aggregates"
-    )
-    p.add_argument(
         "--dedupe-horizon",
-        default="10 minutes",
-        help="ingestion-time horizon within which the lake drops repeated event_ids",
+        default=pipeline.STREAM_DEDUPE_HORIZON,
+        help="processing-time horizon within which repeated event_ids are dropped",
     )
     p.add_argument("--window", default="1 minute", help="aggregate window length")
     p.add_argument("--starting-offsets", default="earliest")
@@ -158,37 +156,107 @@ def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
     )
 
 
-def upsert_aggregates(table: str, pg_schema: str, dead_letter_path: str):
-    """foreachBatch writer: one Postgres transaction per micro-batch, keyed upserts.
+def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
+    """Spark's own streaming file sink (Parquet) at ``path``, driven from ``foreachBatch``:
+    ``addBatch(batch_id, df)`` writes the files and commits them to ``<path>/_spark_metadata``,
+    skipping a batch id already committed, exactly as the sink does behind ``writeStream``.
+    Readers that go through the log (Spark reading the path) see each batch once or not at all."""
+    jvm = spark._jvm
+    utils = jvm.org.apache.spark.api.python.PythonUtils
+    return jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
+        spark._jsparkSession,
+        path,
+        jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
+        utils.toSeq(list(partition_by)).toList(),
+        utils.toScalaMap({}),
+    )
+
+
+def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
+    """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
+    output, each keyed by the batch id so that a replayed batch changes nothing twice. The
+    Postgres writes are fenced by the single-writer lease of ``owner``."""
+    lake = file_sink(spark, args.lake_path, ("event_date", "event_hour"))
+    dead = file_sink(spark, args.dead_letter_path, ("detected_date",))
+    stream = lease.lease_name(args.checkpoint_root)
+
+    def fence(cur) -> None:
+        lease.fence(cur, stream, owner)
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        try:
+            fan_out_batch(batch, batch_id)
+        except Exception as exc:  # Spark reports it inside a long traceback: name it clearly
+            raise BatchFailed(f"batch {batch_id}: {first_line(exc)}") from exc
+
+    def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            valid = T.valid_events(batch)
+            products = read_table(batch.sparkSession, args.pg_schema, "products")
+            lake.addBatch(batch_id, T.enrich(valid, products)._jdf)
+            dead.addBatch(batch_id, T.dead_letters(batch)._jdf)
+            # libpq reads PG* from the environment; the schema was applied at start.
+            conn = store.connect({}, schema=args.pg_schema, create_schema=False)
+            try:
+                for table, transform in T.LIVE_AGGREGATES.items():
+                    partials = [r.asDict() for r in transform(valid, args.window).collect()]
+                    add_to_aggregates(spark, conn, args, table, partials, batch_id, stream, fence)
+            finally:
+                conn.close()
+        finally:
+            batch.unpersist()
+
+    return write
+
+
+def add_to_aggregates(
+    spark: SparkSession,
+    conn,
+    args: argparse.Namespace,
+    table: str,
+    partials: list[dict],
+    batch_id: int,
+    stream: str,
+    fence,
+) -> None:
+    """Add one batch's partials to a Postgres aggregate, once (``store.add_batch``).
 
     The safety net: a row Postgres refuses (a contract bug let through a value the table
     cannot hold) is written to ``<dead-letter path>/_sink_rejected/<table>/batch_id=<n>/``
-    with reason ``sink_rejected:<table>``, the row and the error, and the batch completes; a
-    replayed batch rewrites the same file. The stream never crash-loops on data."""
-    columns, _ = store.AGGREGATES[table]
+    with reason ``sink_rejected:<table>``, the row and the error, before the batch's
+    transaction commits, and the batch completes; a replayed batch rewrites the same file. The
+    stream never crash-loops on data."""
+    columns = store.AGGREGATES[table].columns
 
-    def write(batch: DataFrame, batch_id: int) -> None:
-        rows = [tuple(r) for r in batch.select(*columns).collect()]
-        conn = store.connect({}, schema=pg_schema)  # libpq reads PG* from the environment
-        try:
-            result = store.upsert_aggregates(conn, table, rows, batch_id)
-        finally:
-            conn.close()
-        if result.rejected:
-            path = sink_rejected_path(dead_letter_path, table, batch_id)
-            rejections = sink_rejections(batch.sparkSession, table, batch_id, columns, result)
-            rejections.coalesce(1).write.mode("overwrite").json(path)
-            log.error(
-                "batch %s: %s rejected %s rows (dead-lettered to %s): %s",
-                batch_id,
-                table,
-                len(result.rejected),
-                path,
-                result.rejected[0][1],
-            )
+    def keep_refused(result: store.UpsertResult) -> None:  # before the batch's commit
+        if not result.rejected:
+            return
+        path = sink_rejected_path(args.dead_letter_path, table, batch_id)
+        rejections = sink_rejections(spark, table, batch_id, columns, result)
+        rejections.coalesce(1).write.mode("overwrite").json(path)
+        log.error(
+            "batch %s: %s rejected %s rows (dead-lettered to %s): %s",
+            batch_id,
+            table,
+            len(result.rejected),
+            path,
+            result.rejected[0][1],
+        )
+
+    result = store.add_batch(
+        conn,
+        table,
+        partials,
+        batch_id,
+        f"{stream} -> {table}",
+        before_commit=keep_refused,
+        fence=fence,
+    )
+    if result is None:
+        log.info("batch %s: %s already applied (a replay), skipped", batch_id, table)
+    else:
         log.info("batch %s: upserted %s %s rows", batch_id, result.upserted, table)
-
-    return write
 
 
 def sink_rejections(
@@ -221,59 +289,29 @@ def sink_rejected_path(dead_letter_path: str, sink: str, batch_id: int) -> str:
 
 
 def start_queries(
-    spark: SparkSession, args: argparse.Namespace, bounded: bool, fail_on_data_loss: bool = True
+    spark: SparkSession,
+    args: argparse.Namespace,
+    owner: str,
+    bounded: bool,
+    fail_on_data_loss: bool = True,
 ) -> list:
-    validated = T.parse(
+    """The stream's one query (a list, for the callers that wait on queries)."""
+    checked = T.parse(
         read_kafka(spark, args, fail_on_data_loss),
         quarantine=read_table(spark, args.pg_schema, control.QUARANTINE_TABLE),
     )
-    enriched = T.enrich(T.valid_events(validated), read_table(spark, args.pg_schema, "products"))
-    # The lake keeps events late in event time (deduped on ingestion time); the aggregates
-    # count them as late instead of reopening closed windows (deduped on event time).
-    landed = T.dedupe(enriched, args.dedupe_horizon, time_column="kafka_timestamp")
-    events = T.dedupe(enriched, args.watermark)
-
-    def trigger(writer):
-        if bounded:
-            return writer.trigger(availableNow=True)
-        return writer.trigger(processingTime=args.trigger)
-
-    root = args.checkpoint_root.rstrip("/")
-    lake = trigger(
-        T.observe_lake(landed)
-        .writeStream.queryName("lake")
-        .format("parquet")
-        .option("path", args.lake_path)
-        .option("checkpointLocation", f"{root}/lake")
-        .partitionBy("event_date", "event_hour")
+    writer = (
+        T.observe(T.first_seen(checked, args.dedupe_horizon))
+        .writeStream.queryName(pipeline.STREAM_QUERY)
+        .option("checkpointLocation", f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}")
         .outputMode("append")
-    ).start()
-    dead = trigger(
-        T.observe_dead_letters(T.dead_letters(validated))
-        .writeStream.queryName("dead_letter")
-        .format("parquet")
-        .option("path", args.dead_letter_path)
-        .option("checkpointLocation", f"{root}/dead_letter")
-        .partitionBy("detected_date")
-        .outputMode("append")
-    ).start()
-    sales = trigger(
-        T.category_sales(events, args.window)
-        .writeStream.queryName("category_sales")
-        .option("checkpointLocation", f"{root}/category_sales")
-        .outputMode("update")
-        .foreachBatch(
-            upsert_aggregates("category_sales_minute", args.pg_schema, args.dead_letter_path)
-        )
-    ).start()
-    funnel = trigger(
-        T.funnel_counts(events, args.window)
-        .writeStream.queryName("funnel")
-        .option("checkpointLocation", f"{root}/funnel")
-        .outputMode("update")
-        .foreachBatch(upsert_aggregates("funnel_minute", args.pg_schema, args.dead_letter_path))
-    ).start()
-    return [lake, dead, sales, funnel]
+        .foreachBatch(fan_out(spark, args, owner))
+    )
+    if bounded:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=args.trigger)
+    return [writer.start()]
 
 
 def run_queries(
@@ -304,10 +342,20 @@ def run_queries(
 GRACEFUL_TIMEOUT_S = 600
 
 
+class BatchFailed(RuntimeError):
+    """A micro-batch's fan-out failed; the message names the batch and the cause."""
+
+
 def first_line(exc: BaseException | None) -> str:
     """The first informative line of an exception's message: Spark's carry whole stack traces,
-    and py4j's start with "An error occurred while calling o212.load." before the cause."""
-    lines = (ln.strip().lstrip(":").strip() for ln in str(exc or "").splitlines())
+    py4j's start with "An error occurred while calling o212.load." before the cause, and a
+    failed ``foreachBatch`` buries our :class:`BatchFailed` in a Python traceback."""
+    text = str(exc or "")
+    marker = f"{BatchFailed.__name__}: "
+    for line in text.splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1].strip()[:500]
+    lines = (ln.strip().lstrip(":").strip() for ln in text.splitlines())
     useful = [ln for ln in lines if ln and not ln.startswith("An error occurred while calling")]
     return useful[0][:500] if useful else type(exc).__name__
 
@@ -344,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
+    # Spark's INFO chatter (a progress dump per batch, every task) would grow the Airflow task
+    # log by megabytes an hour; progress is in stream_progress, our own log stays at INFO.
+    spark.sparkContext.setLogLevel(os.environ.get("RTAP_SPARK_LOG_LEVEL", "WARN"))
     stopping = threading.Event()  # set when an operator's stop or restart request arrives
 
     def stop_writing(reason: str) -> None:  # the lease is lost: stop at once
@@ -373,10 +424,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "operator accepted a retention gap: draining once with failOnDataLoss=false; "
                 "offsets that retention removed are skipped (the launch DAG logged which)"
             )
-            failed = run_queries(spark, start_queries(spark, args, True, False), True)
+            queries = start_queries(spark, args, owner, True, False)
+            failed = run_queries(spark, queries, True)
         if not failed and keeper.lost is None and keeper.stop_requested is None:
             bounded = args.mode == "bounded"
-            queries = start_queries(spark, args, bounded)
+            queries = start_queries(spark, args, owner, bounded)
             log.info("started %s in %s mode", [q.name for q in queries], args.mode)
             failed = run_queries(spark, queries, bounded, stopping)
             if not failed and keeper.lost is None:

@@ -7,8 +7,9 @@ first: the stream at start, the producer when it records a run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from include.events.contract import MONEY_SQL_TYPE
@@ -32,16 +33,12 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
 ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
 ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS offset_ranges jsonb NOT NULL DEFAULT '{{}}';
 
--- Relevant events per minute and event type (the funnel), upserted by the stream.
-CREATE TABLE IF NOT EXISTS funnel_minute (
-    window_start  timestamptz NOT NULL,
-    window_end    timestamptz NOT NULL,
-    event_type    text NOT NULL,
-    events        bigint NOT NULL,
-    sessions      bigint NOT NULL,
+-- The last micro-batch each aggregate sink applied, per stream (checkpoint): the stream adds
+-- each batch's counts to the rows, so a replayed batch must be recognised and skipped.
+CREATE TABLE IF NOT EXISTS stream_sink_commits (
+    sink          text PRIMARY KEY,
     batch_id      bigint NOT NULL,
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (window_start, event_type)
+    committed_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- One row per micro-batch of every streaming query (spark_apps/progress.py).
@@ -74,38 +71,89 @@ CREATE TABLE IF NOT EXISTS products (
     popularity_rank integer NOT NULL
 );
 
--- Per-minute purchase aggregates by category, upserted by the stream. The key is the window
--- and the category, so a replayed micro-batch rewrites the same rows with the same values.
-CREATE TABLE IF NOT EXISTS category_sales_minute (
-    window_start  timestamptz NOT NULL,
-    window_end    timestamptz NOT NULL,
-    category      text NOT NULL,
-    purchases     bigint NOT NULL,
-    units         bigint NOT NULL,
-    revenue       {MONEY_SQL_TYPE} NOT NULL,
-    buyers        bigint NOT NULL,
-    batch_id      bigint NOT NULL,
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (window_start, category)
-);
 """
 
-CATEGORY_SALES_COLUMNS = (
-    "window_start",
-    "window_end",
-    "category",
-    "purchases",
-    "units",
-    "revenue",
-    "buyers",
-)
-FUNNEL_COLUMNS = ("window_start", "window_end", "event_type", "events", "sessions")
 
-# Aggregate tables the stream upserts: table -> (columns, key columns).
-AGGREGATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "category_sales_minute": (CATEGORY_SALES_COLUMNS, ("window_start", "category")),
-    "funnel_minute": (FUNNEL_COLUMNS, ("window_start", "event_type")),
+@dataclass(frozen=True)
+class Aggregate:
+    """A live aggregate: per event-time window and one dimension, measures that add up across
+    micro-batches (``sums``) and distinct counts estimated from a HyperLogLog sketch kept beside
+    them (``distinct``: column ``<name>`` is the estimate, ``<name>_sketch`` the sketch). The
+    stream's transform for it (``spark_apps/transforms/events.py`` ``LIVE_AGGREGATES``) yields
+    one partial row per key and batch with exactly these columns."""
+
+    table: str
+    dimension: str
+    sums: tuple[str, ...]
+    distinct: tuple[str, ...] = ()
+    money: tuple[str, ...] = ()  # sums held as money (MONEY_SQL_TYPE); the others are bigint
+    comment: str = ""
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return ("window_start", self.dimension)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's value columns, in order (without sketches and bookkeeping)."""
+        return ("window_start", "window_end", self.dimension, *self.sums, *self.distinct)
+
+    @property
+    def sketches(self) -> tuple[str, ...]:
+        return tuple(f"{d}_sketch" for d in self.distinct)
+
+    @property
+    def partial_columns(self) -> tuple[str, ...]:
+        """What the stream's transform yields per key and batch."""
+        return ("window_start", "window_end", self.dimension, *self.sums, *self.sketches)
+
+    def ddl(self) -> str:
+        """The table, created if missing (sketch columns added to tables made before them)."""
+        columns = [
+            "window_start timestamptz NOT NULL",
+            "window_end timestamptz NOT NULL",
+            f"{self.dimension} text NOT NULL",
+            *(f"{c} {MONEY_SQL_TYPE if c in self.money else 'bigint'} NOT NULL" for c in self.sums),
+            *(f"{d} bigint NOT NULL" for d in self.distinct),
+            *(f"{s} bytea" for s in self.sketches),
+            "batch_id bigint NOT NULL",
+            "updated_at timestamptz NOT NULL DEFAULT now()",
+            f"PRIMARY KEY (window_start, {self.dimension})",
+        ]
+        body = ",\n    ".join(columns)
+        added = "".join(
+            f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {s} bytea;\n" for s in self.sketches
+        )
+        return (
+            f"-- {self.comment}\nCREATE TABLE IF NOT EXISTS {self.table} (\n    {body}\n);\n{added}"
+        )
+
+
+# The live aggregates the stream keeps in Postgres (one declaration each).
+AGGREGATES: dict[str, Aggregate] = {
+    a.table: a
+    for a in (
+        Aggregate(
+            "category_sales_minute",
+            dimension="category",
+            sums=("purchases", "units", "revenue"),
+            distinct=("buyers",),
+            money=("revenue",),
+            comment="Relevant purchases per minute and category.",
+        ),
+        Aggregate(
+            "funnel_minute",
+            dimension="event_type",
+            sums=("events",),
+            distinct=("sessions",),
+            comment="Relevant events per minute and event type (the funnel).",
+        ),
+    )
 }
+CATEGORY_SALES_COLUMNS = AGGREGATES["category_sales_minute"].columns
+FUNNEL_COLUMNS = AGGREGATES["funnel_minute"].columns
+# The sketches' size (log2 of HyperLogLog buckets): ~1.6 % standard error, ~2.5 KB a sketch.
+SKETCH_LG_K = 12
 
 
 def params_from_connection(conn: Any) -> dict[str, Any]:
@@ -120,24 +168,27 @@ def params_from_connection(conn: Any) -> dict[str, Any]:
     }
 
 
-def connect(params: Mapping[str, Any], schema: str = "public"):
+def connect(params: Mapping[str, Any], schema: str = "public", create_schema: bool = True):
     """A psycopg2 connection (params: host, port, user, password, dbname) whose tables live in
-    ``schema``: tests use their own schema so they never touch the demo's tables."""
+    ``schema``: tests use their own schema so they never touch the demo's tables. The schema
+    is created if missing unless ``create_schema`` is False (the stream's batches: no DDL on
+    the hot path; the driver applies the schema once at start)."""
     import psycopg2
     from psycopg2 import sql
 
     if not schema.isidentifier():
         raise ValueError(f"Postgres schema {schema!r} is not a plain identifier")
     conn = psycopg2.connect(connect_timeout=10, options=f"-c search_path={schema}", **params)
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    conn.commit()
+    if create_schema:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.commit()
     return conn
 
 
 def ensure_schema(conn) -> None:
     with conn.cursor() as cur:
-        cur.execute(DDL)
+        cur.execute(DDL + "".join(a.ddl() for a in AGGREGATES.values()))
     conn.commit()
 
 
@@ -234,13 +285,13 @@ def _refusal(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
 
 
-def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) -> UpsertResult:
-    """Upsert rows shaped like ``AGGREGATES[table]`` in one transaction (one micro-batch).
+def upsert_aggregates(
+    conn, table: str, rows: Iterable[tuple], batch_id: int, *, commit: bool = True
+) -> UpsertResult:
+    """Upsert full rows shaped like ``AGGREGATES[table].columns`` (plus, optionally, one value
+    per sketch column) keyed by window and dimension, in one transaction.
 
-    Keyed by window and dimension: a replayed micro-batch rewrites the same rows with the
-    same values (update mode carries each changed key's full aggregate).
-
-    When Postgres refuses the batch for its data (a value the column cannot hold, a NUL in a
+    When Postgres refuses the rows for their data (a value the column cannot hold, a NUL in a
     string, a NOT NULL breach), the rows are written one by one, each in a savepoint, and the
     ones it refuses are returned in ``rejected`` instead of failing the batch: no single row can
     stop the stream. Connection and other errors still raise (the batch is retried)."""
@@ -248,34 +299,42 @@ def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) ->
     from psycopg2 import sql
     from psycopg2.extras import execute_values
 
-    columns, key = AGGREGATES[table]
+    agg = AGGREGATES[table]
     values = [(*row, batch_id) for row in rows]
     if not values:
+        if commit:
+            conn.commit()
         return UpsertResult()
-    names = [*columns, "batch_id"]
+    width = len(values[0]) - 1
+    names = [*(agg.columns + agg.sketches)[:width], "batch_id"]
     statement = sql.SQL(
         "INSERT INTO {table} ({cols}, updated_at) VALUES %s ON CONFLICT ({key}) DO UPDATE SET "
         "{updates}, updated_at = now()"
     ).format(
         table=sql.Identifier(table),
         cols=sql.SQL(", ").join(map(sql.Identifier, names)),
-        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        key=sql.SQL(", ").join(map(sql.Identifier, agg.key)),
         updates=sql.SQL(", ").join(
-            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in names if c not in key
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in names
+            if c not in agg.key
         ),
     )
     template = "(" + ", ".join(["%s"] * len(names)) + ", now())"
     refused = (psycopg2.DataError, psycopg2.IntegrityError, ValueError)
-    try:
-        with conn.cursor() as cur:
-            execute_values(cur, statement.as_string(cur), values, template=template)
-        conn.commit()
-        return UpsertResult(len(values))
-    except refused:
-        conn.rollback()
     result = UpsertResult()
     with conn.cursor() as cur:
         text = statement.as_string(cur)
+        cur.execute("SAVEPOINT rows")
+        try:
+            execute_values(cur, text, values, template=template)
+        except refused:
+            cur.execute("ROLLBACK TO SAVEPOINT rows")
+        else:
+            cur.execute("RELEASE SAVEPOINT rows")
+            if commit:
+                conn.commit()
+            return UpsertResult(len(values))
         for value in values:
             cur.execute("SAVEPOINT row")
             try:
@@ -286,8 +345,131 @@ def upsert_aggregates(conn, table: str, rows: Iterable[tuple], batch_id: int) ->
             else:
                 cur.execute("RELEASE SAVEPOINT row")
                 result.upserted += 1
+    if commit:
+        conn.commit()
+    return result
+
+
+def add_batch(
+    conn,
+    table: str,
+    partials: Sequence[Mapping[str, Any]],
+    batch_id: int,
+    sink: str,
+    before_commit: Callable[[UpsertResult], None] | None = None,
+    fence: Callable[[Any], None] | None = None,
+) -> UpsertResult | None:
+    """Add one micro-batch's partial aggregates (rows of ``AGGREGATES[table].partial_columns``)
+    to the table, exactly once per ``sink`` (the stream's checkpoint and the table) and batch.
+
+    In one transaction: the sink's last applied batch is read and locked; a batch at or below
+    it is a replay and is skipped (returns None); otherwise the rows of the keys the batch
+    touches are read and locked, sums are added, sketches merged (Apache DataSketches, the
+    format of Spark's ``hll_sketch_agg``), and the merged rows upserted through
+    :func:`upsert_aggregates` (its safety net included); the batch id is recorded last.
+    ``before_commit`` sees the result before the transaction commits (the stream keeps the
+    refused rows there first: if that fails, nothing is committed and the batch is retried).
+    ``fence(cursor)`` runs first in the transaction and raises if this writer may no longer
+    write (the stream's single-writer lease)."""
+    agg = AGGREGATES[table]
+    with conn.cursor() as cur:
+        if fence is not None:
+            try:
+                fence(cur)
+            except Exception:
+                conn.rollback()
+                raise
+        cur.execute(
+            "INSERT INTO stream_sink_commits (sink, batch_id) VALUES (%s, -1) "
+            "ON CONFLICT (sink) DO NOTHING",
+            (sink,),
+        )
+        cur.execute("SELECT batch_id FROM stream_sink_commits WHERE sink = %s FOR UPDATE", (sink,))
+        (applied,) = cur.fetchone()
+        if batch_id <= applied:
+            conn.rollback()
+            return None
+        existing = _current_rows(cur, agg, [_key(agg, p) for p in partials])
+        merged = [merge_partial(agg, existing.get(_key(agg, p)), p) for p in partials]
+    result = upsert_aggregates(conn, table, merged, batch_id, commit=False)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE stream_sink_commits SET batch_id = %s, committed_at = now() WHERE sink = %s",
+            (batch_id, sink),
+        )
+    if before_commit is not None:
+        before_commit(result)
     conn.commit()
     return result
+
+
+def _current_rows(cur, agg: Aggregate, keys: Sequence[tuple]) -> dict[tuple, dict[str, Any]]:
+    """The stored rows of ``keys`` (locked until the transaction ends)."""
+    from psycopg2 import sql
+    from psycopg2.extras import execute_values
+
+    if not keys:
+        return {}
+    names = [*agg.columns, *agg.sketches]
+    statement = sql.SQL(
+        "SELECT {cols} FROM {table} t JOIN (VALUES %s) AS k ({key}) USING ({key}) FOR UPDATE OF t"
+    ).format(
+        cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in names),
+        table=sql.Identifier(agg.table),
+        key=sql.SQL(", ").join(map(sql.Identifier, agg.key)),
+    )
+    template = "(%s::timestamptz, %s::text)"
+    rows = execute_values(cur, statement.as_string(cur), keys, template=template, fetch=True)
+    found = {}
+    for row in rows:
+        record = dict(zip(names, row, strict=True))
+        found[_key(agg, record)] = record
+    return found
+
+
+def _utc(ts: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is local time (Spark's ``collect`` converts its UTC
+    instants to naive local datetimes; Postgres returns aware ones)."""
+    return ts.astimezone(UTC)
+
+
+def _key(agg: Aggregate, row: Mapping[str, Any]) -> tuple:
+    return (_utc(row["window_start"]), *(row[k] for k in agg.key[1:]))
+
+
+def merge_partial(
+    agg: Aggregate, current: Mapping[str, Any] | None, partial: Mapping[str, Any]
+) -> tuple:
+    """The row after adding ``partial`` to ``current`` (None: a new key): sums added, sketches
+    merged and their estimates recomputed. Values in ``AGGREGATES[...].columns`` order, then
+    the sketches."""
+    from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+    sums = [
+        (partial[c] or 0) + ((current or {}).get(c) or 0) for c in agg.sums
+    ]  # Decimal + Decimal for money, int + int for counts
+    estimates, sketches = [], []
+    for name, column in zip(agg.distinct, agg.sketches, strict=True):
+        union = hll_union(SKETCH_LG_K)
+        if partial.get(column) is not None:
+            union.update(hll_sketch.deserialize(bytes(partial[column])))
+        stored = (current or {}).get(column)
+        if stored is not None:
+            union.update(hll_sketch.deserialize(bytes(stored)))
+        merged = union.get_result(tgt_hll_type.HLL_4)
+        estimate = round(merged.get_estimate())
+        if current is not None and stored is None:  # a row written before sketches were kept
+            estimate += int(current.get(name) or 0)
+        estimates.append(estimate)
+        sketches.append(merged.serialize_compact())
+    return (
+        _utc(partial["window_start"]),
+        _utc(partial["window_end"]),
+        partial[agg.dimension],
+        *sums,
+        *estimates,
+        *sketches,
+    )
 
 
 def produced_totals(conn, topic: str) -> dict[str, Any]:

@@ -335,7 +335,7 @@ def dead_letter_rate(progress: pd.DataFrame) -> tuple[float | None, pd.DataFrame
     """Share of input rows dead-lettered over the frame, and per minute."""
     if progress.empty:
         return None, pd.DataFrame()
-    dl = progress[progress["query_name"] == "dead_letter"].copy()
+    dl = progress[progress["query_name"] == "lake"].copy()  # the one query counts them
     if dl.empty:
         return None, pd.DataFrame()
     dl["dead_lettered"] = [_observed(o, "dead_letter", "dead_lettered") for o in dl["observed"]]

@@ -5,8 +5,8 @@
   page view → product views (Zipf-like popularity) → clicks → cart → checkout → purchase, with
   plausible conversion (about 3 % of sessions buy).
 * **Disorder**: a share of events arrives *out of order* (event time a few seconds earlier than
-  its neighbours, within the stream's watermark) and a share arrives *late* (event time 15-60
-  minutes back, beyond the watermark: the lake keeps them, the live aggregates do not).
+  its neighbours) and a share arrives *late* (event time 15-60 minutes back: the stream adds
+  them to windows the dashboard already showed).
 * **Trouble**: shares of bad events of every kind in :data:`BAD_KINDS`, irrelevant events
   (heartbeats, bots, internal users) and duplicates (the same bytes sent again).
 * **Live mode** (``live=True``): event times are the wall clock at generation, for rate-limited
@@ -68,7 +68,7 @@ class Produced:
     revenue: float = 0.0  # price * quantity for valid purchases
     units: int = 0
     category: str | None = None
-    late: bool = False  # event time beyond the watermark when sent
+    late: bool = False  # event time 15-60 minutes back when sent
     event_time_ms: int = 0
 
 

@@ -103,6 +103,14 @@ def query_position(
     return QueryPosition(query, None, planned[-1] if planned else None, offsets)
 
 
+def sink_log_batch(path: str, list_keys: Callable[[str], Iterable[str]]) -> int | None:
+    """The highest batch id a streaming file sink at ``path`` committed to its log
+    (``<path>/_spark_metadata/<batch>`` or ``<batch>.compact``); None when it has none."""
+    prefix = f"{path.rstrip('/')}/_spark_metadata/"
+    ids = _batch_ids((k.removesuffix(".compact") for k in list_keys(prefix)), prefix)
+    return ids[-1] if ids else None
+
+
 def s3_reader(
     client, bucket: str
 ) -> tuple[Callable[[str], str | None], Callable[[str], list[str]]]:

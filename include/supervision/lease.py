@@ -188,6 +188,20 @@ def renew(conn, name: str, owner: str, ttl_s: float) -> None:
         raise LeaseLost(f"single-writer lease {name!r} is no longer held by {owner}")
 
 
+def fence(cur, name: str, owner: str) -> None:
+    """Inside a writer's transaction: the lease is still ``owner``'s and unexpired, and stays so
+    until the transaction ends (``FOR SHARE`` blocks a takeover meanwhile); else LeaseLost and
+    the caller's transaction must not commit. A frozen driver that wakes up after another took
+    over cannot overwrite the newer driver's writes."""
+    cur.execute(
+        "SELECT 1 FROM stream_leases WHERE name = %s AND owner = %s AND expires_at > now() "
+        "FOR SHARE",
+        (name, owner),
+    )
+    if cur.fetchone() is None:
+        raise LeaseLost(f"single-writer lease {name!r} is no longer held by {owner}: not writing")
+
+
 def release(conn, name: str, owner: str) -> None:
     with conn.cursor() as cur:
         cur.execute("DELETE FROM stream_leases WHERE name = %s AND owner = %s", (name, owner))

@@ -7,6 +7,7 @@ setting or the data at fault; the DAG's tasks only call these functions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -74,6 +75,29 @@ def checkpoint_positions(
         )
         positions.append(pos)
     return positions
+
+
+def check_sink_logs(
+    list_keys: Callable[[str], Iterable[str]],
+    bucket: str,
+    sink_prefixes: dict[str, str],
+    positions: list[checkpoint.QueryPosition],
+) -> None:
+    """Refuse a checkpoint that is behind the log of a file sink it writes to: the sink skips
+    every batch id its log already holds, so such a stream would silently drop those batches
+    (a new or restored-from-old checkpoint next to an existing lake path)."""
+    position = next((p for p in positions if p.query == pipeline.STREAM_QUERY), None)
+    planned = -1 if position is None or position.planned_batch is None else position.planned_batch
+    for param, prefix in sink_prefixes.items():
+        logged = checkpoint.sink_log_batch(prefix.strip("/"), list_keys)
+        if logged is not None and logged > planned:
+            raise PreflightError(
+                f"s3://{bucket}/{prefix.strip('/')} (param `{param}`) already holds batches up "
+                f"to {logged} in its _spark_metadata log, but the checkpoint (param "
+                f"`checkpoint_prefix`) has planned only up to {planned}: the stream would skip "
+                "those batch ids and drop their events. Restore the checkpoint that wrote this "
+                "path, or give a new checkpoint a new `lake_prefix` and `dead_letter_prefix`"
+            )
 
 
 def guard_retention(

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from include import connections, pipeline
-from include.supervision import control, health, notify, retention
+from include.supervision import checkpoint, control, health, notify, retention
 from include.supervision import preflight as checks
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,12 @@ def preflight(params: dict) -> None:
     partitions = checks.check_topic(_kafka_admin(), params["topic"])
     s3 = _s3()
     checks.check_bucket(s3, params["bucket"])
-    checks.checkpoint_positions(s3, params["bucket"], params["checkpoint_prefix"], params["topic"])
+    positions = checks.checkpoint_positions(
+        s3, params["bucket"], params["checkpoint_prefix"], params["topic"]
+    )
+    sinks = {k: params[k] for k in ("lake_prefix", "dead_letter_prefix")}
+    _, list_keys = checkpoint.s3_reader(s3, params["bucket"])
+    checks.check_sink_logs(list_keys, params["bucket"], sinks, positions)
     log.info("topic %s (%s partitions), bucket and checkpoint ok", params["topic"], partitions)
 
 

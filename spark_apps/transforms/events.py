@@ -129,7 +129,9 @@ def enrich(events: DataFrame, catalog: DataFrame) -> DataFrame:
 
 
 def dead_letters(validated: DataFrame) -> DataFrame:
-    """Rows that broke the contract, with the reason and the original bytes."""
+    """Rows that broke the contract, with the reason and the original bytes, stamped with the
+    batch's processing time (:data:`INGESTED_AT` when present, one instant per batch)."""
+    detected = F.col(INGESTED_AT) if INGESTED_AT in validated.columns else F.current_timestamp()
     return validated.where(F.col(ERROR).isNotNull()).select(
         F.col(ERROR).alias("reason"),
         "raw_key",
@@ -138,43 +140,75 @@ def dead_letters(validated: DataFrame) -> DataFrame:
         "kafka_partition",
         "kafka_offset",
         "kafka_timestamp",
-        F.current_timestamp().alias("detected_at"),
-        F.to_date(F.current_timestamp()).alias("detected_date"),
+        detected.alias("detected_at"),
+        F.to_date(detected).alias("detected_date"),
     )
 
 
-def dedupe(events: DataFrame, watermark: str, time_column: str = "event_time") -> DataFrame:
-    """Drop repeated ``event_id``s seen within ``watermark`` of ``time_column`` (streaming or
-    batch).
+# When the stream first saw a record: the micro-batch's current_timestamp(), one instant per
+# batch, on the platform's clock (never a producer's).
+INGESTED_AT = "ingested_at"
 
-    On a stream, a row older than the watermark is dropped *and counted* in the progress
-    (``numRowsDroppedByWatermark``). The aggregates dedupe on ``event_time``: an event too late
-    for its window is counted, not added. The lake dedupes on the Kafka (ingestion) timestamp:
-    copies of one event are re-sent close together in ingestion time, and an event late in
-    event time still lands.
-    """
-    with_wm = events.withWatermark(time_column, watermark)
-    if events.isStreaming:
-        return with_wm.dropDuplicatesWithinWatermark(["event_id"])
-    return with_wm.dropDuplicates(["event_id"])
+
+def dedupe_key() -> Column:
+    """A valid event's ``event_id``; for a record that broke the contract, its Kafka coordinates
+    (so each dead letter is kept, and never collides with an event)."""
+    coordinates = F.concat_ws("/", F.lit("!"), "kafka_topic", "kafka_partition", "kafka_offset")
+    return F.when(F.col(ERROR).isNull(), F.col("event_id")).otherwise(coordinates)
+
+
+def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
+    """Checked records without the repeats of an ``event_id`` first seen within ``horizon`` of
+    processing time (a stream's state keeps each id that long).
+
+    The horizon runs on :data:`INGESTED_AT`, the platform's clock: no producer clock, Kafka
+    timestamp or event time can make a record "late", so no valid first-seen event is ever
+    dropped. A repeat that arrives after the horizon lands again; compaction drops it and
+    reconcile counts it. On a batch DataFrame every repeat is dropped."""
+    stamped = checked.withColumn(INGESTED_AT, F.current_timestamp())
+    keyed = stamped.withColumn("_dedupe_key", dedupe_key())
+    if checked.isStreaming:
+        deduped = keyed.withWatermark(INGESTED_AT, horizon).dropDuplicatesWithinWatermark(
+            ["_dedupe_key"]
+        )
+    else:
+        deduped = keyed.dropDuplicates(["_dedupe_key"])
+    return deduped.drop("_dedupe_key")
+
+
+def dedupe(events: DataFrame) -> DataFrame:
+    """Valid events without repeated ``event_id`` (batch DataFrames: the lake's readers)."""
+    return events.dropDuplicates(["event_id"])
+
+
+def _window(window: str) -> Column:
+    return F.window("event_time", window).alias("w")
+
+
+def _sketch(column: str) -> Column:
+    from include.analytics.store import SKETCH_LG_K
+
+    return F.hll_sketch_agg(column, SKETCH_LG_K)
 
 
 def category_sales(events: DataFrame, window: str) -> DataFrame:
-    """Purchases per event-time window and category: purchases, units, revenue, buyers.
-
-    ``events`` must already carry a watermark (see :func:`dedupe`). Buyers are approximate
-    (HyperLogLog, 1% error): exact distinct counts are not supported on streams.
-    """
+    """One batch's purchases per event-time window and category: purchases, units, revenue
+    (exact decimals: each line rounded to cents, then summed) and the buyers' HyperLogLog
+    sketch. The stream adds these partials to Postgres (``store.add_batch``); every valid
+    purchase counts, however late or early its event time."""
     purchases = events.where(
         F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value)
     )
+    line = (F.col("price") * F.col("quantity")).cast(
+        T.DecimalType(contract.MONEY_PRECISION, contract.MONEY_SCALE)
+    )
     return (
-        purchases.groupBy(F.window("event_time", window).alias("w"), F.col("category"))
+        purchases.groupBy(_window(window), F.col("category"))
         .agg(
             F.count(F.lit(1)).alias("purchases"),
             F.sum("quantity").alias("units"),
-            F.round(F.sum(F.col("price") * F.col("quantity")), 2).alias("revenue"),
-            F.approx_count_distinct("user_id", 0.01).alias("buyers"),
+            F.sum(line).alias("revenue"),
+            _sketch("user_id").alias("buyers_sketch"),
         )
         .select(
             F.col("w.start").alias("window_start"),
@@ -183,39 +217,52 @@ def category_sales(events: DataFrame, window: str) -> DataFrame:
             "purchases",
             "units",
             "revenue",
-            "buyers",
+            "buyers_sketch",
         )
     )
 
 
 def funnel_counts(events: DataFrame, window: str) -> DataFrame:
-    """Relevant events per event-time window and event type (the funnel), with approximate
-    distinct sessions. ``events`` must already carry a watermark."""
+    """One batch's relevant events per event-time window and event type (the funnel), with
+    the sessions' HyperLogLog sketch."""
     relevant = events.where(F.col("is_relevant"))
     return (
-        relevant.groupBy(F.window("event_time", window).alias("w"), F.col("event_type"))
+        relevant.groupBy(_window(window), F.col("event_type"))
         .agg(
             F.count(F.lit(1)).alias("events"),
-            F.approx_count_distinct("session_id", 0.01).alias("sessions"),
+            _sketch("session_id").alias("sessions_sketch"),
         )
         .select(
             F.col("w.start").alias("window_start"),
             F.col("w.end").alias("window_end"),
             "event_type",
             "events",
-            "sessions",
+            "sessions_sketch",
         )
     )
 
 
-def observe_lake(events: DataFrame) -> DataFrame:
-    """Per-batch counts reported in the query's progress (``observedMetrics``)."""
-    return events.observe(
+# The stream's live aggregates: table (include.analytics.store.AGGREGATES) -> the transform
+# from valid events to that table's partial rows of one batch.
+LIVE_AGGREGATES = {
+    "category_sales_minute": category_sales,
+    "funnel_minute": funnel_counts,
+}
+
+
+def with_estimates(partials: DataFrame, distinct: tuple[str, ...]) -> DataFrame:
+    """Partials with each sketch's estimate (``<name>`` from ``<name>_sketch``)."""
+    for name in distinct:
+        partials = partials.withColumn(name, F.hll_sketch_estimate(f"{name}_sketch"))
+    return partials
+
+
+def observe(checked: DataFrame) -> DataFrame:
+    """Per-batch counts reported in the query's progress (``observedMetrics``): ``lake``
+    (landed, irrelevant) and ``dead_letter`` (dead_lettered)."""
+    valid = F.col(ERROR).isNull()
+    return checked.observe(
         "lake",
-        F.count(F.lit(1)).alias("landed"),
-        F.coalesce(F.sum((~F.col("is_relevant")).cast("long")), F.lit(0)).alias("irrelevant"),
-    )
-
-
-def observe_dead_letters(dead: DataFrame) -> DataFrame:
-    return dead.observe("dead_letter", F.count(F.lit(1)).alias("dead_lettered"))
+        F.count(F.when(valid, F.lit(1))).alias("landed"),
+        F.count(F.when(valid & ~is_relevant(), F.lit(1))).alias("irrelevant"),
+    ).observe("dead_letter", F.count(F.when(~valid, F.lit(1))).alias("dead_lettered"))

@@ -6,16 +6,20 @@ JVM per read-back: each of those cost ~20 s of JVM start on two cores."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import time
-from datetime import UTC
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from devstack import environment
 from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
+from include.events.generator import Produced
 from include.supervision import lease
 
 
@@ -31,24 +35,26 @@ def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def postgres_sales(ctx, schema: str) -> list[dict]:
+def postgres_sales(ctx, schema: str) -> dict[tuple[str, str], dict]:
+    """The live category sales in Postgres, by (window start, category)."""
     rows = query(
         ctx,
         schema,
         "SELECT window_start, category, purchases, units, revenue::float8, buyers "
-        "FROM category_sales_minute ORDER BY window_start, category",
+        "FROM category_sales_minute",
     )
-    return [
-        {
-            "window_start": r[0].astimezone(UTC).replace(tzinfo=None).isoformat(),
-            "category": r[1],
-            "purchases": r[2],
-            "units": r[3],
-            "revenue": round(r[4], 2),
-            "buyers": r[5],
-        }
+    return {
+        (_iso(r[0]), r[1]): {"purchases": r[2], "units": r[3], "revenue": r[4], "buyers": r[5]}
         for r in rows
-    ]
+    }
+
+
+def postgres_funnel(ctx, schema: str) -> dict[tuple[str, str], dict]:
+    """The live funnel in Postgres, by (window start, event type)."""
+    rows = query(
+        ctx, schema, "SELECT window_start, event_type, events, sessions FROM funnel_minute"
+    )
+    return {(_iso(r[0]), r[1]): {"events": r[2], "sessions": r[3]} for r in rows}
 
 
 def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
@@ -66,55 +72,71 @@ def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
     return out
 
 
-def late_rows_dropped(ctx, schema: str) -> dict[str, int]:
-    """Rows each query dropped as later than its watermark, over all its batches."""
-    return dict(
-        query(
-            ctx,
-            schema,
-            "SELECT query_name, sum(late_rows_dropped)::bigint FROM stream_progress "
-            "GROUP BY query_name",
-        )
+def _iso(ts) -> str:
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def _minute(event_time_ms: int) -> str:
+    start = datetime.fromtimestamp(event_time_ms // 60_000 * 60, UTC)
+    return start.replace(tzinfo=None).isoformat()
+
+
+def oracle_sales(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
+    """Per minute and category, what the generator sent as valid purchases (its own record:
+    counts, units and revenue it computed, the buyers read from the bytes it sent). The
+    independent oracle of the live aggregates: no transform of ours is involved."""
+    out: dict[tuple[str, str], dict] = {}
+    buyers: dict[tuple[str, str], set] = defaultdict(set)
+    for p in produced:
+        if p.kind != "valid" or p.event_type != "purchase":
+            continue
+        key = (_minute(p.event_time_ms), p.category)
+        row = out.setdefault(key, {"purchases": 0, "units": 0, "revenue": 0.0})
+        row["purchases"] += 1
+        row["units"] += p.units
+        row["revenue"] += p.revenue
+        buyers[key].add(json.loads(p.value)["user_id"])
+    for key, row in out.items():
+        row["buyers"] = len(buyers[key])
+    return out
+
+
+def oracle_funnel(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
+    """Per minute and event type, the valid relevant events the generator sent and their
+    distinct sessions (the funnel's independent oracle)."""
+    out: dict[tuple[str, str], dict] = {}
+    sessions: dict[tuple[str, str], set] = defaultdict(set)
+    for p in produced:
+        if p.kind != "valid":
+            continue
+        key = (_minute(p.event_time_ms), p.event_type)
+        out.setdefault(key, {"events": 0})["events"] += 1
+        sessions[key].add(json.loads(p.value)["session_id"])
+    for key, row in out.items():
+        row["sessions"] = len(sessions[key])
+    return out
+
+
+def assert_sales_match(got: dict, produced: Iterable[Produced]) -> None:
+    _assert_match(got, oracle_sales(produced), ("purchases", "units", "revenue"), "buyers")
+
+
+def assert_funnel_match(got: dict, produced: Iterable[Produced]) -> None:
+    _assert_match(got, oracle_funnel(produced), ("events",), "sessions")
+
+
+def _assert_match(got: dict, expected: dict, exact: tuple[str, ...], approx: str) -> None:
+    """Postgres rows equal the oracle's: the same keys, ``exact`` measures equal (money to the
+    cent), the ``approx`` distinct count within HyperLogLog's error (3 %, at least 1)."""
+    assert set(got) == set(expected), (
+        f"keys only in Postgres: {sorted(set(got) - set(expected))[:5]}; "
+        f"only in the oracle: {sorted(set(expected) - set(got))[:5]}"
     )
-
-
-def lake_sales(report: dict) -> list[dict]:
-    return [
-        {
-            "window_start": r["window_start"],
-            "category": r["category"],
-            "purchases": r["purchases"],
-            "units": r["units"],
-            "revenue": round(r["revenue"], 2),
-            "buyers": r["buyers"],
-        }
-        for r in report["category_sales"]
-    ]
-
-
-def postgres_funnel(ctx, schema: str) -> list[dict]:
-    rows = query(
-        ctx,
-        schema,
-        "SELECT window_start, event_type, events, sessions FROM funnel_minute "
-        "ORDER BY window_start, window_end, event_type",
-    )
-    return [
-        {
-            "window_start": r[0].astimezone(UTC).replace(tzinfo=None).isoformat(),
-            "event_type": r[1],
-            "events": r[2],
-            "sessions": r[3],
-        }
-        for r in rows
-    ]
-
-
-def lake_funnel(report: dict) -> list[dict]:
-    return [
-        {k: r[k] for k in ("window_start", "event_type", "events", "sessions")}
-        for r in report["funnel"]
-    ]
+    for key, want in expected.items():
+        row = got[key]
+        for m in exact:
+            assert round(row[m], 2) == round(want[m], 2), (key, m, row, want)
+        assert abs(row[approx] - want[approx]) <= max(1, 0.03 * want[approx]), (key, row, want)
 
 
 def lease_holder(ctx, sandbox) -> lease.Holder | None:
@@ -198,11 +220,11 @@ def stop_reader() -> None:
         _READER = None
 
 
-def lake_report(ctx, lake_path: str, dead_letter_path: str, window: str | None = None) -> dict:
+def lake_report(ctx, lake_path: str, dead_letter_path: str) -> dict:
     """``spark_apps/lake_report.py``'s report, read in-process through the sinks' metadata."""
     from spark_apps.lake_report import report
 
-    return report(reader(ctx), lake_path, dead_letter_path, window)
+    return report(reader(ctx), lake_path, dead_letter_path)
 
 
 def reconcile(

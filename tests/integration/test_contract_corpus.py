@@ -18,6 +18,7 @@ import signal
 import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from confluent_kafka import Producer
 
@@ -31,7 +32,7 @@ from tests.bad_inputs import cases
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
 from tests.integration.lake_checks import lake_report, lease_holder, query, reconcile, wait_for
 
-QUERIES = ("lake", "dead_letter", "category_sales", "funnel")
+QUERIES = pipeline.STREAM_QUERIES
 
 
 def every_query_read(ctx, sandbox, total: int) -> bool:
@@ -206,6 +207,46 @@ def test_postgres_refusals_are_set_aside_and_the_batch_completes(ctx, sandbox):
             "SELECT category, revenue::float8, batch_id FROM category_sales_minute ORDER BY 1"
         )
         assert cur.fetchall() == [("books", 30.0, 7), ("games", 5.0, 7)]
+    conn.close()
+
+
+def test_a_batch_is_added_once_per_stream(ctx, sandbox):
+    """The live aggregates add each batch's partials: a replayed batch (the same id, the same
+    stream) is skipped, the next one adds up, another stream's batch ids are its own, and a
+    writer that lost the stream's lease is fenced out."""
+    from datasketches import hll_sketch, tgt_hll_type
+
+    def partial(category: str, users: list[str], naive: bool = False) -> dict:
+        sketch = hll_sketch(store.SKETCH_LG_K, tgt_hll_type.HLL_4)
+        for u in users:
+            sketch.update(u)
+        # Spark's collect() gives naive local datetimes: the same instant, matched all the same.
+        start = t.astimezone().replace(tzinfo=None) if naive else t
+        return {
+            "window_start": start,
+            "window_end": start + timedelta(minutes=1),
+            "category": category,
+            "purchases": len(users),
+            "units": len(users),
+            "revenue": Decimal("2.50") * len(users),
+            "buyers_sketch": sketch.serialize_compact(),
+        }
+
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    store.ensure_schema(conn)
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    table = "category_sales_minute"
+    first = [partial("books", ["u1", "u2"]), partial("toys", ["u3"])]
+    assert store.add_batch(conn, table, first, 0, "stream A").upserted == 2
+    assert store.add_batch(conn, table, first, 0, "stream A") is None, "a replay is skipped"
+    assert store.add_batch(conn, table, [partial("books", ["u2", "u4"], naive=True)], 1, "stream A")
+    assert store.add_batch(conn, table, [partial("books", ["u5"])], 0, "stream B")
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT category, purchases, revenue, buyers FROM {table} ORDER BY 1")
+        assert cur.fetchall() == [
+            ("books", 5, Decimal("12.50"), 4),
+            ("toys", 1, Decimal("2.50"), 1),
+        ]
     conn.close()
 
 

@@ -2,8 +2,10 @@
 
 The stream runs in continuous mode, launched directly with spark-submit (the same arguments
 Airflow passes), over a backlog large enough for many small batches; once a few batches have
-committed, the driver's whole process group is killed. A bounded run then resumes from the
-checkpoints: the lake holds every valid event exactly once, Postgres equals a recomputation and
+committed, the driver's whole process group is killed at a state read from the checkpoint: a
+batch planned (its offsets written) and not yet committed. A bounded run then resumes from the
+checkpoints: the lake holds every valid event exactly once, Postgres equals the generator's
+record and
 the reconciliation accounts for every produced event.
 """
 
@@ -20,16 +22,14 @@ from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
-from tests.integration.conftest import airflow_dags_test, spawn
-from tests.integration.lake_checks import lake_report, lake_sales, postgres_sales, query, reconcile
-
-
-def committed_lake_batches(ctx, schema: str) -> int:
-    return query(
-        ctx,
-        schema,
-        "SELECT count(*) FROM stream_progress WHERE query_name = 'lake' AND input_rows > 0",
-    )[0][0]
+from include.supervision import checkpoint
+from tests.integration.conftest import airflow_dags_test, s3, spawn
+from tests.integration.lake_checks import (
+    assert_sales_match,
+    lake_report,
+    postgres_sales,
+    reconcile,
+)
 
 
 def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
@@ -49,16 +49,26 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
         submit_env(ctx),
         f"crash-test-{sandbox.id}.log",
     )
+    read, list_keys = checkpoint.s3_reader(s3(ctx), b)
     try:
         deadline = time.monotonic() + 300
-        while committed_lake_batches(ctx, sandbox.pg_schema) < 3:
+        while True:  # a batch planned (offsets/<n>) but not committed (commits/<n>)
+            pos = checkpoint.query_position(
+                pipeline.STREAM_QUERY, sandbox.checkpoint_prefix, read, list_keys
+            )
+            committed = -1 if pos is None or pos.committed_batch is None else pos.committed_batch
+            if committed >= 2 and pos.planned_batch > committed:
+                break
             assert driver.poll() is None, "the stream exited before it was killed"
             assert time.monotonic() < deadline, "the stream made no progress"
-            time.sleep(0.5)
-        time.sleep(0.7)  # well inside the next batch
+            time.sleep(0.1)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
+    pos = checkpoint.query_position(
+        pipeline.STREAM_QUERY, sandbox.checkpoint_prefix, read, list_keys
+    )
+    assert pos.planned_batch > pos.committed_batch, "killed between a batch's plan and commit"
     partial = lake_report(
         ctx, pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
     )
@@ -70,13 +80,12 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
         ctx,
         pipeline.s3a(b, sandbox.lake_prefix),
         pipeline.s3a(b, sandbox.dead_letter_prefix),
-        window=pipeline.STREAM_WINDOW,
     )
     assert final["rows"] == final["distinct_ids"] == record.valid
     bad = sum(n for k, n in record.by_kind.items() if k not in ("valid", "irrelevant", "duplicate"))
     assert final["dead_letter_rows"] == bad
     assert final["purchases"] == record.purchases
-    assert postgres_sales(ctx, sandbox.pg_schema) == lake_sales(final)
+    assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), batch)
 
     # The reconciliation accounts for every event: landed, dead-lettered or a dropped copy.
     report, _ = reconcile(

@@ -74,6 +74,26 @@ def test_absent_checkpoint_and_damaged_checkpoint():
         checkpoint.query_position("lake", "cp", read, list_keys)
 
 
+def test_a_checkpoint_behind_its_sink_log_is_refused():
+    from include.supervision import preflight
+
+    files = {f"lake/raw/_spark_metadata/{i}": "v1" for i in range(10)}
+    files["lake/raw/_spark_metadata/9.compact"] = files.pop("lake/raw/_spark_metadata/9")
+    _, list_keys = store(files)
+    assert checkpoint.sink_log_batch("lake/raw", list_keys) == 9
+    assert checkpoint.sink_log_batch("lake/dead", list_keys) is None
+    sinks = {"lake_prefix": "lake/raw", "dead_letter_prefix": "lake/dead"}
+    caught_up = QueryPosition("lake", 9, 10, {"events": {0: 1}})
+    preflight.check_sink_logs(list_keys, "b", sinks, [caught_up])  # batch 10 planned: fine
+    mid_batch = QueryPosition("lake", 8, 9, {"events": {0: 1}})
+    preflight.check_sink_logs(list_keys, "b", sinks, [mid_batch])  # committed to the sink first
+    for behind in ([], [QueryPosition("lake", 3, 4, {"events": {0: 1}})]):
+        with pytest.raises(
+            preflight.PreflightError, match=r"`lake_prefix`\) already holds batches up to 9"
+        ):
+            preflight.check_sink_logs(list_keys, "b", sinks, behind)
+
+
 def test_gaps_name_partition_range_and_queries():
     positions = [
         QueryPosition("lake", 3, 3, {"events": {0: 100, 1: 50, 2: 70}}),

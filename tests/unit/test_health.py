@@ -58,7 +58,7 @@ def test_degraded_reasons():
     h = health.assess(NOW, LIVE, behind, {0: 900}, 0)
     assert h.status == health.DEGRADED and "slower than input" in h.reasons[0]
 
-    dead = [batch(), batch(query="dead_letter", n=100, dl=20)]
+    dead = [batch(n=100), batch(n=100, dl=40)]
     h = health.assess(NOW, LIVE, dead, {0: 100}, 0)
     assert h.status == health.DEGRADED and "dead-letter rate 20.0%" in h.reasons[0]
 

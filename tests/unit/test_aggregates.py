@@ -1,0 +1,89 @@
+"""The live aggregates' registry and the merge of a micro-batch's partials into stored rows
+(include/analytics/store.py): sums add up, HyperLogLog sketches merge to the distinct count of
+the union, whatever way the events were split into batches."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from decimal import Decimal
+
+from datasketches import hll_sketch, tgt_hll_type
+
+from include.analytics import store
+from spark_apps.transforms import events as tx
+
+W0, W1 = datetime(2026, 12, 1, 10, 0), datetime(2026, 12, 1, 10, 1)
+
+
+def sketch(items) -> bytes:
+    s = hll_sketch(store.SKETCH_LG_K, tgt_hll_type.HLL_4)
+    for item in items:
+        s.update(item)
+    return s.serialize_compact()
+
+
+def partial(purchases: int, revenue: str, users) -> dict:
+    return {
+        "window_start": W0,
+        "window_end": W1,
+        "category": "books",
+        "purchases": purchases,
+        "units": purchases * 2,
+        "revenue": Decimal(revenue),
+        "buyers_sketch": sketch(users),
+    }
+
+
+def as_stored(row: tuple) -> dict:
+    agg = store.AGGREGATES["category_sales_minute"]
+    return dict(zip(agg.columns + agg.sketches, row, strict=True))
+
+
+def test_every_live_aggregate_has_its_transform_and_columns():
+    assert set(tx.LIVE_AGGREGATES) == set(store.AGGREGATES)
+    for agg in store.AGGREGATES.values():
+        assert agg.key == ("window_start", agg.dimension)
+        assert set(agg.key) <= set(agg.columns)
+        assert agg.partial_columns[:3] == agg.columns[:3]
+        assert all(f"{d}_sketch" in agg.partial_columns for d in agg.distinct)
+
+
+def test_a_new_key_takes_the_partial_and_its_estimate():
+    agg = store.AGGREGATES["category_sales_minute"]
+    row = as_stored(store.merge_partial(agg, None, partial(3, "30.10", ["u1", "u2", "u1"])))
+    assert (row["purchases"], row["units"], row["revenue"], row["buyers"]) == (
+        3,
+        6,
+        Decimal("30.10"),
+        2,
+    )
+
+
+def test_batches_add_up_to_the_whole_whatever_the_split():
+    agg = store.AGGREGATES["category_sales_minute"]
+    rng = random.Random(7)
+    users = [f"u{rng.randrange(3_000)}" for _ in range(5_000)]
+    stored = None
+    for start in range(0, len(users), 700):  # eight micro-batches
+        chunk = users[start : start + 700]
+        stored = as_stored(store.merge_partial(agg, stored, partial(len(chunk), "1.01", chunk)))
+    exact = len(set(users))
+    assert stored["purchases"] == 5_000 and stored["revenue"] == Decimal("8.08")
+    assert abs(stored["buyers"] - exact) <= 0.03 * exact
+    one_pass = hll_sketch.deserialize(sketch(users)).get_estimate()
+    assert abs(stored["buyers"] - one_pass) <= 0.01 * exact, "merged = sketched in one pass"
+
+
+def test_a_row_stored_without_a_sketch_keeps_its_count():
+    agg = store.AGGREGATES["category_sales_minute"]
+    old = {"purchases": 4, "units": 8, "revenue": Decimal("4.00"), "buyers": 4}
+    row = as_stored(store.merge_partial(agg, old, partial(1, "1.00", ["u9"])))
+    assert (row["purchases"], row["buyers"]) == (5, 5)
+
+
+def test_each_table_is_declared_once_and_its_ddl_follows():
+    sales = store.AGGREGATES["category_sales_minute"].ddl()
+    assert "revenue numeric(18, 2) NOT NULL" in sales and "purchases bigint NOT NULL" in sales
+    assert "buyers_sketch bytea" in sales and "PRIMARY KEY (window_start, category)" in sales
+    assert "category_sales_minute" not in store.DDL, "no second, hand-written definition"
