@@ -176,11 +176,6 @@ def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
     return deduped.drop("_dedupe_key")
 
 
-def dedupe(events: DataFrame) -> DataFrame:
-    """Valid events without repeated ``event_id`` (batch DataFrames: the lake's readers)."""
-    return events.dropDuplicates(["event_id"])
-
-
 def _window(window: str) -> Column:
     return F.window("event_time", window).alias("w")
 

@@ -153,7 +153,7 @@ def test_category_sales_sums_relevant_purchases_per_minute(spark):
         event(event_id="a", event_time=iso(t0), price=10.0, quantity=1, user_id="u1"),  # duplicate
     ]
     parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
-    sales = tx.category_sales(tx.dedupe(tx.valid_events(parsed)), "1 minute")
+    sales = tx.category_sales(tx.valid_events(parsed).dropDuplicates(["event_id"]), "1 minute")
     expected = spark.createDataFrame(
         [
             (t0.replace(tzinfo=None), "books", 2, 4, Decimal("25.00"), 2),
@@ -183,7 +183,7 @@ def test_funnel_counts_relevant_events_per_type_and_minute(spark):
         event(event_id="d", event_time=iso(t0), session_id="s3", traffic_type="bot", **view),
     ]
     parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
-    funnel = tx.funnel_counts(tx.dedupe(tx.valid_events(parsed)), "1 minute")
+    funnel = tx.funnel_counts(tx.valid_events(parsed).dropDuplicates(["event_id"]), "1 minute")
     expected = spark.createDataFrame(
         [(t0.replace(tzinfo=None), "page_view", 2, 2), (t0.replace(tzinfo=None), "purchase", 1, 1)],
         "window_start timestamp, event_type string, events long, sessions long",
