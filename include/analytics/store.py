@@ -150,8 +150,6 @@ AGGREGATES: dict[str, Aggregate] = {
         ),
     )
 }
-CATEGORY_SALES_COLUMNS = AGGREGATES["category_sales_minute"].columns
-FUNNEL_COLUMNS = AGGREGATES["funnel_minute"].columns
 # The sketches' size (log2 of HyperLogLog buckets): ~1.6 % standard error, ~2.5 KB a sketch.
 SKETCH_LG_K = 12
 

@@ -245,13 +245,6 @@ LIVE_AGGREGATES = {
 }
 
 
-def with_estimates(partials: DataFrame, distinct: tuple[str, ...]) -> DataFrame:
-    """Partials with each sketch's estimate (``<name>`` from ``<name>_sketch``)."""
-    for name in distinct:
-        partials = partials.withColumn(name, F.hll_sketch_estimate(f"{name}_sketch"))
-    return partials
-
-
 def observe(checked: DataFrame) -> DataFrame:
     """Per-batch counts reported in the query's progress (``observedMetrics``): ``lake``
     (landed, irrelevant) and ``dead_letter`` (dead_lettered)."""
