@@ -40,11 +40,16 @@ SCALEOUT ?= up
 scaleout: install ## a Spark standalone cluster + 3-broker Kafka next to the stack (SCALEOUT=up|down|status)
 	@$(PY) -m devstack scaleout $(SCALEOUT)
 
+# Two pytest-xdist workers share the stack: much of an integration test waits (JVM and Airflow
+# start-up, S3 round trips), so two of them fill the 2 cores better than one. A module is one
+# unit of work (its module fixtures are set up once), taken in the order of tests/conftest.py
+# (slowest first). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m devstack install --browser
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-unit: venv ## unit tests and DAG checks only (no services)
 	@$(PY) -m pytest -m "not integration"

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from devstack import environment
 from devstack.services import Context
-from include.spark.submit import BASE_CONF, SPARK_APPS, driver_conf, pg_env, s3a_conf
+from include.spark.submit import (
+    BASE_CONF,
+    SPARK_APPS,
+    connector_classpath,
+    driver_conf,
+    pg_env,
+    s3a_conf,
+)
 
 
 class SparkAppError(RuntimeError):
@@ -42,10 +49,13 @@ def submit_argv(ctx: Context, app: str, args: list[str]) -> list[str]:
         **driver_conf(ctx.env),
         **s3a_conf(ctx.settings.s3_endpoint, "us-east-1"),
     }
-    argv = ["spark-submit", "--master", ctx.settings.spark_master]
-    jars = environment.spark_jars(ctx.settings)
+    master = ctx.settings.spark_master
+    argv = ["spark-submit", "--master", master]
+    jars, class_path = connector_classpath(master, ",".join(environment.spark_jars(ctx.settings)))
     if jars:
-        argv += ["--jars", ",".join(jars)]
+        argv += ["--jars", jars]
+    if class_path:
+        argv += ["--driver-class-path", class_path]
     for k, v in conf.items():
         argv += ["--conf", f"{k}={v}"]
     return [*argv, str(SPARK_APPS / app), *args]

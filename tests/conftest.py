@@ -17,10 +17,50 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Integration modules, slowest first: ``make test`` spreads the modules over two workers
+# (pytest-xdist, --dist loadfile: a module's tests stay on one worker, in order, sharing its
+# module fixtures), which take them in this order, so the long ones start early and the short
+# ones (unit tests last) fill in at the end. Modules not listed follow.
+SLOWEST_FIRST = (
+    "test_compaction",
+    "test_supervision",
+    "test_scaleout",
+    "test_replay",
+    "test_reconcile",
+    "test_contract_corpus",
+    "test_pipeline",
+    "test_dashboard",
+    "test_crash_recovery",
+    "test_dags_test",
+    "test_services",
+)
+
+
+def _rank(item: pytest.Item) -> tuple[int, int]:
+    path = str(item.fspath).replace(os.sep, "/")
+    if "tests/integration/" not in path:
+        return (2, 0)
+    name = Path(path).stem
+    return (0, SLOWEST_FIRST.index(name)) if name in SLOWEST_FIRST else (1, 0)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/integration/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=_rank)  # stable: the order within a module stays
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The run's controller (or the only process) stops the stack the tests started."""
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: others may still use the stack
+    from tests.integration.conftest import stop_stack_started_by_tests
+
+    problem = stop_stack_started_by_tests()
+    if problem:
+        print(f"\n{problem}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """The real local stack for integration tests: reused if it runs, else started (and stopped
-at the end). Every test works in its own topic, S3 prefix and Postgres schema, so tests never
-see the demo's data nor each other's."""
+at the end of the run). Every test works in its own topic, S3 prefix and Postgres schema, so
+tests never see the demo's data nor each other's, and two workers can share the stack."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -11,29 +12,56 @@ import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from devstack import environment, stack
+from devstack import settings as devstack_settings
 from devstack.demo import pg_params
 from devstack.services import Context
+from devstack.settings import Settings
 from include import pipeline
 from include.analytics import store
 from include.lake.s3 import s3_client
 
+# Test drivers live for seconds: C1 alone compiles what they run (C2's compile threads would
+# compete with the tasks for the two cores). The stack's own services keep the default JIT.
+TEST_SPARK_SUBMIT_OPTS = "-XX:TieredStopAtLevel=1"
+
+
+def started_marker(settings: Settings) -> Path:
+    """Present while a test run owns the stack it started (removed when it stops it)."""
+    return settings.run_dir / "started-by-tests"
+
 
 @pytest.fixture(scope="session")
 def ctx() -> Context:
+    """The running stack, or one started for the run. With several workers (``make test``),
+    the first to take the lock starts it; the run's controller stops it at the end
+    (``stop_stack_started_by_tests``, from tests/conftest.py)."""
     context = stack.context()
-    started = False
-    if not stack.is_up(context):
-        stack.up(context)
-        started = True
-    yield context
-    if started and os.environ.get("RTAP_KEEP_STACK") != "1":
-        stack.down(context)
-        left = stack.leftovers(context)
-        assert not left, f"processes left after stopping the stack: {[p.pid for p in left]}"
+    context.settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(context.settings.run_dir / "tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stack.is_up(context):
+            stack.up(context)
+            started_marker(context.settings).write_text(str(os.getpid()))
+    context.env["SPARK_SUBMIT_OPTS"] = TEST_SPARK_SUBMIT_OPTS
+    return context
+
+
+def stop_stack_started_by_tests() -> str | None:
+    """Stop the stack if this test run started it (unless ``RTAP_KEEP_STACK=1``); return a
+    problem to report, or None."""
+    marker = started_marker(devstack_settings.load())
+    if not marker.exists() or os.environ.get("RTAP_KEEP_STACK") == "1":
+        return None
+    context = stack.context()
+    stack.down(context)
+    marker.unlink(missing_ok=True)
+    left = stack.leftovers(context)
+    return f"processes left after stopping the stack: {[p.pid for p in left]}" if left else None
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,14 +71,6 @@ def _lake_reader(ctx: Context):
 
     yield
     stop_reader()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _spark_scratch(ctx: Context):
-    """After each module: free the jar copies of drivers the tests killed (SIGKILL skips
-    Spark's cleanup; ~750 MB each), unless a Spark app of the stack still runs."""
-    yield
-    stack.prune_spark_local(ctx)
 
 
 @dataclass
@@ -169,6 +189,12 @@ def s3(ctx: Context):
     )
 
 
+def dags_test_log(ctx: Context, dag_id: str) -> Path:
+    """Where the output of the last ``airflow dags test <dag_id>`` of this worker is kept."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return ctx.settings.logs_dir / f"dags-test-{dag_id}{'-' + worker if worker else ''}.log"
+
+
 def airflow_dags_run(
     ctx: Context,
     dag_id: str,
@@ -187,7 +213,7 @@ def airflow_dags_run(
     )
     output = proc.stdout + proc.stderr
     match = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", output)
-    log = ctx.settings.logs_dir / f"dags-test-{dag_id}.log"
+    log = dags_test_log(ctx, dag_id)
     log.write_text(output)
     assert match, f"`airflow dags test {dag_id}` did not finish a run; output in {log}"
     return match[-1], output
@@ -202,7 +228,7 @@ def airflow_dags_test(
 ) -> str:
     """``airflow dags test`` that must exit cleanly; returns the final state."""
     state, _ = airflow_dags_run(ctx, dag_id, conf, timeout, env)
-    log = ctx.settings.logs_dir / f"dags-test-{dag_id}.log"
+    log = dags_test_log(ctx, dag_id)
     assert state == "success", f"`airflow dags test {dag_id}` ended {state}; output in {log}"
     return state
 

@@ -198,7 +198,7 @@ def reader(ctx):
             ),
             "spark.hadoop.fs.s3a.access.key": ctx.secrets.s3_access_key,
             "spark.hadoop.fs.s3a.secret.key": ctx.secrets.s3_secret_key,
-            "spark.jars": ",".join(environment.spark_jars(ctx.settings)),
+            "spark.driver.extraClassPath": os.pathsep.join(environment.spark_jars(ctx.settings)),
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",

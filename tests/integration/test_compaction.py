@@ -5,7 +5,7 @@ A day landed by Spark's file sink as ~1,000 small files compacts into a few file
 target size; the table holds each distinct event once; the marts equal a recomputation (from
 pyiceberg's read of the table); re-running the day changes nothing; a run killed mid-write
 leaves no commit and the re-run completes; broken rows stop the run before it writes; a
-backfill of three days through Airflow works.
+backfill of days through Airflow works.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -28,13 +27,13 @@ from devstack import spark as spark_cli
 from devstack.demo import api, pg_params
 from include import pipeline
 from include.warehouse import catalog
+from tests.integration import seed_lake
 from tests.integration.conftest import airflow_dags_test, drop_sandbox, s3, spawn
-from tests.integration.lake_checks import query
+from tests.integration.lake_checks import query, reader
 
-SEED_JOB = Path(__file__).resolve().parent / "spark_jobs" / "seed_lake.py"
 BIG_DAY = "2026-11-10"
-SMALL_DAYS = ("2026-11-11", "2026-11-12", "2026-11-13")
-BROKEN_DAY = "2026-11-14"
+SMALL_DAYS = ("2026-11-11", "2026-11-12")
+BROKEN_DAY = "2026-11-13"
 TARGET_MB = 0.25
 TARGET = int(TARGET_MB * 1024 * 1024)
 
@@ -60,18 +59,25 @@ def wh(ctx):
     b = ctx.settings.bucket
     # One lake with a big day (~46 write tasks x 24 hours of small files), one with small days
     # (each lake is one file sink: one streaming query, one metadata log).
-    for which, days, events, tasks, extra in (
-        ("big", [BIG_DAY], 20_000, 46, []),
-        ("small", [*SMALL_DAYS, BROKEN_DAY], 2_000, 2, ["--break-day", BROKEN_DAY]),
-    ):
-        args = ["--lake-path", pipeline.s3a(b, box.lake_prefix(which)), "--tasks", str(tasks)]
-        for day in days:
-            args += ["--day", day, "--events", str(events)]
-        out = spark_cli.run_app(
-            ctx, str(SEED_JOB), [*args, *extra], ctx.settings.logs_dir / f"seed_lake_{which}.log"
+    session = reader(ctx)
+    box.seeded.update(
+        seed_lake.seed(
+            session,
+            pipeline.s3a(b, box.lake_prefix("big")),
+            {date.fromisoformat(BIG_DAY): 20_000},
+            46,
         )
-        line = next(ln for ln in out.splitlines() if ln.startswith("SEED "))
-        box.seeded.update(json.loads(line.removeprefix("SEED ")))
+    )
+    small = {date.fromisoformat(d): 2_000 for d in (*SMALL_DAYS, BROKEN_DAY)}
+    box.seeded.update(
+        seed_lake.seed(
+            session,
+            pipeline.s3a(b, box.lake_prefix("small")),
+            small,
+            2,
+            break_day=date.fromisoformat(BROKEN_DAY),
+        )
+    )
     yield box
     drop_sandbox(ctx, box.prefix, box.pg_schema)
 
@@ -180,23 +186,9 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
     events = assert_day_correct(ctx, wh, BIG_DAY)
     assert run_record(ctx, wh, BIG_DAY) == ("verified", len(events))
 
-    # Re-run: the same tables. The plan now uses the bytes per row the table measured, so
-    # every file lands within +-25 % of the target.
+    # Killed while writing: no commit (the table is what it was).
     table = iceberg(ctx, wh).load_table("analytics.events")
-    code, again = compact(ctx, wh, BIG_DAY)
-    assert code == 0, again
-    assert again["target"]["rows"] == dst["rows"]
-    assert all(0.75 * TARGET <= size <= 1.25 * TARGET for size in again["target"]["file_bytes"]), (
-        again["target"]["file_bytes"]
-    )
-    rerun = assert_day_correct(ctx, wh, BIG_DAY)
-    assert sorted(rerun["event_id"]) == sorted(events["event_id"])
-    assert iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id != (
-        table.current_snapshot().snapshot_id
-    )
-
-    # Killed while writing: no commit (the table is what it was); the re-run completes.
-    before = iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id
+    before = table.current_snapshot().snapshot_id
     b = ctx.settings.bucket
     argv = spark_cli.submit_argv(
         ctx,
@@ -228,9 +220,18 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
         proc.wait(30)
     after_kill = iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id
     assert after_kill == before, "the killed run committed: it was not killed mid-write"
-    code, report = compact(ctx, wh, BIG_DAY)
-    assert code == 0, report
-    assert_day_correct(ctx, wh, BIG_DAY)
+
+    # The re-run completes, to the same tables. Its plan uses the bytes per row the table
+    # measured, so every file lands within +-25 % of the target.
+    code, again = compact(ctx, wh, BIG_DAY)
+    assert code == 0, again
+    assert again["target"]["rows"] == dst["rows"]
+    assert all(0.75 * TARGET <= size <= 1.25 * TARGET for size in again["target"]["file_bytes"]), (
+        again["target"]["file_bytes"]
+    )
+    rerun = assert_day_correct(ctx, wh, BIG_DAY)
+    assert sorted(rerun["event_id"]) == sorted(events["event_id"])
+    assert iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id != before
 
 
 def test_broken_rows_stop_the_run_before_it_writes(ctx, wh):
@@ -255,7 +256,7 @@ def small_lake_conf(ctx, wh: Warehouse, **extra) -> dict:
     }
 
 
-def test_backfill_of_three_days_through_airflow(ctx, wh):
+def test_backfill_of_days_through_airflow(ctx, wh):
     conf = small_lake_conf(ctx, wh)
     argv = [
         str(environment.venv_bin() / "airflow"),

@@ -84,3 +84,11 @@ def test_driver_and_its_ui_are_on_loopback_unless_the_deployment_says_otherwise(
     }
     assert driver_conf(compose)["spark.driver.host"] == "airflow-scheduler"
     assert driver_env(compose) == {"SPARK_LOCAL_IP": "0.0.0.0"}
+
+
+def test_local_master_puts_the_jars_on_the_class_path_others_ship_them():
+    from include.spark.submit import connector_classpath
+
+    assert connector_classpath("local[2]", "/x.jar,/y.jar") == (None, "/x.jar:/y.jar")
+    assert connector_classpath("spark://h:7077", "/x.jar,/y.jar") == ("/x.jar,/y.jar", None)
+    assert connector_classpath("local[*]", "") == (None, None)

@@ -1,19 +1,17 @@
-"""Test-only Spark job: land generated days in a lake the way the stream does.
+"""Test-only: land generated days in a lake the way the stream does (run in the tests'
+in-process Spark session, ``lake_checks.reader``).
 
 Events come from the real generator, go through the stream's own transforms (parse, validate,
 enrich) and are written by Spark's file sink (a streaming query, so ``_spark_metadata`` lists
 the committed files), spread over many small files per hour like a day of micro-batches.
-``--break-day`` makes some rows of a day break a warehouse expectation (an older stream version or a bug
-upstream would), for the compaction's checks.
+``break_day`` makes some rows of a day break a warehouse expectation (an older stream version
+or a bug upstream would), for the compaction's checks.
 
-Prints ``SEED {json}``: per day, rows landed, distinct ids and relevant purchase revenue.
+:func:`seed` returns, per day, the rows landed, distinct ids and relevant purchase revenue.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
@@ -41,37 +39,30 @@ def kafka_rows(day: date, n: int, seed: int, duplicate_share: float) -> list[tup
     return rows
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--lake-path", required=True)
-    p.add_argument("--day", action="append", required=True, type=date.fromisoformat)
-    p.add_argument("--events", type=int, action="append", required=True)
-    p.add_argument("--tasks", type=int, default=4, help="write tasks (each writes ~24 files)")
-    p.add_argument("--duplicate-share", type=float, default=0.03)
-    p.add_argument(
-        "--break-day", type=date.fromisoformat, default=None, help="negative prices on this day"
-    )
-    p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args(argv)
-    if len(args.events) != len(args.day):
-        p.error("give one --events per --day")
-
-    spark = SparkSession.builder.appName("seed_lake").getOrCreate()
+def seed(
+    spark: SparkSession,
+    lake_path: str,
+    days: dict[date, int],
+    tasks: int,
+    break_day: date | None = None,
+    duplicate_share: float = 0.03,
+    seed: int = 7,
+) -> dict[str, dict]:
+    """Land ``days`` (day -> events) at ``lake_path`` through ``tasks`` write tasks (each
+    writes ~24 files: one per hour); return per day rows, distinct_ids and revenue."""
     products = spark.createDataFrame(
         [(x.product_id, x.price, rank) for rank, x in enumerate(build_catalog().products, 1)],
         "product_id string, price double, popularity_rank int",
     )
     landed = None
-    for i, (day, n) in enumerate(zip(args.day, args.events, strict=True)):
-        raw = spark.createDataFrame(
-            kafka_rows(day, n, args.seed + i, args.duplicate_share), E.KAFKA_SCHEMA
-        )
+    for i, (day, n) in enumerate(days.items()):
+        raw = spark.createDataFrame(kafka_rows(day, n, seed + i, duplicate_share), E.KAFKA_SCHEMA)
         now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
         valid = E.enrich(E.valid_events(E.parse(raw, now)), products)
         landed = valid if landed is None else landed.unionByName(valid)
-    if args.break_day:
+    if break_day:
         hit = (
-            (F.col("event_date") == F.lit(args.break_day.isoformat()).cast("date"))
+            (F.col("event_date") == F.lit(break_day.isoformat()).cast("date"))
             & (F.col("event_type") == "purchase")
             & (F.abs(F.hash("event_id")) % 10 == 0)
         )
@@ -108,19 +99,13 @@ def main(argv: list[str]) -> int:
         query = (
             spark.readStream.schema(staged.schema)
             .parquet(f"{tmp}/staging")
-            .repartition(args.tasks)
+            .repartition(tasks)
             .writeStream.format("parquet")
-            .option("path", args.lake_path)
+            .option("path", lake_path)
             .option("checkpointLocation", f"{tmp}/checkpoint")
             .partitionBy("event_date", "event_hour")
             .trigger(availableNow=True)
             .start()
         )
         query.awaitTermination()
-    print(f"SEED {json.dumps(stats)}", flush=True)
-    spark.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return stats
