@@ -30,7 +30,11 @@ with DAG(
     max_active_runs=1,
     tags=["warehouse", "maintenance"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "on_failure_callback": PlatformNotifier()},
+    default_args={
+        "owner": "platform",
+        "on_failure_callback": PlatformNotifier(),
+        **dag_params.idempotent_retries(),
+    },
     params={
         **dag_params.shared(
             "bucket", "warehouse_prefix", "namespace", "marts_namespace", "pg_schema"

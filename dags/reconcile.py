@@ -31,7 +31,11 @@ with DAG(
     max_active_runs=1,
     tags=["supervision", "quality"],
     doc_md=__doc__,
-    default_args={"owner": "platform", "on_failure_callback": PlatformNotifier()},
+    default_args={
+        "owner": "platform",
+        "on_failure_callback": PlatformNotifier(),
+        **dag_params.idempotent_retries(),
+    },
     params={
         **dag_params.shared("topic", "bucket", "lake_prefix", "dead_letter_prefix", "pg_schema"),
         "since": Param(
@@ -50,6 +54,7 @@ with DAG(
 
     reconcile = LakeSparkSubmitOperator(
         task_id="reconcile",
+        retries=0,  # its failure is a finding (events unaccounted for): not re-run, reported
         application=str(SPARK_APPS / "reconcile.py"),
         name="reconcile",
         application_args=[

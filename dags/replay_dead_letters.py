@@ -29,7 +29,7 @@ with DAG(
     max_active_runs=1,
     tags=["streaming", "operations"],
     doc_md=__doc__,
-    default_args={"owner": "platform"},
+    default_args={"owner": "platform", **dag_params.idempotent_retries()},
     params={
         "reason_prefix": Param("", type="string", description="empty: every reason"),
         "since": Param(None, type=["null", "string"], description="ISO time"),

@@ -81,7 +81,7 @@ def live(cfg: Config) -> None:
         c[0].metric(f"Revenue (last {minutes} min)", _money(t["revenue"]))
         c[1].metric(f"Orders (last {minutes} min)", f"{t['orders']:,}")
         c[2].metric(f"Units (last {minutes} min)", f"{t['units']:,}")
-        c[3].metric("Events/s (last 5 min)", f"{q.recent_rate(rates):,.2f}")
+        c[3].metric("Events/s (last 5 min)", f"{q.recent_rate(rates, datetime.now(UTC)):,.2f}")
         c[4].metric("Views → purchases", NA if pd.isna(conversion) else f"{float(conversion):.2%}")
 
         if data.sales.empty:

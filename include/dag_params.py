@@ -6,6 +6,9 @@ keep a run inside a sandbox (its own topic, prefixes and Postgres schema).
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from airflow.sdk import Param
 
 from include import pipeline
@@ -35,3 +38,15 @@ def shared(*names: str) -> dict[str, Param]:
     if unknown:
         raise KeyError(f"no shared param {sorted(unknown)}; known: {sorted(_LOCATIONS)}")
     return {name: _LOCATIONS[name]() for name in names}
+
+
+def idempotent_retries() -> dict[str, Any]:
+    """``default_args`` of a DAG whose tasks can run again without harm (a re-run converges to
+    the same result): two retries, one minute apart then doubling (tests/dags enforces it, and
+    names the tasks that must not retry)."""
+    return {
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }

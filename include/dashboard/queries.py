@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -232,11 +232,15 @@ def event_rates(funnel: pd.DataFrame) -> pd.DataFrame:
     return frame if frame.empty else (frame / 60.0).round(3)
 
 
-def recent_rate(rates: pd.DataFrame, minutes: int = 5) -> float:
-    """Average events per second over the last ``minutes`` minutes of :func:`event_rates`."""
+def recent_rate(rates: pd.DataFrame, now: datetime, minutes: int = 5) -> float:
+    """Average events per second over the ``minutes`` whole minutes before ``now``'s minute,
+    from :func:`event_rates`; a minute without events counts as 0 (so the rate falls to 0
+    when traffic stops, instead of repeating the last minutes that had data)."""
     if rates.empty:
         return 0.0
-    return round(float(rates.tail(minutes).sum(axis=1).mean()), 3)
+    end = pd.Timestamp(now).floor("min")
+    window = rates[(rates.index >= end - pd.Timedelta(minutes=minutes)) & (rates.index < end)]
+    return round(float(window.to_numpy().sum()) / minutes, 3)
 
 
 def funnel_stages(funnel: pd.DataFrame) -> pd.DataFrame:

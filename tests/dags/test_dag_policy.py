@@ -9,6 +9,19 @@ import pytest
 
 from tests.conftest import ROOT
 
+# Tasks that must not retry, and why; every other task is idempotent and retries at least twice.
+NOT_RETRIED = {
+    ("demo_traffic", "send"): "produces events: a retry would send them again",
+    ("reconcile", "reconcile"): "its failure is a finding, reported once",
+    ("stream_control", "operate"): "an operator's one-shot command: a failure goes back to them",
+    ("stream_events", "gate"): "a guard: a refusal stops the launch",
+    ("stream_events", "preflight"): "a guard: a refusal stops the launch",
+    ("stream_events", "retention_guard"): "a guard: a refusal stops the launch",
+    ("stream_events", "single_writer"): "a guard: a refusal stops the launch",
+    ("stream_health", "assess"): "runs every 5 minutes: the next run re-assesses",
+    ("stream_health", "act"): "acts on one assessment: a retry could act on a stale one",
+}
+
 DAG_FILES = sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
 
 
@@ -32,3 +45,7 @@ def test_policy(dagbag, dag_id):
     assert isinstance(dag.start_date, datetime) and dag.start_date.year >= 2026, "fixed start_date"
     for task in dag.tasks:
         assert task.owner and task.owner != "airflow", f"{task.task_id}: set an owner"
+        if (dag_id, task.task_id) in NOT_RETRIED:
+            assert task.retries == 0, f"{task.task_id}: {NOT_RETRIED[dag_id, task.task_id]}"
+        else:
+            assert task.retries >= 2, f"{task.task_id}: idempotent, so retries >= 2"

@@ -121,9 +121,13 @@ def test_event_rates_are_per_second():
     assert rates.loc[minute(0), "page_view"] == 10.0
     assert rates.loc[minute(1), "page_view"] == 0.0
     assert q.event_rates(pd.DataFrame()).empty
-    assert q.recent_rate(rates, minutes=1) == round((90 + 45 + 18) / 60, 3)
-    assert q.recent_rate(rates) == round((1200 / 60 + 153 / 60) / 2, 3)
-    assert q.recent_rate(pd.DataFrame()) == 0.0
+    during = minute(2) + timedelta(seconds=30)  # minute 2 is under way: not counted yet
+    assert q.recent_rate(rates, during, minutes=1) == round((90 + 45 + 18) / 60, 3)
+    # Five minutes, two with events: the quiet minutes count as zero.
+    assert q.recent_rate(rates, during) == round((1200 + 153) / 60 / 5, 3)
+    # Traffic stopped: the tile falls to zero, not to the last minutes that had events.
+    assert q.recent_rate(rates, minute(10)) == 0.0
+    assert q.recent_rate(pd.DataFrame(), during) == 0.0
 
 
 def test_funnel_stages_and_conversions():
