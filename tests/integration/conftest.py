@@ -55,7 +55,10 @@ def stop_stack_started_by_tests() -> str | None:
     """Stop the stack if this test run started it (unless ``RTAP_KEEP_STACK=1``); return a
     problem to report, or None."""
     marker = started_marker(devstack_settings.load())
-    if not marker.exists() or os.environ.get("RTAP_KEEP_STACK") == "1":
+    if not marker.exists():
+        return None
+    if os.environ.get("RTAP_KEEP_STACK") == "1":
+        marker.unlink()  # kept: from now on it is the developer's stack, like one started by hand
         return None
     context = stack.context()
     stack.down(context)

@@ -46,7 +46,7 @@ def seed(
     tasks: int,
     break_day: date | None = None,
     duplicate_share: float = 0.03,
-    seed: int = 7,
+    generator_seed: int = 7,
 ) -> dict[str, dict]:
     """Land ``days`` (day -> events) at ``lake_path`` through ``tasks`` write tasks (each
     writes ~24 files: one per hour); return per day rows, distinct_ids and revenue."""
@@ -56,7 +56,9 @@ def seed(
     )
     landed = None
     for i, (day, n) in enumerate(days.items()):
-        raw = spark.createDataFrame(kafka_rows(day, n, seed + i, duplicate_share), E.KAFKA_SCHEMA)
+        raw = spark.createDataFrame(
+            kafka_rows(day, n, generator_seed + i, duplicate_share), E.KAFKA_SCHEMA
+        )
         now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
         valid = E.enrich(E.valid_events(E.parse(raw, now)), products)
         landed = valid if landed is None else landed.unionByName(valid)
