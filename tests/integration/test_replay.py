@@ -1,8 +1,9 @@
 """Replay of dead letters on the real stack: a dry run counts (tombstones and empty values as
-not replayable, never a crash), a replay re-injects each selected record once (the broker's topic grows by exactly those), and a second replay sends nothing -
-even though the replayed records failed again and are back in the dead letters, and some were
-left pending by a run that died between producing and recording (they are recovered from the
-topic: nothing is sent twice)."""
+not replayable, never a crash), a replay re-injects each selected record once (the broker's
+topic grows by exactly those), and a second replay sends nothing - even though the replayed
+records failed again and are back in the dead letters, and some were left pending by a run
+that died between producing and recording (they are recovered from the topic: nothing is
+sent twice)."""
 
 from __future__ import annotations
 
