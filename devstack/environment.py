@@ -39,9 +39,14 @@ def java_home() -> str | None:
 
 
 def spark_jars(settings: Settings) -> list[str]:
-    if not settings.spark_jars_dir.is_dir():
-        return []
-    return sorted(str(p) for p in settings.spark_jars_dir.glob("*.jar"))
+    """The connector jars and the stream's own operators (``devstack install`` builds both)."""
+    connectors = (
+        sorted(str(p) for p in settings.spark_jars_dir.glob("*.jar"))
+        if settings.spark_jars_dir.is_dir()
+        else []
+    )
+    own = [str(settings.operators_jar)] if settings.operators_jar.exists() else []
+    return connectors + own
 
 
 def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -145,6 +146,30 @@ def install_spark_connectors(settings: Settings) -> Path:
     return target
 
 
+OPERATORS_SOURCE = ROOT / "spark_apps" / "jvm"
+
+
+def build_operators(settings: Settings) -> Path:
+    """Compile the stream's JVM operators (``spark_apps/jvm/build.sh``, against pyspark's own
+    jars: no download, ~3 s) when the jar is missing or older than a source file."""
+    jar = settings.operators_jar
+    sources = [OPERATORS_SOURCE / "build.sh", *OPERATORS_SOURCE.rglob("*.java")]
+    if jar.exists() and jar.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return jar
+    _log("building the stream's JVM operators (spark_apps/jvm)")
+    proc = subprocess.run(
+        ["bash", str(OPERATORS_SOURCE / "build.sh"), str(jar), sys.executable],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise InstallError(
+            f"building spark_apps/jvm failed (a JDK 17 with javac is required): "
+            f"{(proc.stderr or proc.stdout).strip()[-800:]}"
+        )
+    return jar
+
+
 def install_minio(settings: Settings) -> Path:
     binary = settings.minio_binary
     if binary.exists():
@@ -262,6 +287,7 @@ def install_all(settings: Settings) -> None:
     install_postgres()
     install_kafka(settings)
     install_spark_connectors(settings)
+    build_operators(settings)
     install_minio(settings)
     from devstack import compose
 

@@ -142,6 +142,11 @@ class Settings:
         return self.cache_dir / f"spark-{SPARK_VERSION}-connectors" / "jars"
 
     @property
+    def operators_jar(self) -> Path:
+        """The stream's JVM operators (``spark_apps/jvm``), built from this checkout's sources."""
+        return self.state_dir / "jars" / "rtap-operators.jar"
+
+    @property
     def maven_local_repo(self) -> Path:
         return self.cache_dir / "m2"
 

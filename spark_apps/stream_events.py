@@ -3,10 +3,11 @@
 One streaming query (``lake``) reads each record once; the contract's validator
 (``include/events/validation.py``, through ``mapInArrow``) checks it once, with one processing
 time per micro-batch; records inside an operator's quarantined offsets (``stream_quarantine``)
-are skipped unparsed; one stateful deduplication drops repeats of an ``event_id`` first seen
-within ``--dedupe-horizon`` of *processing* time (no producer clock, Kafka timestamp or event
-time can make a valid event "late"). Each micro-batch then fans out (``foreachBatch``), every
-output idempotent under a replay of the batch:
+are skipped unparsed; one stateful deduplication (``rtap.spark.FirstSeen``, ``spark_apps/jvm``)
+drops identical repeats of an ``event_id`` first seen within ``--dedupe-horizon`` of
+*processing* time and dead-letters a repeat with other content as ``conflicting_duplicate`` (no
+producer clock, Kafka timestamp or event time can make a valid event "late"). Each micro-batch
+then fans out (``foreachBatch``), every output idempotent under a replay of the batch:
 
 * the lake:        valid events, enriched from the product catalog (Postgres ``products``),
                    partitioned by ``event_date``/``event_hour``, written by Spark's own file

@@ -192,3 +192,34 @@ def cases(now: datetime, prefix: str = "c") -> list[Case]:
         ),
     ]
     return out + valid
+
+
+# A case the stream's deduplication drops: an identical copy of an event it already kept.
+DROPPED = "(dropped copy)"
+
+
+def duplicate_cases(now: datetime, prefix: str = "c") -> tuple[list[Case], list[Case]]:
+    """Versions of one event for the stream (the validator passes each): the first lands, an
+    identical copy is dropped, one with other content is dead-lettered
+    ``conflicting_duplicate``; the second list arrives in a later micro-batch."""
+    first = purchase(now, event_id=f"{prefix}-dup")
+    resent = {**first, "ingestion_time": iso(now)}  # a producer's retry re-stamps its send time
+    return (
+        [
+            Case("dup_first", json.dumps(first).encode(), None),
+            Case("dup_copy", json.dumps(first).encode(), DROPPED),
+            Case(
+                "dup_conflict",
+                json.dumps({**first, "price": 99.0}).encode(),
+                contract.CONFLICTING_DUPLICATE,
+            ),
+        ],
+        [
+            Case("dup_resent_later", json.dumps(resent).encode(), DROPPED),
+            Case(
+                "dup_conflict_later",
+                json.dumps({**first, "quantity": 7}).encode(),
+                contract.CONFLICTING_DUPLICATE,
+            ),
+        ],
+    )

@@ -223,6 +223,9 @@ class Reason:
     example: str
 
 
+# The stream's deduplication (not the validator) dead-letters a second version of an event.
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
 # Every reason a record can be dead-lettered with, in the order the validator checks them.
 REASONS: tuple[Reason, ...] = (
     Reason("quarantined", "An operator quarantined its offset range (`stream_control`).", "any"),
@@ -279,6 +282,14 @@ REASONS: tuple[Reason, ...] = (
         f"`event_time` more than {MAX_FUTURE_SKEW_SECONDS // 60} minutes after or "
         f"{MAX_PAST_AGE_DAYS} days before the batch's processing time.",
         '"event_time": "1970-01-01T00:00:00Z"',
+    ),
+    Reason(
+        CONFLICTING_DUPLICATE,
+        "The `event_id` of an event the stream first saw within its dedupe horizon, with "
+        "different content (any field but `ingestion_time`): the first is kept and counted, "
+        "this one is dead-lettered (an identical copy is dropped). Counted per batch in "
+        "`stream_progress` (`conflicting_duplicates`).",
+        '"event_id": "e1", "price": 10 … then "event_id": "e1", "price": 99',
     ),
     Reason(
         "validator_error",

@@ -7,7 +7,7 @@ tiny inline batch DataFrames.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -157,23 +157,71 @@ def dedupe_key() -> Column:
     return F.when(F.col(ERROR).isNull(), F.col("event_id")).otherwise(coordinates)
 
 
+# What makes two records with one event_id "the same event": every contract field but the
+# producer's own send stamp (a retry may re-stamp ``ingestion_time``).
+CONTENT_FIELDS = tuple(f for f in contract.FIELD_NAMES if f != "ingestion_time")
+
+CONFLICTING_DUPLICATE = contract.CONFLICTING_DUPLICATE
+
+
+def content_digest() -> Column:
+    """A 64-bit digest of an event's :data:`CONTENT_FIELDS` (as JSON, so a null never reads as
+    a neighbour's value)."""
+    return F.xxhash64(F.to_json(F.struct(*CONTENT_FIELDS)))
+
+
 def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
-    """Checked records without the repeats of an ``event_id`` first seen within ``horizon`` of
-    processing time (a stream's state keeps each id that long).
+    """Checked records with the repeats of an ``event_id`` first seen within ``horizon`` of
+    processing time resolved: the first record is kept; a later one with the same content
+    (:func:`content_digest`) is a copy and dropped; a later one with different content is kept
+    with :data:`ERROR` = ``conflicting_duplicate`` (dead-lettered, counted, never silently
+    dropped). Within one micro-batch "first" is the lowest (partition, offset). Records that
+    broke the contract all pass.
 
     The horizon runs on :data:`INGESTED_AT`, the platform's clock: no producer clock, Kafka
     timestamp or event time can make a record "late", so no valid first-seen event is ever
     dropped. A repeat that arrives after the horizon lands again; compaction drops it and
-    reconcile counts it. On a batch DataFrame every repeat is dropped."""
+    reconcile counts it. On a stream the state is kept by ``rtap.spark.FirstSeen``
+    (``spark_apps/jvm``: one JVM call per key and batch); on a batch DataFrame every repeat is
+    resolved against the first record of its id, with the same rules."""
     stamped = checked.withColumn(INGESTED_AT, F.current_timestamp())
-    keyed = stamped.withColumn("_dedupe_key", dedupe_key())
+    keyed = stamped.withColumn("_dedupe_key", dedupe_key()).withColumn(
+        "_digest", F.when(F.col(ERROR).isNull(), content_digest()).otherwise(F.lit(0))
+    )
     if checked.isStreaming:
-        deduped = keyed.withWatermark(INGESTED_AT, horizon).dropDuplicatesWithinWatermark(
-            ["_dedupe_key"]
+        keyed = keyed.withColumn("_seen_ms", F.unix_millis(INGESTED_AT)).withWatermark(
+            INGESTED_AT, horizon
         )
+        spark = checked.sparkSession
+        jdf = spark._jvm.rtap.spark.FirstSeen.apply(  # type: ignore[union-attr]
+            keyed._jdf,
+            "_dedupe_key",
+            "_digest",
+            "_seen_ms",
+            ERROR,
+            "kafka_partition",
+            "kafka_offset",
+            CONFLICTING_DUPLICATE,
+        )
+        resolved = DataFrame(jdf, spark).drop("_seen_ms")
     else:
-        deduped = keyed.dropDuplicates(["_dedupe_key"])
-    return deduped.drop("_dedupe_key")
+        order = Window.partitionBy("_dedupe_key").orderBy("kafka_partition", "kafka_offset")
+        ranked = keyed.withColumn("_rank", F.row_number().over(order)).withColumn(
+            "_first_digest", F.first("_digest").over(order)
+        )
+        first = F.col("_rank") == 1
+        same = F.col("_digest") == F.col("_first_digest")
+        resolved = (
+            ranked.where(first | F.col(ERROR).isNotNull() | ~same)
+            .withColumn(
+                ERROR,
+                F.when(first | F.col(ERROR).isNotNull(), F.col(ERROR)).otherwise(
+                    F.lit(CONFLICTING_DUPLICATE)
+                ),
+            )
+            .drop("_rank", "_first_digest")
+        )
+    return resolved.drop("_dedupe_key", "_digest")
 
 
 def _window(window: str) -> Column:
@@ -247,10 +295,15 @@ LIVE_AGGREGATES = {
 
 def observe(checked: DataFrame) -> DataFrame:
     """Per-batch counts reported in the query's progress (``observedMetrics``): ``lake``
-    (landed, irrelevant) and ``dead_letter`` (dead_lettered)."""
+    (landed, irrelevant) and ``dead_letter`` (dead_lettered, of which conflicting_duplicates)."""
     valid = F.col(ERROR).isNull()
+    conflict = F.col(ERROR) == F.lit(CONFLICTING_DUPLICATE)
     return checked.observe(
         "lake",
         F.count(F.when(valid, F.lit(1))).alias("landed"),
         F.count(F.when(valid & ~is_relevant(), F.lit(1))).alias("irrelevant"),
-    ).observe("dead_letter", F.count(F.when(~valid, F.lit(1))).alias("dead_lettered"))
+    ).observe(
+        "dead_letter",
+        F.count(F.when(~valid, F.lit(1))).alias("dead_lettered"),
+        F.count(F.when(conflict, F.lit(1))).alias("conflicting_duplicates"),
+    )

@@ -26,9 +26,10 @@ from devstack.demo import pg_params
 from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
+from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.generator import generate
 from include.events.producer import produce, producer_config
-from tests.bad_inputs import cases
+from tests.bad_inputs import DROPPED, cases, duplicate_cases
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
 from tests.integration.lake_checks import lake_report, lease_holder, query, reconcile, wait_for
 
@@ -77,14 +78,20 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
         wait_for(lambda: every_query_read(ctx, sandbox, warm.events), 300, "warm-up", launcher)
 
         corpus = cases(datetime.now(UTC), prefix=sandbox.id)
-        send_corpus(ctx, sandbox.topic, corpus)
+        versions, later_versions = duplicate_cases(datetime.now(UTC), prefix=sandbox.id)
+        send_corpus(ctx, sandbox.topic, corpus + versions)
         after = produce(
             generate(500, seed=62, start=start + timedelta(minutes=1)),
             topic=sandbox.topic,
             bootstrap_servers=boot,
         )
-        total = warm.events + len(corpus) + after.events
+        total = warm.events + len(corpus) + len(versions) + after.events
         wait_for(lambda: every_query_read(ctx, sandbox, total), 300, "the corpus", launcher)
+        # Other versions of a corpus event, in a later batch (the stream's state decides).
+        send_corpus(ctx, sandbox.topic, later_versions)
+        total += len(later_versions)
+        wait_for(lambda: every_query_read(ctx, sandbox, total), 300, "the versions", launcher)
+        corpus += versions + later_versions
         sales = query(
             ctx,
             sandbox.pg_schema,
@@ -131,6 +138,13 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
 
     runs = query(ctx, sandbox.pg_schema, "SELECT pid, exit_code FROM stream_runs")
     assert runs == [(driver.pid, 0)], "one driver, never restarted, ended cleanly"
+    conflicts = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT sum((observed -> 'dead_letter' ->> 'conflicting_duplicates')::int) "
+        "FROM stream_progress",
+    )[0][0]
+    assert conflicts == sum(c.reason == CONFLICTING_DUPLICATE for c in corpus), "the metric"
     assert query(
         ctx,
         sandbox.pg_schema,
@@ -155,7 +169,7 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
         pipeline.s3a(bucket, sandbox.lake_prefix),
         pipeline.s3a(bucket, sandbox.dead_letter_prefix),
     )
-    expected_reasons = Counter(c.reason for c in corpus if c.reason is not None)
+    expected_reasons = Counter(c.reason for c in corpus if c.reason not in (None, DROPPED))
     expected_reasons["quarantined"] = last - first + 1
     assert Counter(report["dead_letter_reasons"]) == expected_reasons
     accounted, _ = reconcile(

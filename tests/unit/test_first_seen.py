@@ -1,0 +1,137 @@
+"""The stream's deduplication (``first_seen``): the JVM operator on a real micro-batch stream
+(local Spark, a file source of Kafka-shaped rows, state in a checkpoint across restarts) and
+the same rules on a batch DataFrame."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+from spark_apps.transforms import events as tx
+
+CONFLICT = tx.CONFLICTING_DUPLICATE
+EVENT_TIME = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
+
+
+def record(event_id: str, price: float = 10.0, sent: int = 0) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": "purchase",
+            "schema_version": 2,
+            "event_time": EVENT_TIME,
+            "ingestion_time": f"2026-12-01T00:00:0{sent}Z",  # not part of the content
+            "user_id": "u1",
+            "session_id": "s1",
+            "product_id": "p1",
+            "category": "books",
+            "price": price,
+            "quantity": 1,
+            "currency": "USD",
+        }
+    ).encode()
+
+
+class Stream:
+    """Kafka-shaped rows appended to a directory, drained by ``availableNow`` runs of one query
+    (a fresh start from the checkpoint each time, as after a driver restart)."""
+
+    def __init__(self, spark, root, horizon: str) -> None:
+        self.spark, self.root, self.horizon = spark, root, horizon
+        self.batches: list[list[tuple]] = []
+
+    def send(self, rows: list[tuple[int, int, bytes]]) -> None:
+        kafka = [(b"k", v, "events", p, o, None) for p, o, v in rows]
+        df = self.spark.createDataFrame(kafka, tx.KAFKA_SCHEMA)
+        df.coalesce(1).write.mode("append").parquet(str(self.root / "in"))
+
+    def drain(self) -> list[tuple]:
+        raw = self.spark.readStream.schema(tx.KAFKA_SCHEMA).parquet(str(self.root / "in"))
+        seen: list[tuple] = []
+
+        def collect(batch, _batch_id):
+            rows = batch.select("event_id", "price", "kafka_partition", "kafka_offset", tx.ERROR)
+            seen.extend(tuple(r) for r in rows.collect())
+
+        query = (
+            tx.first_seen(tx.parse(raw), self.horizon)
+            .writeStream.foreachBatch(collect)
+            .option("checkpointLocation", str(self.root / "checkpoint"))
+            .trigger(availableNow=True)
+            .start()
+        )
+        query.awaitTermination()
+        self.last_batch_ms = int(
+            datetime.fromisoformat(
+                query.lastProgress["timestamp"].replace("Z", "+00:00")
+            ).timestamp()
+            * 1000
+        )
+        return sorted(seen, key=lambda r: (r[2], r[3]))
+
+
+def test_the_stream_keeps_the_first_drops_copies_and_dead_letters_conflicts(spark, tmp_path):
+    stream = Stream(spark, tmp_path, "2 seconds")
+    stream.send(
+        [
+            (0, 0, record("e1")),
+            (0, 1, record("e1", sent=1)),  # a copy, re-stamped by the producer: dropped
+            (0, 2, record("e1", price=99.0)),  # same id, other content: dead-lettered
+            (0, 3, record("e3", price=1.0)),
+            (0, 4, b"{not json"),
+            (1, 0, record("e2")),
+            (1, 1, record("e3", price=2.0)),  # within a batch the lowest (partition, offset) wins
+        ]
+    )
+    assert stream.drain() == [
+        ("e1", 10.0, 0, 0, None),
+        ("e1", 99.0, 0, 2, CONFLICT),
+        ("e3", 1.0, 0, 3, None),
+        (None, None, 0, 4, "malformed_json"),
+        ("e2", 10.0, 1, 0, None),
+        ("e3", 2.0, 1, 1, CONFLICT),
+    ]
+    first_ms = stream.last_batch_ms
+
+    # A restarted query, within the horizon: the state holds the first contents.
+    stream.send(
+        [
+            (0, 5, record("e1", sent=2)),  # copy: dropped
+            (0, 6, record("e1", price=98.0)),  # conflicts with the first, not the last
+            (1, 2, record("e3", price=2.0)),  # the dead-lettered content is not "first"
+            (1, 3, record("e4")),
+        ]
+    )
+    assert stream.drain() == [
+        ("e1", 98.0, 0, 6, CONFLICT),
+        ("e3", 2.0, 1, 2, CONFLICT),
+        ("e4", 10.0, 1, 3, None),
+    ]
+
+    # Past the horizon (the watermark of the platform's clock has moved beyond e1's first
+    # sighting by 2 s): e1 is new again, whatever its content.
+    while time.time() * 1000 <= first_ms + 2500:
+        time.sleep(0.1)
+    stream.send([(1, 4, record("e5"))])
+    assert stream.drain() == [("e5", 10.0, 1, 4, None)]
+    stream.send([(0, 7, record("e1", price=97.0))])
+    assert stream.drain() == [("e1", 97.0, 0, 7, None)]
+
+
+def test_a_batch_gets_the_same_rules(spark):
+    values = [
+        (0, 0, record("e1")),
+        (0, 1, record("e1", sent=1)),
+        (0, 2, record("e1", price=99.0)),
+        (0, 3, b"[1]"),
+        (1, 0, record("e1", price=10.0)),
+    ]
+    kafka = spark.createDataFrame(
+        [(b"k", v, "events", p, o, None) for p, o, v in values], tx.KAFKA_SCHEMA
+    )
+    out = tx.first_seen(tx.parse(kafka), "10 minutes")
+    rows = sorted(
+        tuple(r) for r in out.select("kafka_partition", "kafka_offset", tx.ERROR).collect()
+    )
+    assert rows == [(0, 0, None), (0, 2, CONFLICT), (0, 3, "not_an_object")]
