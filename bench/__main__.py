@@ -10,6 +10,8 @@ Nothing here asserts a time. Scenarios:
 * ``produce``    events/s generated *and* produced to the local Kafka broker (acks=all);
 * ``raw_ceiling`` events/s of a minimal consumer -> Arrow JSON parse -> Parquet on S3,
   draining a pre-loaded backlog (the most a pipeline on this machine could do);
+* ``spark_floor`` events/s of the smallest honest Spark job on the same backlog (Kafka ->
+  ``from_json`` with the contract's schema -> Parquet file sink: ``bench/spark_floor.py``);
 * ``pipeline``   events/s of the streaming app (validate, dedupe, enrich, land exactly once,
   aggregate into Postgres) draining the same backlog in bounded mode, timed from its first
   batch to the end of its last (JVM start excluded), and its ratio to the raw ceiling;
@@ -47,6 +49,7 @@ RESULTS = ROOT / "bench-results"
 TARGETS = {"generator": 200_000.0}
 DAG_PARSE_TARGET_S = 0.5
 RATIO_TARGET = 0.5  # pipeline >= 0.5 x raw ceiling
+FLOOR_RATIO_TARGET = 0.8  # pipeline >= 0.8 x the Spark floor
 MIX = dict(bad_share=0.02, irrelevant_share=0.03, duplicate_share=0.01, out_of_order_share=0.02)
 
 
@@ -230,10 +233,41 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     return run
 
 
+def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
+    """bench/spark_floor.py (Kafka -> from_json -> Parquet file sink, nothing else) on the same
+    backlog, a fresh prefix each time; seconds from its first batch's start to its last's end."""
+    import subprocess
+
+    from devstack.spark import SparkAppError, submit_argv, submit_env
+    from include import pipeline
+
+    ctx, topic = _backlog(events)
+    log_file = ctx.settings.logs_dir / "bench-spark-floor.log"
+    result = ctx.settings.logs_dir / "bench-spark-floor.json"
+
+    def run() -> tuple[int, float]:
+        prefix = pipeline.s3a(ctx.settings.bucket, f"bench/spark_floor/{uuid.uuid4().hex[:8]}")
+        args = [
+            "--bootstrap-servers", ctx.settings.kafka_bootstrap, "--topic", topic,
+            "--path", prefix, "--result", str(result),
+        ]  # fmt: skip
+        result.unlink(missing_ok=True)
+        with open(log_file, "w") as log:
+            argv = submit_argv(ctx, str(ROOT / "bench" / "spark_floor.py"), args)
+            code = subprocess.run(argv, stdout=log, stderr=log, env=submit_env(ctx)).returncode
+        if code != 0 or not result.exists():
+            raise SparkAppError(f"bench/spark_floor.py failed (exit {code}); see {log_file}")
+        figures = json.loads(result.read_text())
+        return int(figures["rows"]), float(figures["seconds"])
+
+    return run
+
+
 SCENARIOS = {
     "generator": bench_generator,
     "produce": bench_produce,
     "raw_ceiling": bench_raw_ceiling,
+    "spark_floor": bench_spark_floor,
     "pipeline": bench_pipeline,
 }
 
@@ -316,6 +350,20 @@ def to_markdown(results: dict, images: str) -> str:
             f"| {name} | {r['median']:,.0f} {r['unit']} | [{r['min']:,.0f} - {r['max']:,.0f}] | "
             f"{f'≥ {target:,.0f}' if target else ''} | {r.get('date', results['date'])} |"
         )
+    if "pipeline" in scen and "spark_floor" in scen:
+        floor = scen["pipeline"]["median"] / scen["spark_floor"]["median"]
+        same = scen["pipeline"].get("date") == scen["spark_floor"].get("date")
+        lines += [
+            "",
+            f"Pipeline / Spark floor: **{floor:.2f}x** (target ≥ {FLOOR_RATIO_TARGET}x; the floor "
+            "is `bench/spark_floor.py`: Kafka -> `from_json` with the contract's schema -> "
+            "Parquet file sink, no validation, dedupe, dead letters or aggregates)"
+            + (
+                ", same backlog in the same run."
+                if same
+                else " — **figures from different runs** (re-run both to compare)."
+            ),
+        ]
     if "pipeline" in scen and "raw_ceiling" in scen:
         ratio = scen["pipeline"]["median"] / scen["raw_ceiling"]["median"]
         same = scen["pipeline"].get("date") == scen["raw_ceiling"].get("date")

@@ -328,7 +328,7 @@ def run(
                     if _has_progress(conn)
                     else "SELECT 0"
                 )
-                ready = cur.fetchone()[0] >= 4
+                ready = cur.fetchone()[0] >= len(pipeline.STREAM_QUERIES)
             conn.commit()
             if ready:
                 break

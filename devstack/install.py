@@ -289,9 +289,6 @@ def install_all(settings: Settings) -> None:
     install_spark_connectors(settings)
     build_operators(settings)
     install_minio(settings)
-    from devstack import compose
-
-    compose.schema(settings)  # the Compose Specification schema, for the compose file's checks
 
 
 def is_cold(settings: Settings) -> bool:

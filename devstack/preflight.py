@@ -96,13 +96,6 @@ def check_disk(path: Path, min_free_gb: float) -> None:
         )
 
 
-def check_tool(name: str, why: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise PreflightError(f"`{name}` is required {why} but is not on PATH")
-    return path
-
-
 def check_all(settings: Settings, java_home: str | None, *, cold: bool) -> None:
     from devstack.settings import MIN_FREE_DISK_GB_COLD, MIN_FREE_DISK_GB_WARM
 

@@ -666,10 +666,3 @@ def streamlit_health(base_url: str) -> Health:
 
 # Start order; stop runs in reverse.
 ALL: tuple[Service, ...] = (Postgres(), S3Server(), Kafka(), Airflow(), Dashboard())
-
-
-def by_name(name: str) -> Service:
-    for svc in ALL:
-        if svc.name == name:
-            return svc
-    raise KeyError(name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from devstack import environment, install, preflight
+from devstack import compose, environment, install, preflight
 from devstack.secrets import load_or_create
 from devstack.services import ALL, Context, Postgres, S3Server
 from devstack.settings import SPARK_VERSION, Settings, load
@@ -50,6 +50,7 @@ def install_all(ctx: Context) -> None:
     cold = install.is_cold(ctx.settings)
     preflight.check_all(ctx.settings, ctx.env.get("JAVA_HOME"), cold=cold)
     install.install_all(ctx.settings)
+    compose.schema(ctx.settings)  # the Compose Specification schema, for the compose file's checks
 
 
 def up(ctx: Context) -> None:

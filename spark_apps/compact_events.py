@@ -38,7 +38,7 @@ from include import pipeline
 from include.analytics import store
 from include.events import contract
 from include.warehouse import catalog, runs
-from spark_apps.lake_report import read_sink
+from spark_apps.file_sinks import read_sink
 from spark_apps.transforms import warehouse as W
 
 log = logging.getLogger("compact_events")

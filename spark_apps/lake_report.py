@@ -1,7 +1,6 @@
 """Count what the stream landed, reading the lake *through the file sink's metadata*.
 
-``spark.read.parquet(<sink path>)`` reads ``<sink path>/_spark_metadata`` and sees exactly
-the committed files (never a partial or orphaned one), unlike globbing the objects.
+The sinks are read by :func:`spark_apps.file_sinks.read_sink` (committed files only).
 
 Usage::
 
@@ -17,11 +16,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import date
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.utils import AnalysisException
+
+from spark_apps.file_sinks import read_sink
 
 
 def summarize(events: DataFrame) -> dict:
@@ -37,37 +36,6 @@ def summarize(events: DataFrame) -> dict:
         F.round(F.sum(F.when(purchase, F.col("price") * F.col("quantity"))), 2).alias("revenue"),
     ).first()
     return {k: (row[k] or 0) for k in row.asDict()}
-
-
-def read_sink(spark: SparkSession, path: str, skip_days: Sequence[date] = ()) -> DataFrame | None:
-    """The committed rows of a file sink (``None`` before its first commit). ``skip_days``:
-    event days whose raw files retention deleted (the sink's log still lists them; pruning
-    the partitions keeps their files from being opened)."""
-    try:
-        if not skip_days:
-            return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
-        # Merging the schema reads every listed file's footer: infer it tolerating the deleted
-        # files, then read strictly with that schema, pruned to the live days.
-        schema = (
-            spark.read.option("mergeSchema", "true")
-            .option("ignoreCorruptFiles", "true")
-            .parquet(path)
-            .schema
-        )
-        return (
-            spark.read.schema(schema)
-            .parquet(path)
-            .where(~F.col("event_date").isin(*[d.isoformat() for d in skip_days]))
-        )
-    except AnalysisException as exc:  # nothing committed yet: no path, or a log with no files
-        message = str(exc).lower()
-        if (
-            "path_not_found" in message
-            or "path does not exist" in message
-            or "infer schema" in message
-        ):
-            return None
-        raise
 
 
 EMPTY = {

@@ -29,12 +29,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from include.analytics import store
-from include.events.producer import id_hash
+from include.events.runs import DIGEST_MOD, id_hash
 from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
 from include.warehouse import runs as runs_table
-from spark_apps.lake_report import read_sink
-
-_MOD = 1 << 128
+from spark_apps.file_sinks import read_sink
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -132,12 +130,12 @@ def digests(pairs: DataFrame) -> dict[str, str]:
     def partial(rows):
         sums: dict[str, int] = {}
         for run_id, event_id in rows:
-            sums[run_id] = (sums.get(run_id, 0) + id_hash(event_id)) % _MOD
+            sums[run_id] = (sums.get(run_id, 0) + id_hash(event_id)) % DIGEST_MOD
         return list(sums.items())
 
     out: dict[str, int] = {}
     for run_id, s in pairs.select("run_id", "event_id").rdd.mapPartitions(partial).collect():
-        out[run_id] = (out.get(run_id, 0) + s) % _MOD
+        out[run_id] = (out.get(run_id, 0) + s) % DIGEST_MOD
     return {k: f"{v:032x}" for k, v in out.items()}
 
 

@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from include.analytics import store
 from include.events.producer import producer_config
 from include.kafka import security as kafka_security
-from spark_apps.lake_report import read_sink
+from spark_apps.file_sinks import read_sink
 
 log = logging.getLogger("replay_dead_letters")
 

@@ -68,8 +68,9 @@ from include import pipeline
 from include.analytics import store
 from include.kafka import security as kafka_security
 from include.supervision import control, lease
+from spark_apps.file_sinks import file_sink
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
-from spark_apps.transforms import events as T
+from spark_apps.transforms import events as tx
 
 log = logging.getLogger("stream_events")
 
@@ -157,22 +158,6 @@ def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
     )
 
 
-def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
-    """Spark's own streaming file sink (Parquet) at ``path``, driven from ``foreachBatch``:
-    ``addBatch(batch_id, df)`` writes the files and commits them to ``<path>/_spark_metadata``,
-    skipping a batch id already committed, exactly as the sink does behind ``writeStream``.
-    Readers that go through the log (Spark reading the path) see each batch once or not at all."""
-    jvm = spark._jvm
-    utils = jvm.org.apache.spark.api.python.PythonUtils
-    return jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
-        spark._jsparkSession,
-        path,
-        jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
-        utils.toSeq(list(partition_by)).toList(),
-        utils.toScalaMap({}),
-    )
-
-
 def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
@@ -193,14 +178,14 @@ def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
-            valid = T.valid_events(batch)
+            valid = tx.valid_events(batch)
             products = read_table(batch.sparkSession, args.pg_schema, "products")
-            lake.addBatch(batch_id, T.enrich(valid, products)._jdf)
-            dead.addBatch(batch_id, T.dead_letters(batch)._jdf)
+            lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
+            dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
             # libpq reads PG* from the environment; the schema was applied at start.
             conn = store.connect({}, schema=args.pg_schema, create_schema=False)
             try:
-                for table, transform in T.LIVE_AGGREGATES.items():
+                for table, transform in tx.LIVE_AGGREGATES.items():
                     partials = [r.asDict() for r in transform(valid, args.window).collect()]
                     add_to_aggregates(spark, conn, args, table, partials, batch_id, stream, fence)
             finally:
@@ -297,12 +282,12 @@ def start_queries(
     fail_on_data_loss: bool = True,
 ) -> list:
     """The stream's one query (a list, for the callers that wait on queries)."""
-    checked = T.parse(
+    checked = tx.parse(
         read_kafka(spark, args, fail_on_data_loss),
         quarantine=read_table(spark, args.pg_schema, control.QUARANTINE_TABLE),
     )
     writer = (
-        T.observe(T.first_seen(checked, args.dedupe_horizon))
+        tx.observe(tx.first_seen(checked, args.dedupe_horizon))
         .writeStream.queryName(pipeline.STREAM_QUERY)
         .option("checkpointLocation", f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}")
         .outputMode("append")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from include.events.contract import MONEY_SQL_TYPE
-from include.events.producer import RunRecord
+from include.events.runs import RunRecord
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS ingest_runs (

@@ -11,7 +11,8 @@ from typing import Any
 from include.analytics import store
 from include.events.catalog import build_catalog
 from include.events.generator import GeneratorConfig, iter_events
-from include.events.producer import RunRecord, produce
+from include.events.producer import produce
+from include.events.runs import RunRecord
 
 
 def send_traffic(

@@ -34,7 +34,7 @@ from include import connections
 
 SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
 
-# Settings every job of the platform runs with (sized for one machine; see docs/operations.md).
+# Settings every job of the platform runs with (sized for one machine; see docs/footprint.md).
 BASE_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": "4",

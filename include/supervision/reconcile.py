@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-LANDABLE = ("valid", "irrelevant")
+from include.events.runs import LANDABLE_KINDS as LANDABLE
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from include import pipeline
-
 CATALOG = "lake"  # the Spark catalog name; also the catalog_name column of the JDBC tables
 EVENTS_TABLE = "events"
 SALES_MART = "daily_sales_by_category"
@@ -94,10 +92,6 @@ def spark_conf(
         # S3 through Hadoop's S3A, configured like every other job (endpoint, credentials).
         f"{prefix}.io-impl": "org.apache.iceberg.hadoop.HadoopFileIO",
     }
-
-
-def warehouse_location(bucket: str, prefix: str = pipeline.WAREHOUSE_PREFIX) -> str:
-    return pipeline.s3a(bucket, prefix)
 
 
 def load_pyiceberg(

@@ -6,7 +6,7 @@ import logging
 from datetime import date, datetime
 from typing import Any
 
-from include import connections, pipeline
+from include import connections
 from include.warehouse import runs
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,3 @@ def _delete_prefix(client: Any, bucket: str, prefix: str) -> int:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
             n += len(keys)
     return n
-
-
-def warehouse_path(params: dict) -> str:
-    return pipeline.s3a(params["bucket"], params["warehouse_prefix"])

@@ -1,4 +1,4 @@
-"""Every DAG imports cleanly and follows the project's rules (see docs/style: DAGs declare)."""
+"""Every DAG imports cleanly and follows the project's rules (README, Extending: DAGs declare)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from devstack.airflow_api import AirflowApi, AirflowApiError
 from include.analytics import store
 from include.events import contract
 from include.events.generator import generate
-from include.events.producer import id_digest, produce
+from include.events.producer import produce
+from include.events.runs import id_digest
 from tests.integration.conftest import pg_params, s3
 
 

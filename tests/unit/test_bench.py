@@ -53,3 +53,26 @@ def test_report_flags_a_ratio_of_figures_from_different_runs():
     results["scenarios"]["raw_ceiling"]["date"] = "d2"
     md = to_markdown(results, "img")
     assert "**0.50x**" in md and "same run" in md
+
+
+def test_report_gives_the_pipeline_against_the_spark_floor():
+    fig = {"median": 100.0, "min": 90.0, "max": 110.0, "unit": "events/s", "date": "d"}
+    results = {
+        "date": "d",
+        "machine": "m",
+        "scenarios": {"spark_floor": {**fig, "median": 400.0}, "pipeline": fig},
+    }
+    md = to_markdown(results, "img")
+    assert "Pipeline / Spark floor: **0.25x**" in md and "same backlog in the same run" in md
+
+
+def test_the_spark_floor_times_its_busy_batches_only():
+    from bench.spark_floor import batch_seconds, contract_schema
+
+    progress = [
+        {"timestamp": "2026-12-01T10:00:00.000Z", "numInputRows": 0, "durationMs": {"triggerExecution": 500}},
+        {"timestamp": "2026-12-01T10:00:01.000Z", "numInputRows": 7, "durationMs": {"triggerExecution": 2000}},
+        {"timestamp": "2026-12-01T10:00:03.500Z", "numInputRows": 3, "durationMs": {"triggerExecution": 1500}},
+    ]  # fmt: skip
+    assert batch_seconds(progress) == (10, 4.0)
+    assert "`price` double" in contract_schema() and "`event_time` timestamp" in contract_schema()

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from include.events.generator import BAD_KINDS, generate
-from include.events.producer import id_digest
+from include.events.runs import id_digest
 
 
 def test_deterministic_for_a_seed():

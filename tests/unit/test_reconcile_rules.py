@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.events.producer import OffsetRanges
+from include.events.runs import OffsetRanges
 from include.supervision.reconcile import Found, Produced, account, summarize, window
 
 RUN = Produced(
