@@ -327,6 +327,21 @@ def _fmt_pct(level: dict, key: str) -> str:
     return f"{r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f}"
 
 
+def _ratio(scen: dict, base: str, label: str, target: float, note: str = "") -> list[str]:
+    """The line ``Pipeline / <label>: **N x**`` (pipeline median over ``base``'s), flagged when
+    the two figures come from different runs."""
+    if "pipeline" not in scen or base not in scen:
+        return []
+    ratio = scen["pipeline"]["median"] / scen[base]["median"]
+    same = scen["pipeline"].get("date") == scen[base].get("date")
+    where = (
+        ", same backlog in the same run."
+        if same
+        else " — **figures from different runs** (re-run both to compare)."
+    )
+    return ["", f"Pipeline / {label}: **{ratio:.2f}x** (target ≥ {target}x{note}){where}"]
+
+
 def to_markdown(results: dict, images: str) -> str:
     """The report; ``images`` is the plots' directory relative to the Markdown file."""
     lines = [
@@ -350,32 +365,12 @@ def to_markdown(results: dict, images: str) -> str:
             f"| {name} | {r['median']:,.0f} {r['unit']} | [{r['min']:,.0f} - {r['max']:,.0f}] | "
             f"{f'≥ {target:,.0f}' if target else ''} | {r.get('date', results['date'])} |"
         )
-    if "pipeline" in scen and "spark_floor" in scen:
-        floor = scen["pipeline"]["median"] / scen["spark_floor"]["median"]
-        same = scen["pipeline"].get("date") == scen["spark_floor"].get("date")
-        lines += [
-            "",
-            f"Pipeline / Spark floor: **{floor:.2f}x** (target ≥ {FLOOR_RATIO_TARGET}x; the floor "
-            "is `bench/spark_floor.py`: Kafka -> `from_json` with the contract's schema -> "
-            "Parquet file sink, no validation, dedupe, dead letters or aggregates)"
-            + (
-                ", same backlog in the same run."
-                if same
-                else " — **figures from different runs** (re-run both to compare)."
-            ),
-        ]
-    if "pipeline" in scen and "raw_ceiling" in scen:
-        ratio = scen["pipeline"]["median"] / scen["raw_ceiling"]["median"]
-        same = scen["pipeline"].get("date") == scen["raw_ceiling"].get("date")
-        lines += [
-            "",
-            f"Pipeline / raw ceiling: **{ratio:.2f}x** (target ≥ {RATIO_TARGET}x)"
-            + (
-                ", same backlog in the same run."
-                if same
-                else " — **figures from different runs** (re-run both to compare)."
-            ),
-        ]
+    floor_note = (
+        "; the floor is `bench/spark_floor.py`: Kafka -> `from_json` with the contract's schema "
+        "-> Parquet file sink, no validation, dedupe, dead letters or aggregates"
+    )
+    lines += _ratio(scen, "spark_floor", "Spark floor", FLOOR_RATIO_TARGET, floor_note)
+    lines += _ratio(scen, "raw_ceiling", "raw ceiling", RATIO_TARGET)
     lines += ["", f"![throughput]({images}/throughput.png)"] if scen else []
 
     lat = results.get("latency")
