@@ -31,7 +31,11 @@ with DAG(
     doc_md=__doc__,
     default_args={"owner": "platform", **dag_params.idempotent_retries()},
     params={
-        "reason_prefix": Param("", type="string", description="empty: every reason"),
+        "reason_prefix": Param(
+            "",
+            type="string",
+            description="empty: every reason (conflicting_duplicate only when named)",
+        ),
         "since": Param(None, type=["null", "string"], description="ISO time"),
         "until": Param(None, type=["null", "string"], description="ISO time"),
         "dry_run": Param(True, type="boolean", description="only count"),

@@ -14,6 +14,8 @@ between the two) reads the topic from those offsets and marks the ones whose dig
 there as sent instead of sending them again; no clock is involved, and whatever the stream's
 dedupe horizon, nothing lands twice. Records without a value (tombstones, empty values) are
 counted as ``not_replayable`` and left alone: replayed, they would only be dead-lettered again.
+So are second versions of an event (``conflicting_duplicate``) unless ``--reason-prefix`` names
+that reason: replayed after the stream's dedupe horizon, one would land beside the first version.
 
 Usage::
 
@@ -39,6 +41,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from include.analytics import store
+from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.producer import producer_config
 from include.kafka import security as kafka_security
 from spark_apps.file_sinks import read_sink
@@ -119,6 +122,14 @@ def select(dead: DataFrame, reason_prefix: str, since, until) -> DataFrame:
             "kafka_offset",
         )
     )
+
+
+def is_replayable(raw_value: bytes | None, reason: str, reason_prefix: str) -> bool:
+    """Whether a dead letter may go back to the topic: it has a value, and a second version of
+    an event (``conflicting_duplicate``) only when the operator selected that reason by name."""
+    if not raw_value:
+        return False
+    return reason != CONFLICTING_DUPLICATE or reason_prefix.startswith(CONFLICTING_DUPLICATE)
 
 
 def replayed_digests(conn, digests: list[str]) -> dict[str, str]:
@@ -270,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chunk: list = []
 
     def flush(rows: list) -> None:
-        replayable = [r for r in rows if r.raw_value]
+        replayable = [r for r in rows if is_replayable(r.raw_value, r.reason, args.reason_prefix)]
         counts["not_replayable"] += len(rows) - len(replayable)
         done = replayed_digests(conn, [r.digest for r in replayable])
         pending = {d for d, state in done.items() if state == "pending"}
