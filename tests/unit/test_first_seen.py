@@ -6,31 +6,19 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from spark_apps.transforms import events as tx
+from tests.bad_inputs import purchase
 
 CONFLICT = tx.CONFLICTING_DUPLICATE
-EVENT_TIME = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
+NOW = datetime.now(UTC)  # one event time for every version of an event
 
 
 def record(event_id: str, price: float = 10.0, sent: int = 0) -> bytes:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "event_type": "purchase",
-            "schema_version": 2,
-            "event_time": EVENT_TIME,
-            "ingestion_time": f"2026-12-01T00:00:0{sent}Z",  # not part of the content
-            "user_id": "u1",
-            "session_id": "s1",
-            "product_id": "p1",
-            "category": "books",
-            "price": price,
-            "quantity": 1,
-            "currency": "USD",
-        }
-    ).encode()
+    """A valid purchase; ``sent`` re-stamps ``ingestion_time``, which is not part of the content."""
+    stamp = f"2026-12-01T00:00:0{sent}Z"
+    return json.dumps(purchase(NOW, event_id=event_id, price=price, ingestion_time=stamp)).encode()
 
 
 class Stream:
