@@ -37,6 +37,7 @@ Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, PokeReturnValue, task
@@ -111,7 +112,11 @@ with DAG(
         name="stream_events",
         kafka_conn_id=connections.KAFKA,
         retries=4,
-        retry_delay=timedelta(seconds=30),
+        retry_delay=timedelta(
+            seconds=float(
+                os.environ.get("RTAP_STREAM_RETRY_DELAY_S", pipeline.STREAM_RETRY_DELAY_S)
+            )
+        ),
         retry_exponential_backoff=True,
         max_retry_delay=timedelta(minutes=10),
         execution_timeout=None,

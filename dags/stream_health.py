@@ -2,20 +2,23 @@
 ### Stream health: classify the streaming app and restart it when it stalls
 
 Every few minutes (`RTAP_HEALTH_SCHEDULE`, default every 5 minutes) this DAG reads what the
-stream records (`stream_progress`, its lease, `stream_runs`) and what the broker holds
-(log-end offsets), and classifies the stream (`include/supervision/health.py`):
+stream records (its checkpoint, `stream_progress`, `stream_idle`, its lease, `stream_runs`) and
+what the broker holds (log-end offsets), and classifies the stream
+(`include/supervision/health.py`):
 
-* **healthy**; **degraded** — lag growing while processing is slower than input, batches much
-  longer than before, a high dead-letter rate, failed runs recently (alert: warning);
-* **stalled** — the driver stopped heart-beating or no batch finished while data waits: its
-  driver is killed so the launcher (`stream_events`) restarts it from its checkpoints. After
+* **healthy** (**idle** when nothing waits, however long ago the last batch ran);
+  **degraded** — lag growing while processing is slower than input, batches much longer than
+  before, a high dead-letter rate, failed runs recently (alert: warning);
+* **stalled** — the driver stopped heart-beating, a query's planned batch is not committed
+  past its limit (wedged), or data waits for a query that neither ran a batch nor reported
+  itself idle for `stall_after_s`: its driver is killed so the launcher (`stream_events`) restarts it from its checkpoints. After
   `max_restarts` failed runs within `restart_window_min` it stops restarting, halts the stream
   (the launcher's gate waits) and fails with an alert;
 * **down** (no driver; the launcher relaunches it) and **stopped** (by an operator).
 
 Every result goes to Postgres `stream_health`; restarts to `stream_restarts`. Lag per
-partition is the broker's log-end offset minus the end offset of Spark's last batch (never a
-consumer group). Alerts: the task log and the `alerts_webhook` connection if it exists.
+partition is the broker's log-end offset minus the offset the query's checkpoint committed
+(never a consumer group). Alerts: the task log and the `alerts_webhook` connection if it exists.
 """
 
 from __future__ import annotations

@@ -25,9 +25,12 @@ STREAM_QUERIES = (STREAM_QUERY,)
 
 STREAM_TRIGGER = "10 seconds"
 
-# Supervision: a driver that has not heart-beaten (or finished a batch with data waiting) for
-# this long is stalled; after MAX_RESTARTS failed runs within RESTART_WINDOW_MIN, stop restarting.
+# Supervision: a driver that has not heart-beaten (or a query with data waiting and no sign of
+# life) for this long is stalled; after MAX_RESTARTS failed runs within RESTART_WINDOW_MIN, stop
+# restarting. A failed driver is relaunched after STREAM_RETRY_DELAY_S, doubling each time
+# (RTAP_STREAM_RETRY_DELAY_S overrides it; the integration tests shorten it).
 STALL_AFTER_S = 120
+STREAM_RETRY_DELAY_S = 30
 MAX_RESTARTS = 3
 RESTART_WINDOW_MIN = 30
 HEALTH_SCHEDULE = "*/5 * * * *"

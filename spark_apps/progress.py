@@ -3,7 +3,9 @@
 One row per (query run, batch): batch id, input rows, input and processing rates, durations,
 source offsets per partition (start/end/latest: what was read and what the log holds), the
 watermark and rows dropped by it (the stream's deduplication runs on processing time, so
-nothing is ever late for it: 0), state size and the query's observed metrics. Supervision (lag, stall detection) and the dashboard read this table.
+nothing is ever late for it: 0), state size and the query's observed metrics. Supervision
+(stall detection, trends) and the dashboard read this table. Idle reports (``onQueryIdle``)
+update the query's row in ``stream_idle``: supervision's sign of life when nothing arrives.
 
 A listener failure is logged and never stops the stream: progress is telemetry, the data path
 does not depend on it.
@@ -62,6 +64,7 @@ class PostgresProgressListener(StreamingQueryListener):
     def __init__(self, pg_schema: str) -> None:
         self.pg_schema = pg_schema
         self._conn = None
+        self._names: dict[str, str] = {}  # query id -> name (idle events carry no name)
 
     def _connection(self):
         if self._conn is None or self._conn.closed:
@@ -70,22 +73,34 @@ class PostgresProgressListener(StreamingQueryListener):
         return self._conn
 
     def onQueryStarted(self, event) -> None:
+        self._names[str(event.id)] = event.name or ""
         log.info("query %s started (run %s)", event.name, event.runId)
 
-    def onQueryProgress(self, event) -> None:
+    def _record(self, what: str, write) -> None:
         try:
-            row = progress_row(json.loads(event.progress.json))
-            store.record_progress(self._connection(), row)
+            write(self._connection())
         except Exception as exc:
-            log.warning("could not record progress: %s", exc)
+            log.warning("could not record %s: %s", what, exc)
             if self._conn is not None:
                 try:
                     self._conn.close()
                 finally:
                     self._conn = None
 
+    def onQueryProgress(self, event) -> None:
+        def write(conn) -> None:
+            store.record_progress(conn, progress_row(json.loads(event.progress.json)))
+
+        self._record("progress", write)
+
     def onQueryIdle(self, event) -> None:
-        pass
+        """The query checked its source and found nothing new (Spark reports this at most
+        every ``spark.sql.streaming.noDataProgressEventInterval``, 10 s): its sign of life
+        while there is no traffic."""
+        name = self._names.get(str(event.id))
+        if name is not None:
+            run = str(event.runId)
+            self._record("an idle report", lambda conn: store.record_idle(conn, name, run))
 
     def onQueryTerminated(self, event) -> None:
         if event.exception:

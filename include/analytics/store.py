@@ -62,6 +62,14 @@ CREATE TABLE IF NOT EXISTS stream_progress (
 );
 CREATE INDEX IF NOT EXISTS stream_progress_ts ON stream_progress (query_name, ts DESC);
 
+-- A query's newest idle report (Spark's onQueryIdle: it checked its source, nothing new), so
+-- that supervision tells an idle query from a stalled one (spark_apps/progress.py).
+CREATE TABLE IF NOT EXISTS stream_idle (
+    query_name  text PRIMARY KEY,
+    run_id      uuid NOT NULL,
+    reported_at timestamptz NOT NULL
+);
+
 -- The product catalog (include/events/catalog.py), for enrichment and the dashboard.
 CREATE TABLE IF NOT EXISTS products (
     product_id    text PRIMARY KEY,
@@ -256,6 +264,37 @@ PROGRESS_COLUMNS = (
     "observed",
     "durations",
 )
+
+
+def record_idle(conn, query_name: str, run_id: str) -> None:
+    """A query reported itself idle now (the database's clock)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO stream_idle (query_name, run_id, reported_at) VALUES (%s, %s, now()) "
+            "ON CONFLICT (query_name) DO UPDATE SET run_id = EXCLUDED.run_id, "
+            "reported_at = EXCLUDED.reported_at",
+            (query_name, run_id),
+        )
+    conn.commit()
+
+
+def last_signs_of_life(conn) -> dict[str, datetime]:
+    """Per query, the newest of its last batch's end and its last idle report (any age)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT query_name, max(at) FROM (
+                (SELECT DISTINCT ON (query_name) query_name,
+                        ts + batch_duration_ms * interval '1 millisecond' AS at
+                 FROM stream_progress ORDER BY query_name, ts DESC)
+                UNION ALL
+                SELECT query_name, reported_at FROM stream_idle
+            ) signs GROUP BY query_name
+            """
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    return {name: at for name, at in rows if at is not None}
 
 
 def record_progress(conn, row: Mapping[str, Any]) -> None:

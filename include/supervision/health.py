@@ -1,19 +1,29 @@
-"""Health of the streaming app, from what it records and what the broker holds.
+"""Health of the streaming app, from facts that exist whatever the traffic.
 
-:func:`assess` is pure: it takes the driver's lease, the latest progress of each query, the
-log-end offsets of the topic and the recent driver starts, and returns a :class:`Health` with
-a status, the reasons and the figures. The health DAG gathers the inputs and acts on the status.
+:func:`assess` is pure: it takes the driver's lease, what is known of each query (:class:`Query`:
+its committed offsets from the checkpoint, a batch planned and not committed yet, its last sign
+of life), the recent progress rows, the log-end offsets of the topic and the recent failed runs,
+and returns a :class:`Health` with a status, the reasons and the figures. The health DAG
+gathers the inputs and acts on the status.
 
-* **stalled** — a driver holds the lease but stopped heart-beating (frozen, e.g. ``SIGSTOP``),
-  or data waits and no batch finished for ``stall_after_s``. The health DAG restarts it.
+* **stalled** — a driver holds the lease but stopped heart-beating (frozen, e.g. ``SIGSTOP``);
+  or one query has a batch planned (``offsets/<n>`` in its checkpoint) and not committed for
+  longer than the batch limit (a wedged sink); or records wait for a query that has neither
+  planned a batch nor reported itself idle for ``stall_after_s``. Each query is judged on its
+  own. The health DAG restarts it.
 * **down** — no live driver holds the lease and no operator stopped it: the launch DAG
   should be starting one (its retries and its next run do); reported, not restarted.
 * **degraded** — it runs, but something trends wrong: lag growing while processing is slower
   than input, batches much longer than before, a high dead-letter rate, recent restarts.
-* **healthy** — none of the above. **stopped** — an operator stopped it (``stream_control``).
+* **healthy** — none of the above; **idle** when nothing waits (however long ago the last batch
+  ran: an idle stream is healthy). **stopped** — an operator stopped it (``stream_control``).
 
-Lag is read from Spark's own progress (the end offsets of the last batch) against the
-broker's log-end offsets: the Kafka source commits nothing to a consumer group.
+Lag is the broker's log-end offsets minus the offsets the query's checkpoint committed (the
+Kafka source commits nothing to a consumer group, and the checkpoint is what a restart resumes
+from). Signs of life are the end of a batch (``stream_progress``) and Spark's idle reports
+(``onQueryIdle``, recorded by the driver's listener in ``stream_idle``): a query that waits
+for data says so every few seconds, so sparse traffic and long idle periods are never read as
+a stall.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ HEALTHY, DEGRADED, STALLED, DOWN, STOPPED = "healthy", "degraded", "stalled", "d
 
 @dataclass(frozen=True)
 class Policy:
-    stall_after_s: float = 120.0  # no heartbeat / no finished batch with data waiting
+    stall_after_s: float = 120.0  # no heartbeat; or data waiting and no sign of life
     max_dead_letter_rate: float = 0.05  # share of input rows dead-lettered, recent batches
     slow_batch_factor: float = 3.0  # recent median batch duration vs the earlier median
     max_restarts: int = 3  # failed driver runs within restart_window_min: restarts stop
@@ -75,35 +85,94 @@ class Health:
         }
 
 
+@dataclass(frozen=True)
+class Query:
+    """What is known of one streaming query, whatever the traffic."""
+
+    name: str
+    committed: Mapping[int, int] | None  # partition -> next offset (checkpoint); None: none yet
+    in_flight_s: float | None = None  # a batch planned and not committed: seconds since planned
+    last_alive: datetime | None = None  # its newest batch end or idle report
+
+
 def lag_per_partition(
-    batches: Sequence[Batch], log_end: Mapping[int, int], query: str = "lake"
+    committed: Mapping[int, int] | None, log_end: Mapping[int, int]
 ) -> dict[int, int]:
-    """Records the query has not read yet, per partition (its last batch's end offsets)."""
-    mine = [b for b in batches if b.query == query and b.end_offsets]
-    last = max(mine, key=lambda b: b.ts).end_offsets if mine else {}
-    return {p: max(0, end - int(last.get(p, 0))) for p, end in sorted(log_end.items())}
+    """Records the query has not read yet, per partition (log end minus committed offsets; a
+    query without a committed batch has the whole log before it)."""
+    done = committed or {}
+    return {p: max(0, end - int(done.get(p, 0))) for p, end in sorted(log_end.items())}
+
+
+def _batch_limit_s(query: str, batches: Sequence[Batch], policy: Policy) -> float:
+    """How long a planned batch may run before the query counts as wedged: ``stall_after_s``,
+    or ``slow_batch_factor`` times the query's recent median batch when that is longer."""
+    recent = [b.duration_ms for b in batches if b.query == query][-10:]
+    typical = median(recent) / 1000 if recent else 0.0
+    return max(policy.stall_after_s, policy.slow_batch_factor * typical)
+
+
+def _stalled_query(
+    now: datetime,
+    q: Query,
+    lag: int,
+    batches: Sequence[Batch],
+    driver_started: datetime | None,
+    policy: Policy,
+) -> str | None:
+    if q.in_flight_s is not None:
+        limit = _batch_limit_s(q.name, batches, policy)
+        if q.in_flight_s > limit:
+            return (
+                f"query {q.name}: a batch planned {q.in_flight_s:.0f}s ago is not committed "
+                f"(limit {limit:.0f}s): wedged"
+            )
+        return None
+    if lag <= 0:
+        return None
+    signs = [t for t in (q.last_alive, driver_started) if t is not None]
+    silent = (now - max(signs)).total_seconds() if signs else None
+    if silent is None or silent > policy.stall_after_s:
+        age = "ever" if silent is None else f"{silent:.0f}s"
+        return (
+            f"query {q.name}: {lag} records waiting and no batch planned, finished or idle "
+            f"report for {age}"
+        )
+    return None
 
 
 def assess(
     now: datetime,
     driver: Driver | None,
+    queries: Sequence[Query],
     batches: Sequence[Batch],
     log_end: Mapping[int, int],
     failures_in_window: int,
     operator_stopped: bool = False,
     policy: Policy = Policy(),
+    driver_started: datetime | None = None,
 ) -> Health:
-    lag = lag_per_partition(batches, log_end)
+    lags = {q.name: lag_per_partition(q.committed, log_end) for q in queries}
+    # Per partition, the query furthest behind (what the dashboard shows).
+    lag = {p: max((lq[p] for lq in lags.values()), default=0) for p in sorted(log_end)}
     total_lag = sum(lag.values())
-    last_ts = max((b.ts for b in batches), default=None)
-    progress_age = (now - last_ts).total_seconds() if last_ts else None
     recent = sorted(batches, key=lambda b: b.ts)
     lake = [b for b in recent if b.query == "lake"]
     dead = lake  # the one query reports the dead letters of its batches too
     metrics: dict[str, Any] = {
         "lag": {str(p): n for p, n in lag.items()},
         "total_lag": total_lag,
-        "last_progress_age_s": None if progress_age is None else round(progress_age, 1),
+        "idle": total_lag == 0,
+        "queries": {
+            q.name: {
+                "lag": sum(lags[q.name].values()),
+                "batch_in_flight_s": None if q.in_flight_s is None else round(q.in_flight_s, 1),
+                "last_alive_age_s": None
+                if q.last_alive is None
+                else round((now - q.last_alive).total_seconds(), 1),
+            }
+            for q in queries
+        },
         "input_rows_per_s": round(median([b.input_rows_per_s for b in lake[-5:]]), 1)
         if lake
         else None,
@@ -124,9 +193,10 @@ def assess(
             f"driver pid {driver.pid} has not renewed its lease for {driver.heartbeat_age_s:.0f}s "
             f"(> {policy.stall_after_s:.0f}s): frozen"
         )
-    if total_lag > 0 and (progress_age is None or progress_age > policy.stall_after_s):
-        age = "ever" if progress_age is None else f"{progress_age:.0f}s"
-        reasons.append(f"{total_lag} records waiting and no batch finished for {age}")
+    for q in queries:
+        why = _stalled_query(now, q, sum(lags[q.name].values()), recent, driver_started, policy)
+        if why is not None:
+            reasons.append(why)
     if reasons:
         return Health(STALLED, reasons, metrics, driver)
 
@@ -153,7 +223,11 @@ def assess(
             f"{failures_in_window} failed driver run(s) in the last "
             f"{policy.restart_window_min:.0f} min"
         )
-    return Health(DEGRADED if reasons else HEALTHY, reasons, metrics, driver)
+    if reasons:
+        return Health(DEGRADED, reasons, metrics, driver)
+    return Health(
+        HEALTHY, ["idle: nothing waits to be read"] if total_lag == 0 else [], metrics, driver
+    )
 
 
 def crash_loop(failures_in_window: int, policy: Policy) -> bool:

@@ -190,6 +190,7 @@ def _lease_name(params: dict) -> str:
 
 
 def _recent_batches(conn, topic: str, minutes: float = 60, per_query: int = 30) -> list:
+    """The trend window: each query's latest progress rows of the last ``minutes``."""
     with conn.cursor() as cur:
         cur.execute(
             """
@@ -214,6 +215,35 @@ def _recent_batches(conn, topic: str, minutes: float = 60, per_query: int = 30) 
         dead = int(((observed or {}).get("dead_letter") or {}).get("dead_lettered") or 0)
         batches.append(health.Batch(query, ts, n, in_rate, out_rate, ms, ends, dead))
     return batches
+
+
+def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
+    """Each query's facts, whatever the traffic: committed offsets and a planned, uncommitted
+    batch from its checkpoint (S3; the planned batch's age on the server's clock), its last
+    sign of life from Postgres (newest batch end, newest idle report)."""
+    from include.analytics import store
+
+    alive = store.last_signs_of_life(conn)
+    root = params["checkpoint_prefix"].strip("/")
+    positions = {
+        p.query: p for p in checks.checkpoint_positions(s3, params["bucket"], root, params["topic"])
+    }
+    now = _db_now(conn)
+    queries = []
+    for name in pipeline.STREAM_QUERIES:
+        pos = positions.get(name)
+        in_flight = None
+        if (
+            pos is not None
+            and pos.planned_batch is not None
+            and (pos.committed_batch is None or pos.planned_batch > pos.committed_batch)
+        ):
+            key = f"{root}/{name}/offsets/{pos.planned_batch}"
+            planned_at = s3.head_object(Bucket=params["bucket"], Key=key)["LastModified"]
+            in_flight = max(0.0, (now - planned_at).total_seconds())
+        committed = None if pos is None else pos.offsets.get(params["topic"])
+        queries.append(health.Query(name, committed, in_flight, alive.get(name)))
+    return queries
 
 
 def _log_end_offsets(admin: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:
@@ -259,11 +289,13 @@ def assess_health(params: dict) -> dict:
         report = health.assess(
             now=_db_now(conn),
             driver=driver,
+            queries=_queries(conn, _s3(), params),
             batches=_recent_batches(conn, params["topic"]),
             log_end=_log_end_offsets(_kafka_admin(), params["topic"]),
             failures_in_window=failures,
             operator_stopped=state.state != control.RUNNING,
             policy=policy,
+            driver_started=holder.acquired_at if holder else None,
         ).as_dict()
         report["metrics"]["failures_in_window"] = failures
         control.record_health(conn, name, report)

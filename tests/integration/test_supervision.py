@@ -27,8 +27,8 @@ from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
-from include.supervision import lease, retention
-from tests.integration.conftest import airflow_dags_run, airflow_dags_test, spawn, stop_group
+from include.supervision import checkpoint, lease, retention
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test, s3, spawn, stop_group
 from tests.integration.lake_checks import (
     lake_progress_end,
     lake_report,
@@ -186,30 +186,81 @@ def test_lease_rules_on_postgres(ctx, sandbox):
         conn.close()
 
 
+def execute(ctx, schema: str, sql: str) -> None:
+    conn = store.connect(pg_params(ctx), schema=schema)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def last_health(ctx, sandbox) -> tuple:
+    return query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT status, reasons, metrics FROM stream_health ORDER BY ts DESC LIMIT 1",
+    )[0]
+
+
+def in_flight_s(ctx, sandbox) -> float | None:
+    """Seconds since the lake query planned a batch it has not committed (None: none), read
+    from its checkpoint the way the health check reads it."""
+    client, b = s3(ctx), ctx.settings.bucket
+    read, list_keys = checkpoint.s3_reader(client, b)
+    root = sandbox.checkpoint_prefix
+    pos = checkpoint.query_position(pipeline.STREAM_QUERY, root, read, list_keys)
+    if pos is None or pos.planned_batch is None or pos.planned_batch == pos.committed_batch:
+        return None
+    key = f"{root}/{pipeline.STREAM_QUERY}/offsets/{pos.planned_batch}"
+    planned_at = client.head_object(Bucket=b, Key=key)["LastModified"]
+    return (datetime.now(UTC) - planned_at).total_seconds()
+
+
 def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
-    """SIGSTOP the driver launched by Airflow -> the health DAG finds it stalled and kills it ->
-    the launcher's retry starts a new driver from the checkpoints -> a graceful stop from the
-    stream_control DAG ends the run cleanly; every event landed exactly once."""
+    """An idle stream whose last batch is older than any progress window is healthy (idle);
+    SIGSTOP the driver launched by Airflow -> the health DAG finds it stalled and kills it ->
+    the launcher's retry starts a new driver from the checkpoints; its batch wedged in its sink
+    (the product catalog locked) -> stalled, killed, relaunched, the batch re-run -> a graceful
+    stop from the stream_control DAG ends the run cleanly; every event landed exactly once."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     boot, bucket = ctx.settings.kafka_bootstrap, ctx.settings.bucket
     r1 = produce(generate(2_000, seed=31, start=start), topic=sandbox.topic, bootstrap_servers=boot)
     launcher = sandbox.launch_supervised(ctx, f"launcher-test-{sandbox.id}.log")
+    stall_after = 30
+    health_conf = sandbox.supervision_conf(bucket, topic=sandbox.topic, stall_after_s=stall_after)
     try:
         first = wait_for(lambda: lease_holder(ctx, sandbox), 300, "the first driver", launcher)
         wait_for(lambda: lake_progress_end(ctx, sandbox) == r1.events, 300, "the backlog", launcher)
 
+        # Idle: the query reports it (Spark's onQueryIdle, recorded by the listener).
+        wait_for(
+            lambda: (
+                query(ctx, sandbox.pg_schema, "SELECT query_name FROM stream_idle")
+                == [(pipeline.STREAM_QUERY,)]
+            ),
+            120,
+            "an idle report",
+            launcher,
+        )
+        # Idle for two hours, on the clock the check reads: no progress row is recent, nothing
+        # waits. Healthy (idle), and nothing is restarted.
+        execute(ctx, sandbox.pg_schema, "UPDATE stream_progress SET ts = ts - interval '2 hours'")
+        assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
+        status, reasons, metrics = last_health(ctx, sandbox)
+        assert (status, reasons) == ("healthy", ["idle: nothing waits to be read"]), reasons
+        assert metrics["total_lag"] == 0 and metrics["idle"] is True
+        assert query(ctx, sandbox.pg_schema, "SELECT count(*) FROM stream_restarts") == [(0,)]
+
         os.kill(first.pid, signal.SIGSTOP)  # frozen: no heartbeat, no batch
-        stall_after = 30
-        time.sleep(stall_after + 5)
-        health_conf = sandbox.supervision_conf(
-            bucket, topic=sandbox.topic, stall_after_s=stall_after
+        wait_for(
+            lambda: (h := lease_holder(ctx, sandbox)) and h.heartbeat_age_s > stall_after,
+            120,
+            "the frozen driver's heartbeat to age",
         )
         assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
-        status, reasons = query(
-            ctx,
-            sandbox.pg_schema,
-            "SELECT status, reasons FROM stream_health ORDER BY ts DESC LIMIT 1",
-        )[0]
+        status, reasons, _ = last_health(ctx, sandbox)
         assert status == "stalled" and f"driver pid {first.pid}" in reasons[0]
         assert query(ctx, sandbox.pg_schema, "SELECT action, pid FROM stream_restarts") == [
             ("restarted", first.pid)
@@ -223,15 +274,44 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
             "the relaunched driver",
             launcher,
         )
-        r2 = produce(
-            generate(500, seed=32, start=start), topic=sandbox.topic, bootstrap_servers=boot
+        # A batch wedged in its sink: the product catalog the batch enriches from is locked, so
+        # the next batch is planned and never commits, while the driver heart-beats. Judged at
+        # that state (read from the checkpoint), once it is older than the batch limit.
+        wedge = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+        try:
+            with wedge.cursor() as cur:
+                cur.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+            r2 = produce(
+                generate(500, seed=32, start=start), topic=sandbox.topic, bootstrap_servers=boot
+            )
+            wait_for(
+                lambda: (age := in_flight_s(ctx, sandbox)) is not None and age > stall_after,
+                180,
+                "a batch planned and not committed past the limit",
+                launcher,
+            )
+            assert lease_holder(ctx, sandbox).heartbeat_age_s < stall_after, "not frozen"
+            assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
+            status, reasons, _ = last_health(ctx, sandbox)
+            assert status == "stalled", reasons
+            assert reasons[0].startswith("query lake: a batch planned"), reasons
+            assert reasons[0].endswith("is not committed (limit 30s): wedged"), reasons
+        finally:
+            wedge.rollback()
+            wedge.close()
+        assert query(
+            ctx, sandbox.pg_schema, "SELECT action, pid FROM stream_restarts ORDER BY ts"
+        ) == [("restarted", first.pid), ("restarted", second.pid)]
+        third = wait_for(
+            lambda: (h := lease_holder(ctx, sandbox)) and h.pid != second.pid and h,
+            300,
+            "the driver relaunched after the wedge",
+            launcher,
         )
         total = r1.events + r2.events
-        wait_for(lambda: lake_progress_end(ctx, sandbox) == total, 300, "new events", launcher)
-        assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
-        assert query(
-            ctx, sandbox.pg_schema, "SELECT status FROM stream_health ORDER BY ts DESC LIMIT 1"
-        )[0][0] in ("healthy", "degraded")  # degraded: it counts the failed (killed) run
+        wait_for(
+            lambda: lake_progress_end(ctx, sandbox) == total, 300, "the wedged batch", launcher
+        )
 
         # A graceful stop: the driver finishes its batch and exits 0; the run succeeds.
         stop = sandbox.supervision_conf(bucket, action="stop", reason="integration test")
@@ -246,8 +326,12 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
         sandbox.pg_schema,
         "SELECT pid, exit_code, exit_reason FROM stream_runs ORDER BY started_at",
     )
-    assert [(pid, code) for pid, code, _ in runs] == [(first.pid, None), (second.pid, 0)]
-    assert "stopped by" in runs[1][2] and "integration test" in runs[1][2]
+    assert [(pid, code) for pid, code, _ in runs] == [
+        (first.pid, None),
+        (second.pid, None),
+        (third.pid, 0),
+    ]
+    assert "stopped by" in runs[2][2] and "integration test" in runs[2][2]
     launcher_log = (ctx.settings.logs_dir / f"launcher-test-{sandbox.id}.log").read_text()
     assert (
         "DagRun Finished: dag_id=stream_events" in launcher_log and "state=success" in launcher_log

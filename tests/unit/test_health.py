@@ -1,14 +1,16 @@
-"""Classification of the stream's health from its lease, progress and the broker's offsets."""
+"""Classification of the stream's health from its lease, its queries' checkpoints and signs of
+life, progress and the broker's offsets."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from include.supervision import health
-from include.supervision.health import Batch, Driver, Policy
+from include.supervision.health import Batch, Driver, Policy, Query
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 LIVE = Driver(pid=42, host="h", heartbeat_age_s=5, expired=False, alive=True)
+STARTED = NOW - timedelta(hours=5)
 
 
 def batch(query="lake", age_s=10, ends=None, n=100, rate_in=50.0, rate_out=100.0, ms=1000, dl=0):
@@ -17,58 +19,111 @@ def batch(query="lake", age_s=10, ends=None, n=100, rate_in=50.0, rate_out=100.0
     )
 
 
+def q(name="lake", committed=None, in_flight_s=None, alive_s=10):
+    alive = None if alive_s is None else NOW - timedelta(seconds=alive_s)
+    return Query(name, {0: 100} if committed is None else committed, in_flight_s, alive)
+
+
+def assess(queries, batches, log_end, failures=0, **kw):
+    kw.setdefault("driver_started", STARTED)
+    return health.assess(NOW, kw.pop("driver", LIVE), queries, batches, log_end, failures, **kw)
+
+
 def test_healthy_when_caught_up_and_recent():
-    h = health.assess(NOW, LIVE, [batch()], {0: 100}, 0)
+    h = assess([q()], [batch()], {0: 100})
     assert h.status == health.HEALTHY and h.metrics["total_lag"] == 0
 
 
-def test_idle_stream_without_new_batches_is_not_stalled():
-    # No new data: Spark reports no batches, but the driver heart-beats: healthy.
-    h = health.assess(NOW, LIVE, [batch(age_s=3600)], {0: 100}, 0)
-    assert h.status == health.HEALTHY
+def test_an_idle_stream_is_healthy_however_long_ago_its_last_batch_ran():
+    # Hours without traffic: no progress row in any window, no recent idle report either;
+    # the checkpoint committed the log end, so nothing waits: healthy (idle), never stalled.
+    h = assess([q(alive_s=None)], [], {0: 100})
+    assert h.status == health.HEALTHY and h.metrics["idle"] is True
+    assert h.reasons == ["idle: nothing waits to be read"]
+
+
+def test_sparse_traffic_is_not_a_stall():
+    # The last batch ran 10 minutes ago, one record arrived since; the query reported itself
+    # idle 5 s ago (it checks every trigger): the record is picked up by its next trigger.
+    h = assess([q(committed={0: 99}, alive_s=5)], [batch(age_s=600)], {0: 100})
+    assert h.status == health.HEALTHY and h.metrics["total_lag"] == 1
+
+
+def test_a_long_catch_up_batch_is_not_a_stall_until_its_limit():
+    # Typical batches take 60 s: the limit is 3x that (180 s) rather than stall_after_s.
+    batches = [batch(age_s=900 - 60 * i, ms=60_000) for i in range(5)]
+    running = q(committed={0: 0}, in_flight_s=170, alive_s=600)
+    assert assess([running], batches, {0: 500_000}).status != health.STALLED
+    wedged = q(committed={0: 0}, in_flight_s=200, alive_s=600)
+    h = assess([wedged], batches, {0: 500_000})
+    assert h.status == health.STALLED
+    assert "query lake: a batch planned 200s ago is not committed (limit 180s)" in h.reasons[0]
+
+
+def test_each_query_is_judged_on_its_own():
+    other = q("other", in_flight_s=900, alive_s=900)  # wedged in its sink
+    h = assess([q(), other], [batch(), batch("other", age_s=900)], {0: 100})
+    assert h.status == health.STALLED and h.reasons == [
+        "query other: a batch planned 900s ago is not committed (limit 120s): wedged"
+    ]
 
 
 def test_frozen_driver_is_stalled():
     frozen = Driver(42, "h", heartbeat_age_s=300, expired=True, alive=True)
-    h = health.assess(NOW, frozen, [batch()], {0: 100}, 0)
+    h = assess([q()], [batch()], {0: 100}, driver=frozen)
     assert h.status == health.STALLED and "driver pid 42" in h.reasons[0]
 
 
-def test_data_waiting_without_batches_is_stalled():
-    h = health.assess(NOW, LIVE, [batch(age_s=600)], {0: 500}, 0)
-    assert h.status == health.STALLED and "400 records waiting" in h.reasons[0]
+def test_data_waiting_and_no_sign_of_life_is_stalled():
+    h = assess([q(committed={0: 100}, alive_s=600)], [batch(age_s=600)], {0: 500})
+    assert h.status == health.STALLED
+    assert "query lake: 400 records waiting" in h.reasons[0] and "for 600s" in h.reasons[0]
     assert h.metrics["lag"] == {"0": 400}
 
 
+def test_a_driver_that_just_started_gets_its_grace():
+    # No sign of life yet, but the driver took the lease 30 s ago (< stall_after_s).
+    fresh = q(committed={}, alive_s=None)
+    just = NOW - timedelta(seconds=30)
+    assert assess([fresh], [], {0: 500}, driver_started=just).status == health.HEALTHY
+    h = assess([fresh], [], {0: 500}, driver_started=None)
+    assert h.status == health.STALLED and "for ever" in h.reasons[0]
+
+
 def test_no_driver_is_down_unless_an_operator_stopped_it():
-    assert health.assess(NOW, None, [], {0: 5}, 0).status == health.DOWN
+    assert assess([q()], [], {0: 5}, driver=None).status == health.DOWN
     gone = Driver(42, "h", 1, False, alive=False)
-    assert health.assess(NOW, gone, [], {0: 5}, 0).status == health.DOWN
-    assert health.assess(NOW, None, [], {0: 5}, 0, operator_stopped=True).status == health.STOPPED
+    assert assess([q()], [], {0: 5}, driver=gone).status == health.DOWN
+    stopped = assess([q()], [], {0: 5}, driver=None, operator_stopped=True)
+    assert stopped.status == health.STOPPED
 
 
 def test_degraded_reasons():
     slow = [batch(age_s=100 - i, ms=1000) for i in range(5)] + [
         batch(age_s=10 - i, ms=9000) for i in range(3)
     ]
-    h = health.assess(NOW, LIVE, slow, {0: 100}, 0)
+    h = assess([q()], slow, {0: 100})
     assert h.status == health.DEGRADED and "batches take 9000 ms" in h.reasons[0]
 
     behind = [batch(age_s=30 - i, rate_in=500.0, rate_out=100.0) for i in range(3)]
-    h = health.assess(NOW, LIVE, behind, {0: 900}, 0)
+    h = assess([q(alive_s=5)], behind, {0: 900})
     assert h.status == health.DEGRADED and "slower than input" in h.reasons[0]
 
     dead = [batch(n=100), batch(n=100, dl=40)]
-    h = health.assess(NOW, LIVE, dead, {0: 100}, 0)
+    h = assess([q()], dead, {0: 100})
     assert h.status == health.DEGRADED and "dead-letter rate 20.0%" in h.reasons[0]
 
-    h = health.assess(NOW, LIVE, [batch()], {0: 100}, failures_in_window=2)
+    h = assess([q()], [batch()], {0: 100}, failures=2)
     assert h.status == health.DEGRADED and "2 failed driver run(s)" in h.reasons[0]
 
 
-def test_lag_is_read_from_the_latest_lake_batch():
-    batches = [batch(age_s=20, ends={0: 10, 1: 5}), batch(age_s=5, ends={0: 40, 1: 5})]
-    assert health.lag_per_partition(batches, {0: 50, 1: 5, 2: 7}) == {0: 10, 1: 0, 2: 7}
+def test_lag_is_the_log_end_minus_the_committed_offsets():
+    assert health.lag_per_partition({0: 40, 1: 5}, {0: 50, 1: 5, 2: 7}) == {0: 10, 1: 0, 2: 7}
+    assert health.lag_per_partition(None, {0: 3}) == {0: 3}
+    # Several queries: per partition, the one furthest behind.
+    h = assess([q(committed={0: 90, 1: 9}), q("b", committed={0: 95, 1: 2})], [], {0: 100, 1: 9})
+    assert h.metrics["lag"] == {"0": 10, "1": 7}
+    assert h.metrics["queries"]["b"]["lag"] == 12
 
 
 def test_crash_loop_rule():
