@@ -62,6 +62,9 @@ def pg_params(ctx: Context) -> dict:
     }
 
 
+OPERATOR_DAGS = ("stream_control", "replay_dead_letters")
+
+
 def run(ctx: Context, events: int, seed: int | None) -> bool:
     client = api(ctx)
     client.login()  # proves the admin login works before we rely on it
@@ -73,6 +76,11 @@ def run(ctx: Context, events: int, seed: int | None) -> bool:
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)
     _say("stream_events (continuous, supervised by stream_health) is on")
+    # The operator's levers are live from the first start (they run only when triggered): a
+    # restart or a replay triggered from the UI or the CLI must not queue behind a toggle.
+    for dag_id in OPERATOR_DAGS:
+        client.wait_for_dag(dag_id)
+        client.unpause(dag_id)
 
     seed = seed if seed is not None else int(time.time()) % 1_000_000
     _say(f"producing {events:,} demo events (seed {seed}) through the demo_traffic DAG")

@@ -4,8 +4,9 @@ through `airflow dags test`) -> Parquet in S3 + aggregates in Postgres.
 The lake is read back by Spark *through the file sink's metadata*; the Postgres aggregates are
 compared with the generator's own record of what it sent (an oracle no transform of ours
 touches). Clocks cannot make a valid event disappear: events hours late or minutes early in
-event time, and records whose Kafka timestamp a fast producer clock put an hour ahead, all land
-in the lake and in the aggregates.
+event time, records whose Kafka timestamp a fast producer clock put an hour ahead, and a
+backlog with one partition 30 minutes ahead of the others all land in the lake and in the
+aggregates.
 """
 
 from __future__ import annotations
@@ -51,12 +52,16 @@ def run_stream(ctx, sandbox) -> dict:
     )
 
 
-def produce_stamped(ctx, topic: str, events: list[Produced], kafka_ts: datetime) -> None:
-    """Send ``events`` with a Kafka timestamp (CreateTime) of the producer's choosing."""
+def produce_stamped(
+    ctx, topic: str, events: list[Produced], kafka_ts: datetime, partitions: tuple[int, ...] = ()
+) -> None:
+    """Send ``events`` with a Kafka timestamp (CreateTime) of the producer's choosing, round
+    robin over ``partitions`` when given (else by key)."""
     producer = Producer({"bootstrap.servers": ctx.settings.kafka_bootstrap})
     ms = int(kafka_ts.timestamp() * 1000)
-    for ev in events:
-        producer.produce(topic, key=ev.key, value=ev.value, timestamp=ms)
+    for i, ev in enumerate(events):
+        where = {"partition": partitions[i % len(partitions)]} if partitions else {}
+        producer.produce(topic, key=ev.key, value=ev.value, timestamp=ms, **where)
     assert producer.flush(60) == 0
 
 
@@ -119,17 +124,25 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
 
     # No clock can hide a valid event. Events two hours late and 14 minutes early in event
     # time; records a producer whose clock runs an hour fast stamped (Kafka CreateTime) an
-    # hour ahead; then on-time events: every valid one lands in the lake and the aggregates.
+    # hour ahead; a backlog in which partition 0 runs 30 minutes ahead of partitions 1 and 2
+    # (Kafka timestamps and event times); then on-time events: every valid one lands in the
+    # lake and the aggregates.
     now = datetime.now(UTC).replace(microsecond=0)
     late = generate(400, seed=303, start=start - timedelta(hours=2))
     early = generate(300, seed=304, start=now + timedelta(minutes=13), span_seconds=20)
     fast_clock = generate(300, seed=305, start=start)
+    ahead = generate(300, seed=306, start=now - timedelta(minutes=1), span_seconds=30)
+    behind = generate(600, seed=307, start=now - timedelta(minutes=31), span_seconds=30)
     on_time = generate(1_000, seed=202, start=start + timedelta(minutes=1))
     broker = ctx.settings.kafka_bootstrap
     rs = [produce(batch, topic=sandbox.topic, bootstrap_servers=broker) for batch in (late, early)]
     produce_stamped(ctx, sandbox.topic, fast_clock, now + timedelta(hours=1))
+    produce_stamped(ctx, sandbox.topic, ahead, now, partitions=(0,))
+    produce_stamped(ctx, sandbox.topic, behind, now - timedelta(minutes=30), partitions=(1, 2))
     rs.append(produce(on_time, topic=sandbox.topic, bootstrap_servers=broker))
-    sent = [*batch1, *late, *early, *fast_clock, *on_time]
+    stamped = [*fast_clock, *ahead, *behind]
+    assert {p.kind for p in stamped} == {"valid"}
+    sent = [*batch1, *late, *early, *stamped, *on_time]
     valid = {p.event_id for p in sent if p.kind in ("valid", "irrelevant")}
     final = run_stream(ctx, sandbox)
     assert final["rows"] == final["distinct_ids"] == len(valid)
@@ -139,4 +152,4 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     assert final["dead_letter_rows"] == len(bad), "nothing valid was dead-lettered"
     assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), sent)
     assert_funnel_match(postgres_funnel(ctx, sandbox.pg_schema), sent)
-    assert r1.valid + sum(r.valid for r in rs) + len(fast_clock) == len(valid)
+    assert r1.valid + sum(r.valid for r in rs) + len(stamped) == len(valid)
