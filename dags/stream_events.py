@@ -14,7 +14,8 @@ connection) after a gate and three preflight checks:
 2. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.
    On a gap the run stops and names the partitions and offset ranges. To continue past it
    (logged as an operator action): `stream_control` with `action=accept_retention_gap`, or a
-   run of this DAG with `accept_retention_gap`;
+   run of this DAG with `accept_retention_gap`. The acceptance holds for the stream task's
+   first attempt only (a retry does not skip gaps the guard never showed);
 3. **single_writer** — no live driver holds the checkpoint's lease (the driver itself takes
    the lease too, so a second driver is refused even if Airflow thinks the first one dead).
 
@@ -45,6 +46,14 @@ from airflow.sdk import DAG, Param, PokeReturnValue, task
 from include import connections, dag_params, pipeline
 from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
+
+# An accepted retention gap is drained by the first attempt only: a retry renders "false", so it
+# cannot skip a gap the guard (which runs once per DAG run) never showed anyone; a gap still
+# there then fails the retry, and the next run's guard names it again.
+ACCEPT_GAP_ONCE = (
+    "{{ 'true' if ti.xcom_pull(task_ids='retention_guard')['accept'] and ti.try_number == 1 "
+    "else 'false' }}"
+)
 
 DAG_ID = "stream_events"
 BOOTSTRAP = f"{{{{ conn.{connections.KAFKA}.extra_dejson['bootstrap.servers'] }}}}"
@@ -143,7 +152,7 @@ with DAG(
             "--pg-schema",
             "{{ params.pg_schema }}",
             "--accept-retention-gap",
-            "{{ 'true' if ti.xcom_pull(task_ids='retention_guard')['accept'] else 'false' }}",
+            ACCEPT_GAP_ONCE,
         ],
     )
 

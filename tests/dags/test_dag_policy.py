@@ -49,3 +49,33 @@ def test_policy(dagbag, dag_id):
             assert task.retries == 0, f"{task.task_id}: {NOT_RETRIED[dag_id, task.task_id]}"
         else:
             assert task.retries >= 2, f"{task.task_id}: idempotent, so retries >= 2"
+
+
+@pytest.mark.parametrize(
+    ("accept", "try_number", "rendered"),
+    [
+        (True, 1, "true"),
+        (True, 2, "false"),
+        (False, 1, "false"),
+    ],
+)
+def test_an_accepted_retention_gap_holds_for_one_attempt(dagbag, accept, try_number, rendered):
+    """The guard runs once per DAG run; its acceptance must not outlive the stream task's first
+    attempt, or a retry could skip a gap nobody saw."""
+    import jinja2
+
+    from dags.stream_events import ACCEPT_GAP_ONCE
+
+    task = dagbag.dags["stream_events"].get_task("stream_events")
+    args = task.application_args
+    assert args[args.index("--accept-retention-gap") + 1] == ACCEPT_GAP_ONCE
+
+    class TI:
+        def __init__(self) -> None:
+            self.try_number = try_number
+
+        def xcom_pull(self, task_ids: str) -> dict:
+            assert task_ids == "retention_guard"
+            return {"accept": accept}
+
+    assert jinja2.Template(ACCEPT_GAP_ONCE).render(ti=TI()) == rendered
