@@ -8,7 +8,8 @@ connection) after a gate and three preflight checks:
 
 0. **gate** — waits (a sensor, rescheduled) while an operator stopped the stream or
    supervision halted it (`stream_control`), and halts it with an alert when driver runs keep
-   failing (a crash loop: `max_restarts` failures within `restart_window_min`);
+   failing (a crash loop: `max_restarts` failures within `restart_window_min`) while Kafka and
+   S3 answer; while one of them does not, it waits for it instead (docs/supervision.md);
 1. **preflight** — the topic and the bucket exist; every query's checkpoint is readable,
    consistent and was written for this topic;
 2. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.

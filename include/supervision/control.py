@@ -208,6 +208,24 @@ def take_gap_acceptance(conn, name: str) -> str | None:
     return f"{row[0]} ({row[1]})" if row else None
 
 
+# stream_restarts actions of supervision's dependency probe: a dependency (Kafka, S3) did not
+# answer when the crash-loop rule would have halted the stream; it answered again.
+WAITING_DEPENDENCY, DEPENDENCIES_BACK = "waiting_dependency", "dependencies_back"
+
+
+def last_dependency_event(conn, name: str) -> tuple[str, datetime] | None:
+    """The newest ``waiting_dependency`` / ``dependencies_back`` row: (action, ts)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT action, ts FROM stream_restarts WHERE name = %s AND action IN (%s, %s) "
+            "ORDER BY ts DESC, id DESC LIMIT 1",
+            (name, WAITING_DEPENDENCY, DEPENDENCIES_BACK),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    return (row[0], row[1]) if row else None
+
+
 def refusals_within(conn, name: str, minutes: float, after: datetime | None = None) -> int:
     """Launches the preflight refused within the window and after ``after``
     (``stream_restarts``)."""

@@ -139,6 +139,60 @@ def gate(params: dict, dag_run: Any = None) -> bool:
     return True
 
 
+def _dependencies_down(params: dict) -> list[str]:
+    """The stream's dependencies that do not answer now, each with its error: the broker
+    (metadata of the topic) and the S3 server (the bucket). Postgres answered: the caller
+    holds a connection."""
+    down = []
+    try:
+        meta = _kafka_admin().list_topics(params["topic"], timeout=10)
+        if meta.brokers == {}:
+            down.append("kafka: no broker answered")
+    except Exception as exc:
+        down.append(f"kafka: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+    try:
+        _s3().head_bucket(Bucket=params["bucket"])
+    except Exception as exc:
+        down.append(f"s3: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+    return down
+
+
+def _window_start(conn, name: str, state: control.Control):
+    """Failed runs count toward a crash loop only after the operator's last decision and after
+    the last time supervision saw a dependency down: runs that failed because Kafka or S3 was
+    away are the outage's, not the app's."""
+    event = control.last_dependency_event(conn, name)
+    times = [t for t in (state.updated_at, event[1] if event else None) if t is not None]
+    return max(times) if times else None
+
+
+def _waiting_for_dependencies(conn, name: str, params: dict, failures: str) -> bool:
+    """Before halting a crash loop (or while waiting): probe the dependencies. One down ->
+    record it (``waiting_dependency``), alert, and wait instead of halting; the stream resumes
+    by itself when they answer (``dependencies_back``), the failures before it not counted."""
+    down = _dependencies_down(params)
+    last = control.last_dependency_event(conn, name)
+    waiting = last is not None and last[0] == control.WAITING_DEPENDENCY
+    if not down:
+        if waiting:
+            control.record_restart(
+                conn, name, None, None, control.DEPENDENCIES_BACK, "every dependency answers"
+            )
+            notify.alert("info", f"stream {name}: its dependencies answer again; resuming")
+        return False
+    reason = "; ".join(down)
+    control.record_restart(conn, name, None, None, control.WAITING_DEPENDENCY, reason)
+    if not waiting:
+        notify.alert(
+            "warning",
+            f"stream {name} waits for its dependencies",
+            f"{reason}. {failures} are not counted as a crash loop; the stream is relaunched "
+            "when they answer.",
+        )
+    log.warning("stream %s waits for its dependencies: %s", name, reason)
+    return True
+
+
 def _gate_open(params: dict) -> bool:
     name = _lease_name(params)
     policy = policy_from(params)
@@ -147,16 +201,31 @@ def _gate_open(params: dict) -> bool:
         control.ensure_tables(conn)
         state = control.get(conn, name)
         if state.state == control.RUNNING:
-            # Counted since the operator's last decision: a restart gives a clean slate.
-            after = state.updated_at
+            # Counted since the operator's last decision (a restart gives a clean slate) and
+            # the last dependency outage supervision saw.
+            after = _window_start(conn, name, state)
             failures = control.failures_within(conn, name, policy.restart_window_min, None, after)
             refusals = control.refusals_within(conn, name, policy.restart_window_min, after)
-            if not health.crash_loop(failures + refusals, policy):
+            looping = health.crash_loop(failures + refusals, policy)
+            last = control.last_dependency_event(conn, name)
+            waiting = last is not None and last[0] == control.WAITING_DEPENDENCY
+            if looping or waiting:
+                counted = f"{failures} failed driver runs and {refusals} refused launches"
+                if _waiting_for_dependencies(conn, name, params, counted):
+                    return False
+                if waiting:  # they answer again: the failures before the outage do not count
+                    after = _window_start(conn, name, state)
+                    failures = control.failures_within(
+                        conn, name, policy.restart_window_min, None, after
+                    )
+                    refusals = control.refusals_within(conn, name, policy.restart_window_min, after)
+                    looping = health.crash_loop(failures + refusals, policy)
+            if not looping:
                 return True
             reason = (
                 f"crash loop: {failures} failed driver runs and {refusals} refused launches in "
                 f"the last {policy.restart_window_min:.0f} min (max_restarts="
-                f"{policy.max_restarts})"
+                f"{policy.max_restarts}), while every dependency answers"
             )
             control.set_state(conn, name, control.HALTED, reason, "stream_events gate")
             control.record_restart(conn, name, None, None, "refused_crash_loop", reason)
@@ -284,7 +353,7 @@ def assess_health(params: dict) -> dict:
             name,
             policy.restart_window_min,
             holder.owner if holder else None,
-            state.updated_at,
+            _window_start(conn, name, state),
         )
         report = health.assess(
             now=_db_now(conn),
@@ -336,6 +405,10 @@ def act_on_health(report: dict, params: dict) -> str:
     conn = _postgres(params["pg_schema"])
     try:
         failures = int(report["metrics"].get("failures_in_window", 0))
+        if health.crash_loop(failures, policy) and _waiting_for_dependencies(
+            conn, name, params, f"{failures} failed driver runs"
+        ):
+            return "waiting for dependencies"
         if health.crash_loop(failures, policy):
             reason = f"stalled ({reasons}) after {failures} failed runs: crash loop"
             control.set_state(conn, name, control.HALTED, reason, "stream_health")

@@ -1,5 +1,6 @@
-"""The launch DAG's guards on the real stack: the offset-retention guard and the single-writer
-lease.
+"""Supervision on the real stack: the launch DAG's guards (the offset-retention guard, the
+single-writer lease, the crash-loop gate that waits for a dependency instead of halting) and
+the health check (idle, frozen, wedged).
 
 * Retention deletes records the stream has not read (the broker's log start offset moves past
   the checkpoint, as retention does) -> the launch stops before Spark starts, naming the
@@ -184,6 +185,66 @@ def test_lease_rules_on_postgres(ctx, sandbox):
         assert lease.holder(conn, name) is None
     finally:
         conn.close()
+
+
+def test_the_gate_waits_for_a_dependency_instead_of_halting(ctx, sandbox, monkeypatch):
+    """Driver runs failed while the broker was away: the crash-loop rule probes the stream's
+    dependencies before it halts. Kafka not answering (a real client on a closed port) -> the
+    gate waits, recorded and alerted, the stream not halted; Kafka back -> the launch goes ahead
+    and the failures before the outage do not count; the same failures with every dependency
+    answering -> halted (an app crash loop)."""
+    from confluent_kafka.admin import AdminClient
+
+    from include.supervision import control, tasks
+
+    params = {
+        **sandbox.supervision_conf(ctx.settings.bucket),
+        "topic": sandbox.topic,
+        "max_restarts": 3,
+        "restart_window_min": 30,
+    }
+    name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
+    broker = {"bootstrap.servers": ctx.settings.kafka_bootstrap}
+    closed = {"bootstrap.servers": "127.0.0.1:9", "socket.connection.setup.timeout.ms": 1000}
+    monkeypatch.setattr(
+        tasks, "_postgres", lambda schema: store.connect(pg_params(ctx), schema=schema)
+    )
+    monkeypatch.setattr(tasks, "_s3", lambda: s3(ctx))
+
+    def fail_runs(n: int, tag: str) -> None:
+        conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+        try:
+            control.ensure_tables(conn)
+            for i in range(n):  # started, never ended: killed or crashed
+                control.record_start(conn, name, f"{tag}-{i}", "h", 1_000 + i)
+        finally:
+            conn.close()
+
+    def actions() -> list[str]:
+        rows = query(ctx, sandbox.pg_schema, "SELECT action FROM stream_restarts ORDER BY ts, id")
+        return [a for (a,) in rows]
+
+    def state() -> str:
+        rows = query(ctx, sandbox.pg_schema, "SELECT state FROM stream_control")
+        return rows[0][0] if rows else control.RUNNING
+
+    fail_runs(3, "outage")
+    monkeypatch.setattr(tasks, "_kafka_admin", lambda: AdminClient(closed))
+    assert tasks.gate(params) is False
+    assert state() == control.RUNNING, "not halted"
+    assert actions() == [control.WAITING_DEPENDENCY]
+    reason = query(ctx, sandbox.pg_schema, "SELECT reason FROM stream_restarts")[0][0]
+    assert reason.startswith("kafka: "), reason
+    assert tasks.gate(params) is False, "still waiting while the broker is away"
+
+    monkeypatch.setattr(tasks, "_kafka_admin", lambda: AdminClient(broker))
+    assert tasks.gate(params) is True, "the broker is back: the launch goes ahead"
+    assert actions()[-1] == control.DEPENDENCIES_BACK
+
+    fail_runs(3, "app")  # the app fails on its own, every dependency answering
+    assert tasks.gate(params) is False
+    assert state() == control.HALTED
+    assert actions()[-1] == "refused_crash_loop"
 
 
 def execute(ctx, schema: str, sql: str) -> None:
