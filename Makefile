@@ -57,7 +57,7 @@ test-unit: venv ## unit tests and DAG checks only (no services)
 stop: ## stop everything the stack started (by pid, no orphans)
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; else echo "nothing installed"; fi
 
-status: ## each service, its ports, pid and health
+status: ## each service, its ports, pid and health; the stream (driver, lag, control, health)
 	@$(PY) -m devstack status
 
 password: ## print the Airflow admin login

@@ -116,6 +116,18 @@ def _scaleout(ctx, args) -> int:
     return 0 if healthy else 1
 
 
+def _print_stream(ctx) -> None:
+    """The stream's part of the status (driver, lag, control state, last health verdict)."""
+    from devstack.stream_status import stream_status
+
+    print()
+    try:
+        print("\n".join(stream_status(ctx)))
+    except Exception as exc:  # Postgres down or not installed: the services above say why
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"stream: unavailable ({first[:200]})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--workers", type=int, default=2)
     so.add_argument("--brokers", type=int, default=3)
     sub.add_parser("down", help="stop everything this stack started")
-    sub.add_parser("status", help="each service, its ports, pid and health")
+    sub.add_parser("status", help="each service, its ports, pid and health; then the stream")
     sub.add_parser("password", help="print the Airflow admin login")
     sub.add_parser("env", help="print `export` lines for using the Airflow CLI against this stack")
     args = p.parse_args(argv)
@@ -177,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stack.down(ctx)
         elif args.command == "status":
-            return 0 if stack.print_status(ctx) else 1
+            ok = stack.print_status(ctx)
+            _print_stream(ctx)
+            return 0 if ok else 1
         elif args.command == "password":
             print(f"user: admin\npassword: {ctx.secrets.airflow_admin_password}")
         elif args.command == "env":

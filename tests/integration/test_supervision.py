@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from devstack.demo import pg_params
 from devstack.spark import submit_argv, submit_env
+from devstack.stream_status import stream_status
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
@@ -373,6 +374,14 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
         wait_for(
             lambda: lake_progress_end(ctx, sandbox) == total, 300, "the wedged batch", launcher
         )
+        # `make status` tells the same story from the shell.
+        status = "\n".join(
+            stream_status(ctx, sandbox.checkpoint_prefix, sandbox.topic, sandbox.pg_schema)
+        )
+        assert f"driver      pid {third.pid} on " in status, status
+        assert "control     running" in status, status
+        assert "; lag 0 (p0:0, p1:0, p2:0)" in status, status
+        assert "health      stalled " in status and "wedged" in status, status
 
         # A graceful stop: the driver finishes its batch and exits 0; the run succeeds.
         stop = sandbox.supervision_conf(bucket, action="stop", reason="integration test")
