@@ -55,8 +55,15 @@ def postgres_params() -> dict[str, Any]:
     return store.params_from_connection(BaseHook.get_connection(POSTGRES))
 
 
+# Supervision and maintenance tasks: a statement waiting longer than this on a lock fails the
+# task (and alerts) instead of hanging it.
+TASK_STATEMENT_TIMEOUT_S = 120
+
+
 def postgres(schema: str) -> Any:
     """A psycopg2 connection to the analytics database, tables in ``schema``."""
     from include.analytics import store
 
-    return store.connect(postgres_params(), schema=schema)
+    return store.connect(
+        postgres_params(), schema=schema, statement_timeout_s=TASK_STATEMENT_TIMEOUT_S
+    )

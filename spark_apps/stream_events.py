@@ -391,8 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping.set()
         threading.Thread(target=graceful_stop, args=(spark,), name="graceful-stop").start()
 
+    def keeper_pg():  # a renewal must not wait on a lock longer than its own interval
+        return store.connect({}, schema=args.pg_schema, statement_timeout_s=args.lease_ttl / 3)
+
     keeper = lease.LeaseKeeper(
-        pg,
+        keeper_pg,
         name,
         owner,
         args.lease_ttl,

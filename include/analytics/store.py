@@ -174,17 +174,38 @@ def params_from_connection(conn: Any) -> dict[str, Any]:
     }
 
 
-def connect(params: Mapping[str, Any], schema: str = "public", create_schema: bool = True):
+def connect(
+    params: Mapping[str, Any],
+    schema: str = "public",
+    create_schema: bool = True,
+    statement_timeout_s: float | None = None,
+):
     """A psycopg2 connection (params: host, port, user, password, dbname) whose tables live in
     ``schema``: tests use their own schema so they never touch the demo's tables. The schema
     is created if missing unless ``create_schema`` is False (the stream's batches: no DDL on
-    the hot path; the driver applies the schema once at start)."""
+    the hot path; the driver applies the schema once at start).
+
+    Never hangs for ever on a dead peer: a 10 s connect timeout and TCP keepalives (a silent
+    network drops the connection within ~25 s); ``statement_timeout_s`` bounds each statement
+    too (supervision's connections: a renewal that waits on a lock fails instead of freezing
+    the lease keeper)."""
     import psycopg2
     from psycopg2 import sql
 
     if not schema.isidentifier():
         raise ValueError(f"Postgres schema {schema!r} is not a plain identifier")
-    conn = psycopg2.connect(connect_timeout=10, options=f"-c search_path={schema}", **params)
+    options = f"-c search_path={schema}"
+    if statement_timeout_s is not None:
+        options += f" -c statement_timeout={max(1, int(statement_timeout_s * 1000))}"
+    conn = psycopg2.connect(
+        connect_timeout=10,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        options=options,
+        **params,
+    )
     if create_schema:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))

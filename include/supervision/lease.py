@@ -13,6 +13,7 @@ its process, so its lease stays held until it expires or supervision kills it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -259,6 +260,9 @@ class LeaseKeeper(threading.Thread):
                 return
             except Exception as exc:  # Postgres unreachable: retry until the lease would expire
                 log.warning("could not renew lease %r: %s", self.lease, exc)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 conn = None
                 if time.monotonic() - last_ok >= self.ttl_s:
                     self._lose(f"lease {self.lease!r} not renewed for {self.ttl_s:.0f}s: {exc}")

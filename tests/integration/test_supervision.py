@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import psutil
+import psycopg2
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -181,6 +182,20 @@ def test_lease_rules_on_postgres(ctx, sandbox):
             cur.execute("UPDATE stream_leases SET pid = %s WHERE name = %s", (dead.pid, name))
         conn.commit()
         assert lease.acquire(conn, name, "C", ttl_s=30).owner == "C", "no wait for the expiry"
+
+        # A renewal never waits on a lock for ever: a writer's transaction holds the fence
+        # (FOR SHARE) -> the keeper's connection (a statement timeout) fails fast instead.
+        with conn.cursor() as cur:
+            lease.fence(cur, name, "C")  # the transaction stays open, the row share-locked
+        keeper = store.connect(pg_params(ctx), sandbox.pg_schema, statement_timeout_s=1)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(psycopg2.errors.QueryCanceled):
+                lease.renew(keeper, name, "C", ttl_s=30)
+            assert time.monotonic() - t0 < 15
+        finally:
+            keeper.close()
+        conn.rollback()
 
         lease.release(conn, name, "C")
         assert lease.holder(conn, name) is None
