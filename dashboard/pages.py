@@ -217,6 +217,7 @@ def health(cfg: Config) -> None:
             None if total_lag is None else int(total_lag),
             check.get("status"),
             cfg.freshness_slo_s,
+            check.get("reasons") or (),
         )
         color = COLORS[fresh.status]
         st.markdown(

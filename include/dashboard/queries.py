@@ -287,6 +287,7 @@ def freshness(
     total_lag: int | None,
     health_status: str | None,
     slo_s: float,
+    health_reasons: Sequence[str] = (),
 ) -> Freshness:
     """The freshness SLO: data reaches the lake and the aggregates within ``slo_s``.
 
@@ -298,8 +299,9 @@ def freshness(
     """
     if health_status in ("stalled", "down"):
         return Freshness(RED, f"the health check reports the stream {health_status}")
-    if health_status == "stopped":
-        return Freshness(RED, "the stream is stopped by an operator (stream_control)")
+    if health_status == "stopped":  # who stopped or halted it, and why
+        why = health_reasons[0] if health_reasons else "by an operator (stream_control)"
+        return Freshness(RED, f"the stream is {why}")
     if last_batch_age_s is None:
         return Freshness(RED, "no batch has finished yet")
     age = f"last batch {last_batch_age_s:.0f}s ago"

@@ -16,7 +16,8 @@ gathers the inputs and acts on the status.
 * **degraded** — it runs, but something trends wrong: lag growing while processing is slower
   than input, batches much longer than before, a high dead-letter rate, recent restarts.
 * **healthy** — none of the above; **idle** when nothing waits (however long ago the last batch
-  ran: an idle stream is healthy). **stopped** — an operator stopped it (``stream_control``).
+  ran: an idle stream is healthy). **stopped** — an operator stopped it or supervision halted
+  it (``stream_control``); the reason says which, who and why.
 
 Lag is the broker's log-end offsets minus the offsets the query's checkpoint committed (the
 Kafka source commits nothing to a consumer group, and the checkpoint is what a restart resumes
@@ -148,7 +149,7 @@ def assess(
     batches: Sequence[Batch],
     log_end: Mapping[int, int],
     failures_in_window: int,
-    operator_stopped: bool = False,
+    stopped: str | None = None,
     policy: Policy = Policy(),
     driver_started: datetime | None = None,
 ) -> Health:
@@ -181,8 +182,8 @@ def assess(
         else None,
         "failures_in_window": failures_in_window,
     }
-    if operator_stopped and (driver is None or not driver.alive):
-        return Health(STOPPED, ["stopped by an operator (stream_control)"], metrics, driver)
+    if stopped is not None and (driver is None or not driver.alive):
+        return Health(STOPPED, [stopped], metrics, driver)
     if driver is None or not driver.alive:
         why = "no driver holds the lease" if driver is None else f"driver pid {driver.pid} is gone"
         return Health(DOWN, [why + "; the launch DAG restarts it"], metrics, driver)

@@ -362,7 +362,10 @@ def assess_health(params: dict) -> dict:
             batches=_recent_batches(conn, params["topic"]),
             log_end=_log_end_offsets(_kafka_admin(), params["topic"]),
             failures_in_window=failures,
-            operator_stopped=state.state != control.RUNNING,
+            stopped=None
+            if state.state == control.RUNNING
+            else f"{state.state} by {state.set_by or 'an operator'}: {state.reason} "
+            "(stream_control)",
             policy=policy,
             driver_started=holder.acquired_at if holder else None,
         ).as_dict()

@@ -165,6 +165,12 @@ def test_freshness_slo(age, lag, status, expected):
     assert got.reason
 
 
+def test_a_stopped_stream_says_who_stopped_or_halted_it_and_why():
+    why = "halted by stream_health: crash loop: 3 failed driver runs (stream_control)"
+    got = q.freshness(5, 0, "stopped", slo_s=60, health_reasons=[why])
+    assert (got.status, got.reason) == (q.RED, f"the stream is {why}")
+
+
 def test_lag_per_partition_from_the_last_health_check():
     lag = q.lag_per_partition({"metrics": {"lag": {"2": 5, "0": 1, "1": 0}}})
     assert lag["records"].to_dict() == {0: 1, 1: 0, 2: 5}

@@ -90,12 +90,13 @@ def test_a_driver_that_just_started_gets_its_grace():
     assert h.status == health.STALLED and "for ever" in h.reasons[0]
 
 
-def test_no_driver_is_down_unless_an_operator_stopped_it():
+def test_no_driver_is_down_unless_an_operator_stopped_or_supervision_halted_it():
     assert assess([q()], [], {0: 5}, driver=None).status == health.DOWN
     gone = Driver(42, "h", 1, False, alive=False)
     assert assess([q()], [], {0: 5}, driver=gone).status == health.DOWN
-    stopped = assess([q()], [], {0: 5}, driver=None, operator_stopped=True)
-    assert stopped.status == health.STOPPED
+    why = "halted by stream_health: crash loop (stream_control)"
+    stopped = assess([q()], [], {0: 5}, driver=None, stopped=why)
+    assert (stopped.status, stopped.reasons) == (health.STOPPED, [why])
 
 
 def test_degraded_reasons():
