@@ -143,17 +143,17 @@ def _dependencies_down(params: dict) -> list[str]:
     """The stream's dependencies that do not answer now, each with its error: the broker
     (metadata of the topic) and the S3 server (the bucket). Postgres answered: the caller
     holds a connection."""
+    probes = {
+        "kafka": lambda: _kafka_admin().list_topics(params["topic"], timeout=10),
+        "s3": lambda: _s3().head_bucket(Bucket=params["bucket"]),
+    }
     down = []
-    try:
-        meta = _kafka_admin().list_topics(params["topic"], timeout=10)
-        if meta.brokers == {}:
-            down.append("kafka: no broker answered")
-    except Exception as exc:
-        down.append(f"kafka: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
-    try:
-        _s3().head_bucket(Bucket=params["bucket"])
-    except Exception as exc:
-        down.append(f"s3: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}")
+    for dependency, probe in probes.items():
+        try:
+            probe()
+        except Exception as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            down.append(f"{dependency}: {first}")
     return down
 
 
@@ -166,13 +166,17 @@ def _window_start(conn, name: str, state: control.Control):
     return max(times) if times else None
 
 
-def _waiting_for_dependencies(conn, name: str, params: dict, failures: str) -> bool:
-    """Before halting a crash loop (or while waiting): probe the dependencies. One down ->
+def _waiting(conn, name: str) -> bool:
+    """Supervision saw a dependency down and has not seen it answer since."""
+    last = control.last_dependency_event(conn, name)
+    return last is not None and last[0] == control.WAITING_DEPENDENCY
+
+
+def _waiting_for_dependencies(conn, name: str, params: dict, failures: str, waiting: bool) -> bool:
+    """Before halting a crash loop (or while ``waiting``): probe the dependencies. One down ->
     record it (``waiting_dependency``), alert, and wait instead of halting; the stream resumes
     by itself when they answer (``dependencies_back``), the failures before it not counted."""
     down = _dependencies_down(params)
-    last = control.last_dependency_event(conn, name)
-    waiting = last is not None and last[0] == control.WAITING_DEPENDENCY
     if not down:
         if waiting:
             control.record_restart(
@@ -207,11 +211,10 @@ def _gate_open(params: dict) -> bool:
             failures = control.failures_within(conn, name, policy.restart_window_min, None, after)
             refusals = control.refusals_within(conn, name, policy.restart_window_min, after)
             looping = health.crash_loop(failures + refusals, policy)
-            last = control.last_dependency_event(conn, name)
-            waiting = last is not None and last[0] == control.WAITING_DEPENDENCY
+            waiting = _waiting(conn, name)
             if looping or waiting:
                 counted = f"{failures} failed driver runs and {refusals} refused launches"
-                if _waiting_for_dependencies(conn, name, params, counted):
+                if _waiting_for_dependencies(conn, name, params, counted, waiting):
                     return False
                 if waiting:  # they answer again: the failures before the outage do not count
                     after = _window_start(conn, name, state)
@@ -409,7 +412,7 @@ def act_on_health(report: dict, params: dict) -> str:
     try:
         failures = int(report["metrics"].get("failures_in_window", 0))
         if health.crash_loop(failures, policy) and _waiting_for_dependencies(
-            conn, name, params, f"{failures} failed driver runs"
+            conn, name, params, f"{failures} failed driver runs", _waiting(conn, name)
         ):
             return "waiting for dependencies"
         if health.crash_loop(failures, policy):
