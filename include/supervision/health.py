@@ -8,7 +8,8 @@ gathers the inputs and acts on the status.
 
 * **stalled** — a driver holds the lease but stopped heart-beating (frozen, e.g. ``SIGSTOP``);
   or one query has a batch planned (``offsets/<n>`` in its checkpoint) and not committed for
-  longer than the batch limit (a wedged sink); or records wait for a query that has neither
+  longer than the batch limit (a wedged sink; counted from the driver's start when a
+  relaunched driver re-runs it); or records wait for a query that has neither
   planned a batch nor reported itself idle for ``stall_after_s``. Each query is judged on its
   own. The health DAG restarts it.
 * **down** — no live driver holds the lease and no operator stopped it: the launch DAG
@@ -122,10 +123,13 @@ def _stalled_query(
     policy: Policy,
 ) -> str | None:
     if q.in_flight_s is not None:
+        running = q.in_flight_s
+        if driver_started is not None:  # a relaunched driver re-runs the planned batch anew
+            running = min(running, (now - driver_started).total_seconds())
         limit = _batch_limit_s(q.name, batches, policy)
-        if q.in_flight_s > limit:
+        if running > limit:
             return (
-                f"query {q.name}: a batch planned {q.in_flight_s:.0f}s ago is not committed "
+                f"query {q.name}: a batch has run {running:.0f}s without committing "
                 f"(limit {limit:.0f}s): wedged"
             )
         return None

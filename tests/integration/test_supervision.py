@@ -371,8 +371,8 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
             assert airflow_dags_test(ctx, "stream_health", health_conf) == "success"
             status, reasons, _ = last_health(ctx, sandbox)
             assert status == "stalled", reasons
-            assert reasons[0].startswith("query lake: a batch planned"), reasons
-            assert reasons[0].endswith("is not committed (limit 30s): wedged"), reasons
+            assert reasons[0].startswith("query lake: a batch has run "), reasons
+            assert reasons[0].endswith("s without committing (limit 30s): wedged"), reasons
         finally:
             wedge.rollback()
             wedge.close()

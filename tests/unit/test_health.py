@@ -57,14 +57,22 @@ def test_a_long_catch_up_batch_is_not_a_stall_until_its_limit():
     wedged = q(committed={0: 0}, in_flight_s=200, alive_s=600)
     h = assess([wedged], batches, {0: 500_000})
     assert h.status == health.STALLED
-    assert "query lake: a batch planned 200s ago is not committed (limit 180s)" in h.reasons[0]
+    assert "query lake: a batch has run 200s without committing (limit 180s)" in h.reasons[0]
+
+
+def test_a_relaunched_driver_re_running_a_planned_batch_is_not_wedged():
+    # The batch was planned 10 minutes ago by a driver that was killed; the new driver took
+    # the lease 20 s ago and re-runs it: it has run for 20 s, not 600.
+    replay = q(committed={0: 0}, in_flight_s=600, alive_s=600)
+    relaunched = NOW - timedelta(seconds=20)
+    assert assess([replay], [], {0: 500}, driver_started=relaunched).status == health.HEALTHY
 
 
 def test_each_query_is_judged_on_its_own():
     other = q("other", in_flight_s=900, alive_s=900)  # wedged in its sink
     h = assess([q(), other], [batch(), batch("other", age_s=900)], {0: 100})
     assert h.status == health.STALLED and h.reasons == [
-        "query other: a batch planned 900s ago is not committed (limit 120s): wedged"
+        "query other: a batch has run 900s without committing (limit 120s): wedged"
     ]
 
 
