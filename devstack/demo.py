@@ -92,16 +92,13 @@ def run(ctx: Context, events: int, seed: int | None) -> bool:
 
 def caught_up(ctx: Context) -> tuple[bool, str]:
     """Every query's last batch ended at the topic's log-end offsets."""
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import AdminClient, OffsetSpec
+    from confluent_kafka.admin import AdminClient
+
+    from include.supervision.retention import log_end_offsets
 
     topic = pipeline.EVENTS_TOPIC
     admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
-    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    futures = admin.list_offsets(
-        {TopicPartition(topic, p): OffsetSpec.latest() for p in parts}, request_timeout=10
-    )
-    log_end = {tp.partition: f.result().offset for tp, f in futures.items()}
+    log_end = log_end_offsets(admin, topic, timeout=10)
     conn = store.connect(pg_params(ctx))
     try:
         store.ensure_schema(conn)

@@ -32,19 +32,6 @@ def _uptime(now: datetime, since: datetime) -> str:
     return _age(now, since).removesuffix(" ago")
 
 
-def _log_end(ctx: Context, topic: str) -> dict[int, int]:
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import AdminClient, OffsetSpec
-
-    admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
-    meta = admin.list_topics(topic, timeout=10).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise RuntimeError(f"topic {topic!r} does not exist")
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in meta.partitions}
-    futures = admin.list_offsets(request, request_timeout=10)
-    return {tp.partition: f.result().offset for tp, f in futures.items()}
-
-
 def _committed(ctx: Context, checkpoint_prefix: str, topic: str) -> dict[str, dict[int, int]]:
     import logging
 
@@ -117,7 +104,12 @@ def stream_status(
             last = {q: (b, n, end) for q, b, n, end in cur.fetchall()}
         conn.commit()
         try:
-            ends = _log_end(ctx, topic)
+            from confluent_kafka.admin import AdminClient
+
+            from include.supervision.retention import log_end_offsets
+
+            admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
+            ends = log_end_offsets(admin, topic, timeout=10)
             committed = _committed(ctx, checkpoint_prefix, topic)
             lag_error = None
         except Exception as exc:

@@ -71,14 +71,25 @@ def find_gaps(
     return sorted(found.values())
 
 
-def earliest_offsets(admin, topic: str, timeout: float = 15.0) -> dict[tuple[str, int], int]:
-    """The log start offset of every partition of ``topic`` (confluent-kafka AdminClient)."""
+def _offsets(admin, topic: str, latest: bool, timeout: float) -> dict[int, int]:
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import OffsetSpec
 
     meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
     if meta is None or meta.error is not None:
         raise RuntimeError(f"topic {topic!r} not found on the broker")
-    request = {TopicPartition(topic, p): OffsetSpec.earliest() for p in meta.partitions}
-    futures = admin.list_offsets(request, request_timeout=timeout)
-    return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    spec = OffsetSpec.latest() if latest else OffsetSpec.earliest()
+    futures = admin.list_offsets(
+        {TopicPartition(topic, p): spec for p in meta.partitions}, request_timeout=timeout
+    )
+    return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+
+def earliest_offsets(admin, topic: str, timeout: float = 15.0) -> dict[tuple[str, int], int]:
+    """The log start offset of every partition of ``topic`` (confluent-kafka AdminClient)."""
+    return {(topic, p): o for p, o in _offsets(admin, topic, False, timeout).items()}
+
+
+def log_end_offsets(admin, topic: str, timeout: float = 15.0) -> dict[int, int]:
+    """The log-end offset (the next offset to be written) of every partition of ``topic``."""
+    return _offsets(admin, topic, True, timeout)

@@ -318,18 +318,6 @@ def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
     return queries
 
 
-def _log_end_offsets(admin: Any, topic: str, timeout: float = 15.0) -> dict[int, int]:
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import OffsetSpec
-
-    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise checks.PreflightError(f"topic {topic!r} (param `topic`) does not exist")
-    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in meta.partitions}
-    futures = admin.list_offsets(request, request_timeout=timeout)
-    return {tp.partition: f.result().offset for tp, f in futures.items()}
-
-
 def assess_health(params: dict) -> dict:
     """Gather the inputs, classify, record the result in ``stream_health``, return it."""
     from include.supervision import lease
@@ -363,7 +351,7 @@ def assess_health(params: dict) -> dict:
             driver=driver,
             queries=_queries(conn, _s3(), params),
             batches=_recent_batches(conn, params["topic"]),
-            log_end=_log_end_offsets(_kafka_admin(), params["topic"]),
+            log_end=retention.log_end_offsets(_kafka_admin(), params["topic"]),
             failures_in_window=failures,
             stopped=None
             if state.state == control.RUNNING
