@@ -134,17 +134,10 @@ def stream_status(
             lines.append(_part(f"query {q}", describe))
 
         def verdict() -> str:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT ts, status, reasons FROM stream_health WHERE name = %s "
-                    "ORDER BY ts DESC LIMIT 1",
-                    (name,),
-                )
-                row = cur.fetchone()
-            conn.commit()
-            if row is None:
+            last_check = control.last_health(conn, name)
+            if last_check is None:
                 return "no check yet (stream_health runs every 5 minutes while it is on)"
-            ts, status, reasons = row
+            ts, status, reasons = last_check
             return f"{status} {_age(now, ts)}" + (f": {'; '.join(reasons)}" if reasons else "")
 
         lines.append(_part("health", verdict))

@@ -241,6 +241,19 @@ def refusals_within(conn, name: str, minutes: float, after: datetime | None = No
     return int(n)
 
 
+def last_health(conn, name: str) -> tuple[datetime, str, list[str]] | None:
+    """The newest health verdict of the stream: (ts, status, reasons), or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT ts, status, reasons FROM stream_health WHERE name = %s "
+            "ORDER BY ts DESC LIMIT 1",
+            (name,),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    return None if row is None else (row[0], row[1], list(row[2] or []))
+
+
 def record_health(conn, name: str, report: dict[str, Any]) -> None:
     with conn.cursor() as cur:
         cur.execute(
