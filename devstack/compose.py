@@ -116,6 +116,7 @@ def problems(
     default = dangling_endpoints(resolve(compose, {}))
     scaled = dangling_endpoints(resolve(compose, SCALE_OUT))
     found += default + [f"scale-out: {p}" for p in scaled if p not in default]
+    found += unsupervised(compose)
     found += disagreements(compose)
     if env_example is not None:
         found += filled_examples(env_example)
@@ -174,6 +175,36 @@ def unpinned_images(compose: Mapping[str, Any]) -> list[str]:
         if not tag or tag == "latest" or not re.search(r"\d", tag):
             out.append(f"service {name}: image {image!r} is not pinned to a version or digest")
     return out
+
+
+RESTARTS = ("always", "unless-stopped")  # what a long-running service of the platform may use
+
+
+def one_shots(compose: Mapping[str, Any]) -> set[str]:
+    """Services that run to completion: others wait for them with
+    ``condition: service_completed_successfully``."""
+    return {
+        dep
+        for svc in compose.get("services", {}).values()
+        for dep, cond in (svc.get("depends_on") or {}).items()
+        if isinstance(cond, Mapping) and cond.get("condition") == "service_completed_successfully"
+    }
+
+
+def unsupervised(compose: Mapping[str, Any]) -> list[str]:
+    """Long-running services without a restart policy or a healthcheck: the Docker engine is
+    their supervisor (as supervisord is the no-Docker stack's, devstack/supervisor.py)."""
+    found = []
+    done = one_shots(compose)
+    for name, svc in compose.get("services", {}).items():
+        if name in done:
+            continue
+        if svc.get("restart") not in RESTARTS:
+            found.append(f"service {name}: no restart policy (restart: {' or '.join(RESTARTS)})")
+        check = svc.get("healthcheck") or {}
+        if not check.get("test") or check.get("disable"):
+            found.append(f"service {name}: no healthcheck")
+    return found
 
 
 def _environment(svc: Mapping[str, Any]) -> dict[str, str]:

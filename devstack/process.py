@@ -80,11 +80,18 @@ def start(
 
 
 def group_members(proc: psutil.Process) -> list[psutil.Process]:
-    """The process and every process in its session (children that re-parented included)."""
+    """The process and what it started. For a session leader (what :func:`start` starts): every
+    process in its session, children that re-parented included. Otherwise (a program of the
+    process supervisor, which shares supervisord's session): its descendants."""
     try:
         sid = os.getsid(proc.pid)
     except OSError:
         return []
+    if sid != proc.pid:
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            return []
     members = []
     for p in psutil.process_iter(["pid"]):
         try:
@@ -120,17 +127,21 @@ def stop(pid_file: Path, *, timeout: float = 30.0) -> bool:
     if proc is None:
         pid_file.unlink(missing_ok=True)
         return False
-    members = group_members(proc) or [proc]
-    for p in members:
+    end(group_members(proc) or [proc], timeout=timeout)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def end(procs: list[psutil.Process], *, timeout: float = 30.0) -> None:
+    """SIGTERM ``procs``, then SIGKILL those still alive after ``timeout``."""
+    for p in procs:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(members, timeout=timeout)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(alive, timeout=10)
-    pid_file.unlink(missing_ok=True)
-    return True
 
 
 def wait_until(check, *, timeout: float, interval: float = 0.5, what: str = "condition"):

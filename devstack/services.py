@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from devstack import environment, process
+from devstack import environment, process, supervisor
 from devstack.install import postgres_bindir
 from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
@@ -61,26 +60,59 @@ class Service:
         return self.components or (self.name,)
 
     def running(self, ctx: Context) -> dict[str, psutil.Process | None]:
-        return {c: process.find(ctx.pid_file(c)) for c in self.procs()}
+        return {c: supervisor.running_process(ctx.settings, c) for c in self.procs()}
+
+    def supervised(self, ctx: Context) -> dict[str, supervisor.State | None]:
+        """What the process supervisor says about each component (None: never started)."""
+        states = supervisor.states(ctx.settings)
+        return {c: states.get(c) for c in self.procs()}
 
     def start(self, ctx: Context) -> None:
         raise NotImplementedError
+
+    def _run(
+        self,
+        ctx: Context,
+        component: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        cwd: Path | None = None,
+        user: str | None = None,
+        stopsignal: str = "TERM",
+    ) -> None:
+        """Start one component under the stack's process supervisor (devstack/supervisor.py)."""
+        program = supervisor.Program(
+            name=component,
+            argv=argv,
+            env=env,
+            log_file=ctx.log_file(component),
+            cwd=cwd,
+            user=user,
+            stopsignal=stopsignal,
+        )
+        supervisor.start(ctx.settings, program, ctx.env["PATH"])
 
     def health(self, ctx: Context) -> Health:
         raise NotImplementedError
 
     def stop(self, ctx: Context) -> None:
         for component in reversed(self.procs()):
-            process.stop(ctx.pid_file(component))
+            supervisor.stop(ctx.settings, component)
 
     def wait_healthy(self, ctx: Context, timeout: float) -> None:
         def check() -> bool:
-            dead = [c for c, p in self.running(ctx).items() if p is None]
+            dead = [
+                c
+                for c, st in self.supervised(ctx).items()
+                if st is None or st.state == supervisor.GAVE_UP
+            ]
             if dead:
                 raise ServiceError(
-                    f"{self.name}: process {', '.join(dead)} exited; see {ctx.log_file(dead[0])}"
+                    f"{self.name}: process {', '.join(dead)} keeps exiting (the supervisor gave "
+                    f"up); see {ctx.log_file(dead[0])}"
                 )
-            return self.health(ctx).ok
+            return all(self.running(ctx).values()) and self.health(ctx).ok
 
         try:
             process.wait_until(
@@ -198,9 +230,8 @@ class Postgres(Service):
             "shared_buffers=128MB",
         ]
         env = {k: v for k, v in ctx.env.items() if not k.startswith(("AIRFLOW", "RTAP_"))}
-        process.start(
-            argv, pid_file=ctx.pid_file(self.name), log_file=log, env=env, user=user, cwd=Path("/")
-        )
+        # SIGINT: Postgres's "fast" shutdown, clean, without waiting for clients.
+        self._run(ctx, self.name, argv, env, user=user, cwd=Path("/"), stopsignal="INT")
 
     def _connect_superuser(self, ctx: Context, timeout: int = 10, dbname: str = "postgres"):
         import psycopg2
@@ -303,16 +334,6 @@ class Postgres(Service):
                 )
         conn.close()
 
-    def stop(self, ctx: Context) -> None:
-        proc = process.find(ctx.pid_file(self.name))
-        if proc is not None:
-            try:
-                proc.send_signal(signal.SIGINT)  # "fast" shutdown: clean, does not wait for clients
-                proc.wait(timeout=30)
-            except (psutil.Error, psutil.TimeoutExpired):
-                pass
-        process.stop(ctx.pid_file(self.name))
-
 
 # --------------------------------------------------------------------------- S3 (MinIO)
 
@@ -343,21 +364,17 @@ class S3Server(Service):
             "MINIO_BROWSER_REDIRECT": "off",
         }
         s = ctx.settings
-        process.start(
-            [
-                str(binary),
-                "server",
-                str(data),
-                "--quiet",
-                "--address",
-                f"{s.host}:{s.ports.s3}",
-                "--console-address",
-                f"{s.host}:{s.ports.s3_console}",
-            ],
-            pid_file=ctx.pid_file(self.name),
-            log_file=ctx.log_file(self.name),
-            env=env,
-        )
+        argv = [
+            str(binary),
+            "server",
+            str(data),
+            "--quiet",
+            "--address",
+            f"{s.host}:{s.ports.s3}",
+            "--console-address",
+            f"{s.host}:{s.ports.s3_console}",
+        ]
+        self._run(ctx, self.name, argv, env)
 
     def health(self, ctx: Context) -> Health:
         url = f"{ctx.settings.s3_endpoint}/minio/health/live"
@@ -513,12 +530,7 @@ class Kafka(Service):
                 raise ServiceError(
                     f"formatting Kafka storage failed: {(out.stderr or out.stdout)[-500:]}"
                 )
-        process.start(
-            [*self._java(ctx), "kafka.Kafka", str(props)],
-            pid_file=ctx.pid_file(self.name),
-            log_file=ctx.log_file(self.name),
-            env=ctx.env,
-        )
+        self._run(ctx, self.name, [*self._java(ctx), "kafka.Kafka", str(props)], ctx.env)
 
     def health(self, ctx: Context) -> Health:
         from confluent_kafka.admin import AdminClient
@@ -578,13 +590,7 @@ class Airflow(Service):
         env = dict(ctx.env, AIRFLOW__API__WORKERS="1")
         for component in self.components:
             sub = component.removeprefix("airflow-")
-            process.start(
-                [self._airflow(), sub],
-                pid_file=ctx.pid_file(component),
-                log_file=ctx.log_file(component),
-                env=env,
-                cwd=ctx.settings.airflow_home,
-            )
+            self._run(ctx, component, [self._airflow(), sub], env, cwd=ctx.settings.airflow_home)
 
     def health(self, ctx: Context) -> Health:
         url = f"{ctx.settings.airflow_url}/api/v2/monitor/health"
@@ -643,13 +649,7 @@ class Dashboard(Service):
         return env
 
     def start(self, ctx: Context) -> None:
-        process.start(
-            self.argv(ctx),
-            pid_file=ctx.pid_file(self.name),
-            log_file=ctx.log_file(self.name),
-            env=self.env(ctx),
-            cwd=ROOT,
-        )
+        self._run(ctx, self.name, self.argv(ctx), self.env(ctx), cwd=ROOT)
 
     def health(self, ctx: Context) -> Health:
         return streamlit_health(ctx.settings.dashboard_url)

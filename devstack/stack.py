@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from devstack import compose, environment, install, preflight
+from devstack import compose, environment, install, preflight, supervisor
 from devstack.secrets import load_or_create
 from devstack.services import ALL, Context, Postgres, S3Server
 from devstack.settings import SPARK_VERSION, Settings, load
@@ -116,6 +116,8 @@ def down(ctx: Context) -> None:
         if any(svc.running(ctx).values()):
             _say(f"{svc.name}: stopping")
             svc.stop(ctx)
+    if supervisor.shutdown(ctx.settings):
+        _say("process supervisor: stopped")
     rest = leftovers(ctx)
     for proc in rest:
         with contextlib.suppress(psutil.Error):
@@ -159,6 +161,7 @@ class Row:
     component: str
     ports: str
     pid: str
+    supervisor: str
     health: str
 
 
@@ -168,6 +171,7 @@ def status_rows(ctx: Context) -> list[Row]:
         running = svc.running(ctx)
         ports = ", ".join(f"{k}:{v}" for k, v in svc.ports(ctx).items())
         health = svc.health(ctx) if all(running.values()) else None
+        supervised = svc.supervised(ctx)
         for comp, proc in running.items():
             if proc is None:
                 state = "stopped"
@@ -175,11 +179,21 @@ def status_rows(ctx: Context) -> list[Row]:
                 state = "running (other components down)"
             else:
                 state = ("healthy: " if health.ok else "UNHEALTHY: ") + health.detail
-            rows.append(Row(svc.name, comp, ports, str(proc.pid) if proc else "-", state))
+            rows.append(
+                Row(
+                    svc.name,
+                    comp,
+                    ports,
+                    str(proc.pid) if proc else "-",
+                    _supervisor_cell(supervised[comp]),
+                    state,
+                )
+            )
     rows.append(
         Row(
             "spark",
             f"master {ctx.settings.spark_master}",
+            "-",
             "-",
             "-",
             "per job (spark-submit from Airflow tasks)",
@@ -188,18 +202,30 @@ def status_rows(ctx: Context) -> list[Row]:
     return rows
 
 
+def _supervisor_cell(state: supervisor.State | None) -> str:
+    """The supervisor's word on one component: its state, uptime or why it is down."""
+    if state is None:
+        return "-"
+    detail = state.description.removeprefix(f"pid {state.pid}, ") if state.pid else ""
+    detail = detail or state.description
+    return f"{state.state} ({detail})" if detail else state.state
+
+
 def print_status(ctx: Context) -> bool:
     rows = status_rows(ctx)
-    widths = [
-        max(len(getattr(r, f)) for r in rows) for f in ("service", "component", "ports", "pid")
-    ]
-    header = ("SERVICE", "COMPONENT", "PORTS", "PID")
+    fields = ("service", "component", "ports", "pid", "supervisor")
+    widths = [max(len(getattr(r, f)) for r in rows) for f in fields]
+    header = ("SERVICE", "COMPONENT", "PORTS", "PID", "SUPERVISOR")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     print(fmt.format(*header, "HEALTH"))
     for r in rows:
-        print(fmt.format(r.service, r.component, r.ports, r.pid, r.health))
+        print(fmt.format(r.service, r.component, r.ports, r.pid, r.supervisor, r.health))
     print(f"\nstate and logs: {ctx.settings.state_dir}  (logs in {ctx.settings.logs_dir})")
+    print(
+        "restart policy: devstack/supervisor.py; supervisorctl -c "
+        f"{supervisor.config_path(ctx.settings)} status"
+    )
     return all(r.health.startswith(("healthy", "per job")) for r in rows)
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 
+import psutil
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from devstack import environment
+from devstack import environment, process
 from devstack.airflow_api import AirflowApi, AirflowApiError
 from include.analytics import store
 from include.events import contract
@@ -134,3 +139,39 @@ def test_the_pipelines_s3_users_write_only_their_prefixes(ctx, sandbox, who, wri
     with pytest.raises(ClientError, match="AccessDenied"):
         client.put_object(Bucket=bucket, Key=f"elsewhere/probe-{who}", Body=b"x")
     client.list_objects_v2(Bucket=bucket, Prefix=sandbox.prefix + "/", MaxKeys=1)
+
+
+def test_a_killed_scheduler_is_restarted_by_the_process_supervisor(ctx):
+    """SIGKILL the Airflow scheduler: supervisord starts a new one by its restart policy, what
+    the dead one left (its executor's workers) is ended, Airflow reports the scheduler healthy
+    again and `make status` shows the new process."""
+    from devstack import stack, supervisor
+
+    before = supervisor.states(ctx.settings)["airflow-scheduler"]
+    assert before.state == supervisor.RUNNING and before.pid > 0
+    assert os.getpgid(before.pid) == before.pid  # its own process group, as the reaper expects
+    left_behind = psutil.Process(before.pid).children(recursive=True)
+    assert left_behind  # the executor's workers, the log server
+
+    killed_at = time.time()
+    os.kill(before.pid, signal.SIGKILL)
+    after = supervisor.wait_started(ctx.settings, "airflow-scheduler", since=killed_at, timeout=120)
+    assert after.pid != before.pid
+
+    _, alive = psutil.wait_procs(left_behind, timeout=60)
+    assert not alive, [p.pid for p in alive]
+
+    def scheduler_healthy() -> bool:
+        with urllib.request.urlopen(
+            ctx.settings.airflow_url + "/api/v2/monitor/health", timeout=10
+        ) as resp:
+            health = json.loads(resp.read())
+        beat = health["scheduler"]["latest_scheduler_heartbeat"]
+        return health["scheduler"]["status"] == "healthy" and (
+            datetime.fromisoformat(beat).timestamp() >= killed_at
+        )
+
+    process.wait_until(scheduler_healthy, timeout=120, what="a scheduler heartbeat after the kill")
+    rows = {r.component: r for r in stack.status_rows(ctx)}
+    assert rows["airflow-scheduler"].pid == str(after.pid)
+    assert rows["airflow-scheduler"].supervisor.startswith("RUNNING (uptime")

@@ -209,3 +209,14 @@ def test_every_credential_goes_through_the_check_and_its_weak_list_is_devstacks(
         assert doc["services"][name]["depends_on"]["credentials-check"] == {
             "condition": "service_completed_successfully"
         }
+
+
+def test_a_long_running_service_needs_a_restart_policy_and_a_healthcheck(doc, spec):
+    assert {"credentials-check", "minio-init", "airflow-init"} == compose.one_shots(doc)
+    del doc["services"]["airflow-scheduler"]["restart"]
+    del doc["services"]["airflow-triggerer"]["healthcheck"]
+    assert compose.problems(doc, spec) == [
+        "service airflow-scheduler: no restart policy (restart: always or unless-stopped)",
+        "service airflow-triggerer: no healthcheck",
+    ]
+    assert "restart" not in doc["services"]["minio-init"]  # a one-shot runs once
