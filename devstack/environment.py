@@ -148,6 +148,21 @@ def dashboard_env(
     }
 
 
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a service that needs none of the stack's settings or credentials
+    (Postgres, Kafka): a search path, a home, the locale, and the state directory that marks
+    this stack's processes (`make stop` finds leftovers by it). ``extra``: what the service
+    itself needs (its own credentials, ``JAVA_HOME``)."""
+    env = {
+        "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "RTAP_STATE_DIR": str(settings.state_dir),
+    }
+    env.update({k: v for k, v in os.environ.items() if k == "LANG" or k.startswith("LC_")})
+    env.update(extra)
+    return env
+
+
 def stack_env(
     settings: Settings, secrets: Secrets, base: dict[str, str] | None = None
 ) -> dict[str, str]:

@@ -229,7 +229,7 @@ class Postgres(Service):
             "-c",
             "shared_buffers=128MB",
         ]
-        env = {k: v for k, v in ctx.env.items() if not k.startswith(("AIRFLOW", "RTAP_"))}
+        env = environment.service_env(ctx.settings)  # its password lives in its data dir
         # SIGINT: Postgres's "fast" shutdown, clean, without waiting for clients.
         self._run(ctx, self.name, argv, env, user=user, cwd=Path("/"), stopsignal="INT")
 
@@ -355,14 +355,13 @@ class S3Server(Service):
             raise ServiceError("MinIO is not built yet; run `make install`")
         data = ctx.settings.s3_data_dir
         data.mkdir(parents=True, exist_ok=True)
-        env = {
-            "PATH": ctx.env["PATH"],
-            "HOME": ctx.env.get("HOME", "/tmp"),
-            "MINIO_ROOT_USER": ctx.secrets.s3_access_key,
-            "MINIO_ROOT_PASSWORD": ctx.secrets.s3_secret_key,
-            "MINIO_UPDATE": "off",
-            "MINIO_BROWSER_REDIRECT": "off",
-        }
+        env = environment.service_env(
+            ctx.settings,
+            MINIO_ROOT_USER=ctx.secrets.s3_access_key,
+            MINIO_ROOT_PASSWORD=ctx.secrets.s3_secret_key,
+            MINIO_UPDATE="off",
+            MINIO_BROWSER_REDIRECT="off",
+        )
         s = ctx.settings
         argv = [
             str(binary),
@@ -402,6 +401,7 @@ class S3Server(Service):
         from minio.credentials import StaticProvider
 
         from include.lake.s3 import (
+            DASHBOARD_READS,
             STREAM_WRITES,
             WAREHOUSE_WRITES,
             read_only_policy,
@@ -414,7 +414,10 @@ class S3Server(Service):
             credentials=StaticProvider(ctx.secrets.s3_access_key, ctx.secrets.s3_secret_key),
             secure=False,
         )
-        admin.policy_add(READ_ONLY_POLICY, policy=read_only_policy(s.bucket))
+        admin.policy_add(
+            READ_ONLY_POLICY,
+            policy=read_only_policy(s.bucket, DASHBOARD_READS, roots=("", "it/*/")),
+        )
         admin.user_add(ctx.secrets.dashboard_s3_access_key, ctx.secrets.dashboard_s3_secret_key)
         admin.policy_set(READ_ONLY_POLICY, user=ctx.secrets.dashboard_s3_access_key)
         # The pipeline's writers; the integration tests' sandboxes (it/<id>/...) keep the
@@ -530,7 +533,10 @@ class Kafka(Service):
                 raise ServiceError(
                     f"formatting Kafka storage failed: {(out.stderr or out.stdout)[-500:]}"
                 )
-        self._run(ctx, self.name, [*self._java(ctx), "kafka.Kafka", str(props)], ctx.env)
+        # Only what a JVM needs: the broker holds no credential of the stack.
+        jhome = {"JAVA_HOME": ctx.env["JAVA_HOME"]} if ctx.env.get("JAVA_HOME") else {}
+        env = environment.service_env(ctx.settings, **jhome)
+        self._run(ctx, self.name, [*self._java(ctx), "kafka.Kafka", str(props)], env)
 
     def health(self, ctx: Context) -> Health:
         from confluent_kafka.admin import AdminClient

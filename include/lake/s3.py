@@ -44,10 +44,16 @@ def count_objects(client: Any, bucket: str, prefix: str) -> int:
     return sum(page.get("KeyCount", 0) for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
 
 
-def read_only_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
-    """An S3 (IAM-style) policy that lists and reads ``bucket`` (under ``prefix`` if given) and
-    nothing else: for readers such as the dashboard."""
-    objects = f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix else ''}*"
+def read_only_policy(
+    bucket: str, reads: Sequence[str] = (), roots: Sequence[str] = ("",)
+) -> dict[str, Any]:
+    """An S3 (IAM-style) policy that lists ``bucket`` and reads its objects, only those under
+    ``<root><prefix>/`` for each prefix in ``reads`` when given, and writes nothing: for
+    readers such as the dashboard (``DASHBOARD_READS``)."""
+    if reads:
+        objects = [f"arn:aws:s3:::{bucket}/{root}{prefix}/*" for root in roots for prefix in reads]
+    else:
+        objects = [f"arn:aws:s3:::{bucket}/*"]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -56,9 +62,13 @@ def read_only_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
                 "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
                 "Resource": [f"arn:aws:s3:::{bucket}"],
             },
-            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [objects]},
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": objects},
         ],
     }
+
+
+# What the dashboard reads: the warehouse's marts (never raw events or dead-letter bytes).
+DASHBOARD_READS = ("warehouse",)
 
 
 # What each service of the pipeline writes (prefixes of the bucket); see writer_policy.

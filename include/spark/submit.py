@@ -8,6 +8,10 @@
 * the Postgres connection -> libpq's ``PG*`` environment variables for the driver;
 * with ``kafka_conn_id``, the Kafka connection's TLS / SASL settings -> ``RTAP_KAFKA_*``
   environment variables of the driver (``include/kafka/security.py``);
+* spark-submit's environment: only what Spark and Python need from the task's (``INHERITED``),
+  plus the role's own credentials above. Airflow's configuration (its database DSN, Fernet
+  key, JWT secret) and every other connection (``AIRFLOW_CONN_*``) stay out: the stream's
+  driver does not hold the warehouse writer's keys, compaction does not hold the stream's;
 * the connector jars from ``RTAP_SPARK_JARS`` (set by the local stack) or the jars in
   ``RTAP_SPARK_JARS_DIR`` (the compose image), so no job downloads anything at run time: on a
   ``local`` master on the driver's class path (:func:`connector_classpath`), elsewhere
@@ -24,10 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from include import connections
@@ -91,6 +98,56 @@ def pg_env(
     return env
 
 
+# What spark-submit and the apps take from the environment they are started from.
+INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "JAVA_HOME",
+        "HADOOP_CONF_DIR",
+        "PYTHONPATH",
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+    }
+)
+INHERITED_PREFIXES = ("LC_", "SPARK_", "PYSPARK_", "RTAP_")
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|CREDENTIAL", re.IGNORECASE)
+
+
+def submit_environment(inherited: Mapping[str, str], role: Mapping[str, str]) -> dict[str, str]:
+    """spark-submit's whole environment: from ``inherited`` only what Spark and Python need
+    (never a variable named like a credential), then ``role``: the job's own credentials."""
+    base = {
+        k: v
+        for k, v in inherited.items()
+        if (k in INHERITED or k.startswith(INHERITED_PREFIXES)) and not _SECRET_NAME.search(k)
+    }
+    return {**base, **role}
+
+
+class ScopedSparkSubmitHook(SparkSubmitHook):
+    """The provider's hook starts spark-submit with a copy of the task's whole environment plus
+    ``env_vars``; this one with :func:`submit_environment` instead."""
+
+    def submit(self, application: str = "", **kwargs: Any) -> str | None:
+        # Filled by _build_spark_submit_command, which the provider's submit calls before Popen.
+        self._scoped_env: dict[str, str] = {}
+        return super().submit(application, env=self._scoped_env, **kwargs)
+
+    def _build_spark_submit_command(self, application: str) -> list[str]:
+        command = super()._build_spark_submit_command(application)
+        env = getattr(self, "_scoped_env", None)
+        if env is not None:
+            env.update(submit_environment(os.environ, self._env or {}))
+            self._env = None  # so that the provider passes ours, not os.environ + env_vars
+        return command
+
+
 class LakeSparkSubmitOperator(SparkSubmitOperator):
     """A SparkSubmitOperator that knows where the lake and the analytics database are."""
 
@@ -107,6 +164,13 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         self.s3_conn_id = s3_conn_id
         self.postgres_conn_id = postgres_conn_id
         self.kafka_conn_id = kafka_conn_id
+
+    def _get_hook(self) -> SparkSubmitHook:
+        hook = super()._get_hook()
+        # The provider builds its hook from ~30 operator attributes that change between
+        # versions; the subclass adds no state, only how spark-submit's environment is made.
+        hook.__class__ = ScopedSparkSubmitHook
+        return hook
 
     def execute(self, context: Any) -> None:
         from airflow.sdk import BaseHook

@@ -35,6 +35,7 @@ from include.events.catalog import build_catalog
 from include.events.generator import generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test, spawn, stop_group
+from tests.integration.conftest import s3 as root_s3
 
 WINDOW = "last 60 min"
 
@@ -344,6 +345,15 @@ def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
     s3.list_objects_v2(Bucket=ctx.settings.bucket, MaxKeys=1)
     with pytest.raises(ClientError, match="AccessDenied"):
         s3.put_object(Bucket=ctx.settings.bucket, Key="dashboard-was-here", Body=b"x")
+    # It reads the warehouse, and neither raw events nor dead-letter bytes.
+    admin = root_s3(ctx)
+    readable = f"{sandbox.prefix}/warehouse/marts/x.parquet"
+    for key in (readable, f"{sandbox.lake_prefix}/x.parquet", f"{sandbox.dead_letter_prefix}/x"):
+        admin.put_object(Bucket=ctx.settings.bucket, Key=key, Body=b"x")
+    assert s3.get_object(Bucket=ctx.settings.bucket, Key=readable)["Body"].read() == b"x"
+    for key in (f"{sandbox.lake_prefix}/x.parquet", f"{sandbox.dead_letter_prefix}/x"):
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.get_object(Bucket=ctx.settings.bucket, Key=key)
 
 
 def test_the_airflow_ui_links_the_dashboard(ctx):

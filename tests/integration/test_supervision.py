@@ -295,6 +295,25 @@ def in_flight_s(ctx, sandbox) -> float | None:
     return (datetime.now(UTC) - planned_at).total_seconds()
 
 
+# The stream's role: its S3 user and the analytics database (devstack/secrets.py names them).
+STREAM_ROLE = {"stream_s3_access_key", "stream_s3_secret_key", "pg_password"}
+
+
+def assert_holds_only_the_streams_credentials(ctx, driver_pid: int) -> None:
+    """The driver launched through Airflow (the Python process and its spark-submit JVM) holds
+    the stream's credentials and no other of the stack's, in its environment or argv."""
+    from dataclasses import asdict
+
+    secrets = {k: v for k, v in asdict(ctx.secrets).items() if len(v) >= 8}
+    driver = psutil.Process(driver_pid)
+    for proc in (driver, driver.parent()):
+        environ = "\n".join(f"{k}={v}" for k, v in proc.environ().items())
+        held = {k for k, v in secrets.items() if v in environ}
+        assert held == STREAM_ROLE, (proc.pid, sorted(held ^ STREAM_ROLE))
+        argv = " ".join(proc.cmdline())
+        assert not [k for k, v in secrets.items() if v in argv], proc.pid
+
+
 def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
     """An idle stream whose last batch is older than any progress window is healthy (idle);
     SIGSTOP the driver launched by Airflow -> the health DAG finds it stalled and kills it ->
@@ -309,6 +328,7 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
     health_conf = sandbox.supervision_conf(bucket, topic=sandbox.topic, stall_after_s=stall_after)
     try:
         first = wait_for(lambda: lease_holder(ctx, sandbox), 300, "the first driver", launcher)
+        assert_holds_only_the_streams_credentials(ctx, first.pid)
         wait_for(lambda: lake_progress_end(ctx, sandbox) == r1.events, 300, "the backlog", launcher)
 
         # Idle: the query reports it (Spark's onQueryIdle, recorded by the listener).

@@ -166,6 +166,16 @@ def test_compose_policies_are_the_no_docker_stacks(name, writes):
     assert json.loads(path.read_text()) == s3.writer_policy(pipeline.BUCKET, getattr(s3, writes))
 
 
+def test_the_compose_dashboard_reads_only_the_warehouse_as_in_the_no_docker_stack():
+    from include import pipeline
+    from include.lake import s3
+
+    path = compose.ROOT / "docker" / "policies" / "dashboard-reader.json"
+    policy = json.loads(path.read_text())
+    assert policy == s3.read_only_policy(pipeline.BUCKET, s3.DASHBOARD_READS)
+    assert policy["Statement"][1]["Resource"] == ["arn:aws:s3:::lake/warehouse/*"]
+
+
 CHECK = compose.ROOT / "docker" / "check-credentials.sh"
 
 

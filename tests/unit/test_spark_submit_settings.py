@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from include.spark.submit import BASE_CONF, pg_env, s3a_conf
 
 
@@ -92,3 +94,54 @@ def test_local_master_puts_the_jars_on_the_class_path_others_ship_them():
     assert connector_classpath("local[2]", "/x.jar,/y.jar") == (None, "/x.jar:/y.jar")
     assert connector_classpath("spark://h:7077", "/x.jar,/y.jar") == ("/x.jar,/y.jar", None)
     assert connector_classpath("local[*]", "") == (None, None)
+
+
+class _Started(Exception):
+    pass
+
+
+def test_spark_submit_gets_only_what_spark_needs_and_the_jobs_own_credentials(monkeypatch):
+    """The provider's hook would start spark-submit with the task's whole environment: the
+    Airflow database DSN, the Fernet key, every connection. Ours: an allow-list plus the
+    operator's env_vars (the role's credentials from its connections)."""
+    from airflow.providers.apache.spark.hooks import spark_submit as provider
+
+    from include.spark.submit import LakeSparkSubmitOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
+    for key, value in {
+        "AIRFLOW__CORE__FERNET_KEY": "fernet-secret",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:db-secret@h/airflow",
+        "AIRFLOW_CONN_WAREHOUSE_S3": '{"login": "wh", "password": "wh-secret"}',
+        "AWS_SECRET_ACCESS_KEY": "root-secret",  # the task's own, not the job's
+        "RTAP_PG_PASSWORD": "named-like-a-secret",
+        "RTAP_SPARK_LOG_LEVEL": "WARN",
+        "SPARK_LOCAL_DIRS": "/scratch",
+        "PYSPARK_PYTHON": "/venv/bin/python",
+        "LC_ALL": "C.UTF-8",
+    }.items():
+        monkeypatch.setenv(key, value)
+    seen = {}
+
+    def popen(argv, **kwargs):
+        seen.update(argv=argv, env=kwargs["env"])
+        raise _Started
+
+    monkeypatch.setattr(provider.subprocess, "Popen", popen)
+    op = LakeSparkSubmitOperator(
+        task_id="t",
+        application="app.py",
+        env_vars={"AWS_SECRET_ACCESS_KEY": "stream-secret", "PGPASSWORD": "pg-secret"},
+    )
+    hook = op._get_hook()
+    with pytest.raises(_Started):
+        hook.submit("app.py")
+    env = seen["env"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == "stream-secret" and env["PGPASSWORD"] == "pg-secret"
+    assert {"PATH", "SPARK_LOCAL_DIRS", "PYSPARK_PYTHON", "LC_ALL", "RTAP_SPARK_LOG_LEVEL"} <= set(
+        env
+    )
+    leaked = [k for k in env if k.startswith("AIRFLOW") or k == "RTAP_PG_PASSWORD"]
+    assert leaked == []
+    assert not {"fernet-secret", "db-secret", "wh-secret", "root-secret"} & set(env.values())
+    assert "stream-secret" not in " ".join(seen["argv"])  # never on the command line
