@@ -24,7 +24,6 @@ from devstack.settings import Settings
 from include import pipeline
 from include.analytics import store
 from include.lake.s3 import s3_client
-from tests.integration import spark_cds
 
 # Test drivers live for seconds: C1 alone compiles what they run (C2's compile threads would
 # compete with the tasks for the two cores). The stack's own services keep the default JIT.
@@ -48,7 +47,7 @@ def ctx() -> Context:
         if not stack.is_up(context):
             stack.up(context)
             started_marker(context.settings).write_text(str(os.getpid()))
-        context.env["SPARK_SUBMIT_OPTS"] = spark_cds.options(context, TEST_SPARK_SUBMIT_OPTS)
+    context.env["SPARK_SUBMIT_OPTS"] = TEST_SPARK_SUBMIT_OPTS
     return context
 
 
