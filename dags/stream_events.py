@@ -32,7 +32,9 @@ Params:
   where to read and write (tests use their own);
 * `accept_retention_gap` — operator action after the retention guard stopped a run;
 * `max_restarts`, `restart_window_min` — the crash-loop rule of the gate;
-* `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait).
+* `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait);
+* `aggregate_modules` — Python modules that register more live aggregates (their tables are
+  created at start; docs/architecture.md, "Adding a live aggregate").
 
 Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 """
@@ -89,6 +91,13 @@ with DAG(
             description="operator action: continue past offsets that retention deleted unread",
         ),
         "gate_timeout_s": Param(0, type="integer", minimum=0),
+        "aggregate_modules": Param(
+            "",
+            type="string",
+            pattern=r"^\s*([A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*)?\s*$",
+            description="comma-separated Python modules that register more live aggregates "
+            "(include.analytics.store.register); importable by the driver",
+        ),
     },
 ) as dag:
 
@@ -154,6 +163,8 @@ with DAG(
             "{{ params.pg_schema }}",
             "--accept-retention-gap",
             ACCEPT_GAP_ONCE,
+            "--aggregate-modules",
+            "{{ params.aggregate_modules }}",
         ],
     )
 

@@ -14,9 +14,9 @@ then fans out (``foreachBatch``), every output idempotent under a replay of the 
                    sink (its ``_spark_metadata`` log, keyed by the batch id: exactly once);
 * the dead letters: records that break the contract, with the reason, the original bytes and
                    their Kafka coordinates (the same file sink, its own log);
-* the live aggregates (``include/analytics/store.py`` ``AGGREGATES``; transforms in
-                   ``LIVE_AGGREGATES``): each batch's per-minute partials (sums and HyperLogLog
-                   sketches) are added to Postgres once per batch (``stream_sink_commits``),
+* the live aggregates (``include/analytics/store.py`` ``AGGREGATES``, each naming its
+                   transform; ``--aggregate-modules`` registers more): each batch's
+                   per-minute partials (sums and HyperLogLog sketches) are added to Postgres once per batch (``stream_sink_commits``),
                    late or early events included; rows Postgres refuses go to
                    ``<dead-letter path>/_sink_rejected/`` and the batch completes.
 
@@ -93,6 +93,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--starting-offsets", default="earliest")
     p.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
     p.add_argument("--pg-schema", default="public", help="Postgres schema of the aggregates")
+    p.add_argument(
+        "--aggregate-modules",
+        default="",
+        help="comma-separated Python modules that register more live aggregates when imported "
+        "(include.analytics.store.register)",
+    )
     p.add_argument("--app-name", default="stream_events")
     p.add_argument(
         "--lease-ttl",
@@ -165,6 +171,7 @@ def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
     lake = file_sink(spark, args.lake_path, ("event_date", "event_hour"))
     dead = file_sink(spark, args.dead_letter_path, ("detected_date",))
     stream = lease.lease_name(args.checkpoint_root)
+    aggregates = tx.live_aggregates()
 
     def fence(cur) -> None:
         lease.fence(cur, stream, owner)
@@ -185,7 +192,7 @@ def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
             # libpq reads PG* from the environment; the schema was applied at start.
             conn = store.connect({}, schema=args.pg_schema, create_schema=False)
             try:
-                for table, transform in tx.LIVE_AGGREGATES.items():
+                for table, transform in aggregates.items():
                     partials = [r.asDict() for r in transform(valid, args.window).collect()]
                     add_to_aggregates(spark, conn, args, table, partials, batch_id, stream, fence)
             finally:
@@ -361,6 +368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    modules = [m.strip() for m in args.aggregate_modules.split(",") if m.strip()]
+    try:
+        added = store.load_aggregate_modules(modules)
+        tx.live_aggregates()  # every declared transform resolves, before any data moves
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if added:
+        log.info("live aggregates registered by --aggregate-modules: %s", ", ".join(added))
 
     def pg():
         return store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment

@@ -86,16 +86,35 @@ CREATE TABLE IF NOT EXISTS products (
 class Aggregate:
     """A live aggregate: per event-time window and one dimension, measures that add up across
     micro-batches (``sums``) and distinct counts estimated from a HyperLogLog sketch kept beside
-    them (``distinct``: column ``<name>`` is the estimate, ``<name>_sketch`` the sketch). The
-    stream's transform for it (``spark_apps/transforms/events.py`` ``LIVE_AGGREGATES``) yields
-    one partial row per key and batch with exactly these columns."""
+    them (``distinct``: column ``<name>`` is the estimate, ``<name>_sketch`` the sketch).
+
+    ``transform`` names the stream's function for it, ``"module:function"``, called as
+    ``function(valid_events, window)`` on each micro-batch's valid, deduplicated events (a
+    Spark DataFrame); it yields one partial row per key with exactly ``partial_columns``. A
+    name, not the function, so that this module (read by the dashboard, Airflow and the
+    tests) never imports Spark. The table, its DDL, the upsert and the stream's fan-out all
+    derive from this one declaration."""
 
     table: str
     dimension: str
     sums: tuple[str, ...]
+    transform: str
     distinct: tuple[str, ...] = ()
     money: tuple[str, ...] = ()  # sums held as money (MONEY_SQL_TYPE); the others are bigint
     comment: str = ""
+
+    def __post_init__(self) -> None:
+        names = (self.table, self.dimension, *self.sums, *self.distinct)
+        bad = [n for n in names if not n.isidentifier() or n.lower() != n]
+        if bad:
+            raise ValueError(f"aggregate {self.table!r}: not lower-case SQL identifiers: {bad}")
+        if set(self.money) - set(self.sums):
+            raise ValueError(f"aggregate {self.table!r}: money columns must be sums: {self.money}")
+        module, _, function = self.transform.partition(":")
+        if not module or not function.isidentifier():
+            raise ValueError(
+                f"aggregate {self.table!r}: transform {self.transform!r} is not 'module:function'"
+            )
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -145,6 +164,7 @@ AGGREGATES: dict[str, Aggregate] = {
             "category_sales_minute",
             dimension="category",
             sums=("purchases", "units", "revenue"),
+            transform="spark_apps.transforms.events:category_sales",
             distinct=("buyers",),
             money=("revenue",),
             comment="Relevant purchases per minute and category.",
@@ -153,11 +173,38 @@ AGGREGATES: dict[str, Aggregate] = {
             "funnel_minute",
             dimension="event_type",
             sums=("events",),
+            transform="spark_apps.transforms.events:funnel_counts",
             distinct=("sessions",),
             comment="Relevant events per minute and event type (the funnel).",
         ),
     )
 }
+
+
+def register(aggregate: Aggregate) -> Aggregate:
+    """Add a live aggregate to the registry (a module named by the stream's
+    ``--aggregate-modules`` calls this when imported). Its table is created when the stream
+    starts; a second declaration of a table already registered is refused."""
+    known = AGGREGATES.get(aggregate.table)
+    if known is not None and known != aggregate:
+        raise ValueError(f"aggregate {aggregate.table!r} is already registered differently")
+    AGGREGATES[aggregate.table] = aggregate
+    return aggregate
+
+
+def load_aggregate_modules(modules: Iterable[str]) -> list[str]:
+    """Import each module named (they register their aggregates); the tables they added."""
+    import importlib
+
+    before = set(AGGREGATES)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"--aggregate-modules: {module!r} cannot be imported: {exc}") from exc
+    return sorted(set(AGGREGATES) - before)
+
+
 # The sketches' size (log2 of HyperLogLog buckets): ~1.6 % standard error, ~2.5 KB a sketch.
 SKETCH_LG_K = 12
 

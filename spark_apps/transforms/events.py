@@ -7,6 +7,8 @@ tiny inline batch DataFrames.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -285,12 +287,22 @@ def funnel_counts(events: DataFrame, window: str) -> DataFrame:
     )
 
 
-# The stream's live aggregates: table (include.analytics.store.AGGREGATES) -> the transform
-# from valid events to that table's partial rows of one batch.
-LIVE_AGGREGATES = {
-    "category_sales_minute": category_sales,
-    "funnel_minute": funnel_counts,
-}
+def live_aggregates() -> dict[str, Callable[[DataFrame, str], DataFrame]]:
+    """The stream's live aggregates: each registered table (``include.analytics.store``
+    ``AGGREGATES``) -> its transform from one batch's valid events to that table's partial
+    rows, resolved from the declaration's ``"module:function"``."""
+    import importlib
+
+    from include.analytics.store import AGGREGATES
+
+    out = {}
+    for table, agg in AGGREGATES.items():
+        module, _, function = agg.transform.partition(":")
+        transform = getattr(importlib.import_module(module), function, None)
+        if not callable(transform):
+            raise ValueError(f"aggregate {table!r}: {agg.transform!r} names no function")
+        out[table] = transform
+    return out
 
 
 def observe(checked: DataFrame) -> DataFrame:

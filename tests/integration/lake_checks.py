@@ -44,7 +44,12 @@ def postgres_sales(ctx, schema: str) -> dict[tuple[str, str], dict]:
         "FROM category_sales_minute",
     )
     return {
-        (_iso(r[0]), r[1]): {"purchases": r[2], "units": r[3], "revenue": r[4], "buyers": r[5]}
+        (iso_minute(r[0]), r[1]): {
+            "purchases": r[2],
+            "units": r[3],
+            "revenue": r[4],
+            "buyers": r[5],
+        }
         for r in rows
     }
 
@@ -54,7 +59,7 @@ def postgres_funnel(ctx, schema: str) -> dict[tuple[str, str], dict]:
     rows = query(
         ctx, schema, "SELECT window_start, event_type, events, sessions FROM funnel_minute"
     )
-    return {(_iso(r[0]), r[1]): {"events": r[2], "sessions": r[3]} for r in rows}
+    return {(iso_minute(r[0]), r[1]): {"events": r[2], "sessions": r[3]} for r in rows}
 
 
 def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
@@ -72,11 +77,11 @@ def stream_progress(ctx, schema: str) -> dict[str, list[dict]]:
     return out
 
 
-def _iso(ts) -> str:
+def iso_minute(ts) -> str:
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat()
 
 
-def _minute(event_time_ms: int) -> str:
+def minute_of(event_time_ms: int) -> str:
     start = datetime.fromtimestamp(event_time_ms // 60_000 * 60, UTC)
     return start.replace(tzinfo=None).isoformat()
 
@@ -90,7 +95,7 @@ def oracle_sales(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
     for p in produced:
         if p.kind != "valid" or p.event_type != "purchase":
             continue
-        key = (_minute(p.event_time_ms), p.category)
+        key = (minute_of(p.event_time_ms), p.category)
         row = out.setdefault(key, {"purchases": 0, "units": 0, "revenue": 0.0})
         row["purchases"] += 1
         row["units"] += p.units
@@ -109,7 +114,7 @@ def oracle_funnel(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
     for p in produced:
         if p.kind != "valid":
             continue
-        key = (_minute(p.event_time_ms), p.event_type)
+        key = (minute_of(p.event_time_ms), p.event_type)
         out.setdefault(key, {"events": 0})["events"] += 1
         sessions[key].add(json.loads(p.value)["session_id"])
     for key, row in out.items():
@@ -118,14 +123,14 @@ def oracle_funnel(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
 
 
 def assert_sales_match(got: dict, produced: Iterable[Produced]) -> None:
-    _assert_match(got, oracle_sales(produced), ("purchases", "units", "revenue"), "buyers")
+    assert_aggregate_match(got, oracle_sales(produced), ("purchases", "units", "revenue"), "buyers")
 
 
 def assert_funnel_match(got: dict, produced: Iterable[Produced]) -> None:
-    _assert_match(got, oracle_funnel(produced), ("events",), "sessions")
+    assert_aggregate_match(got, oracle_funnel(produced), ("events",), "sessions")
 
 
-def _assert_match(got: dict, expected: dict, exact: tuple[str, ...], approx: str) -> None:
+def assert_aggregate_match(got: dict, expected: dict, exact: tuple[str, ...], approx: str) -> None:
     """Postgres rows equal the oracle's: the same keys, ``exact`` measures equal (money to the
     cent), the ``approx`` distinct count within HyperLogLog's error (3 %, at least 1)."""
     assert set(got) == set(expected), (

@@ -6,12 +6,15 @@ compared with the generator's own record of what it sent (an oracle no transform
 touches). Clocks cannot make a valid event disappear: events hours late or minutes early in
 event time, records whose Kafka timestamp a fast producer clock put an hour ahead, and a
 backlog with one partition 30 minutes ahead of the others all land in the lake and in the
-aggregates.
+aggregates. One more live aggregate, added through the registry alone
+(tests/integration/device_aggregate.py, named by the runs' ``aggregate_modules``), holds the
+generator's record too.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Producer
@@ -24,11 +27,15 @@ from include.events.generator import Produced, generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test
 from tests.integration.lake_checks import (
+    assert_aggregate_match,
     assert_funnel_match,
     assert_sales_match,
+    iso_minute,
     lake_report,
+    minute_of,
     postgres_funnel,
     postgres_sales,
+    query,
     stream_progress,
 )
 
@@ -43,8 +50,13 @@ EXPECTED_REASON_PREFIX = {
 }
 
 
+# A live aggregate added through the registry alone (the module is the whole change).
+EXTRA_AGGREGATES = "tests.integration.device_aggregate"
+
+
 def run_stream(ctx, sandbox) -> dict:
-    state = airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(ctx.settings.bucket))
+    conf = {**sandbox.stream_conf(ctx.settings.bucket), "aggregate_modules": EXTRA_AGGREGATES}
+    state = airflow_dags_test(ctx, "stream_events", conf)
     assert state == "success"
     b = ctx.settings.bucket
     return lake_report(
@@ -102,6 +114,7 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     funnel = postgres_funnel(ctx, sandbox.pg_schema)
     assert_funnel_match(funnel, batch1)
     assert sum(r["events"] for r in funnel.values()) == kinds["valid"]
+    assert_device_sales_match(ctx, sandbox, batch1)
 
     # Progress of every batch is in Postgres: offsets read, observed counts, durations.
     progress = stream_progress(ctx, sandbox.pg_schema)
@@ -152,4 +165,33 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     assert final["dead_letter_rows"] == len(bad), "nothing valid was dead-lettered"
     assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), sent)
     assert_funnel_match(postgres_funnel(ctx, sandbox.pg_schema), sent)
+    assert_device_sales_match(ctx, sandbox, sent)
     assert r1.valid + sum(r.valid for r in rs) + len(stamped) == len(valid)
+
+
+def assert_device_sales_match(ctx, sandbox, sent: list[Produced]) -> None:
+    """The aggregate registered by tests/integration/device_aggregate.py holds, per minute and
+    device, what the generator sent as valid purchases (its own revenue; devices and buyers
+    read from the bytes it sent)."""
+    expected: dict[tuple[str, str], dict] = {}
+    buyers: dict[tuple[str, str], set] = defaultdict(set)
+    for p in sent:
+        if p.kind == "valid" and p.event_type == "purchase":
+            event = json.loads(p.value)
+            key = (minute_of(p.event_time_ms), event["device"])
+            row = expected.setdefault(key, {"orders": 0, "revenue": 0.0})
+            row["orders"] += 1
+            row["revenue"] += p.revenue
+            buyers[key].add(event["user_id"])
+    for key, row in expected.items():
+        row["buyers"] = len(buyers[key])
+    rows = query(
+        ctx,
+        sandbox.pg_schema,
+        "SELECT window_start, device, orders, revenue::float8, buyers FROM device_sales_minute",
+    )
+    got = {
+        (iso_minute(r[0]), r[1]): {"orders": r[2], "revenue": r[3], "buyers": r[4]} for r in rows
+    }
+    assert expected and len(got) >= 2, "purchases on several devices and minutes"
+    assert_aggregate_match(got, expected, ("orders", "revenue"), "buyers")

@@ -8,6 +8,7 @@ import random
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
 from datasketches import hll_sketch, tgt_hll_type
 
 from include.analytics import store
@@ -41,7 +42,7 @@ def as_stored(row: tuple) -> dict:
 
 
 def test_every_live_aggregate_has_its_transform_and_columns():
-    assert set(tx.LIVE_AGGREGATES) == set(store.AGGREGATES)
+    assert set(tx.live_aggregates()) == set(store.AGGREGATES)
     for agg in store.AGGREGATES.values():
         assert agg.key == ("window_start", agg.dimension)
         assert set(agg.key) <= set(agg.columns)
@@ -87,3 +88,27 @@ def test_each_table_is_declared_once_and_its_ddl_follows():
     assert "revenue numeric(18, 2) NOT NULL" in sales and "purchases bigint NOT NULL" in sales
     assert "buyers_sketch bytea" in sales and "PRIMARY KEY (window_start, category)" in sales
     assert "category_sales_minute" not in store.DDL, "no second, hand-written definition"
+
+
+def test_a_declaration_names_its_transform_and_plain_columns():
+    with pytest.raises(ValueError, match="not 'module:function'"):
+        store.Aggregate("t", dimension="d", sums=("n",), transform="no_function_named")
+    with pytest.raises(ValueError, match="SQL identifiers"):
+        store.Aggregate("t; drop", dimension="d", sums=("n",), transform="m:f")
+    with pytest.raises(ValueError, match="money columns must be sums"):
+        store.Aggregate("t", dimension="d", sums=("n",), money=("r",), transform="m:f")
+
+
+def test_an_aggregate_module_registers_its_table_once(monkeypatch):
+    monkeypatch.setattr(store, "AGGREGATES", dict(store.AGGREGATES))
+    added = store.load_aggregate_modules(["tests.integration.device_aggregate"])
+    assert added == ["device_sales_minute"]
+    agg = store.AGGREGATES["device_sales_minute"]
+    assert "CREATE TABLE IF NOT EXISTS device_sales_minute" in agg.ddl()
+    assert set(tx.live_aggregates()) == set(store.AGGREGATES)
+    assert store.load_aggregate_modules(["tests.integration.device_aggregate"]) == []
+    other = store.Aggregate("device_sales_minute", dimension="device", sums=("n",), transform="m:f")
+    with pytest.raises(ValueError, match="already registered differently"):
+        store.register(other)
+    with pytest.raises(ValueError, match="--aggregate-modules: 'no.such.module'"):
+        store.load_aggregate_modules(["no.such.module"])
