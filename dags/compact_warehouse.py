@@ -86,6 +86,7 @@ with DAG(
     compact = LakeSparkSubmitOperator(
         task_id="compact",
         s3_conn_id=connections.WAREHOUSE_S3,
+        report=True,
         application=str(SPARK_APPS / "compact_events.py"),
         name="compact_events",
         application_args=[

@@ -47,6 +47,7 @@ with DAG(
     LakeSparkSubmitOperator(
         task_id="maintain",
         s3_conn_id=connections.WAREHOUSE_S3,
+        report=True,
         application=str(SPARK_APPS / "maintain_warehouse.py"),
         name="maintain_warehouse",
         application_args=[

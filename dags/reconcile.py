@@ -55,6 +55,7 @@ with DAG(
     reconcile = LakeSparkSubmitOperator(
         task_id="reconcile",
         retries=0,  # its failure is a finding (events unaccounted for): not re-run, reported
+        report=True,
         application=str(SPARK_APPS / "reconcile.py"),
         name="reconcile",
         application_args=[

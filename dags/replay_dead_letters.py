@@ -44,6 +44,7 @@ with DAG(
 ) as dag:
     LakeSparkSubmitOperator(
         task_id="replay",
+        report=True,
         application=str(SPARK_APPS / "replay_dead_letters.py"),
         name="replay_dead_letters",
         kafka_conn_id=connections.KAFKA,

@@ -101,3 +101,12 @@ class AirflowApi:
         quoted = urllib.parse.quote(run_id, safe="")
         tis = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in tis}
+
+    def task_result(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """What a task returned (its XCom ``return_value``), e.g. a Spark app's report."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        entry = self.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/"
+            "return_value?stringify=false"
+        )
+        return entry["value"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 from devstack import environment
 from devstack.services import Context
+from include.reports import ReportMissing, read_report
 from include.spark.submit import (
     BASE_CONF,
     SPARK_APPS,
@@ -86,6 +87,23 @@ def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: fl
     return out
 
 
+def run_reporting_app(
+    ctx: Context, app: str, args: list[str], log_file: Path, results: tuple[int, ...] = (0,)
+) -> tuple[int, dict, str]:
+    """Run an app that writes its report (``--report``, ``include/reports.py``); return its
+    exit code, its report and its stdout. Exit codes in ``results`` are results (e.g.
+    reconcile's 2: something is missing), any other is an error."""
+    with tempfile.TemporaryDirectory(prefix="rtap-report-") as tmp:
+        path = Path(tmp) / "report.json"
+        code, out = run_app_status(ctx, app, [*args, "--report", str(path)], log_file)
+        if code not in results:
+            raise SparkAppError(f"spark app {app} failed (exit {code}); see {log_file}")
+        try:
+            return code, read_report(path), out
+        except ReportMissing as exc:
+            raise SparkAppError(f"{app} (exit {code}): {exc}; see {log_file}") from None
+
+
 def reconcile(
     ctx: Context,
     since: str,
@@ -102,29 +120,15 @@ def reconcile(
     args = argv(topic, lake_path, dead_letter_path, since, until, pg_schema)
     parse_args(args)  # a wrong --since/--until stops here, with argparse's message naming it
     log_file = ctx.settings.logs_dir / "reconcile.log"
-    code, out = run_app_status(ctx, "reconcile.py", args, log_file)
-    if code not in (0, 2):
-        raise SparkAppError(f"spark app reconcile.py failed (exit {code}); see {log_file}")
-    table = "\n".join(ln for ln in out.splitlines() if not ln.startswith("RECONCILE "))
-    for line in out.splitlines():
-        if line.startswith("RECONCILE "):
-            return json.loads(line.removeprefix("RECONCILE ")), table
-    raise SparkAppError(f"reconcile.py printed no RECONCILE line; see {log_file}")
+    _, report, table = run_reporting_app(ctx, "reconcile.py", args, log_file, results=(0, 2))
+    return report, table
 
 
-def lake_report(
-    ctx: Context, lake_path: str, dead_letter_path: str, window: str | None = None
-) -> dict:
-    """Totals of the lake read through the sink's metadata; with ``window``, also the
-    per-window category sales recomputed from the lake."""
+def lake_report(ctx: Context, lake_path: str, dead_letter_path: str) -> dict:
+    """Totals of the lake and the dead letters, read through the sinks' metadata."""
     args = ["--lake-path", lake_path, "--dead-letter-path", dead_letter_path]
-    if window:
-        args += ["--window", window]
-    out = run_app(ctx, "lake_report.py", args, ctx.settings.logs_dir / "lake_report.log")
-    for line in out.splitlines():
-        if line.startswith("LAKE_REPORT "):
-            return json.loads(line.removeprefix("LAKE_REPORT "))
-    raise SparkAppError("lake_report printed no LAKE_REPORT line")
+    log_file = ctx.settings.logs_dir / "lake_report.log"
+    return run_reporting_app(ctx, "lake_report.py", args, log_file)[1]
 
 
 def compact(
@@ -150,11 +154,5 @@ def compact(
         *extra,
     ]
     log_file = ctx.settings.logs_dir / log_name
-    code, out = run_app_status(ctx, "compact_events.py", args, log_file)
-    for line in out.splitlines():
-        if line.startswith("COMPACTION_REPORT "):
-            return code, json.loads(line.removeprefix("COMPACTION_REPORT "))
-    tail = "\n".join(out.splitlines()[-15:])
-    raise SparkAppError(
-        f"compact_events.py failed (exit {code}) with no report; see {log_file}\n{tail}"
-    )
+    code, report, _ = run_reporting_app(ctx, "compact_events.py", args, log_file, results=(0, 1))
+    return code, report

@@ -17,14 +17,13 @@ Usage::
         [--target-file-mb 128]
 
 The catalog is Iceberg's JDBC catalog on the analytics Postgres (libpq ``PG*`` environment);
-see ``include/warehouse/catalog.py``. Prints ``COMPACTION_REPORT {json}``; exit 1 when an
+see ``include/warehouse/catalog.py``. Writes its report as JSON to ``--report``; exit 1 when an
 expectation or a verification fails (the report names each rule and its row count).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from include.analytics import store
 from include.events import contract
 from include.warehouse import catalog, runs
 from spark_apps.file_sinks import read_sink
+from spark_apps.reports import write_report
 from spark_apps.transforms import warehouse as W
 
 log = logging.getLogger("compact_events")
@@ -61,6 +61,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--day", required=True, type=date.fromisoformat, help="event day, YYYY-MM-DD")
     p.add_argument("--lake-path", required=True, help="the stream's file sink path (s3a://...)")
     p.add_argument("--warehouse", required=True, help="Iceberg warehouse location (s3a://...)")
+    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
     p.add_argument("--namespace", default=pipeline.WAREHOUSE_NAMESPACE)
     p.add_argument("--marts-namespace", default=pipeline.MARTS_NAMESPACE)
     p.add_argument("--pg-schema", default=pipeline.PG_SCHEMA)
@@ -281,18 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.day,
                 previous["raw_expired_at"],
             )
-            print(f"COMPACTION_REPORT {json.dumps(report, default=str)}", flush=True)
+            write_report(spark, args.report, "compaction", report)
             return 0
         try:
             report = compact(spark, args, runs.expired_days(conn))
         except CompactionFailed as exc:
             report = {"day": args.day.isoformat(), "error": str(exc)}
             runs.record(conn, args.day, "failed", report)
-            print(f"COMPACTION_REPORT {json.dumps(report, default=str)}", flush=True)
+            write_report(spark, args.report, "compaction", report)
             log.error("%s", exc)
             return 1
         runs.record(conn, args.day, report.get("status", "verified"), report)
-        print(f"COMPACTION_REPORT {json.dumps(report, default=str)}", flush=True)
+        write_report(spark, args.report, "compaction", report)
         if report.get("status") == "empty":
             return 0
         src, dst = report["source"], report["target"]

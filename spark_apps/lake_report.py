@@ -7,7 +7,7 @@ Usage::
     spark-submit ... spark_apps/lake_report.py --lake-path s3a://lake/raw/events \\
         --dead-letter-path s3a://lake/dead_letter/events
 
-Prints one line ``LAKE_REPORT {json}`` on stdout.
+Writes its totals as JSON to ``--report`` (``include/reports.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_apps.file_sinks import read_sink
+from spark_apps.reports import write_report
 
 
 def summarize(events: DataFrame) -> dict:
@@ -67,10 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lake_report")
     p.add_argument("--lake-path", required=True)
     p.add_argument("--dead-letter-path", required=True)
+    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("lake_report").getOrCreate()
-    out = report(spark, args.lake_path, args.dead_letter_path)
-    print("LAKE_REPORT " + json.dumps(out), flush=True)
+    write_report(
+        spark, args.report, "lake_report", report(spark, args.lake_path, args.dead_letter_path)
+    )
     spark.stop()
     return 0
 

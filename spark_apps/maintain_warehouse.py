@@ -15,13 +15,12 @@ Usage::
         [--namespace analytics] [--marts-namespace marts] [--pg-schema public] \\
         [--snapshot-days 7] [--retain-last 5] [--orphan-days 3]
 
-Prints ``MAINTENANCE_REPORT {json}`` (per table: what each procedure removed or rewrote).
+Writes its report as JSON to ``--report`` (per table: what each procedure removed or rewrote).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from pyspark.sql import SparkSession
 from include import pipeline
 from include.analytics import store
 from include.warehouse import catalog
+from spark_apps.reports import write_report
 
 log = logging.getLogger("maintain_warehouse")
 
@@ -42,6 +42,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--namespace", default=pipeline.WAREHOUSE_NAMESPACE)
     p.add_argument("--marts-namespace", default=pipeline.MARTS_NAMESPACE)
     p.add_argument("--pg-schema", default=pipeline.PG_SCHEMA)
+    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
     p.add_argument("--snapshot-days", type=float, default=7.0)
     p.add_argument("--retain-last", type=int, default=5)
     p.add_argument("--orphan-days", type=float, default=3.0)
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("%s: %s", table, report[table])
         if not report:
             log.warning("no warehouse tables yet: nothing to maintain")
-        print(f"MAINTENANCE_REPORT {json.dumps(report)}", flush=True)
+        write_report(spark, args.report, "maintenance", report)
         return 0
     finally:
         spark.stop()

@@ -12,14 +12,13 @@ Usage::
         --lake-path s3a://lake/raw/events --dead-letter-path s3a://lake/dead_letter/events \\
         --since 2026-11-25T00:00:00Z --until 2026-11-26T00:00:00Z
 
-Prints a table and one line ``RECONCILE {json}``; exits 2 when anything is missing or
+Prints a table and writes the report as JSON to ``--report``; exits 2 when anything is missing or
 duplicated, 0 otherwise. Postgres is reached with libpq's ``PG*`` environment.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -33,6 +32,7 @@ from include.events.runs import DIGEST_MOD, id_hash
 from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
 from include.warehouse import runs as runs_table
 from spark_apps.file_sinks import read_sink
+from spark_apps.reports import write_report
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -43,6 +43,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--since", required=True, help="ISO time: runs produced at or after")
     p.add_argument("--until", required=True, help="ISO time: runs produced before")
     p.add_argument("--pg-schema", default="public")
+    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
     args = p.parse_args(list(argv))
     for name in ("since", "until"):
         try:
@@ -253,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("reconcile").getOrCreate()
     report, text = reconcile(spark, args)
-    spark.stop()
     print(text)
-    print("RECONCILE " + json.dumps(report), flush=True)
+    write_report(spark, args.report, "reconcile", report)
+    spark.stop()
     return 0 if report["ok"] else 2
 
 

@@ -23,7 +23,7 @@ Usage::
         --bootstrap-servers 127.0.0.1:9092 --topic events --reason-prefix missing_field \\
         [--since 2026-11-25T00:00Z] [--until ...] [--dry-run true]
 
-Prints one line ``REPLAY {json}``: selected, already replayed, replayed, not replayable,
+Writes its counts as JSON to ``--report``: selected, already replayed, replayed, not replayable,
 recovered (pending records found delivered).
 """
 
@@ -45,6 +45,7 @@ from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.producer import producer_config
 from include.kafka import security as kafka_security
 from spark_apps.file_sinks import read_sink
+from spark_apps.reports import write_report
 
 log = logging.getLogger("replay_dead_letters")
 
@@ -71,6 +72,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--bootstrap-servers", required=True)
     p.add_argument("--topic", required=True, help="where to re-inject (the events topic)")
     p.add_argument("--reason-prefix", default="", help="only reasons starting with this")
+    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
     p.add_argument("--since", default=None, help="ISO time: dead-lettered at or after")
     p.add_argument("--until", default=None, help="ISO time: dead-lettered before")
     p.add_argument("--pg-schema", default="public")
@@ -332,9 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if chunk:
             flush(chunk)
     conn.close()
+    write_report(spark, args.report, "replay", {**counts, "dry_run": args.dry_run})
     spark.stop()
-    log.info("replay: %s", counts)
-    print("REPLAY " + json.dumps({**counts, "dry_run": args.dry_run}), flush=True)
     return 0
 
 

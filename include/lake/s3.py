@@ -72,8 +72,10 @@ DASHBOARD_READS = ("warehouse",)
 
 
 # What each service of the pipeline writes (prefixes of the bucket); see writer_policy.
-STREAM_WRITES = ("raw", "dead_letter", "_checkpoints")
-WAREHOUSE_WRITES = ("warehouse",)
+# Both write their apps' reports (include/reports.py: reconcile and replay run as the stream's
+# user, compaction and maintenance as the warehouse's).
+STREAM_WRITES = ("raw", "dead_letter", "_checkpoints", "_reports")
+WAREHOUSE_WRITES = ("warehouse", "_reports")
 
 
 def writer_policy(

@@ -38,6 +38,7 @@ from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from include import connections
+from include.reports import REPORT_URI_TEMPLATE, read_report
 
 SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
 
@@ -151,19 +152,25 @@ class ScopedSparkSubmitHook(SparkSubmitHook):
 class LakeSparkSubmitOperator(SparkSubmitOperator):
     """A SparkSubmitOperator that knows where the lake and the analytics database are."""
 
+    template_fields = (*SparkSubmitOperator.template_fields, "report_uri")
+
     def __init__(
         self,
         *,
         s3_conn_id: str = connections.S3,
         postgres_conn_id: str | None = connections.POSTGRES,
         kafka_conn_id: str | None = None,
+        report: bool = False,
         **kwargs: Any,
     ) -> None:
+        """``report``: the app writes its result (``--report``, ``include/reports.py``) under
+        the bucket's ``_reports/`` and the task returns it (its XCom ``return_value``)."""
         kwargs.setdefault("conn_id", connections.SPARK)
         super().__init__(**kwargs)
         self.s3_conn_id = s3_conn_id
         self.postgres_conn_id = postgres_conn_id
         self.kafka_conn_id = kafka_conn_id
+        self.report_uri = REPORT_URI_TEMPLATE if report else ""
 
     def _get_hook(self) -> SparkSubmitHook:
         hook = super()._get_hook()
@@ -172,10 +179,31 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         hook.__class__ = ScopedSparkSubmitHook
         return hook
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any) -> dict[str, Any] | None:
         from airflow.sdk import BaseHook
 
         s3 = BaseHook.get_connection(self.s3_conn_id)
+        extra = s3.extra_dejson
+        if not self.report_uri:
+            self._submit(context, s3)
+            return None
+        args = list(self.application_args or [])
+        if "--report" not in args:  # not twice when the same operator object runs again
+            self.application_args = [*args, "--report", self.report_uri]
+        self._submit(context, s3)
+        from include.lake.s3 import s3_client
+
+        client = s3_client(
+            endpoint_url=extra.get("endpoint_url"),
+            access_key=s3.login or "",
+            secret_key=s3.password or "",
+            region=extra.get("region_name", "us-east-1"),
+        )
+        return read_report(self.report_uri, client)
+
+    def _submit(self, context: Any, s3: Any) -> None:
+        from airflow.sdk import BaseHook
+
         extra = s3.extra_dejson
         env: dict[str, str] = {
             "AWS_ACCESS_KEY_ID": s3.login or "",
@@ -204,11 +232,12 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
                 master, connector_jars(os.environ)
             )
         if is_local_master(master) or self.properties_file:
-            return super().execute(context)
+            super().execute(context)
+            return
         with executor_env_file(self.env_vars) as path:
             self.properties_file = path
             try:
-                return super().execute(context)
+                super().execute(context)
             finally:
                 self.properties_file = None
 

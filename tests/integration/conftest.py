@@ -223,6 +223,15 @@ def airflow_dags_run(
     return match[-1], output
 
 
+def run_id_of(output: str, dag_id: str) -> str:
+    """The run id of the last ``airflow dags test <dag_id>`` run in its output."""
+    found = re.findall(
+        r"DagRun Finished: dag_id=" + re.escape(dag_id) + r",.*?run_id=([^,\s]+)", output
+    )
+    assert found, f"no finished run of {dag_id} in the output"
+    return found[-1]
+
+
 def airflow_dags_test(
     ctx: Context,
     dag_id: str,

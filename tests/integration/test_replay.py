@@ -7,19 +7,18 @@ sent twice)."""
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from devstack.demo import api as airflow_api
 from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce, producer_config
-from tests.integration.conftest import airflow_dags_run, airflow_dags_test
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test, run_id_of
 from tests.integration.lake_checks import lake_report
 
 
@@ -31,11 +30,11 @@ def topic_end(ctx, topic: str) -> int:
 
 
 def replay(ctx, conf: dict) -> dict:
+    """Run the replay DAG; its report, as the task returned it (XCom, through Airflow's API)."""
     state, output = airflow_dags_run(ctx, "replay_dead_letters", conf)
     assert state == "success"
-    found = re.findall(r"REPLAY (\{.*?\})", output)
-    assert found, "the replay printed no REPLAY line"
-    return json.loads(found[-1])
+    run_id = run_id_of(output, "replay_dead_letters")
+    return airflow_api(ctx).task_result("replay_dead_letters", run_id, "replay")
 
 
 def test_replay_reinjects_each_dead_letter_once(ctx, sandbox):

@@ -110,5 +110,5 @@ def test_an_aggregate_module_registers_its_table_once(monkeypatch):
     other = store.Aggregate("device_sales_minute", dimension="device", sums=("n",), transform="m:f")
     with pytest.raises(ValueError, match="already registered differently"):
         store.register(other)
-    with pytest.raises(ValueError, match="--aggregate-modules: 'no.such.module'"):
+    with pytest.raises(ValueError, match=r"--aggregate-modules: 'no\.such\.module'"):
         store.load_aggregate_modules(["no.such.module"])

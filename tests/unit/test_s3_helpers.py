@@ -37,8 +37,11 @@ def test_writer_policies_write_only_their_prefixes():
         "arn:aws:s3:::lake/raw/*",
         "arn:aws:s3:::lake/dead_letter/*",
         "arn:aws:s3:::lake/_checkpoints/*",
+        "arn:aws:s3:::lake/_reports/*",
     ]
     assert writable(writer_policy("lake", WAREHOUSE_WRITES, roots=("", "it/*/"))) == [
         "arn:aws:s3:::lake/warehouse/*",
+        "arn:aws:s3:::lake/_reports/*",
         "arn:aws:s3:::lake/it/*/warehouse/*",
+        "arn:aws:s3:::lake/it/*/_reports/*",
     ]

@@ -1,0 +1,61 @@
+"""An app's report (include/reports.py, spark_apps/reports.py): written as JSON where the caller
+says, read back by one function; the operator passes the path and returns the report."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from include.reports import REPORT_URI_TEMPLATE, ReportMissing, read_report, split_s3_uri
+from spark_apps.reports import write_report
+
+
+def test_a_local_report_is_written_whole_and_read_back(tmp_path):
+    path = tmp_path / "report.json"
+    write_report(None, str(path), "app", {"ok": True, "rows": 3})  # no Spark for a local path
+    assert read_report(path) == {"ok": True, "rows": 3}
+    assert read_report(f"file://{path}") == {"ok": True, "rows": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"], "no partial file left"
+
+
+def test_no_report_is_named_as_such(tmp_path):
+    with pytest.raises(ReportMissing, match="ended before writing it"):
+        read_report(tmp_path / "none.json")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        read_report(tmp_path / "list.json")
+
+
+def test_an_s3_report_is_read_with_the_callers_client():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="lake")
+        client.put_object(Bucket="lake", Key="_reports/d/t/1.json", Body=json.dumps({"n": 1}))
+        assert read_report("s3a://lake/_reports/d/t/1.json", client) == {"n": 1}
+        with pytest.raises(ReportMissing):
+            read_report("s3a://lake/_reports/d/t/2.json", client)
+    assert split_s3_uri("s3://b/k/x.json") == ("b", "k/x.json")
+    with pytest.raises(ValueError, match="not an S3 object URI"):
+        split_s3_uri("hdfs://b/k")
+
+
+def test_the_operator_passes_a_report_path_once_and_returns_the_report(monkeypatch):
+    from include.spark import submit
+
+    monkeypatch.setenv("AIRFLOW_CONN_LAKE_S3", json.dumps({"conn_type": "aws", "login": "k"}))
+    submitted: list[list[str]] = []
+    op = submit.LakeSparkSubmitOperator(
+        task_id="t", application="app.py", application_args=["--x", "1"], report=True
+    )
+    assert op.report_uri == REPORT_URI_TEMPLATE and "report_uri" in op.template_fields
+    op.report_uri = "s3a://lake/_reports/d/t/1.json"  # as rendered
+    monkeypatch.setattr(op, "_submit", lambda ctx, s3: submitted.append(op.application_args))
+    monkeypatch.setattr(submit, "read_report", lambda uri, client: {"uri": uri})
+    assert op.execute({}) == {"uri": "s3a://lake/_reports/d/t/1.json"}
+    assert op.execute({}) == {"uri": "s3a://lake/_reports/d/t/1.json"}
+    assert submitted[-1] == ["--x", "1", "--report", "s3a://lake/_reports/d/t/1.json"]
+    plain = submit.LakeSparkSubmitOperator(task_id="p", application="app.py")
+    assert plain.report_uri == ""
