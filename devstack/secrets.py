@@ -37,8 +37,31 @@ _GENERATED = {
     "RTAP_WAREHOUSE_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
 }
 
-# Values that look like a forgotten default are refused even when set explicitly.
-_WEAK = {"", "admin", "password", "postgres", "airflow", "minioadmin", "changeme", "secret"}
+# The platform's one weak-credential rule (compose's credentials-check applies it too).
+RULES_FILE = Path(__file__).resolve().parents[1] / "docker" / "credential-rules.env"
+
+
+@dataclass(frozen=True)
+class Rule:
+    weak: frozenset[str]  # well-known defaults, refused in any case
+    min_length: int  # for secrets; identifiers (user names, access key ids) have no minimum
+
+    @classmethod
+    def load(cls, path: Path = RULES_FILE) -> Rule:
+        values = {k: v.strip('"') for k, v in _read_env_file(path).items()}
+        return cls(frozenset(values["WEAK"].split()), int(values["MIN_LENGTH"]))
+
+    def problem(self, name: str, value: str) -> str | None:
+        """Why ``value`` is refused for credential ``name`` (the name, never the value), or
+        None."""
+        identifier = "ACCESS_KEY" in name or "ROOT_USER" in name
+        if not value:
+            return f"{name} is empty"
+        if value.lower() in self.weak:
+            return f"{name} is a well-known default"
+        if not identifier and len(value) < self.min_length:
+            return f"{name} is shorter than {self.min_length} characters"
+        return None
 
 
 class SecretError(ValueError):
@@ -96,6 +119,7 @@ def load_or_create(path: Path, env: Mapping[str, str] | None = None) -> Secrets:
     """Return the stack's credentials, generating and persisting missing ones."""
     env = os.environ if env is None else env
     stored = _read_env_file(path)
+    rule = Rule.load()
     changed = False
     values: dict[str, str] = {}
     for name, make in _GENERATED.items():
@@ -107,11 +131,9 @@ def load_or_create(path: Path, env: Mapping[str, str] | None = None) -> Secrets:
             value = make()
             stored[name] = value
             changed = True
-        if value.lower() in _WEAK or len(value) < 8:
-            raise SecretError(
-                f"{name} is empty, too short or a well-known default; "
-                "unset it to have one generated, or set a strong value"
-            )
+        problem = rule.problem(name, value)
+        if problem:
+            raise SecretError(f"{problem}; unset it to have one generated, or set a strong value")
         values[name] = value
     if changed:
         _write_env_file(path, stored)

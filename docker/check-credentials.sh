@@ -1,10 +1,11 @@
 #!/bin/bash
 # Refuse to start the platform with an empty, short or well-known credential (compose's
 # `credentials-check` service; every other service waits for it). Names the variable, never
-# prints its value. The weak list is devstack/secrets.py's (a unit test keeps them equal).
+# prints its value. The rule (WEAK, MIN_LENGTH) is credential-rules.env beside this script,
+# the one devstack/secrets.py applies too.
 set -uo pipefail
-WEAK="admin password postgres airflow minioadmin changeme secret"
-MIN_LENGTH=12
+# shellcheck source=credential-rules.env
+. "${CREDENTIAL_RULES:-$(dirname "$0")/credential-rules.env}"
 bad=0
 for name in $(compgen -e | sort); do
   case "$name" in
