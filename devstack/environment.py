@@ -15,8 +15,9 @@ from pathlib import Path
 from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
 from include import connections
+from include.airflow_users import ADMIN_USER
 
-AIRFLOW_ADMIN_USER = "admin"
+AIRFLOW_ADMIN_USER = ADMIN_USER  # include/airflow_users.py
 AIRFLOW_DB = "airflow"
 AIRFLOW_DB_USER = "airflow"
 ANALYTICS_DB = "analytics"

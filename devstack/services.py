@@ -24,6 +24,7 @@ from devstack import environment, process, supervisor
 from devstack.install import postgres_bindir
 from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
+from include.airflow_users import write_passwords_file
 
 
 class ServiceError(RuntimeError):
@@ -578,10 +579,10 @@ class Airflow(Service):
     def migrate(self, ctx: Context) -> None:
         home = ctx.settings.airflow_home
         home.mkdir(parents=True, exist_ok=True)
-        pw_file = home / "passwords.json"
-        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({environment.AIRFLOW_ADMIN_USER: ctx.secrets.airflow_admin_password}, fh)
+        write_passwords_file(
+            home / "passwords.json",
+            {environment.AIRFLOW_ADMIN_USER: ctx.secrets.airflow_admin_password},
+        )
         log = ctx.log_file("airflow-db-migrate")
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as fh:

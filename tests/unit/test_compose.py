@@ -241,3 +241,29 @@ def test_a_long_running_service_needs_a_restart_policy_and_a_healthcheck(doc, sp
         "service airflow-triggerer: no healthcheck",
     ]
     assert "restart" not in doc["services"]["minio-init"]  # a one-shot runs once
+
+
+def test_the_airflow_passwords_file_is_private_json_whatever_the_password(tmp_path, doc):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "passwords.json"
+    path.write_text("{}")
+    os.chmod(path, 0o644)  # an old, readable file is replaced by a private one
+    password = 'a"quote\\back$lash and spaces'
+    done = subprocess.run(
+        [sys.executable, "-m", "include.airflow_users", str(path)],
+        cwd=compose.ROOT,
+        env={"PATH": os.environ["PATH"], "AIRFLOW_ADMIN_PASSWORD": password},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(path.read_text()) == {"admin": password}
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".*partial"))
+    for name in ("airflow-init", "airflow-api-server"):
+        command = " ".join(doc["services"][name]["command"])
+        assert "python -m include.airflow_users /opt/airflow/passwords.json" in command
+        assert "printf" not in command and "PASSWORD" not in command
