@@ -20,6 +20,7 @@ from devstack.secrets import SecretError
 from devstack.services import ServiceError
 from devstack.settings import SettingError
 from devstack.spark import SparkAppError
+from include.airflow_users import ROLES
 
 _FRIENDLY = (
     SettingError,
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_stream(ctx)
             return 0 if ok else 1
         elif args.command == "password":
-            print(f"user: admin\npassword: {ctx.secrets.airflow_admin_password}")
+            for user, password in ctx.secrets.airflow_passwords().items():
+                print(f"{user:<9} ({ROLES[user]:<6}) password: {password}")
         elif args.command == "env":
             keys = [
                 k for k in ctx.env if k.startswith(("AIRFLOW", "RTAP_", "JAVA_HOME", "PYSPARK"))

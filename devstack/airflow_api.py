@@ -110,3 +110,11 @@ class AirflowApi:
             "return_value?stringify=false"
         )
         return entry["value"]
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")
+
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        quoted = urllib.parse.quote(run_id, safe="")
+        self._request("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
 from include import connections
-from include.airflow_users import ADMIN_USER
+from include.airflow_users import ADMIN_USER, users_setting
 
 AIRFLOW_ADMIN_USER = ADMIN_USER  # include/airflow_users.py
 AIRFLOW_DB = "airflow"
@@ -105,7 +105,7 @@ def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users_setting(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,

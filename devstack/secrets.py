@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from include.airflow_users import ADMIN_USER, OPERATOR_USER, VIEWER_USER
+
 # name -> generator of a fresh value
 _GENERATED = {
     "RTAP_S3_ACCESS_KEY": lambda: "rtap-" + secrets.token_hex(6),
@@ -22,6 +24,8 @@ _GENERATED = {
     "RTAP_PG_PASSWORD": lambda: secrets.token_urlsafe(24),
     "RTAP_AIRFLOW_DB_PASSWORD": lambda: secrets.token_urlsafe(24),
     "RTAP_AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
+    "RTAP_AIRFLOW_OPERATOR_PASSWORD": lambda: secrets.token_urlsafe(12),
+    "RTAP_AIRFLOW_VIEWER_PASSWORD": lambda: secrets.token_urlsafe(12),
     "RTAP_AIRFLOW_FERNET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     "RTAP_AIRFLOW_SECRET_KEY": lambda: secrets.token_urlsafe(32),
     "RTAP_AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
@@ -76,6 +80,8 @@ class Secrets:
     pg_password: str
     airflow_db_password: str
     airflow_admin_password: str
+    airflow_operator_password: str
+    airflow_viewer_password: str
     airflow_fernet_key: str
     airflow_secret_key: str
     airflow_jwt_secret: str
@@ -89,6 +95,14 @@ class Secrets:
 
     def __repr__(self) -> str:  # never print values
         return "Secrets(<redacted>)"
+
+    def airflow_passwords(self) -> dict[str, str]:
+        """Each Airflow user's password (include/airflow_users.py)."""
+        return {
+            ADMIN_USER: self.airflow_admin_password,
+            OPERATOR_USER: self.airflow_operator_password,
+            VIEWER_USER: self.airflow_viewer_password,
+        }
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -144,6 +158,8 @@ def load_or_create(path: Path, env: Mapping[str, str] | None = None) -> Secrets:
         pg_password=values["RTAP_PG_PASSWORD"],
         airflow_db_password=values["RTAP_AIRFLOW_DB_PASSWORD"],
         airflow_admin_password=values["RTAP_AIRFLOW_ADMIN_PASSWORD"],
+        airflow_operator_password=values["RTAP_AIRFLOW_OPERATOR_PASSWORD"],
+        airflow_viewer_password=values["RTAP_AIRFLOW_VIEWER_PASSWORD"],
         airflow_fernet_key=values["RTAP_AIRFLOW_FERNET_KEY"],
         airflow_secret_key=values["RTAP_AIRFLOW_SECRET_KEY"],
         airflow_jwt_secret=values["RTAP_AIRFLOW_JWT_SECRET"],

@@ -579,10 +579,7 @@ class Airflow(Service):
     def migrate(self, ctx: Context) -> None:
         home = ctx.settings.airflow_home
         home.mkdir(parents=True, exist_ok=True)
-        write_passwords_file(
-            home / "passwords.json",
-            {environment.AIRFLOW_ADMIN_USER: ctx.secrets.airflow_admin_password},
-        )
+        write_passwords_file(home / "passwords.json", ctx.secrets.airflow_passwords())
         log = ctx.log_file("airflow-db-migrate")
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as fh:

@@ -107,6 +107,63 @@ def test_airflow_login_works_and_wrong_password_is_refused(ctx):
         urllib.request.urlopen(ctx.settings.airflow_url + "/api/v2/dags", timeout=10)
 
 
+def test_each_airflow_user_does_what_its_role_allows_and_audits_name_it(ctx, sandbox):
+    """Three users, three roles (include/airflow_users.py): the viewer reads and cannot trigger;
+    the operator triggers stream_control but cannot read connections (they hold credentials);
+    the stream_control run the operator triggered records "operator" as who stopped the
+    stream. The run is executed with `airflow tasks test` on the run the API created (the DAG
+    stays paused, so the scheduler never runs it beside the other tests' runs)."""
+    import subprocess
+
+    from include import pipeline
+    from include.airflow_users import OPERATOR_USER, VIEWER_USER
+    from include.supervision import control, lease
+
+    url, passwords = ctx.settings.airflow_url, ctx.secrets.airflow_passwords()
+    admin = AirflowApi(url, environment.AIRFLOW_ADMIN_USER, passwords["admin"])
+    operator = AirflowApi(url, OPERATOR_USER, passwords[OPERATOR_USER])
+    viewer = AirflowApi(url, VIEWER_USER, passwords[VIEWER_USER])
+    conf = {
+        "action": "stop",
+        "reason": "role test",
+        "wait_s": 0,
+        **sandbox.supervision_conf(ctx.settings.bucket, topic=sandbox.topic),
+    }
+    assert "stream_control" in {d["dag_id"] for d in viewer.get("/api/v2/dags")["dags"]}
+    with pytest.raises(AirflowApiError, match="HTTP 403"):
+        viewer.trigger("stream_control", conf)
+    with pytest.raises(AirflowApiError, match="HTTP 403"):
+        operator.get("/api/v2/connections")
+    assert "connections" in admin.get("/api/v2/connections")
+    assert admin.dag("stream_control")["is_paused"], "the test stack's DAGs stay paused"
+
+    run_id = operator.trigger("stream_control", conf)
+    try:
+        assert operator.run("stream_control", run_id)["triggering_user_name"] == OPERATOR_USER
+        airflow = str(environment.venv_bin() / "airflow")
+        done = subprocess.run(
+            [airflow, "tasks", "test", "stream_control", "operate", run_id],
+            env=ctx.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    finally:
+        admin.delete_run("stream_control", run_id)
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    try:
+        name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
+        state = control.get(conn, name)
+    finally:
+        conn.close()
+    assert (state.state, state.set_by, state.reason) == (
+        control.STOPPED,
+        OPERATOR_USER,
+        "role test",
+    )
+
+
 @pytest.mark.parametrize(
     ("who", "writes", "denied"),
     [

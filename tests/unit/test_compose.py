@@ -251,19 +251,31 @@ def test_the_airflow_passwords_file_is_private_json_whatever_the_password(tmp_pa
     path = tmp_path / "passwords.json"
     path.write_text("{}")
     os.chmod(path, 0o644)  # an old, readable file is replaced by a private one
+    from include.airflow_users import PASSWORD_VARIABLES, users_setting
+
     password = 'a"quote\\back$lash and spaces'
-    done = subprocess.run(
-        [sys.executable, "-m", "include.airflow_users", str(path)],
-        cwd=compose.ROOT,
-        env={"PATH": os.environ["PATH"], "AIRFLOW_ADMIN_PASSWORD": password},
-        capture_output=True,
-        text=True,
-    )
+    env = {var: f"{password} {user}" for user, var in PASSWORD_VARIABLES.items()}
+
+    def write(**override):
+        return subprocess.run(
+            [sys.executable, "-m", "include.airflow_users", str(path)],
+            cwd=compose.ROOT,
+            env={"PATH": os.environ["PATH"], **env, **override},
+            capture_output=True,
+            text=True,
+        )
+
+    refused = write(AIRFLOW_VIEWER_PASSWORD="")
+    assert refused.returncode == 2 and "AIRFLOW_VIEWER_PASSWORD" in refused.stderr
+    done = write()
     assert done.returncode == 0, done.stderr
-    assert json.loads(path.read_text()) == {"admin": password}
+    assert json.loads(path.read_text()) == {u: f"{password} {u}" for u in PASSWORD_VARIABLES}
     assert path.stat().st_mode & 0o777 == 0o600
     assert not list(tmp_path.glob(".*partial"))
     for name in ("airflow-init", "airflow-api-server"):
         command = " ".join(doc["services"][name]["command"])
         assert "python -m include.airflow_users /opt/airflow/passwords.json" in command
         assert "printf" not in command and "PASSWORD" not in command
+    airflow_env = compose._environment(doc["services"]["airflow-api-server"])
+    assert airflow_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == users_setting()
+    assert set(PASSWORD_VARIABLES.values()) <= set(airflow_env)
