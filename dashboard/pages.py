@@ -42,6 +42,27 @@ def _daily_lines(frame: pd.DataFrame, value: str) -> alt.Chart:
     )
 
 
+def _time_lines(frame: pd.DataFrame, value: str) -> alt.Chart:
+    """Lines over time, one per column, the time axis in 24-hour UTC (``13:26``, as the page
+    header; Streamlit's own line chart shows a 12-hour clock in the browser's zone)."""
+    long = frame.reset_index(names="t").melt(id_vars="t", var_name="series", value_name=value)
+    long["t"] = pd.to_datetime(long["t"], utc=True)
+    return (
+        alt.Chart(long)
+        .mark_line()
+        .encode(
+            x=alt.X("t:T", title="UTC", scale=alt.Scale(type="utc"), axis=alt.Axis(format="%H:%M")),
+            y=alt.Y(f"{value}:Q", title=value),
+            color=alt.Color("series:N", title=None),
+            tooltip=[
+                alt.Tooltip("t:T", format="%Y-%m-%d %H:%M:%S", title="UTC"),
+                "series:N",
+                f"{value}:Q",
+            ],
+        )
+    )
+
+
 def _money(x: float) -> str:
     return f"{x:,.2f}"
 
@@ -90,12 +111,18 @@ def live(cfg: Config) -> None:
             left, right = st.columns(2)
             with left:
                 st.subheader("Revenue per minute by category")
-                st.line_chart(q.per_minute(data.sales, "revenue"))
+                st.altair_chart(
+                    _time_lines(q.per_minute(data.sales, "revenue"), "revenue"), width="stretch"
+                )
                 st.subheader("Units per minute by category")
-                st.line_chart(q.per_minute(data.sales, "units"))
+                st.altair_chart(
+                    _time_lines(q.per_minute(data.sales, "units"), "units"), width="stretch"
+                )
             with right:
                 st.subheader("Orders per minute by category")
-                st.line_chart(q.per_minute(data.sales, "orders"))
+                st.altair_chart(
+                    _time_lines(q.per_minute(data.sales, "orders"), "orders"), width="stretch"
+                )
                 st.subheader("Top categories by revenue")
                 top = q.top_categories(data.sales)
                 st.bar_chart(top["revenue"], horizontal=True)
@@ -105,7 +132,7 @@ def live(cfg: Config) -> None:
             if rates.empty:
                 st.info("No events in this window.")
             else:
-                st.line_chart(rates)
+                st.altair_chart(_time_lines(rates, "events/s"), width="stretch")
         with right:
             st.subheader("Funnel")
             st.altair_chart(
@@ -266,14 +293,14 @@ def health(cfg: Config) -> None:
             if dl_series.empty:
                 st.info("No dead-letter batches in the last hour.")
             else:
-                st.line_chart(dl_series)
+                st.altair_chart(_time_lines(dl_series, "dead letters"), width="stretch")
         with right:
             st.subheader("Rows/s per batch (lake query)")
             tp = q.throughput(h.progress)
             if tp.empty:
                 st.info("No batches in the last hour.")
             else:
-                st.line_chart(tp)
+                st.altair_chart(_time_lines(tp, "rows/s"), width="stretch")
             st.subheader("Driver runs (24 h)")
             st.dataframe(h.runs, width="stretch", hide_index=True)
         if not h.restarts.empty:
