@@ -63,6 +63,10 @@ def pg_params(ctx: Context) -> dict:
 
 
 OPERATOR_DAGS = ("stream_control", "replay_dead_letters")
+# On their schedules from the first start (RTAP_SCHEDULES=off leaves them paused): the nightly
+# compaction (catchup off: unpausing runs the latest interval, then one a night), the weekly
+# maintenance and the hourly reconcile.
+SCHEDULED_DAGS = ("compact_warehouse", "maintain_warehouse", "reconcile")
 
 
 def run(ctx: Context, events: int, seed: int | None) -> bool:
@@ -81,6 +85,12 @@ def run(ctx: Context, events: int, seed: int | None) -> bool:
     for dag_id in OPERATOR_DAGS:
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)
+    scheduled = SCHEDULED_DAGS if ctx.settings.schedules else ()
+    for dag_id in scheduled:
+        client.wait_for_dag(dag_id)
+        client.unpause(dag_id)
+    if scheduled:
+        _say(f"on their schedules: {', '.join(scheduled)} (RTAP_SCHEDULES=off keeps them paused)")
 
     seed = seed if seed is not None else int(time.time()) % 1_000_000
     _say(f"producing {events:,} demo events (seed {seed}) through the demo_traffic DAG")

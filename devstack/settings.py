@@ -95,6 +95,9 @@ class Settings:
     spark_master: str = "local[*]"
     bucket: str = "lake"
     events_topic: str = "events"
+    # `make run` turns the batch DAGs' schedules on (nightly compaction, weekly maintenance,
+    # hourly reconcile); RTAP_SCHEDULES=off leaves them paused.
+    schedules: bool = True
 
     # Directories under the state dir (one ignored directory holds all state and logs).
     @property
@@ -197,7 +200,11 @@ def load(env: dict[str, str] | None = None) -> Settings:
         raise SettingError(
             f"RTAP_SPARK_MASTER={master!r}: expected local[N], local[*] or spark://host:port"
         )
+    schedules = env.get("RTAP_SCHEDULES", "on").strip().lower()
+    if schedules not in ("on", "off"):
+        raise SettingError(f"RTAP_SCHEDULES={schedules!r}: expected on or off")
     return Settings(
+        schedules=schedules == "on",
         state_dir=_path(env, "RTAP_STATE_DIR", ROOT / ".state"),
         cache_dir=_path(env, "RTAP_CACHE_DIR", default_cache),
         ports=ports,

@@ -21,11 +21,17 @@ def test_defaults_load():
         ({"RTAP_PG_PORT": "80"}, "RTAP_PG_PORT"),
         ({"RTAP_S3_PORT": "5432"}, "ports for s3 and postgres are both 5432"),
         ({"RTAP_SPARK_MASTER": "yarn"}, "RTAP_SPARK_MASTER"),
+        ({"RTAP_SCHEDULES": "sometimes"}, "RTAP_SCHEDULES"),
     ],
 )
 def test_bad_setting_is_named(env, named):
     with pytest.raises(settings.SettingError, match=named):
         settings.load(env)
+
+
+def test_make_run_turns_schedules_on_unless_told_off():
+    assert settings.load({}).schedules is True
+    assert settings.load({"RTAP_SCHEDULES": "OFF"}).schedules is False
 
 
 def test_state_dir_is_configurable(tmp_path):
