@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, Param, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from include import dag_params
 from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
@@ -25,7 +26,9 @@ DAG_ID = "reconcile"
 
 with DAG(
     dag_id=DAG_ID,
-    schedule="@hourly",
+    # A data-interval timetable: Airflow 3's default for a cron string (CronTriggerTimetable)
+    # gives scheduled runs an empty interval (start = end), so the window was always empty.
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

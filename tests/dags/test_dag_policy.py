@@ -79,3 +79,21 @@ def test_an_accepted_retention_gap_holds_for_one_attempt(dagbag, accept, try_num
             return {"accept": accept}
 
     assert jinja2.Template(ACCEPT_GAP_ONCE).render(ti=TI()) == rendered
+
+
+@pytest.mark.parametrize(
+    "dag_id",
+    [d for d in DAG_FILES if "data_interval" in (ROOT / "dags" / f"{d}.py").read_text()],
+)
+def test_a_dag_that_reads_its_data_interval_gets_a_non_empty_one(dagbag, dag_id):
+    """Airflow 3 turns a cron string into a CronTriggerTimetable, whose scheduled runs have
+    start = end: a task that works on its data interval (the reconcile window, the day to
+    compact) would get an empty one on every scheduled run."""
+    from airflow.timetables.base import TimeRestriction
+
+    dag = dagbag.dags[dag_id]
+    info = dag.timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True),
+    )
+    assert info.data_interval.end > info.data_interval.start, dag.timetable
