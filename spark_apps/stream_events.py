@@ -16,9 +16,10 @@ then fans out (``foreachBatch``), every output idempotent under a replay of the 
                    their Kafka coordinates (the same file sink, its own log);
 * the live aggregates (``include/analytics/store.py`` ``AGGREGATES``, each naming its
                    transform; ``--aggregate-modules`` registers more): each batch's
-                   per-minute partials (sums and HyperLogLog sketches) are added to Postgres once per batch (``stream_sink_commits``),
-                   late or early events included; rows Postgres refuses go to
-                   ``<dead-letter path>/_sink_rejected/`` and the batch completes.
+                   per-minute partials (sums and HyperLogLog sketches) are added to Postgres
+                   once per batch (``stream_sink_commits``), late or early events included;
+                   rows Postgres refuses go to ``<dead-letter path>/_sink_rejected/`` and the
+                   batch completes.
 
 Every batch's progress (offsets, rates, durations, the deduplication's state size, observed
 counts of landed / irrelevant / dead-lettered events) goes to Postgres ``stream_progress``

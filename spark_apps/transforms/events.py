@@ -298,7 +298,10 @@ def live_aggregates() -> dict[str, Callable[[DataFrame, str], DataFrame]]:
     out = {}
     for table, agg in AGGREGATES.items():
         module, _, function = agg.transform.partition(":")
-        transform = getattr(importlib.import_module(module), function, None)
+        try:
+            transform = getattr(importlib.import_module(module), function, None)
+        except ImportError as exc:
+            raise ValueError(f"aggregate {table!r}: {agg.transform!r}: {exc}") from exc
         if not callable(transform):
             raise ValueError(f"aggregate {table!r}: {agg.transform!r} names no function")
         out[table] = transform

@@ -112,3 +112,14 @@ def test_an_aggregate_module_registers_its_table_once(monkeypatch):
         store.register(other)
     with pytest.raises(ValueError, match=r"--aggregate-modules: 'no\.such\.module'"):
         store.load_aggregate_modules(["no.such.module"])
+
+
+def test_a_transform_that_does_not_resolve_is_named(monkeypatch):
+    monkeypatch.setattr(store, "AGGREGATES", dict(store.AGGREGATES))
+    store.register(store.Aggregate("t1", dimension="d", sums=("n",), transform="no_such_mod:f"))
+    with pytest.raises(ValueError, match="aggregate 't1': 'no_such_mod:f'"):
+        tx.live_aggregates()
+    del store.AGGREGATES["t1"]
+    store.register(store.Aggregate("t2", dimension="d", sums=("n",), transform="json:nothing"))
+    with pytest.raises(ValueError, match="aggregate 't2': 'json:nothing' names no function"):
+        tx.live_aggregates()
