@@ -10,6 +10,8 @@ event.
 Shares are fractions of the events: `bad_share` (every bad kind in turn), `irrelevant_share`
 (heartbeats, bots, internal users), `duplicate_share` (the same event sent again),
 `late_share` (event time 15-60 min back) and `out_of_order_share` (a few seconds back).
+`start` and `span_hours` place the events in event time (e.g. a past day, with `rhythm`: the
+demo's history).
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ def _share(default: float) -> Param:
         "seed": Param(42, type="integer"),
         "topic": Param(pipeline.EVENTS_TOPIC, type="string"),
         "live": Param(False, type="boolean", description="event time = wall clock"),
+        "start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            description="event-time origin (ISO, with a zone); empty: 5 minutes ago",
+        ),
+        "span_hours": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            description="session starts spread over this many hours; empty: 5 minutes",
+        ),
         "rhythm": Param(False, type="boolean", description="daily traffic curve"),
         "bad_share": _share(0.02),
         "irrelevant_share": _share(0.03),
@@ -62,8 +76,14 @@ def demo_traffic():
         assert params is not None
         kafka = BaseHook.get_connection(connections.KAFKA).extra_dejson
         pg = BaseHook.get_connection(connections.POSTGRES)
+        placed: dict = {}  # where the events sit in event time (default: the last 5 minutes)
+        if params.get("start"):
+            placed["start"] = datetime.fromisoformat(params["start"].replace("Z", "+00:00"))
+        if params.get("span_hours"):
+            placed["span_seconds"] = float(params["span_hours"]) * 3600
         generator = GeneratorConfig(
             seed=params["seed"],
+            **placed,
             live=params["live"],
             rhythm=params["rhythm"],
             bad_share=params["bad_share"],

@@ -118,3 +118,17 @@ class AirflowApi:
     def delete_run(self, dag_id: str, run_id: str) -> None:
         quoted = urllib.parse.quote(run_id, safe="")
         self._request("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")
+
+    def create_backfill(
+        self, dag_id: str, from_date: str, to_date: str, reprocess: str = "none"
+    ) -> int:
+        """A backfill of ``dag_id`` over the logical dates ``from_date``..``to_date`` (ISO);
+        ``reprocess``: none, failed or completed (what to do with runs that exist)."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": from_date,
+            "to_date": to_date,
+            "reprocess_behavior": reprocess,
+            "max_active_runs": 1,
+        }
+        return self._request("POST", "/api/v2/backfills", body)["id"]

@@ -10,6 +10,7 @@ lake back with Spark through the file sink's metadata. The stream keeps running 
 from __future__ import annotations
 
 import time
+from datetime import UTC, date, datetime, timedelta
 
 from devstack import environment
 from devstack.airflow_api import AirflowApi
@@ -67,6 +68,10 @@ OPERATOR_DAGS = ("stream_control", "replay_dead_letters")
 # compaction (catchup off: unpausing runs the latest interval, then one a night), the weekly
 # maintenance and the hourly reconcile.
 SCHEDULED_DAGS = ("compact_warehouse", "maintain_warehouse", "reconcile")
+# The demo's history: this many past days of traffic (a daily curve each), compacted into the
+# warehouse by a backfill of compact_warehouse, so the dashboard's History page has days to show.
+HISTORY_DAYS = 3
+HISTORY_EVENTS_PER_DAY = 3_000
 
 
 def run(ctx: Context, events: int, seed: int | None) -> bool:
@@ -95,9 +100,49 @@ def run(ctx: Context, events: int, seed: int | None) -> bool:
     seed = seed if seed is not None else int(time.time()) % 1_000_000
     _say(f"producing {events:,} demo events (seed {seed}) through the demo_traffic DAG")
     run_dag(client, "demo_traffic", {"count": events, "seed": seed, "topic": pipeline.EVENTS_TOPIC})
+    days = history_days(datetime.now(UTC).date())
+    _say(f"producing {HISTORY_EVENTS_PER_DAY:,} events for each of {days[0]}..{days[-1]}")
+    for i, day in enumerate(days):
+        run_dag(client, "demo_traffic", history_conf(day, seed + 1 + i))
 
     wait_for_stream(ctx)
-    return summary(ctx)
+    ok = summary(ctx)
+    if ctx.settings.schedules:
+        backfill_history(client, days)
+    else:
+        _say(f"history: compact it with `make compact DAY={days[0]}` (and the next days)")
+    return ok
+
+
+def history_days(today: date) -> list[date]:
+    return [today - timedelta(days=n) for n in range(HISTORY_DAYS, 0, -1)]
+
+
+def history_conf(day: date, seed: int) -> dict:
+    """demo_traffic params for one past day: events over the whole day, a daily curve."""
+    return {
+        "count": HISTORY_EVENTS_PER_DAY,
+        "seed": seed,
+        "topic": pipeline.EVENTS_TOPIC,
+        "start": f"{day.isoformat()}T00:00:00Z",
+        "span_hours": 24,
+        "rhythm": True,
+    }
+
+
+def backfill_history(client: AirflowApi, days: list[date]) -> None:
+    """A real backfill of compact_warehouse over the history days (the scheduler runs them one
+    at a time; re-running the demo compacts them again, idempotently, with what it added)."""
+    backfill = client.create_backfill(
+        "compact_warehouse",
+        f"{days[0].isoformat()}T00:00:00Z",
+        f"{days[-1].isoformat()}T12:00:00Z",
+        reprocess="completed",
+    )
+    _say(
+        f"compact_warehouse backfills {days[0]}..{days[-1]} (backfill {backfill}); the "
+        "dashboard's History page fills in as each day is compacted (~1-2 min a day)"
+    )
 
 
 def caught_up(ctx: Context) -> tuple[bool, str]:

@@ -139,3 +139,14 @@ def test_the_pipelines_s3_connections_are_per_service_users_never_root(tmp_path)
         creds.warehouse_s3_secret_key,
     )
     assert creds.s3_secret_key not in " ".join(env.values()), "MinIO's root key stays out"
+
+
+def test_the_demo_history_is_the_days_before_today_each_a_whole_day():
+    from datetime import date
+
+    from devstack import demo
+
+    days = demo.history_days(date(2026, 12, 2))
+    assert days == [date(2026, 11, 29), date(2026, 11, 30), date(2026, 12, 1)]
+    conf = demo.history_conf(days[0], seed=7)
+    assert (conf["start"], conf["span_hours"], conf["rhythm"]) == ("2026-11-29T00:00:00Z", 24, True)
