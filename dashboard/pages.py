@@ -29,15 +29,33 @@ def _unavailable(exc: q.Unavailable, retry_s: float) -> None:
 def _daily_lines(frame: pd.DataFrame, value: str) -> alt.Chart:
     """Lines with points (a single day still shows), one per column, days on the x axis."""
     long = frame.reset_index(names="day").melt(id_vars="day", var_name="series", value_name=value)
-    long["day"] = pd.to_datetime(long["day"])
+    # Days as labels, not a time axis: one tick per day (a time axis repeated a date per tick).
+    long["day"] = pd.to_datetime(long["day"]).dt.strftime("%Y-%m-%d")
     return (
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
-            x=alt.X("day:T", title=None, axis=alt.Axis(format="%Y-%m-%d")),
+            x=alt.X("day:O", title=None, axis=alt.Axis(labelAngle=0)),
             y=alt.Y(f"{value}:Q", title=value),
             color=alt.Color("series:N", title=None),
-            tooltip=["day:T", "series:N", f"{value}:Q"],
+            tooltip=["day:O", "series:N", f"{value}:Q"],
+        )
+    )
+
+
+def _daily_bars(frame: pd.DataFrame, value: str) -> alt.Chart:
+    """Stacked bars, one per day (labelled YYYY-MM-DD, no clock: Streamlit's bar chart put
+    days on a time axis with 12-hour ticks between them), one colour per column."""
+    long = frame.reset_index(names="day").melt(id_vars="day", var_name="series", value_name=value)
+    long["day"] = pd.to_datetime(long["day"]).dt.strftime("%Y-%m-%d")
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("day:O", title=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"{value}:Q", title=value),
+            color=alt.Color("series:N", title=None),
+            tooltip=["day:O", "series:N", f"{value}:Q"],
         )
     )
 
@@ -204,7 +222,7 @@ def history(cfg: Config) -> None:
         left, right = st.columns(2)
         with left:
             st.subheader("Daily revenue by category")
-            st.bar_chart(q.daily(sales, "revenue"))
+            st.altair_chart(_daily_bars(q.daily(sales, "revenue"), "revenue"), width="stretch")
         with right:
             st.subheader("Daily orders by category")
             st.altair_chart(_daily_lines(q.daily(sales, "orders"), "orders"), width="stretch")
