@@ -26,37 +26,18 @@ def _unavailable(exc: q.Unavailable, retry_s: float) -> None:
     st.error(f"Data unavailable: {exc}. Retrying every {retry_s:g} s.", icon=":material/error:")
 
 
-def _daily_lines(frame: pd.DataFrame, value: str) -> alt.Chart:
-    """Lines with points (a single day still shows), one per column, days on the x axis."""
-    long = frame.reset_index(names="day").melt(id_vars="day", var_name="series", value_name=value)
-    # Days as labels, not a time axis: one tick per day (a time axis repeated a date per tick).
-    long["day"] = pd.to_datetime(long["day"]).dt.strftime("%Y-%m-%d")
-    return (
-        alt.Chart(long)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("day:O", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y(f"{value}:Q", title=value),
-            color=alt.Color("series:N", title=None),
-            tooltip=["day:O", "series:N", f"{value}:Q"],
-        )
-    )
-
-
-def _daily_bars(frame: pd.DataFrame, value: str) -> alt.Chart:
-    """Stacked bars, one per day (labelled YYYY-MM-DD, no clock: Streamlit's bar chart put
-    days on a time axis with 12-hour ticks between them), one colour per column."""
+def _daily(frame: pd.DataFrame, value: str, bars: bool = False) -> alt.Chart:
+    """One series per column, days on the x axis labelled YYYY-MM-DD (not a time axis, which
+    repeated a date per 12-hour tick): lines with points (a single day still shows), or
+    stacked bars."""
     long = frame.reset_index(names="day").melt(id_vars="day", var_name="series", value_name=value)
     long["day"] = pd.to_datetime(long["day"]).dt.strftime("%Y-%m-%d")
-    return (
-        alt.Chart(long)
-        .mark_bar()
-        .encode(
-            x=alt.X("day:O", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y(f"{value}:Q", title=value),
-            color=alt.Color("series:N", title=None),
-            tooltip=["day:O", "series:N", f"{value}:Q"],
-        )
+    chart = alt.Chart(long)
+    return (chart.mark_bar() if bars else chart.mark_line(point=True)).encode(
+        x=alt.X("day:O", title=None, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y(f"{value}:Q", title=value),
+        color=alt.Color("series:N", title=None),
+        tooltip=["day:O", "series:N", f"{value}:Q"],
     )
 
 
@@ -222,16 +203,18 @@ def history(cfg: Config) -> None:
         left, right = st.columns(2)
         with left:
             st.subheader("Daily revenue by category")
-            st.altair_chart(_daily_bars(q.daily(sales, "revenue"), "revenue"), width="stretch")
+            st.altair_chart(
+                _daily(q.daily(sales, "revenue"), "revenue", bars=True), width="stretch"
+            )
         with right:
             st.subheader("Daily orders by category")
-            st.altair_chart(_daily_lines(q.daily(sales, "orders"), "orders"), width="stretch")
+            st.altair_chart(_daily(q.daily(sales, "orders"), "orders"), width="stretch")
         st.subheader("Daily funnel conversion")
         conversions = q.funnel_conversions(data.funnel)
         if conversions.empty:
             st.info("No funnel rows in this range.")
         else:
-            st.altair_chart(_daily_lines(conversions, "conversion"), width="stretch")
+            st.altair_chart(_daily(conversions, "conversion"), width="stretch")
         with st.expander("Rows"):
             st.dataframe(sales, width="stretch", hide_index=True)
             st.dataframe(data.funnel, width="stretch", hide_index=True)

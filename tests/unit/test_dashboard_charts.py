@@ -22,10 +22,10 @@ def test_time_axes_are_24_hour_utc():
 
 
 def test_daily_bars_are_labelled_by_date_without_a_clock():
-    from dashboard.pages import _daily_bars
+    from dashboard.pages import _daily
 
     frame = pd.DataFrame({"books": [5.0, 7.0]}, index=pd.to_datetime(["2026-11-29", "2026-11-30"]))
-    spec = _daily_bars(frame, "revenue").to_dict()
+    spec = _daily(frame, "revenue", bars=True).to_dict()
     assert spec["encoding"]["x"]["type"] == "ordinal"
     (rows,) = spec["datasets"].values()
     assert [r["day"] for r in rows] == ["2026-11-29", "2026-11-30"]
