@@ -88,10 +88,9 @@ class AirflowApi:
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
-        quoted = urllib.parse.quote(run_id, safe="")
         state = "queued"
         while time.monotonic() < deadline:
-            state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
+            state = self.run(dag_id, run_id)["state"]
             if state in ("success", "failed"):
                 return state
             time.sleep(3)
