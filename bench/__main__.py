@@ -201,6 +201,7 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     from include import pipeline
     from include.analytics import store
     from include.events.catalog import build_catalog
+    from include.spark.jobs import StreamJob
 
     ctx, topic = _backlog(events)
 
@@ -210,14 +211,16 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
         conn = store.connect(pg_params(ctx), schema=schema)
         store.upsert_products(conn, build_catalog())
         b = ctx.settings.bucket
-        args = [
-            "--bootstrap-servers", ctx.settings.kafka_bootstrap, "--topic", topic,
-            "--lake-path", pipeline.s3a(b, f"{prefix}/raw"),
-            "--dead-letter-path", pipeline.s3a(b, f"{prefix}/dead"),
-            "--checkpoint-root", pipeline.s3a(b, f"{prefix}/_checkpoints"),
-            "--pg-schema", schema, "--mode", "bounded",
-        ]  # fmt: skip
-        run_app(ctx, "stream_events.py", args, ctx.settings.logs_dir / "bench-pipeline.log")
+        job = StreamJob(
+            bootstrap_servers=ctx.settings.kafka_bootstrap,
+            topic=topic,
+            lake_path=pipeline.s3a(b, f"{prefix}/raw"),
+            dead_letter_path=pipeline.s3a(b, f"{prefix}/dead"),
+            checkpoint_root=pipeline.s3a(b, f"{prefix}/_checkpoints"),
+            pg_schema=schema,
+            mode="bounded",
+        )
+        run_app(ctx, job, ctx.settings.logs_dir / "bench-pipeline.log")
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT extract(epoch FROM max(ts + batch_duration_ms * interval '1 ms') "

@@ -86,6 +86,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     from devstack import spark as spark_cli
     from devstack.demo import pg_params
     from include import pipeline
+    from include.spark.jobs import CompactJob
     from include.warehouse import catalog
 
     s = ctx.settings
@@ -94,9 +95,10 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     day = busiest_day(ctx, lake_prefix)
     sid = uuid.uuid4().hex[:8]
     schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"bench/compaction/{sid}/warehouse")
-    code, report = spark_cli.compact(
-        ctx, day, pipeline.s3a(b, lake_prefix), warehouse, schema, log_name="bench-compact.log"
+    job = CompactJob.parse(
+        day=str(day), lake_path=pipeline.s3a(b, lake_prefix), warehouse=warehouse, pg_schema=schema
     )
+    code, report = spark_cli.compact(ctx, job, log_name="bench-compact.log")
     if code != 0 or report.get("status") != "verified":
         raise RuntimeError(f"compaction of {day} did not verify: {report}")
     src, dst = report["source"], report["target"]

@@ -286,6 +286,7 @@ def run(
     from include.events.catalog import build_catalog
     from include.events.generator import GeneratorConfig, iter_events
     from include.events.producer import producer_config
+    from include.spark.jobs import StreamJob
 
     s = ctx.settings
     sid = uuid.uuid4().hex[:8]
@@ -298,16 +299,20 @@ def run(
 
     b = s.bucket
     lake = pipeline.s3a(b, f"{prefix}/raw")
-    args = [
-        "--bootstrap-servers", s.kafka_bootstrap, "--topic", topic, "--lake-path", lake,
-        "--dead-letter-path", pipeline.s3a(b, f"{prefix}/dead"),
-        "--checkpoint-root", pipeline.s3a(b, f"{prefix}/_checkpoints"),
-        "--pg-schema", schema, "--mode", "continuous", "--trigger", trigger,
-    ]  # fmt: skip
+    job = StreamJob(
+        bootstrap_servers=s.kafka_bootstrap,
+        topic=topic,
+        lake_path=lake,
+        dead_letter_path=pipeline.s3a(b, f"{prefix}/dead"),
+        checkpoint_root=pipeline.s3a(b, f"{prefix}/_checkpoints"),
+        pg_schema=schema,
+        mode="continuous",
+        trigger=trigger,
+    )
     log_file = s.logs_dir / "bench-latency.log"
     log = open(log_file, "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        submit_argv(ctx, "stream_events.py", args),
+        submit_argv(ctx, job),
         env=submit_env(ctx),
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -29,7 +29,8 @@ from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from include import connections, dag_params, pipeline
-from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.spark.jobs import CompactJob
+from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 from include.warehouse import catalog
 
@@ -87,17 +88,14 @@ with DAG(
         task_id="compact",
         s3_conn_id=connections.WAREHOUSE_S3,
         report=True,
-        application=str(SPARK_APPS / "compact_events.py"),
+        application=CompactJob.application(),
         name="compact_events",
-        application_args=[
-            "--day",
-            "{{ ti.xcom_pull(task_ids='pick_day') }}",
-            "--lake-path",
-            "s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
-            *catalog.WAREHOUSE_ARGS,
-            "--target-file-mb",
-            "{{ params.target_file_mb }}",
-        ],
+        application_args=CompactJob.templated(
+            day="{{ ti.xcom_pull(task_ids='pick_day') }}",
+            lake_path="s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
+            **catalog.WAREHOUSE_TEMPLATES,
+            target_file_mb="{{ params.target_file_mb }}",
+        ),
     )
 
     @task

@@ -16,7 +16,8 @@ from datetime import datetime
 from airflow.sdk import DAG, Param
 
 from include import connections, dag_params
-from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.spark.jobs import MaintainJob
+from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 from include.warehouse import catalog
 
@@ -39,24 +40,21 @@ with DAG(
         **dag_params.shared(
             "bucket", "warehouse_prefix", "namespace", "marts_namespace", "pg_schema"
         ),
-        "snapshot_days": Param(7, type="number", minimum=0),
-        "retain_last": Param(5, type="integer", minimum=1),
-        "orphan_days": Param(3, type="number", minimum=1),
+        "snapshot_days": Param(MaintainJob.default("snapshot_days"), type="number", minimum=0),
+        "retain_last": Param(MaintainJob.default("retain_last"), type="integer", minimum=1),
+        "orphan_days": Param(MaintainJob.default("orphan_days"), type="number", minimum=1),
     },
 ) as dag:
     LakeSparkSubmitOperator(
         task_id="maintain",
         s3_conn_id=connections.WAREHOUSE_S3,
         report=True,
-        application=str(SPARK_APPS / "maintain_warehouse.py"),
+        application=MaintainJob.application(),
         name="maintain_warehouse",
-        application_args=[
-            *catalog.WAREHOUSE_ARGS,
-            "--snapshot-days",
-            "{{ params.snapshot_days }}",
-            "--retain-last",
-            "{{ params.retain_last }}",
-            "--orphan-days",
-            "{{ params.orphan_days }}",
-        ],
+        application_args=MaintainJob.templated(
+            **catalog.WAREHOUSE_TEMPLATES,
+            snapshot_days="{{ params.snapshot_days }}",
+            retain_last="{{ params.retain_last }}",
+            orphan_days="{{ params.orphan_days }}",
+        ),
     )

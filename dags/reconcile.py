@@ -19,7 +19,8 @@ from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from include import dag_params
-from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.spark.jobs import ReconcileJob
+from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 
 DAG_ID = "reconcile"
@@ -59,22 +60,16 @@ with DAG(
         task_id="reconcile",
         retries=0,  # its failure is a finding (events unaccounted for): not re-run, reported
         report=True,
-        application=str(SPARK_APPS / "reconcile.py"),
+        application=ReconcileJob.application(),
         name="reconcile",
-        application_args=[
-            "--topic",
-            "{{ params.topic }}",
-            "--lake-path",
-            "s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
-            "--dead-letter-path",
-            "s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",
-            "--since",
-            "{{ ti.xcom_pull(task_ids='window')['since'] }}",
-            "--until",
-            "{{ ti.xcom_pull(task_ids='window')['until'] }}",
-            "--pg-schema",
-            "{{ params.pg_schema }}",
-        ],
+        application_args=ReconcileJob.templated(
+            topic="{{ params.topic }}",
+            lake_path="s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
+            dead_letter_path="s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",
+            since="{{ ti.xcom_pull(task_ids='window')['since'] }}",
+            until="{{ ti.xcom_pull(task_ids='window')['until'] }}",
+            pg_schema="{{ params.pg_schema }}",
+        ),
     )
 
     window() >> reconcile

@@ -16,7 +16,8 @@ from datetime import datetime
 from airflow.sdk import DAG, Param
 
 from include import connections, dag_params
-from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.spark.jobs import ReplayJob
+from include.spark.submit import LakeSparkSubmitOperator
 
 DAG_ID = "replay_dead_letters"
 BOOTSTRAP = f"{{{{ conn.{connections.KAFKA}.extra_dejson['bootstrap.servers'] }}}}"
@@ -45,21 +46,17 @@ with DAG(
     LakeSparkSubmitOperator(
         task_id="replay",
         report=True,
-        application=str(SPARK_APPS / "replay_dead_letters.py"),
+        application=ReplayJob.application(),
         name="replay_dead_letters",
         kafka_conn_id=connections.KAFKA,
-        application_args=[
-            "--dead-letter-path",
-            "s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",
-            "--bootstrap-servers",
-            BOOTSTRAP,
-            "--topic",
-            "{{ params.topic }}",
-            "--reason-prefix={{ params.reason_prefix }}",
-            "--pg-schema",
-            "{{ params.pg_schema }}",
-            "--since={{ params.since or '' }}",
-            "--until={{ params.until or '' }}",
-            "--dry-run={{ 'true' if params.dry_run else 'false' }}",
-        ],
+        application_args=ReplayJob.templated(
+            dead_letter_path="s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",
+            bootstrap_servers=BOOTSTRAP,
+            topic="{{ params.topic }}",
+            reason_prefix="{{ params.reason_prefix }}",
+            pg_schema="{{ params.pg_schema }}",
+            since="{{ params.since or '' }}",
+            until="{{ params.until or '' }}",
+            dry_run="{{ 'true' if params.dry_run else 'false' }}",
+        ),
     )

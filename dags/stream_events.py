@@ -47,7 +47,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
 from include import connections, dag_params, pipeline
-from include.spark.submit import SPARK_APPS, LakeSparkSubmitOperator
+from include.spark.jobs import StreamJob
+from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 
 # An accepted retention gap is drained by the first attempt only: a retry renders "false", so it
@@ -127,7 +128,7 @@ with DAG(
 
     stream_events = LakeSparkSubmitOperator(
         task_id="stream_events",
-        application=str(SPARK_APPS / "stream_events.py"),
+        application=StreamJob.application(),
         name="stream_events",
         kafka_conn_id=connections.KAFKA,
         retries=4,
@@ -140,32 +141,18 @@ with DAG(
         max_retry_delay=timedelta(minutes=10),
         execution_timeout=None,
         on_retry_callback=PlatformNotifier(level="warning"),
-        application_args=[
-            "--bootstrap-servers",
-            BOOTSTRAP,
-            "--topic",
-            "{{ params.topic }}",
-            "--lake-path",
-            "s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
-            "--dead-letter-path",
-            "s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",
-            "--checkpoint-root",
-            "s3a://{{ params.bucket }}/{{ params.checkpoint_prefix }}",
-            "--mode",
-            "{{ params.mode }}",
-            "--trigger",
-            "{{ params.trigger }}",
-            "--dedupe-horizon",
-            pipeline.STREAM_DEDUPE_HORIZON,
-            "--window",
-            pipeline.STREAM_WINDOW,
-            "--pg-schema",
-            "{{ params.pg_schema }}",
-            "--accept-retention-gap",
-            ACCEPT_GAP_ONCE,
-            "--aggregate-modules",
-            "{{ params.aggregate_modules }}",
-        ],
+        application_args=StreamJob.templated(
+            bootstrap_servers=BOOTSTRAP,
+            topic="{{ params.topic }}",
+            lake_path="s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
+            dead_letter_path="s3a://{{ params.bucket }}/{{ params.dead_letter_prefix }}",
+            checkpoint_root="s3a://{{ params.bucket }}/{{ params.checkpoint_prefix }}",
+            mode="{{ params.mode }}",
+            trigger="{{ params.trigger }}",
+            pg_schema="{{ params.pg_schema }}",
+            accept_retention_gap=ACCEPT_GAP_ONCE,
+            aggregate_modules="{{ params.aggregate_modules }}",
+        ),
     )
 
     gate() >> preflight() >> retention_guard() >> single_writer() >> stream_events

@@ -21,6 +21,7 @@ from devstack.services import ServiceError
 from devstack.settings import SettingError
 from devstack.spark import SparkAppError
 from include.airflow_users import ROLES
+from include.spark.jobs import JobSpecError
 
 _FRIENDLY = (
     SettingError,
@@ -32,6 +33,7 @@ _FRIENDLY = (
     AirflowApiError,
     DemoError,
     SparkAppError,
+    JobSpecError,
 )
 
 
@@ -40,17 +42,18 @@ def _reconcile(ctx, args) -> int:
 
     from devstack.spark import reconcile
     from include import pipeline
+    from include.spark.jobs import ReconcileJob
     from include.supervision.reconcile import COLUMNS
 
     now = datetime.now(UTC)
-    report, table = reconcile(
-        ctx,
+    job = ReconcileJob.parse(  # a wrong --since/--until stops here, the option named
         since=args.since or (now - timedelta(hours=24)).isoformat(),
         until=args.until or now.isoformat(),
         topic=args.topic or pipeline.EVENTS_TOPIC,
         lake_path=pipeline.s3a(ctx.settings.bucket, pipeline.RAW_EVENTS_PREFIX),
         dead_letter_path=pipeline.s3a(ctx.settings.bucket, pipeline.DEAD_LETTER_PREFIX),
     )
+    report, table = reconcile(ctx, job)
     print(table)
     keys = ("runs", *COLUMNS)
     print("totals: " + ", ".join(f"{k} {report[k]:,}" for k in keys))
@@ -63,17 +66,16 @@ def _compact(ctx, args) -> int:
 
     from devstack.spark import compact
     from include import pipeline
+    from include.spark.jobs import CompactJob
 
     day = args.day or (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-    extra = ["--target-file-mb", str(args.target_file_mb)] if args.target_file_mb else []
-    code, report = compact(
-        ctx,
-        day,
-        pipeline.s3a(ctx.settings.bucket, pipeline.RAW_EVENTS_PREFIX),
-        pipeline.s3a(ctx.settings.bucket, pipeline.WAREHOUSE_PREFIX),
-        pipeline.PG_SCHEMA,
-        *extra,
+    job = CompactJob.parse(
+        day=day,
+        lake_path=pipeline.s3a(ctx.settings.bucket, pipeline.RAW_EVENTS_PREFIX),
+        warehouse=pipeline.s3a(ctx.settings.bucket, pipeline.WAREHOUSE_PREFIX),
+        target_file_mb=args.target_file_mb or None,
     )
+    code, report = compact(ctx, job)
     if code != 0:
         print(report.get("error", report))
         return 1
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--topic", default=None)
     comp = sub.add_parser("compact", help="compact one event day into the Iceberg warehouse")
     comp.add_argument("--day", default=None, help="YYYY-MM-DD (default: yesterday, UTC)")
-    comp.add_argument("--target-file-mb", type=float, default=None)
+    comp.add_argument("--target-file-mb", default=None)
     so = sub.add_parser(
         "scaleout",
         help="a Spark standalone cluster and a 3-broker Kafka next to the stack (docs/deployment.md)",

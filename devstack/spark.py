@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from devstack import environment
 from devstack.services import Context
 from include.reports import ReportMissing, read_report
+from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, ReconcileJob
 from include.spark.submit import (
     BASE_CONF,
-    SPARK_APPS,
     connector_classpath,
     driver_conf,
     pg_env,
@@ -44,7 +45,11 @@ def submit_env(ctx: Context) -> dict[str, str]:
     return env
 
 
-def submit_argv(ctx: Context, app: str, args: list[str]) -> list[str]:
+def submit_argv(ctx: Context, app: JobSpec | str, args: Sequence[str] = ()) -> list[str]:
+    """spark-submit's command line for a job (its spec) or another script (a path and its
+    arguments)."""
+    if isinstance(app, JobSpec):
+        app, args = app.application(), app.to_argv()
     conf = {
         **BASE_CONF,
         **driver_conf(ctx.env),
@@ -59,17 +64,17 @@ def submit_argv(ctx: Context, app: str, args: list[str]) -> list[str]:
         argv += ["--driver-class-path", class_path]
     for k, v in conf.items():
         argv += ["--conf", f"{k}={v}"]
-    return [*argv, str(SPARK_APPS / app), *args]
+    return [*argv, app, *args]
 
 
 def run_app_status(
-    ctx: Context, app: str, args: list[str], log_file: Path, timeout: float = 900
+    ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900
 ) -> tuple[int, str]:
-    """Run ``spark_apps/<app>``; return its exit code and stdout (stderr goes to ``log_file``)."""
+    """Run a Spark app; return its exit code and stdout (stderr goes to ``log_file``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
         proc = subprocess.run(
-            submit_argv(ctx, app, args),
+            submit_argv(ctx, job),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -79,80 +84,50 @@ def run_app_status(
     return proc.returncode, proc.stdout
 
 
-def run_app(ctx: Context, app: str, args: list[str], log_file: Path, timeout: float = 900) -> str:
-    """Run ``spark_apps/<app>``; return its stdout; raise if it fails."""
-    code, out = run_app_status(ctx, app, args, log_file, timeout)
+def run_app(ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900) -> str:
+    """Run a Spark app; return its stdout; raise if it fails."""
+    code, out = run_app_status(ctx, job, log_file, timeout)
     if code != 0:
-        raise SparkAppError(f"spark app {app} failed (exit {code}); see {log_file}")
+        raise SparkAppError(f"spark app {job.APP} failed (exit {code}); see {log_file}")
     return out
 
 
 def run_reporting_app(
-    ctx: Context, app: str, args: list[str], log_file: Path, results: tuple[int, ...] = (0,)
+    ctx: Context, job: JobSpec, log_file: Path, results: tuple[int, ...] = (0,)
 ) -> tuple[int, dict, str]:
     """Run an app that writes its report (``--report``, ``include/reports.py``); return its
     exit code, its report and its stdout. Exit codes in ``results`` are results (e.g.
     reconcile's 2: something is missing), any other is an error."""
     with tempfile.TemporaryDirectory(prefix="rtap-report-") as tmp:
         path = Path(tmp) / "report.json"
-        code, out = run_app_status(ctx, app, [*args, "--report", str(path)], log_file)
+        code, out = run_app_status(ctx, job.replace(report=str(path)), log_file)
         if code not in results:
-            raise SparkAppError(f"spark app {app} failed (exit {code}); see {log_file}")
+            raise SparkAppError(f"spark app {job.APP} failed (exit {code}); see {log_file}")
         try:
             return code, read_report(path), out
         except ReportMissing as exc:
-            raise SparkAppError(f"{app} (exit {code}): {exc}; see {log_file}") from None
+            raise SparkAppError(f"{job.APP} (exit {code}): {exc}; see {log_file}") from None
 
 
-def reconcile(
-    ctx: Context,
-    since: str,
-    until: str,
-    topic: str,
-    lake_path: str,
-    dead_letter_path: str,
-    pg_schema: str = "public",
-) -> tuple[dict, str]:
+def reconcile(ctx: Context, job: ReconcileJob) -> tuple[dict, str]:
     """Run the reconciliation; return its report and its printed table. Exit 2 of the app
     (something missing or duplicated) is a result, not an error."""
-    from spark_apps.reconcile import argv, parse_args
-
-    args = argv(topic, lake_path, dead_letter_path, since, until, pg_schema)
-    parse_args(args)  # a wrong --since/--until stops here, with argparse's message naming it
     log_file = ctx.settings.logs_dir / "reconcile.log"
-    _, report, table = run_reporting_app(ctx, "reconcile.py", args, log_file, results=(0, 2))
+    _, report, table = run_reporting_app(ctx, job, log_file, results=(0, 2))
     return report, table
 
 
 def lake_report(ctx: Context, lake_path: str, dead_letter_path: str) -> dict:
     """Totals of the lake and the dead letters, read through the sinks' metadata."""
-    args = ["--lake-path", lake_path, "--dead-letter-path", dead_letter_path]
-    log_file = ctx.settings.logs_dir / "lake_report.log"
-    return run_reporting_app(ctx, "lake_report.py", args, log_file)[1]
+    job = LakeReportJob(lake_path=lake_path, dead_letter_path=dead_letter_path)
+    return run_reporting_app(ctx, job, ctx.settings.logs_dir / "lake_report.log")[1]
 
 
 def compact(
-    ctx: Context,
-    day: str,
-    lake_path: str,
-    warehouse: str,
-    pg_schema: str = "public",
-    *extra: str,
-    log_name: str = "compact_events.log",
+    ctx: Context, job: CompactJob, log_name: str = "compact_events.log"
 ) -> tuple[int, dict]:
     """Compact one event day (``spark_apps/compact_events.py``); return its exit code and its
     report. Exit 1 (an expectation or a verification failed) is a result, not an error."""
-    args = [
-        "--day",
-        day,
-        "--lake-path",
-        lake_path,
-        "--warehouse",
-        warehouse,
-        "--pg-schema",
-        pg_schema,
-        *extra,
-    ]
     log_file = ctx.settings.logs_dir / log_name
-    code, report, _ = run_reporting_app(ctx, "compact_events.py", args, log_file, results=(0, 1))
+    code, report, _ = run_reporting_app(ctx, job, log_file, results=(0, 1))
     return code, report

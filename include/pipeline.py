@@ -15,6 +15,8 @@ WAREHOUSE_PREFIX = "warehouse"
 WAREHOUSE_NAMESPACE = "analytics"
 MARTS_NAMESPACE = "marts"
 TARGET_FILE_MB = 128  # compaction's target file size
+# Compacted bytes per event row of a new table (zstd, sorted; measured, see docs/warehouse.md).
+FIRST_BYTES_PER_ROW = 64.0
 PG_SCHEMA = "public"
 
 # The streaming app's query (one: each record is read, checked and deduplicated once, then

@@ -23,7 +23,6 @@ expectation or a verification fails (the report names each rule and its row coun
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,9 +32,9 @@ from time import monotonic
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from include import pipeline
 from include.analytics import store
 from include.events import contract
+from include.spark.jobs import CompactJob
 from include.warehouse import catalog, runs
 from spark_apps.file_sinks import read_sink
 from spark_apps.reports import write_report
@@ -43,8 +42,6 @@ from spark_apps.transforms import warehouse as W
 
 log = logging.getLogger("compact_events")
 
-# Compacted bytes per event row of a new table (zstd, sorted; measured, see docs/warehouse.md).
-FIRST_BYTES_PER_ROW = 64.0
 # A write task holds one planned file. Iceberg rolls a file when its *estimated* size reaches
 # the write's limit, and until a row group is flushed that estimate counts buffered pages
 # before compression (measured here: 3-4x the final size). At the target size it would cut
@@ -56,34 +53,7 @@ class CompactionFailed(RuntimeError):
     """An expectation or a verification failed; the message is the report."""
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="compact_events", description=__doc__.split("\n")[0])
-    p.add_argument("--day", required=True, type=date.fromisoformat, help="event day, YYYY-MM-DD")
-    p.add_argument("--lake-path", required=True, help="the stream's file sink path (s3a://...)")
-    p.add_argument("--warehouse", required=True, help="Iceberg warehouse location (s3a://...)")
-    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
-    p.add_argument("--namespace", default=pipeline.WAREHOUSE_NAMESPACE)
-    p.add_argument("--marts-namespace", default=pipeline.MARTS_NAMESPACE)
-    p.add_argument("--pg-schema", default=pipeline.PG_SCHEMA)
-    p.add_argument("--target-file-mb", type=float, default=pipeline.TARGET_FILE_MB)
-    p.add_argument(
-        "--bytes-per-row",
-        type=float,
-        default=FIRST_BYTES_PER_ROW,
-        help="compacted size of a row for a new table (later runs measure the table's files)",
-    )
-    args = p.parse_args(argv)
-    if args.target_file_mb <= 0:
-        p.error(f"--target-file-mb must be positive, got {args.target_file_mb}")
-    if args.bytes_per_row <= 0:
-        p.error(f"--bytes-per-row must be positive, got {args.bytes_per_row}")
-    for name in ("namespace", "marts_namespace", "pg_schema"):
-        if not getattr(args, name).isidentifier():
-            p.error(f"--{name.replace('_', '-')} must be a plain identifier")
-    return args
-
-
-def session(args: argparse.Namespace) -> SparkSession:
+def session(args: CompactJob) -> SparkSession:
     builder = SparkSession.builder.appName(f"compact_events {args.day}")
     for key, value in catalog.spark_conf(args.warehouse, args.pg_schema).items():
         builder = builder.config(key, value)
@@ -164,7 +134,7 @@ def measured_bytes_per_row(spark: SparkSession, table: str) -> float | None:
     return (row["b"] / row["n"]) if row["n"] else None
 
 
-def compact(spark: SparkSession, args: argparse.Namespace, expired: Sequence[date] = ()) -> dict:
+def compact(spark: SparkSession, args: CompactJob, expired: Sequence[date] = ()) -> dict:
     day: date = args.day
     events_table = f"{catalog.CATALOG}.{args.namespace}.{catalog.EVENTS_TABLE}"
     target_bytes = int(args.target_file_mb * 1024 * 1024)
@@ -266,7 +236,7 @@ def _roll_back(spark: SparkSession, table: str, before: int | None, day: date) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = CompactJob.from_argv(sys.argv[1:] if argv is None else argv)
     # First: the Postgres schema and the tables of the Iceberg catalog.
     conn = store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
     catalog.ensure_catalog_tables(conn)

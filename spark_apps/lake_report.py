@@ -12,7 +12,6 @@ Writes its totals as JSON to ``--report`` (``include/reports.py``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from include.spark.jobs import LakeReportJob
 from spark_apps.file_sinks import read_sink
 from spark_apps.reports import write_report
 
@@ -65,11 +65,7 @@ def report(spark: SparkSession, lake_path: str, dead_letter_path: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lake_report")
-    p.add_argument("--lake-path", required=True)
-    p.add_argument("--dead-letter-path", required=True)
-    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    args = LakeReportJob.from_argv(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("lake_report").getOrCreate()
     write_report(
         spark, args.report, "lake_report", report(spark, args.lake_path, args.dead_letter_path)

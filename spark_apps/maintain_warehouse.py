@@ -20,7 +20,6 @@ Writes its report as JSON to ``--report`` (per table: what each procedure remove
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,36 +27,12 @@ from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import SparkSession
 
-from include import pipeline
 from include.analytics import store
+from include.spark.jobs import MaintainJob
 from include.warehouse import catalog
 from spark_apps.reports import write_report
 
 log = logging.getLogger("maintain_warehouse")
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="maintain_warehouse", description=__doc__.split("\n")[0])
-    p.add_argument("--warehouse", required=True)
-    p.add_argument("--namespace", default=pipeline.WAREHOUSE_NAMESPACE)
-    p.add_argument("--marts-namespace", default=pipeline.MARTS_NAMESPACE)
-    p.add_argument("--pg-schema", default=pipeline.PG_SCHEMA)
-    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
-    p.add_argument("--snapshot-days", type=float, default=7.0)
-    p.add_argument("--retain-last", type=int, default=5)
-    p.add_argument("--orphan-days", type=float, default=3.0)
-    args = p.parse_args(argv)
-    if args.snapshot_days < 0:
-        p.error("--snapshot-days must be >= 0")
-    if args.orphan_days < 1:
-        # Iceberg refuses shorter: a file of a write in progress is an orphan until it commits.
-        p.error("--orphan-days must be >= 1")
-    if args.retain_last < 1:
-        p.error("--retain-last must be >= 1")
-    for name in ("namespace", "marts_namespace", "pg_schema"):
-        if not getattr(args, name).isidentifier():
-            p.error(f"--{name.replace('_', '-')} must be a plain identifier")
-    return args
 
 
 def tables(spark: SparkSession, namespace: str) -> list[str]:
@@ -74,7 +49,7 @@ def _ts(moment: datetime) -> str:
     return moment.strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
 
 
-def maintain(spark: SparkSession, table: str, args: argparse.Namespace) -> dict:
+def maintain(spark: SparkSession, table: str, args: MaintainJob) -> dict:
     now = datetime.now(UTC).replace(tzinfo=None)
     system = f"{catalog.CATALOG}.system"
     table = f"{catalog.CATALOG}.{table}"
@@ -100,7 +75,7 @@ def maintain(spark: SparkSession, table: str, args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = MaintainJob.from_argv(sys.argv[1:] if argv is None else argv)
     conn = store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
     catalog.ensure_catalog_tables(conn)
     conn.close()

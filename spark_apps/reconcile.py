@@ -18,7 +18,6 @@ duplicated, 0 otherwise. Postgres is reached with libpq's ``PG*`` environment.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -29,52 +28,11 @@ from pyspark.sql import functions as F
 
 from include.analytics import store
 from include.events.runs import DIGEST_MOD, id_hash
+from include.spark.jobs import ReconcileJob
 from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
 from include.warehouse import runs as runs_table
 from spark_apps.file_sinks import read_sink
 from spark_apps.reports import write_report
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="reconcile", description=__doc__.splitlines()[0])
-    p.add_argument("--topic", required=True)
-    p.add_argument("--lake-path", required=True)
-    p.add_argument("--dead-letter-path", required=True)
-    p.add_argument("--since", required=True, help="ISO time: runs produced at or after")
-    p.add_argument("--until", required=True, help="ISO time: runs produced before")
-    p.add_argument("--pg-schema", default="public")
-    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
-    args = p.parse_args(list(argv))
-    for name in ("since", "until"):
-        try:
-            setattr(args, name, datetime.fromisoformat(getattr(args, name).replace("Z", "+00:00")))
-        except ValueError:
-            p.error(
-                f"--{name}={getattr(args, name)!r}: expected an ISO time, e.g. 2026-11-25T00:00Z"
-            )
-    if args.since.tzinfo is None or args.until.tzinfo is None:
-        p.error("--since/--until: give a time zone (e.g. a trailing Z for UTC)")
-    return args
-
-
-def argv(
-    topic: str, lake_path: str, dead_letter_path: str, since: str, until: str, pg_schema: str
-) -> list[str]:
-    """This app's command line (what :func:`parse_args` reads)."""
-    return [
-        "--topic",
-        topic,
-        "--lake-path",
-        lake_path,
-        "--dead-letter-path",
-        dead_letter_path,
-        "--since",
-        since,
-        "--until",
-        until,
-        "--pg-schema",
-        pg_schema,
-    ]
 
 
 def load_runs(
@@ -223,9 +181,9 @@ def table(accounts: list[Account], skipped: list[str]) -> str:
 
 
 def reconcile(
-    spark: SparkSession, args: argparse.Namespace, pg: Mapping[str, Any] | None = None
+    spark: SparkSession, args: ReconcileJob, pg: Mapping[str, Any] | None = None
 ) -> tuple[dict, str]:
-    """The report and its table for ``args`` (as :func:`parse_args` makes them); ``pg``:
+    """The report and its table for ``args`` (a ``ReconcileJob``); ``pg``:
     psycopg2 parameters (default: libpq's ``PG*`` environment)."""
     pg = pg or {}
     runs = load_runs(args.topic, args.since, args.until, args.pg_schema, pg)
@@ -251,7 +209,7 @@ def reconcile(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = ReconcileJob.from_argv(sys.argv[1:] if argv is None else argv)
     spark = SparkSession.builder.appName("reconcile").getOrCreate()
     report, text = reconcile(spark, args)
     print(text)

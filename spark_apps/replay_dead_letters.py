@@ -29,13 +29,11 @@ recovered (pending records found delivered).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,6 +42,7 @@ from include.analytics import store
 from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.producer import producer_config
 from include.kafka import security as kafka_security
+from include.spark.jobs import ReplayJob
 from spark_apps.file_sinks import read_sink
 from spark_apps.reports import write_report
 
@@ -64,32 +63,6 @@ ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS scan_from jsonb;
 """
 DIGEST_HEADER = "rtap-replay-digest"
 CHUNK = 5_000
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="replay_dead_letters", description=__doc__.splitlines()[0])
-    p.add_argument("--dead-letter-path", required=True)
-    p.add_argument("--bootstrap-servers", required=True)
-    p.add_argument("--topic", required=True, help="where to re-inject (the events topic)")
-    p.add_argument("--reason-prefix", default="", help="only reasons starting with this")
-    p.add_argument("--report", help="write the result here as JSON (a path or s3a:// URI)")
-    p.add_argument("--since", default=None, help="ISO time: dead-lettered at or after")
-    p.add_argument("--until", default=None, help="ISO time: dead-lettered before")
-    p.add_argument("--pg-schema", default="public")
-    p.add_argument(
-        "--dry-run", choices=("true", "false"), default="false", help="count what would be replayed"
-    )
-    args = p.parse_args(list(argv))
-    args.dry_run = args.dry_run == "true"
-    for name in ("since", "until"):
-        value = getattr(args, name) or None  # an empty value (from a template) means no bound
-        setattr(args, name, value)
-        if value:
-            try:
-                setattr(args, name, datetime.fromisoformat(value.replace("Z", "+00:00")))
-            except ValueError:
-                p.error(f"--{name}={value!r}: expected an ISO time, e.g. 2026-11-25T00:00Z")
-    return args
 
 
 def select(dead: DataFrame, reason_prefix: str, since, until) -> DataFrame:
@@ -254,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = ReplayJob.from_argv(sys.argv[1:] if argv is None else argv)
     conn = store.connect({}, schema=args.pg_schema)
     with conn.cursor() as cur:
         cur.execute(DDL)

@@ -51,7 +51,6 @@ TLS / SASL settings likewise come from ``RTAP_KAFKA_*`` (``include/kafka/securit
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -68,6 +67,7 @@ from pyspark.sql import functions as F
 from include import pipeline
 from include.analytics import store
 from include.kafka import security as kafka_security
+from include.spark.jobs import StreamJob
 from include.supervision import control, lease
 from spark_apps.file_sinks import file_sink
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
@@ -76,60 +76,7 @@ from spark_apps.transforms import events as tx
 log = logging.getLogger("stream_events")
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="stream_events", description=__doc__.splitlines()[0])
-    p.add_argument("--bootstrap-servers", required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--lake-path", required=True, help="s3a://bucket/prefix of the raw events")
-    p.add_argument("--dead-letter-path", required=True)
-    p.add_argument("--checkpoint-root", required=True, help="one sub-directory per query")
-    p.add_argument("--mode", choices=("bounded", "continuous"), default="continuous")
-    p.add_argument("--trigger", default="10 seconds", help="processing-time trigger (continuous)")
-    p.add_argument(
-        "--dedupe-horizon",
-        default=pipeline.STREAM_DEDUPE_HORIZON,
-        help="processing-time horizon within which repeated event_ids are dropped",
-    )
-    p.add_argument("--window", default="1 minute", help="aggregate window length")
-    p.add_argument("--starting-offsets", default="earliest")
-    p.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
-    p.add_argument("--pg-schema", default="public", help="Postgres schema of the aggregates")
-    p.add_argument(
-        "--aggregate-modules",
-        default="",
-        help="comma-separated Python modules that register more live aggregates when imported "
-        "(include.analytics.store.register)",
-    )
-    p.add_argument("--app-name", default="stream_events")
-    p.add_argument(
-        "--lease-ttl",
-        type=float,
-        default=60.0,
-        help="seconds the single-writer lease lives without a heartbeat",
-    )
-    p.add_argument(
-        "--accept-retention-gap",
-        choices=("true", "false"),
-        default="false",
-        help="operator action: first drain with failOnDataLoss=false, skipping offsets that "
-        "retention removed (the launch DAG logged which), then run normally",
-    )
-    args = p.parse_args(list(argv))
-    args.accept_retention_gap = args.accept_retention_gap == "true"
-    if args.lease_ttl < 3:
-        p.error(f"--lease-ttl={args.lease_ttl}: must be at least 3 seconds")
-    for name in ("lake_path", "dead_letter_path", "checkpoint_root"):
-        value = getattr(args, name)
-        if "://" not in value and not value.startswith("/"):
-            p.error(
-                f"--{name.replace('_', '-')}={value!r}: expected a URI (s3a://...) or an absolute path"
-            )
-    return args
-
-
-def read_kafka(
-    spark: SparkSession, args: argparse.Namespace, fail_on_data_loss: bool = True
-) -> DataFrame:
+def read_kafka(spark: SparkSession, args: StreamJob, fail_on_data_loss: bool = True) -> DataFrame:
     # TLS / SASL settings of the Kafka connection (RTAP_KAFKA_*, set by the operator).
     security = kafka_security.spark_options(os.environ)
     return (
@@ -165,7 +112,7 @@ def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
     )
 
 
-def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
+def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
     Postgres writes are fenced by the single-writer lease of ``owner``."""
@@ -207,7 +154,7 @@ def fan_out(spark: SparkSession, args: argparse.Namespace, owner: str):
 def add_to_aggregates(
     spark: SparkSession,
     conn,
-    args: argparse.Namespace,
+    args: StreamJob,
     table: str,
     partials: list[dict],
     batch_id: int,
@@ -284,7 +231,7 @@ def sink_rejected_path(dead_letter_path: str, sink: str, batch_id: int) -> str:
 
 def start_queries(
     spark: SparkSession,
-    args: argparse.Namespace,
+    args: StreamJob,
     owner: str,
     bounded: bool,
     fail_on_data_loss: bool = True,
@@ -368,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = StreamJob.from_argv(sys.argv[1:] if argv is None else argv)
     modules = [m.strip() for m in args.aggregate_modules.split(",") if m.strip()]
     try:
         added = store.load_aggregate_modules(modules)

@@ -40,8 +40,6 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from include import connections
 from include.reports import REPORT_URI_TEMPLATE, read_report
 
-SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
-
 # Settings every job of the platform runs with (sized for one machine; see docs/footprint.md).
 BASE_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",

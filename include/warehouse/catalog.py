@@ -52,17 +52,14 @@ def ensure_catalog_tables(conn) -> None:
     conn.commit()
 
 
-# The arguments every warehouse Spark app takes, as DAG templates of the shared params.
-WAREHOUSE_ARGS = (
-    "--warehouse",
-    "s3a://{{ params.bucket }}/{{ params.warehouse_prefix }}",
-    "--namespace",
-    "{{ params.namespace }}",
-    "--marts-namespace",
-    "{{ params.marts_namespace }}",
-    "--pg-schema",
-    "{{ params.pg_schema }}",
-)
+# The options every warehouse Spark app takes (include/spark/jobs.py), as DAG templates of
+# the shared params.
+WAREHOUSE_TEMPLATES = {
+    "warehouse": "s3a://{{ params.bucket }}/{{ params.warehouse_prefix }}",
+    "namespace": "{{ params.namespace }}",
+    "marts_namespace": "{{ params.marts_namespace }}",
+    "pg_schema": "{{ params.pg_schema }}",
+}
 
 
 def jdbc_url(env: Mapping[str, str], pg_schema: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -67,8 +68,7 @@ def test_an_accepted_retention_gap_holds_for_one_attempt(dagbag, accept, try_num
     from dags.stream_events import ACCEPT_GAP_ONCE
 
     task = dagbag.dags["stream_events"].get_task("stream_events")
-    args = task.application_args
-    assert args[args.index("--accept-retention-gap") + 1] == ACCEPT_GAP_ONCE
+    assert f"--accept-retention-gap={ACCEPT_GAP_ONCE}" in task.application_args
 
     class TI:
         def __init__(self) -> None:
@@ -97,3 +97,69 @@ def test_a_dag_that_reads_its_data_interval_gets_a_non_empty_one(dagbag, dag_id)
         restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True),
     )
     assert info.data_interval.end > info.data_interval.start, dag.timetable
+
+
+# What the Spark tasks' templates read besides params, as a run would give it.
+XCOMS = {
+    "window": {"since": "2026-11-30T00:00:00+00:00", "until": "2026-11-30T01:00:00+00:00"},
+    "pick_day": "2026-11-30",
+    "retention_guard": {"accept": False},
+}
+
+
+def spark_tasks(dagbag) -> list[tuple[str, str]]:
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    return sorted(
+        (dag_id, t.task_id)
+        for dag_id, dag in dagbag.dags.items()
+        for t in dag.tasks
+        if isinstance(t, SparkSubmitOperator)
+    )
+
+
+def test_every_spark_app_has_a_job_spec(dagbag):
+    from include.spark.jobs import JOBS
+
+    apps = {Path(dagbag.dags[d].get_task(t).application).name for d, t in spark_tasks(dagbag)}
+    assert apps <= set(JOBS), apps - set(JOBS)
+    assert spark_tasks(dagbag), "no Spark task found"
+
+
+@pytest.mark.parametrize(
+    "dag_id",
+    sorted({"compact_warehouse", "maintain_warehouse", "reconcile", "replay_dead_letters",
+            "stream_events"}),
+)  # fmt: skip
+def test_a_spark_tasks_rendered_command_line_is_one_its_app_reads(dagbag, dag_id):
+    """The DAG writes the command line as templates, the app reads it with its job spec
+    (include/spark/jobs.py): rendered with the DAG's default params, every value parses."""
+    import jinja2
+
+    from include.spark.jobs import JOBS
+
+    dag = dagbag.dags[dag_id]
+    tasks = [t for d, t in spark_tasks(dagbag) if d == dag_id]
+    assert tasks, f"{dag_id} has no Spark task"
+
+    class TI:
+        try_number = 1
+
+        def xcom_pull(self, task_ids: str):
+            return XCOMS[task_ids]
+
+    class Conn:
+        extra_dejson: ClassVar[dict] = {"bootstrap.servers": "127.0.0.1:9092"}
+
+    conns = type("Conns", (), {"__getattr__": lambda self, name: Conn()})()
+    params = dag.params.dump()
+    for task_id in tasks:
+        task = dag.get_task(task_id)
+        argv = [
+            jinja2.Template(a).render(params=params, ti=TI(), conn=conns)
+            for a in task.application_args
+        ]
+        job = JOBS[Path(task.application).name]
+        spec = job.from_argv(argv)  # exits (SystemExit) naming the option it refuses
+        assert job.from_argv(spec.to_argv()) == spec
+

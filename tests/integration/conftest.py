@@ -24,6 +24,7 @@ from devstack.settings import Settings
 from include import pipeline
 from include.analytics import store
 from include.lake.s3 import s3_client
+from include.spark.jobs import StreamJob
 
 # Test drivers live for seconds: C1 alone compiles what they run (C2's compile threads would
 # compete with the tasks for the two cores). The stack's own services keep the default JIT.
@@ -134,24 +135,18 @@ class Sandbox:
             log_name,
         )
 
-    def stream_args(self, ctx: Context, *extra: str) -> list[str]:
-        """The arguments Airflow passes to ``stream_events.py``, for a direct spark-submit."""
+    def stream_job(self, ctx: Context, **options) -> StreamJob:
+        """The stream job Airflow launches, on this sandbox, for a direct spark-submit."""
         b = ctx.settings.bucket
-        return [
-            "--bootstrap-servers",
-            ctx.settings.kafka_bootstrap,
-            "--topic",
-            self.topic,
-            "--lake-path",
-            pipeline.s3a(b, self.lake_prefix),
-            "--dead-letter-path",
-            pipeline.s3a(b, self.dead_letter_prefix),
-            "--checkpoint-root",
-            pipeline.s3a(b, self.checkpoint_prefix),
-            "--pg-schema",
-            self.pg_schema,
-            *extra,
-        ]
+        return StreamJob(
+            bootstrap_servers=ctx.settings.kafka_bootstrap,
+            topic=self.topic,
+            lake_path=pipeline.s3a(b, self.lake_prefix),
+            dead_letter_path=pipeline.s3a(b, self.dead_letter_prefix),
+            checkpoint_root=pipeline.s3a(b, self.checkpoint_prefix),
+            pg_schema=self.pg_schema,
+            **options,
+        )
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
 from include.events.generator import Produced
+from include.spark.jobs import ReconcileJob
 from include.supervision import lease
 
 
@@ -245,5 +246,12 @@ def reconcile(
     and ``make reconcile`` run the app itself)."""
     from spark_apps import reconcile as app
 
-    args = app.parse_args(app.argv(topic, lake_path, dead_letter_path, since, until, pg_schema))
-    return app.reconcile(reader(ctx), args, pg_params(ctx))
+    job = ReconcileJob.parse(
+        topic=topic,
+        lake_path=lake_path,
+        dead_letter_path=dead_letter_path,
+        since=since,
+        until=until,
+        pg_schema=pg_schema,
+    )
+    return app.reconcile(reader(ctx), job, pg_params(ctx))

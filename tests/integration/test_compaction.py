@@ -26,6 +26,7 @@ from devstack import environment
 from devstack import spark as spark_cli
 from devstack.demo import api, pg_params
 from include import pipeline
+from include.spark.jobs import CompactJob
 from include.warehouse import catalog
 from tests.integration import seed_lake
 from tests.integration.conftest import airflow_dags_test, drop_sandbox, s3, spawn
@@ -83,16 +84,17 @@ def wh(ctx):
 
 
 def compact(ctx, wh: Warehouse, day: str, which: str = "big", log_name: str = "compact.log"):
+    return spark_cli.compact(ctx, compact_job(ctx, wh, day, which), log_name=log_name)
+
+
+def compact_job(ctx, wh: Warehouse, day: str, which: str = "big") -> CompactJob:
     b = ctx.settings.bucket
-    return spark_cli.compact(
-        ctx,
-        day,
-        pipeline.s3a(b, wh.lake_prefix(which)),
-        pipeline.s3a(b, wh.warehouse_prefix),
-        wh.pg_schema,
-        "--target-file-mb",
-        str(TARGET_MB),
-        log_name=log_name,
+    return CompactJob(
+        day=date.fromisoformat(day),
+        lake_path=pipeline.s3a(b, wh.lake_prefix(which)),
+        warehouse=pipeline.s3a(b, wh.warehouse_prefix),
+        pg_schema=wh.pg_schema,
+        target_file_mb=TARGET_MB,
     )
 
 
@@ -189,23 +191,7 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
     # Killed while writing: no commit (the table is what it was).
     table = iceberg(ctx, wh).load_table("analytics.events")
     before = table.current_snapshot().snapshot_id
-    b = ctx.settings.bucket
-    argv = spark_cli.submit_argv(
-        ctx,
-        "compact_events.py",
-        [
-            "--day",
-            BIG_DAY,
-            "--lake-path",
-            pipeline.s3a(b, wh.lake_prefix("big")),
-            "--warehouse",
-            pipeline.s3a(b, wh.warehouse_prefix),
-            "--pg-schema",
-            wh.pg_schema,
-            "--target-file-mb",
-            str(TARGET_MB),
-        ],
-    )
+    argv = spark_cli.submit_argv(ctx, compact_job(ctx, wh, BIG_DAY))
     log = ctx.settings.logs_dir / "compact_killed.log"
     proc = spawn(ctx, argv, spark_cli.submit_env(ctx), log.name)
     try:

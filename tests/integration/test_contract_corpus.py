@@ -337,7 +337,7 @@ def test_a_failed_query_is_recorded_in_stream_runs(ctx, sandbox):
     conn.commit()
     conn.close()
     done = subprocess.run(
-        submit_argv(ctx, "stream_events.py", sandbox.stream_args(ctx, "--mode", "bounded")),
+        submit_argv(ctx, sandbox.stream_job(ctx, mode="bounded")),
         env=submit_env(ctx),
         capture_output=True,
         text=True,

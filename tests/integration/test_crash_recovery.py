@@ -40,12 +40,12 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     store.record_run(conn, record)  # what the reconciliation accounts for
     conn.close()
     b = ctx.settings.bucket
-    args = sandbox.stream_args(
-        ctx, "--mode", "continuous", "--trigger", "1 second", "--max-offsets-per-trigger", "3000"
+    job = sandbox.stream_job(
+        ctx, mode="continuous", trigger="1 second", max_offsets_per_trigger=3000
     )
     driver = spawn(
         ctx,
-        submit_argv(ctx, "stream_events.py", args),
+        submit_argv(ctx, job),
         submit_env(ctx),
         f"crash-test-{sandbox.id}.log",
     )

@@ -34,6 +34,7 @@ from include.analytics import store
 from include.events.catalog import build_catalog
 from include.events.generator import generate
 from include.events.producer import produce
+from include.spark.jobs import CompactJob
 from tests.integration.conftest import airflow_dags_test, spawn, stop_group
 from tests.integration.conftest import s3 as root_s3
 
@@ -215,11 +216,7 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
     assert r1.purchases > 0
     stream = spawn(
         ctx,
-        submit_argv(
-            ctx,
-            "stream_events.py",
-            sandbox.stream_args(ctx, "--mode", "continuous", "--trigger", "2 seconds"),
-        ),
+        submit_argv(ctx, sandbox.stream_job(ctx, mode="continuous", trigger="2 seconds")),
         submit_env(ctx),
         f"dashboard-stream-{sandbox.id}.log",
     )
@@ -292,14 +289,13 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
         }
     )
     for day in days:
-        code, report = compact(
-            ctx,
-            day.isoformat(),
-            pipeline.s3a(b, sandbox.lake_prefix),
-            pipeline.s3a(b, f"{sandbox.prefix}/warehouse"),
-            sandbox.pg_schema,
-            log_name=f"dashboard-compact-{sandbox.id}.log",
+        job = CompactJob(
+            day=day,
+            lake_path=pipeline.s3a(b, sandbox.lake_prefix),
+            warehouse=pipeline.s3a(b, f"{sandbox.prefix}/warehouse"),
+            pg_schema=sandbox.pg_schema,
         )
+        code, report = compact(ctx, job, log_name=f"dashboard-compact-{sandbox.id}.log")
         assert code == 0 and report["status"] == "verified", report
     page.goto(f"{url}/history")
     wait_for(

@@ -162,13 +162,12 @@ def test_three_brokers_one_killed_mid_stream_loses_nothing(ctx, sandbox, kafka_c
         generate(4_000, seed=seed, start=start + timedelta(seconds=i), bad_share=0.02)
         for i, seed in enumerate((901, 902, 903))
     ]
-    args = sandbox.stream_args(
-        ctx, "--mode", "continuous", "--trigger", "2 seconds", "--max-offsets-per-trigger", "2000"
-    )
-    args[args.index("--bootstrap-servers") + 1] = kafka_cluster.bootstrap
+    job = sandbox.stream_job(
+        ctx, mode="continuous", trigger="2 seconds", max_offsets_per_trigger=2000
+    ).replace(bootstrap_servers=kafka_cluster.bootstrap)
     driver = spawn(
         ctx,
-        submit_argv(ctx, "stream_events.py", args),
+        submit_argv(ctx, job),
         submit_env(ctx),
         f"3brokers-{sandbox.id}.log",
     )

@@ -121,10 +121,10 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
         topic=sandbox.topic,
         bootstrap_servers=ctx.settings.kafka_bootstrap,
     )
-    args = sandbox.stream_args(ctx, "--mode", "continuous", "--trigger", "2 seconds")
+    job = sandbox.stream_job(ctx, mode="continuous", trigger="2 seconds")
     first = spawn(
         ctx,
-        submit_argv(ctx, "stream_events.py", args),
+        submit_argv(ctx, job),
         submit_env(ctx),
         f"lease-test-{sandbox.id}.log",
     )
@@ -144,7 +144,7 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
 
         # Behind Airflow's back: the driver itself refuses (exit code 3), naming the holder.
         second = subprocess.run(
-            submit_argv(ctx, "stream_events.py", [*args[:-4], "--mode", "bounded"]),
+            submit_argv(ctx, job.replace(mode="bounded")),
             env=submit_env(ctx),
             capture_output=True,
             text=True,

@@ -15,8 +15,8 @@ ALLOWED = {
     "dags": {"include", "dags"},
     "plugins": {"include", "plugins"},
     "dashboard": {"include", "dashboard"},
-    "devstack": {"include", "spark_apps", "devstack"},
-    "bench": {"include", "spark_apps", "devstack", "bench"},
+    "devstack": {"include", "devstack"},  # an app's command line: include/spark/jobs.py
+    "bench": {"include", "devstack", "bench"},
 }
 
 
