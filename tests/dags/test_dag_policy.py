@@ -162,4 +162,3 @@ def test_a_spark_tasks_rendered_command_line_is_one_its_app_reads(dagbag, dag_id
         job = JOBS[Path(task.application).name]
         spec = job.from_argv(argv)  # exits (SystemExit) naming the option it refuses
         assert job.from_argv(spec.to_argv()) == spec
-
