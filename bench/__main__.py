@@ -201,13 +201,14 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     from include import pipeline
     from include.analytics import store
     from include.events.catalog import build_catalog
+    from include.lake.s3 import sandbox_prefix
     from include.spark.jobs import StreamJob
 
     ctx, topic = _backlog(events)
 
     def run() -> tuple[int, float]:
         sid = uuid.uuid4().hex[:8]
-        schema, prefix = f"bench_{sid}", f"bench/pipeline/{sid}"
+        schema, prefix = f"bench_{sid}", sandbox_prefix(f"bench-pipeline-{sid}")
         conn = store.connect(pg_params(ctx), schema=schema)
         store.upsert_products(conn, build_catalog())
         b = ctx.settings.bucket
@@ -215,7 +216,7 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
             bootstrap_servers=ctx.settings.kafka_bootstrap,
             topic=topic,
             lake_path=pipeline.s3a(b, f"{prefix}/raw"),
-            dead_letter_path=pipeline.s3a(b, f"{prefix}/dead"),
+            dead_letter_path=pipeline.s3a(b, f"{prefix}/dead_letter"),
             checkpoint_root=pipeline.s3a(b, f"{prefix}/_checkpoints"),
             pg_schema=schema,
             mode="bounded",
@@ -242,14 +243,18 @@ def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
     import subprocess
 
     from devstack.spark import SparkAppError, submit_argv, submit_env
-    from include import pipeline
+    from include import connections, pipeline
+    from include.lake.s3 import sandbox_prefix
 
     ctx, topic = _backlog(events)
     log_file = ctx.settings.logs_dir / "bench-spark-floor.log"
     result = ctx.settings.logs_dir / "bench-spark-floor.json"
 
     def run() -> tuple[int, float]:
-        prefix = pipeline.s3a(ctx.settings.bucket, f"bench/spark_floor/{uuid.uuid4().hex[:8]}")
+        # The stream's S3 user, which writes under a sandbox's raw/ (the floor's Parquet and
+        # its checkpoint).
+        root = sandbox_prefix(f"bench-floor-{uuid.uuid4().hex[:8]}")
+        prefix = pipeline.s3a(ctx.settings.bucket, f"{root}/raw")
         args = [
             "--bootstrap-servers", ctx.settings.kafka_bootstrap, "--topic", topic,
             "--path", prefix, "--result", str(result),
@@ -257,7 +262,8 @@ def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
         result.unlink(missing_ok=True)
         with open(log_file, "w") as log:
             argv = submit_argv(ctx, str(ROOT / "bench" / "spark_floor.py"), args)
-            code = subprocess.run(argv, stdout=log, stderr=log, env=submit_env(ctx)).returncode
+            env = submit_env(ctx, connections.S3)
+            code = subprocess.run(argv, stdout=log, stderr=log, env=env).returncode
         if code != 0 or not result.exists():
             raise SparkAppError(f"bench/spark_floor.py failed (exit {code}); see {log_file}")
         figures = json.loads(result.read_text())

@@ -86,6 +86,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     from devstack import spark as spark_cli
     from devstack.demo import pg_params
     from include import pipeline
+    from include.lake.s3 import sandbox_prefix
     from include.spark.jobs import CompactJob
     from include.warehouse import catalog
 
@@ -94,7 +95,8 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     s3 = _s3fs(ctx)
     day = busiest_day(ctx, lake_prefix)
     sid = uuid.uuid4().hex[:8]
-    schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"bench/compaction/{sid}/warehouse")
+    root = sandbox_prefix(f"bench-compaction-{sid}")
+    schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"{root}/warehouse")
     job = CompactJob.parse(
         day=str(day), lake_path=pipeline.s3a(b, lake_prefix), warehouse=warehouse, pg_schema=schema
     )

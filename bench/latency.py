@@ -286,11 +286,13 @@ def run(
     from include.events.catalog import build_catalog
     from include.events.generator import GeneratorConfig, iter_events
     from include.events.producer import producer_config
+    from include.lake.s3 import sandbox_prefix
     from include.spark.jobs import StreamJob
 
     s = ctx.settings
     sid = uuid.uuid4().hex[:8]
-    topic, schema, prefix = f"bench.latency.{sid}", f"bench_{sid}", f"bench/latency/{sid}"
+    topic, schema = f"bench.latency.{sid}", f"bench_{sid}"
+    prefix = sandbox_prefix(f"bench-latency-{sid}")
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
     conn = store.connect(pg_params(ctx), schema=schema)
@@ -303,7 +305,7 @@ def run(
         bootstrap_servers=s.kafka_bootstrap,
         topic=topic,
         lake_path=lake,
-        dead_letter_path=pipeline.s3a(b, f"{prefix}/dead"),
+        dead_letter_path=pipeline.s3a(b, f"{prefix}/dead_letter"),
         checkpoint_root=pipeline.s3a(b, f"{prefix}/_checkpoints"),
         pg_schema=schema,
         mode="continuous",
@@ -313,7 +315,7 @@ def run(
     log = open(log_file, "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         submit_argv(ctx, job),
-        env=submit_env(ctx),
+        env=submit_env(ctx, job),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -9,7 +9,7 @@ correctness costs.
 Usage (``bench/__main__.py`` runs it with the platform's Spark settings)::
 
     spark-submit ... bench/spark_floor.py --bootstrap-servers 127.0.0.1:9092 --topic T \\
-        --path s3a://lake/bench/floor/x --result /tmp/floor.json
+        --path s3a://lake/it/bench-floor-x/raw --result /tmp/floor.json
 
 Writes ``{"rows": n, "seconds": s}`` to ``--result``: rows read, and the seconds from the first
 batch's start to the last batch's end (the JVM's start left out, as for the pipeline).

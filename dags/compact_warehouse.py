@@ -28,7 +28,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from include import connections, dag_params, pipeline
+from include import dag_params, pipeline
 from include.spark.jobs import CompactJob
 from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
@@ -86,7 +86,6 @@ with DAG(
 
     compact = LakeSparkSubmitOperator(
         task_id="compact",
-        s3_conn_id=connections.WAREHOUSE_S3,
         report=True,
         application=CompactJob.application(),
         name="compact_events",

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param
 
-from include import connections, dag_params
+from include import dag_params
 from include.spark.jobs import MaintainJob
 from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
@@ -47,7 +47,6 @@ with DAG(
 ) as dag:
     LakeSparkSubmitOperator(
         task_id="maintain",
-        s3_conn_id=connections.WAREHOUSE_S3,
         report=True,
         application=MaintainJob.application(),
         name="maintain_warehouse",

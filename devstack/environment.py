@@ -50,6 +50,21 @@ def spark_jars(settings: Settings) -> list[str]:
     return connectors + own
 
 
+def s3_user(secrets: Secrets, conn_id: str) -> tuple[str, str]:
+    """The access key and secret of the S3 user behind a pipeline S3 connection (the per-service
+    users `make up` creates; never MinIO's root user)."""
+    users = {
+        connections.S3: (secrets.stream_s3_access_key, secrets.stream_s3_secret_key),
+        connections.WAREHOUSE_S3: (
+            secrets.warehouse_s3_access_key,
+            secrets.warehouse_s3_secret_key,
+        ),
+    }
+    if conn_id not in users:
+        raise ValueError(f"no S3 user for connection {conn_id!r}; known: {', '.join(users)}")
+    return users[conn_id]
+
+
 def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables for the connections the DAGs use."""
     conns = {
@@ -63,17 +78,14 @@ def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
             "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"},
         },
         # Per-service S3 users (created by `make up`): never MinIO's root user.
-        connections.S3: {
-            "conn_type": "aws",
-            "login": secrets.stream_s3_access_key,
-            "password": secrets.stream_s3_secret_key,
-            "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
-        },
-        connections.WAREHOUSE_S3: {
-            "conn_type": "aws",
-            "login": secrets.warehouse_s3_access_key,
-            "password": secrets.warehouse_s3_secret_key,
-            "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
+        **{
+            cid: {
+                "conn_type": "aws",
+                "login": s3_user(secrets, cid)[0],
+                "password": s3_user(secrets, cid)[1],
+                "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
+            }
+            for cid in (connections.S3, connections.WAREHOUSE_S3)
         },
         connections.POSTGRES: {
             "conn_type": "postgres",

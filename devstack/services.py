@@ -403,6 +403,7 @@ class S3Server(Service):
 
         from include.lake.s3 import (
             DASHBOARD_READS,
+            SANDBOX_ROOT,
             STREAM_WRITES,
             WAREHOUSE_WRITES,
             read_only_policy,
@@ -417,12 +418,12 @@ class S3Server(Service):
         )
         admin.policy_add(
             READ_ONLY_POLICY,
-            policy=read_only_policy(s.bucket, DASHBOARD_READS, roots=("", "it/*/")),
+            policy=read_only_policy(s.bucket, DASHBOARD_READS, roots=("", SANDBOX_ROOT)),
         )
         admin.user_add(ctx.secrets.dashboard_s3_access_key, ctx.secrets.dashboard_s3_secret_key)
         admin.policy_set(READ_ONLY_POLICY, user=ctx.secrets.dashboard_s3_access_key)
-        # The pipeline's writers; the integration tests' sandboxes (it/<id>/...) keep the
-        # same layout under their own root.
+        # The pipeline's writers; the integration tests' and benchmarks' sandboxes
+        # (it/<id>/...) keep the same layout under their own root.
         sec = ctx.secrets
         for policy, writes, user, secret in (
             (STREAM_POLICY, STREAM_WRITES, sec.stream_s3_access_key, sec.stream_s3_secret_key),
@@ -433,7 +434,9 @@ class S3Server(Service):
                 sec.warehouse_s3_secret_key,
             ),
         ):
-            admin.policy_add(policy, policy=writer_policy(s.bucket, writes, roots=("", "it/*/")))
+            admin.policy_add(
+                policy, policy=writer_policy(s.bucket, writes, roots=("", SANDBOX_ROOT))
+            )
             admin.user_add(user, secret)
             admin.policy_set(policy, user=user)
 

@@ -24,12 +24,18 @@ class SparkAppError(RuntimeError):
     """A Spark app run from the command line failed; the message names its log."""
 
 
-def submit_env(ctx: Context) -> dict[str, str]:
+def submit_env(ctx: Context, job: JobSpec | type[JobSpec] | str) -> dict[str, str]:
+    """spark-submit's environment for a job: the S3 user of the job's connection
+    (``S3_CONN``; or a connection id for a script that has no spec), as Airflow runs it, so
+    the per-service policies hold on this path too; the analytics database's owner."""
     s = ctx.settings
+    access_key, secret_key = environment.s3_user(
+        ctx.secrets, job if isinstance(job, str) else job.S3_CONN
+    )
     env = dict(ctx.env)
     env.update(
-        AWS_ACCESS_KEY_ID=ctx.secrets.s3_access_key,
-        AWS_SECRET_ACCESS_KEY=ctx.secrets.s3_secret_key,
+        AWS_ACCESS_KEY_ID=access_key,
+        AWS_SECRET_ACCESS_KEY=secret_key,
         AWS_REGION="us-east-1",
         TZ="UTC",  # Python-side datetimes of collected rows are in UTC, like the session
     )
@@ -78,7 +84,7 @@ def run_app_status(
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
-            env=submit_env(ctx),
+            env=submit_env(ctx, job),
             timeout=timeout,
         )
     return proc.returncode, proc.stdout

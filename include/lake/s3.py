@@ -71,6 +71,17 @@ def read_only_policy(
 DASHBOARD_READS = ("warehouse",)
 
 
+# Where the integration tests and the benchmarks keep their own lakes (``it/<id>/`` with the
+# lake's layout: raw/, dead_letter/, _checkpoints/, warehouse/); the local stack's policies add
+# this root, so their Spark runs go through the pipeline's S3 users too.
+SANDBOX_ROOT = "it/*/"
+
+
+def sandbox_prefix(name: str) -> str:
+    """The root of one sandbox: ``it/<name>``."""
+    return SANDBOX_ROOT.replace("*", name).rstrip("/")
+
+
 # What each service of the pipeline writes (prefixes of the bucket); see writer_policy.
 # Both write their apps' reports (include/reports.py: reconcile and replay run as the stream's
 # user, compaction and maintenance as the warehouse's).

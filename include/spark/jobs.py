@@ -30,7 +30,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from include import pipeline
+from include import connections, pipeline
 
 SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
 
@@ -124,6 +124,10 @@ class JobSpec:
     """Base of the job specs below (each also a frozen dataclass)."""
 
     APP: ClassVar[str]  # the file in spark_apps/
+    # The S3 connection the app runs with, so its S3 user and that user's policy
+    # (include/lake/s3.py): the stream's writes raw events, dead letters and checkpoints; the
+    # warehouse's reads the lake and writes the warehouse.
+    S3_CONN: ClassVar[str] = connections.S3
 
     @classmethod
     def application(cls) -> str:
@@ -315,6 +319,7 @@ class CompactJob(JobSpec):
     """Nightly compaction: one event day of the lake -> the Iceberg warehouse and its marts."""
 
     APP: ClassVar[str] = "compact_events.py"
+    S3_CONN: ClassVar[str] = connections.WAREHOUSE_S3
 
     day: date = option(help="event day, YYYY-MM-DD")
     lake_path: str = option(help="the stream's file sink path (s3a://...)")
@@ -341,6 +346,7 @@ class MaintainJob(JobSpec):
     """Weekly Iceberg maintenance: rewrite manifests, expire snapshots, remove orphan files."""
 
     APP: ClassVar[str] = "maintain_warehouse.py"
+    S3_CONN: ClassVar[str] = connections.WAREHOUSE_S3
 
     warehouse: str = option(help="Iceberg warehouse location (s3a://...)")
     namespace: str = option(pipeline.WAREHOUSE_NAMESPACE, help="the warehouse's namespace")

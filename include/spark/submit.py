@@ -39,6 +39,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 
 from include import connections
 from include.reports import REPORT_URI_TEMPLATE, read_report
+from include.spark.jobs import JOBS
 
 # Settings every job of the platform runs with (sized for one machine; see docs/footprint.md).
 BASE_CONF: dict[str, str] = {
@@ -155,17 +156,20 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
     def __init__(
         self,
         *,
-        s3_conn_id: str = connections.S3,
+        s3_conn_id: str | None = None,
         postgres_conn_id: str | None = connections.POSTGRES,
         kafka_conn_id: str | None = None,
         report: bool = False,
         **kwargs: Any,
     ) -> None:
-        """``report``: the app writes its result (``--report``, ``include/reports.py``) under
-        the bucket's ``_reports/`` and the task returns it (its XCom ``return_value``)."""
+        """``s3_conn_id``: by default the one the app's job spec names (``S3_CONN``,
+        ``include/spark/jobs.py``). ``report``: the app writes its result (``--report``,
+        ``include/reports.py``) under the bucket's ``_reports/`` and the task returns it (its
+        XCom ``return_value``)."""
         kwargs.setdefault("conn_id", connections.SPARK)
         super().__init__(**kwargs)
-        self.s3_conn_id = s3_conn_id
+        job = JOBS.get(Path(str(kwargs.get("application", ""))).name)
+        self.s3_conn_id = s3_conn_id or (job.S3_CONN if job else connections.S3)
         self.postgres_conn_id = postgres_conn_id
         self.kafka_conn_id = kafka_conn_id
         self.report_uri = REPORT_URI_TEMPLATE if report else ""

@@ -118,12 +118,17 @@ def spark_tasks(dagbag) -> list[tuple[str, str]]:
     )
 
 
-def test_every_spark_app_has_a_job_spec(dagbag):
+def test_every_spark_app_has_a_job_spec_and_runs_with_its_s3_user(dagbag):
+    from include import connections
     from include.spark.jobs import JOBS
 
-    apps = {Path(dagbag.dags[d].get_task(t).application).name for d, t in spark_tasks(dagbag)}
-    assert apps <= set(JOBS), apps - set(JOBS)
     assert spark_tasks(dagbag), "no Spark task found"
+    for dag_id, task_id in spark_tasks(dagbag):
+        task = dagbag.dags[dag_id].get_task(task_id)
+        job = JOBS[Path(task.application).name]
+        assert task.s3_conn_id == job.S3_CONN, (dag_id, task_id)
+    warehouse = {a for a, j in JOBS.items() if j.S3_CONN == connections.WAREHOUSE_S3}
+    assert warehouse == {"compact_events.py", "maintain_warehouse.py"}
 
 
 @pytest.mark.parametrize(

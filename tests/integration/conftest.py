@@ -23,7 +23,7 @@ from devstack.services import Context
 from devstack.settings import Settings
 from include import pipeline
 from include.analytics import store
-from include.lake.s3 import s3_client
+from include.lake.s3 import s3_client, sandbox_prefix
 from include.spark.jobs import StreamJob
 
 # Test drivers live for seconds: C1 alone compiles what they run (C2's compile threads would
@@ -154,7 +154,9 @@ def sandbox(ctx):
     from confluent_kafka.admin import AdminClient, NewTopic
 
     sid = uuid.uuid4().hex[:10]
-    box = Sandbox(id=sid, topic=f"it.events.{sid}", prefix=f"it/{sid}", pg_schema=f"it_{sid}")
+    box = Sandbox(
+        id=sid, topic=f"it.events.{sid}", prefix=sandbox_prefix(sid), pg_schema=f"it_{sid}"
+    )
     admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
     admin.create_topics([NewTopic(box.topic, num_partitions=3, replication_factor=1)])[
         box.topic

@@ -26,6 +26,7 @@ from devstack import environment
 from devstack import spark as spark_cli
 from devstack.demo import api, pg_params
 from include import pipeline
+from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import CompactJob
 from include.warehouse import catalog
 from tests.integration import seed_lake
@@ -56,7 +57,7 @@ class Warehouse:
 @pytest.fixture(scope="module")
 def wh(ctx):
     sid = uuid.uuid4().hex[:10]
-    box = Warehouse(prefix=f"it/{sid}", pg_schema=f"it_{sid}", seeded={})
+    box = Warehouse(prefix=sandbox_prefix(sid), pg_schema=f"it_{sid}", seeded={})
     b = ctx.settings.bucket
     # One lake with a big day (~46 write tasks x 24 hours of small files), one with small days
     # (each lake is one file sink: one streaming query, one metadata log).
@@ -191,9 +192,9 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
     # Killed while writing: no commit (the table is what it was).
     table = iceberg(ctx, wh).load_table("analytics.events")
     before = table.current_snapshot().snapshot_id
-    argv = spark_cli.submit_argv(ctx, compact_job(ctx, wh, BIG_DAY))
+    job = compact_job(ctx, wh, BIG_DAY)
     log = ctx.settings.logs_dir / "compact_killed.log"
-    proc = spawn(ctx, argv, spark_cli.submit_env(ctx), log.name)
+    proc = spawn(ctx, spark_cli.submit_argv(ctx, job), spark_cli.submit_env(ctx, job), log.name)
     try:
         deadline = time.monotonic() + 300
         while f"writing {BIG_DAY}" not in log.read_text():

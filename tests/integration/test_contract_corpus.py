@@ -336,9 +336,10 @@ def test_a_failed_query_is_recorded_in_stream_runs(ctx, sandbox):
         )
     conn.commit()
     conn.close()
+    job = sandbox.stream_job(ctx, mode="bounded")
     done = subprocess.run(
-        submit_argv(ctx, sandbox.stream_job(ctx, mode="bounded")),
-        env=submit_env(ctx),
+        submit_argv(ctx, job),
+        env=submit_env(ctx, job),
         capture_output=True,
         text=True,
         timeout=600,

@@ -46,7 +46,7 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     driver = spawn(
         ctx,
         submit_argv(ctx, job),
-        submit_env(ctx),
+        submit_env(ctx, job),
         f"crash-test-{sandbox.id}.log",
     )
     read, list_keys = checkpoint.s3_reader(s3(ctx), b)

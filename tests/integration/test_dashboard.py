@@ -214,10 +214,11 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
     first = generate(1_500, seed=71, start=start)
     r1 = produce(first, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
     assert r1.purchases > 0
+    job = sandbox.stream_job(ctx, mode="continuous", trigger="2 seconds")
     stream = spawn(
         ctx,
-        submit_argv(ctx, sandbox.stream_job(ctx, mode="continuous", trigger="2 seconds")),
-        submit_env(ctx),
+        submit_argv(ctx, job),
+        submit_env(ctx, job),
         f"dashboard-stream-{sandbox.id}.log",
     )
     try:

@@ -168,7 +168,7 @@ def test_three_brokers_one_killed_mid_stream_loses_nothing(ctx, sandbox, kafka_c
     driver = spawn(
         ctx,
         submit_argv(ctx, job),
-        submit_env(ctx),
+        submit_env(ctx, job),
         f"3brokers-{sandbox.id}.log",
     )
     runs = []

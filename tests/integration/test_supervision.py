@@ -125,7 +125,7 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
     first = spawn(
         ctx,
         submit_argv(ctx, job),
-        submit_env(ctx),
+        submit_env(ctx, job),
         f"lease-test-{sandbox.id}.log",
     )
     try:
@@ -145,7 +145,7 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
         # Behind Airflow's back: the driver itself refuses (exit code 3), naming the holder.
         second = subprocess.run(
             submit_argv(ctx, job.replace(mode="bounded")),
-            env=submit_env(ctx),
+            env=submit_env(ctx, job),
             capture_output=True,
             text=True,
             timeout=600,

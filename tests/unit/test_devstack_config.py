@@ -141,6 +141,29 @@ def test_the_pipelines_s3_connections_are_per_service_users_never_root(tmp_path)
     assert creds.s3_secret_key not in " ".join(env.values()), "MinIO's root key stays out"
 
 
+def test_the_devstacks_spark_runs_use_their_jobs_s3_user_never_root(tmp_path):
+    """`make compact`, `make reconcile`, the benchmarks and the tests run the apps as Airflow
+    does: each with the S3 user of its job's connection, under that user's policy."""
+    from devstack import environment
+    from devstack.services import Context
+    from devstack.spark import submit_env
+    from include.spark.jobs import JOBS, CompactJob, MaintainJob, ReconcileJob, StreamJob
+
+    s = settings.load({"RTAP_STATE_DIR": str(tmp_path)})
+    creds = secrets.load_or_create(tmp_path / "secrets.env", env={})
+    ctx = Context(s, creds, {"PATH": "/usr/bin"})
+    warehouse = (creds.warehouse_s3_access_key, creds.warehouse_s3_secret_key)
+    stream = (creds.stream_s3_access_key, creds.stream_s3_secret_key)
+    for job, user in ((CompactJob, warehouse), (MaintainJob, warehouse), (StreamJob, stream),
+                      (ReconcileJob, stream)):  # fmt: skip
+        env = submit_env(ctx, job)
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == user, job.APP
+    for job in JOBS.values():
+        assert creds.s3_secret_key not in submit_env(ctx, job).values(), job.APP
+    with pytest.raises(ValueError, match="no S3 user for connection 'root'"):
+        environment.s3_user(creds, "root")
+
+
 def test_the_demo_history_is_the_days_before_today_each_a_whole_day():
     from datetime import date
 
