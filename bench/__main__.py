@@ -199,7 +199,7 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     from devstack.demo import pg_params
     from devstack.spark import run_app
     from include import pipeline
-    from include.analytics import store
+    from include.analytics import migrations, store
     from include.events.catalog import build_catalog
     from include.lake.s3 import sandbox_prefix
     from include.spark.jobs import StreamJob
@@ -210,6 +210,7 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
         sid = uuid.uuid4().hex[:8]
         schema, prefix = f"bench_{sid}", sandbox_prefix(f"bench-pipeline-{sid}")
         conn = store.connect(pg_params(ctx), schema=schema)
+        migrations.migrate(conn, schema)
         store.upsert_products(conn, build_catalog())
         b = ctx.settings.bucket
         job = StreamJob(

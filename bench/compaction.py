@@ -17,6 +17,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from contextlib import closing
 
 COLUMNS = ["category", "event_type", "price", "quantity"]
 
@@ -86,6 +87,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     from devstack import spark as spark_cli
     from devstack.demo import pg_params
     from include import pipeline
+    from include.analytics import migrations, store
     from include.lake.s3 import sandbox_prefix
     from include.spark.jobs import CompactJob
     from include.warehouse import catalog
@@ -97,6 +99,8 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     sid = uuid.uuid4().hex[:8]
     root = sandbox_prefix(f"bench-compaction-{sid}")
     schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"{root}/warehouse")
+    with closing(store.connect(pg_params(ctx), schema=schema)) as conn:
+        migrations.migrate(conn, schema)
     job = CompactJob.parse(
         day=str(day), lake_path=pipeline.s3a(b, lake_prefix), warehouse=warehouse, pg_schema=schema
     )
@@ -116,7 +120,6 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
             "access_key": ctx.secrets.s3_access_key,
             "secret_key": ctx.secrets.s3_secret_key,
         },
-        init_catalog_tables=False,
     ).load_table(f"{pipeline.WAREHOUSE_NAMESPACE}.{catalog.EVENTS_TABLE}")
 
     def scan_raw() -> float:

@@ -282,7 +282,7 @@ def run(
     from devstack.demo import pg_params
     from devstack.spark import submit_argv, submit_env
     from include import pipeline
-    from include.analytics import store
+    from include.analytics import migrations, store
     from include.events.catalog import build_catalog
     from include.events.generator import GeneratorConfig, iter_events
     from include.events.producer import producer_config
@@ -296,6 +296,7 @@ def run(
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
     conn = store.connect(pg_params(ctx), schema=schema)
+    migrations.migrate(conn, schema)
     store.upsert_products(conn, build_catalog())
     idle = footprint(ctx)
 

@@ -4,20 +4,22 @@
 The launcher of the long-running stream: `@continuous` with one active run, so while this
 DAG is unpaused a driver runs (or is being relaunched). It runs `spark_apps/stream_events.py`
 through `SparkSubmitOperator` (client mode; the master comes from the `spark_default`
-connection) after a gate and three preflight checks:
+connection) after the schema's migrations, a gate and three preflight checks:
 
-0. **gate** — waits (a sensor, rescheduled) while an operator stopped the stream or
+1. **migrate** — the analytics schema (`pg_schema`) brought up to date, the tables of the live
+   aggregates that `aggregate_modules` add included (`include/analytics/migrations/`);
+2. **gate** — waits (a sensor, rescheduled) while an operator stopped the stream or
    supervision halted it (`stream_control`), and halts it with an alert when driver runs keep
    failing (a crash loop: `max_restarts` failures within `restart_window_min`) while Kafka and
    S3 answer; while one of them does not, it waits for it instead (docs/supervision.md);
-1. **preflight** — the topic and the bucket exist; every query's checkpoint is readable,
+3. **preflight** — the topic and the bucket exist; every query's checkpoint is readable,
    consistent and was written for this topic;
-2. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.
+4. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.
    On a gap the run stops and names the partitions and offset ranges. To continue past it
    (logged as an operator action): `stream_control` with `action=accept_retention_gap`, or a
    run of this DAG with `accept_retention_gap`. The acceptance holds for the stream task's
    first attempt only (a retry does not skip gaps the guard never showed);
-3. **single_writer** — no live driver holds the checkpoint's lease (the driver itself takes
+5. **single_writer** — no live driver holds the checkpoint's lease (the driver itself takes
    the lease too, so a second driver is refused even if Airflow thinks the first one dead).
 
 The stream task retries with exponential backoff and has no execution timeout: a continuous
@@ -34,7 +36,7 @@ Params:
 * `max_restarts`, `restart_window_min` — the crash-loop rule of the gate;
 * `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait);
 * `aggregate_modules` — Python modules that register more live aggregates (their tables are
-  created at start; docs/architecture.md, "Adding a live aggregate").
+  created by the migrate task; docs/architecture.md, "Adding a live aggregate").
 
 Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 """
@@ -102,6 +104,12 @@ with DAG(
     },
 ) as dag:
 
+    @task(retries=2)
+    def migrate(params: dict) -> list[str]:
+        from include.supervision import tasks
+
+        return tasks.migrate(params)
+
     @task.sensor(poke_interval=30, timeout=timedelta(days=30), mode="reschedule")
     def gate(params: dict, dag_run=None) -> PokeReturnValue:
         from include.supervision import tasks
@@ -155,4 +163,4 @@ with DAG(
         ),
     )
 
-    gate() >> preflight() >> retention_guard() >> single_writer() >> stream_events
+    migrate() >> gate() >> preflight() >> retention_guard() >> single_writer() >> stream_events

@@ -53,14 +53,7 @@ def run_dag(
 
 
 def pg_params(ctx: Context) -> dict:
-    s = ctx.settings
-    return {
-        "host": s.host,
-        "port": s.ports.postgres,
-        "user": environment.ANALYTICS_DB_USER,
-        "password": ctx.secrets.pg_password,
-        "dbname": environment.ANALYTICS_DB,
-    }
+    return environment.analytics_params(ctx.settings, ctx.secrets)
 
 
 OPERATOR_DAGS = ("stream_control", "replay_dead_letters")
@@ -156,20 +149,13 @@ def caught_up(ctx: Context) -> tuple[bool, str]:
     log_end = log_end_offsets(admin, topic, timeout=10)
     conn = store.connect(pg_params(ctx))
     try:
-        store.ensure_schema(conn)
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT DISTINCT ON (query_name) query_name, sources FROM stream_progress "
-                "ORDER BY query_name, ts DESC, batch_id DESC"
-            )
-            rows = dict(cur.fetchall())
+        read = store.latest_end_offsets(conn, topic)
     finally:
         conn.close()
     behind = []
     for query in pipeline.STREAM_QUERIES:
-        sources = rows.get(query) or [{}]
-        ends = (sources[0].get("endOffset") or {}).get(topic) or {}
-        lag = sum(end - int(ends.get(str(p), 0)) for p, end in log_end.items())
+        ends = read.get(query, {})
+        lag = sum(end - ends.get(int(p), 0) for p, end in log_end.items())
         if lag > 0:
             behind.append(f"{query}: {lag:,} behind")
     return not behind, ", ".join(behind)
@@ -181,7 +167,6 @@ def stream_stopped(ctx: Context) -> str | None:
 
     conn = store.connect(pg_params(ctx))
     try:
-        control.ensure_tables(conn)
         name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, pipeline.CHECKPOINT_PREFIX))
         state = control.get(conn, name)
     finally:

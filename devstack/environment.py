@@ -65,6 +65,17 @@ def s3_user(secrets: Secrets, conn_id: str) -> tuple[str, str]:
     return users[conn_id]
 
 
+def analytics_params(settings: Settings, secrets: Secrets) -> dict:
+    """psycopg2 parameters of the analytics database, as its owner (the pipeline's role)."""
+    return {
+        "host": settings.host,
+        "port": settings.ports.postgres,
+        "user": ANALYTICS_DB_USER,
+        "password": secrets.pg_password,
+        "dbname": ANALYTICS_DB,
+    }
+
+
 def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables for the connections the DAGs use."""
     conns = {

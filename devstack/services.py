@@ -282,6 +282,18 @@ class Postgres(Service):
                     )
         conn.close()
         self._grant_dashboard(ctx)
+        self._migrate(ctx)
+
+    def _migrate(self, ctx: Context) -> None:
+        """The analytics schema's migrations (``include/analytics/migrations``), applied as
+        its owner so that the dashboard role's default privileges cover the tables."""
+        from include.analytics import migrations, store
+
+        conn = store.connect(environment.analytics_params(ctx.settings, ctx.secrets))
+        try:
+            migrations.migrate(conn, "public")
+        finally:
+            conn.close()
 
     def _grant_dashboard(self, ctx: Context) -> None:
         """The dashboard's role reads the analytics database and cannot write: SELECT on every

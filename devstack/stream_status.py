@@ -70,9 +70,6 @@ def stream_status(
     lines = [f"stream {root}"]
     conn = store.connect(pg_params(ctx), schema=pg_schema)
     try:
-        store.ensure_schema(conn)
-        control.ensure_tables(conn)
-        lease.ensure_table(conn)
         with conn.cursor() as cur:
             cur.execute("SELECT now()")
             (now,) = cur.fetchone()

@@ -32,7 +32,7 @@ from time import monotonic
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from include.analytics import store
+from include.analytics import migrations, store
 from include.events import contract
 from include.spark.jobs import CompactJob
 from include.warehouse import catalog, runs
@@ -237,9 +237,14 @@ def _roll_back(spark: SparkSession, table: str, before: int | None, day: date) -
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = CompactJob.from_argv(sys.argv[1:] if argv is None else argv)
-    # First: the Postgres schema and the tables of the Iceberg catalog.
+    # First: the Postgres schema has the runs' and the Iceberg catalog's tables.
     conn = store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
-    catalog.ensure_catalog_tables(conn)
+    try:
+        migrations.check(conn, args.pg_schema, aggregates=())
+    except migrations.SchemaNotReady as exc:
+        log.error("%s", exc)
+        conn.close()
+        return 2
     spark = session(args)
     try:
         previous = runs.last_run(conn, args.day)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import SparkSession
 
-from include.analytics import store
+from include.analytics import migrations, store
 from include.spark.jobs import MaintainJob
 from include.warehouse import catalog
 from spark_apps.reports import write_report
@@ -77,8 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = MaintainJob.from_argv(sys.argv[1:] if argv is None else argv)
     conn = store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
-    catalog.ensure_catalog_tables(conn)
-    conn.close()
+    try:
+        migrations.check(conn, args.pg_schema, aggregates=())  # the Iceberg catalog's tables
+    except migrations.SchemaNotReady as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        conn.close()
     builder = SparkSession.builder.appName("maintain_warehouse")
     for key, value in catalog.spark_conf(args.warehouse, args.pg_schema).items():
         builder = builder.config(key, value)

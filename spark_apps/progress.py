@@ -69,7 +69,6 @@ class PostgresProgressListener(StreamingQueryListener):
     def _connection(self):
         if self._conn is None or self._conn.closed:
             self._conn = store.connect({}, schema=self.pg_schema)
-            store.ensure_schema(self._conn)
         return self._conn
 
     def onQueryStarted(self, event) -> None:
@@ -114,7 +113,6 @@ def record_recent_progress(queries, pg_schema: str) -> int:
     conn = store.connect({}, schema=pg_schema)
     n = 0
     try:
-        store.ensure_schema(conn)
         for q in queries:
             for p in q.recentProgress:
                 store.record_progress(conn, progress_row(json.loads(p.json)))

@@ -26,7 +26,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from include.analytics import store
+from include.analytics import migrations, store
 from include.events.runs import DIGEST_MOD, id_hash
 from include.spark.jobs import ReconcileJob
 from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
@@ -40,7 +40,7 @@ def load_runs(
 ) -> list[dict]:
     conn = store.connect(pg, schema=pg_schema)
     try:
-        store.ensure_schema(conn)
+        migrations.check(conn, pg_schema, aggregates=())  # names what to run when it is not
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT run_id, events, by_kind, id_digest, offset_ranges FROM ingest_runs "

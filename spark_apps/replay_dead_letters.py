@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from include.analytics import store
+from include.analytics import migrations, store
 from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.producer import producer_config
 from include.kafka import security as kafka_security
@@ -48,19 +48,6 @@ from spark_apps.reports import write_report
 
 log = logging.getLogger("replay_dead_letters")
 
-DDL = """
-CREATE TABLE IF NOT EXISTS dlq_replays (
-    digest            text PRIMARY KEY,
-    source_topic      text NOT NULL,
-    source_partition  integer NOT NULL,
-    source_offset     bigint NOT NULL,
-    reason            text NOT NULL,
-    replayed_to       text NOT NULL,
-    replayed_at       timestamptz NOT NULL DEFAULT now()
-);
-ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'sent';
-ALTER TABLE dlq_replays ADD COLUMN IF NOT EXISTS scan_from jsonb;
-"""
 DIGEST_HEADER = "rtap-replay-digest"
 CHUNK = 5_000
 
@@ -229,9 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ReplayJob.from_argv(sys.argv[1:] if argv is None else argv)
     conn = store.connect({}, schema=args.pg_schema)
-    with conn.cursor() as cur:
-        cur.execute(DDL)
-    conn.commit()
+    try:
+        migrations.check(conn, args.pg_schema)
+    except migrations.SchemaNotReady as exc:
+        log.error("%s", exc)
+        return 2
     spark = SparkSession.builder.appName("replay_dead_letters").getOrCreate()
     dead = read_sink(spark, args.dead_letter_path)
     counts = {

@@ -65,7 +65,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from include import pipeline
-from include.analytics import store
+from include.analytics import migrations, store
 from include.kafka import security as kafka_security
 from include.spark.jobs import StreamJob
 from include.supervision import control, lease
@@ -137,8 +137,8 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
             products = read_table(batch.sparkSession, args.pg_schema, "products")
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
             dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
-            # libpq reads PG* from the environment; the schema was applied at start.
-            conn = store.connect({}, schema=args.pg_schema, create_schema=False)
+            # libpq reads PG* from the environment; the schema was checked at start.
+            conn = store.connect({}, schema=args.pg_schema)
             try:
                 for table, transform in aggregates.items():
                     partials = [r.asDict() for r in transform(valid, args.window).collect()]
@@ -332,10 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, owner = lease.lease_name(args.checkpoint_root), lease.new_owner()
     conn = pg()
     try:
-        store.ensure_schema(conn)  # fail fast on a bad Postgres config, before any data moves
-        control.ensure_tables(conn)
+        # Fail fast on a bad Postgres config or a schema the migrations have not made (every
+        # aggregate's table included), before any data moves.
+        migrations.check(conn, args.pg_schema)
         held = lease.acquire(conn, name, owner, args.lease_ttl)
         started_at = control.record_start(conn, name, owner, held.host, held.pid)
+    except migrations.SchemaNotReady as exc:
+        log.error("%s", exc)
+        return 2
     except lease.LeaseHeld as exc:
         log.error("%s", exc)
         return 3

@@ -1,7 +1,6 @@
-"""Tables of the analytics database and the few statements our code runs on them.
-
-The DDL is idempotent (``CREATE ... IF NOT EXISTS``) and applied by whoever needs the tables
-first: the stream at start, the producer when it records a run.
+"""The analytics database's live aggregates (their registry) and the statements our code runs
+on its tables. The tables themselves are made by the migrations (``include/analytics/
+migrations/``), the aggregates' from their declarations here.
 """
 
 from __future__ import annotations
@@ -14,72 +13,6 @@ from typing import Any
 
 from include.events.contract import MONEY_SQL_TYPE
 from include.events.runs import RunRecord
-
-DDL = f"""
-CREATE TABLE IF NOT EXISTS ingest_runs (
-    run_id        text PRIMARY KEY,
-    topic         text NOT NULL,
-    produced_at   timestamptz NOT NULL DEFAULT now(),
-    events        bigint NOT NULL,
-    valid         bigint NOT NULL,
-    by_kind       jsonb NOT NULL,
-    by_partition  jsonb NOT NULL,
-    purchases     bigint NOT NULL,
-    units         bigint NOT NULL,
-    revenue       {MONEY_SQL_TYPE} NOT NULL,
-    late          bigint NOT NULL DEFAULT 0,
-    id_digest     text NOT NULL
-);
-ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS late bigint NOT NULL DEFAULT 0;
-ALTER TABLE ingest_runs ADD COLUMN IF NOT EXISTS offset_ranges jsonb NOT NULL DEFAULT '{{}}';
-
--- The last micro-batch each aggregate sink applied, per stream (checkpoint): the stream adds
--- each batch's counts to the rows, so a replayed batch must be recognised and skipped.
-CREATE TABLE IF NOT EXISTS stream_sink_commits (
-    sink          text PRIMARY KEY,
-    batch_id      bigint NOT NULL,
-    committed_at  timestamptz NOT NULL DEFAULT now()
-);
-
--- One row per micro-batch of every streaming query (spark_apps/progress.py).
-CREATE TABLE IF NOT EXISTS stream_progress (
-    query_id             uuid NOT NULL,
-    run_id               uuid NOT NULL,
-    query_name           text NOT NULL,
-    batch_id             bigint NOT NULL,
-    ts                   timestamptz NOT NULL,
-    input_rows           bigint NOT NULL,
-    input_rows_per_s     double precision NOT NULL,
-    processed_rows_per_s double precision NOT NULL,
-    batch_duration_ms    bigint NOT NULL,
-    watermark            timestamptz,
-    late_rows_dropped    bigint NOT NULL,
-    state_rows           bigint NOT NULL,
-    sources              jsonb NOT NULL,
-    observed             jsonb NOT NULL,
-    durations            jsonb NOT NULL,
-    PRIMARY KEY (run_id, query_name, batch_id)
-);
-CREATE INDEX IF NOT EXISTS stream_progress_ts ON stream_progress (query_name, ts DESC);
-
--- A query's newest idle report (Spark's onQueryIdle: it checked its source, nothing new), so
--- that supervision tells an idle query from a stalled one (spark_apps/progress.py).
-CREATE TABLE IF NOT EXISTS stream_idle (
-    query_name  text PRIMARY KEY,
-    run_id      uuid NOT NULL,
-    reported_at timestamptz NOT NULL
-);
-
--- The product catalog (include/events/catalog.py), for enrichment and the dashboard.
-CREATE TABLE IF NOT EXISTS products (
-    product_id    text PRIMARY KEY,
-    category      text NOT NULL,
-    price         numeric(12, 2) NOT NULL,
-    currency      text NOT NULL,
-    popularity_rank integer NOT NULL
-);
-
-"""
 
 
 @dataclass(frozen=True)
@@ -222,22 +155,17 @@ def params_from_connection(conn: Any) -> dict[str, Any]:
 
 
 def connect(
-    params: Mapping[str, Any],
-    schema: str = "public",
-    create_schema: bool = True,
-    statement_timeout_s: float | None = None,
+    params: Mapping[str, Any], schema: str = "public", statement_timeout_s: float | None = None
 ):
     """A psycopg2 connection (params: host, port, user, password, dbname) whose tables live in
-    ``schema``: tests use their own schema so they never touch the demo's tables. The schema
-    is created if missing unless ``create_schema`` is False (the stream's batches: no DDL on
-    the hot path; the driver applies the schema once at start).
+    ``schema``: tests use their own schema so they never touch the demo's tables. The
+    migrations make the schema (``include/analytics/migrations``).
 
     Never hangs for ever on a dead peer: a 10 s connect timeout and TCP keepalives (a silent
     network drops the connection within ~25 s); ``statement_timeout_s`` bounds each statement
     too (supervision's connections: a renewal that waits on a lock fails instead of freezing
     the lease keeper)."""
     import psycopg2
-    from psycopg2 import sql
 
     if not schema.isidentifier():
         raise ValueError(f"Postgres schema {schema!r} is not a plain identifier")
@@ -253,21 +181,10 @@ def connect(
         options=options,
         **params,
     )
-    if create_schema:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.commit()
     return conn
 
 
-def ensure_schema(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute(DDL + "".join(a.ddl() for a in AGGREGATES.values()))
-    conn.commit()
-
-
 def record_run(conn, record: RunRecord) -> None:
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
             """INSERT INTO ingest_runs (run_id, topic, events, valid, by_kind, by_partition,
@@ -297,7 +214,6 @@ def upsert_products(conn, catalog) -> int:
     """Write the catalog (idempotent: keyed by product id)."""
     from psycopg2.extras import execute_values
 
-    ensure_schema(conn)
     rows = [
         (p.product_id, p.category, p.price, "USD", rank)
         for rank, p in enumerate(catalog.products, start=1)
@@ -363,6 +279,33 @@ def last_signs_of_life(conn) -> dict[str, datetime]:
         rows = cur.fetchall()
     conn.commit()
     return {name: at for name, at in rows if at is not None}
+
+
+def source_end_offsets(sources: Any, topic: str) -> dict[int, int]:
+    """Where one batch ended on each partition of ``topic``: the reader of
+    ``stream_progress.sources`` (written by ``spark_apps/progress.progress_row``; Spark
+    reports a source's ``endOffset`` as an object or as its JSON text)."""
+    if isinstance(sources, str):
+        sources = json.loads(sources)
+    ends: dict[int, int] = {}
+    for src in sources or []:
+        end = src.get("endOffset") or {}
+        if isinstance(end, str):
+            end = json.loads(end)
+        ends.update({int(p): int(o) for p, o in (end.get(topic) or {}).items()})
+    return ends
+
+
+def latest_end_offsets(conn, topic: str) -> dict[str, dict[int, int]]:
+    """Per query: where its newest recorded batch ended on each partition of ``topic``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (query_name) query_name, sources FROM stream_progress "
+            "ORDER BY query_name, ts DESC, batch_id DESC"
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    return {name: source_end_offsets(sources, topic) for name, sources in rows}
 
 
 def record_progress(conn, row: Mapping[str, Any]) -> None:
@@ -579,7 +522,6 @@ def merge_partial(
 
 def produced_totals(conn, topic: str) -> dict[str, Any]:
     """What was produced to ``topic`` over all recorded runs."""
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
             """SELECT count(*), coalesce(sum(events), 0), coalesce(sum(valid), 0),
@@ -602,7 +544,6 @@ def produced_totals(conn, topic: str) -> dict[str, Any]:
 
 
 def aggregate_totals(conn) -> dict[str, Any]:
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
             """SELECT count(*), coalesce(sum(purchases), 0), coalesce(sum(units), 0),

@@ -389,9 +389,7 @@ def load_history(cfg: Config, start: date, end: date) -> History:
 
     catalog = None
     try:
-        catalog = load_pyiceberg(
-            cfg.pg, cfg.pg_schema, cfg.warehouse, cfg.s3, init_catalog_tables=False
-        )
+        catalog = load_pyiceberg(cfg.pg, cfg.pg_schema, cfg.warehouse, cfg.s3)
         window = And(
             GreaterThanOrEqual("day", start.isoformat()), LessThanOrEqual("day", end.isoformat())
         )

@@ -25,7 +25,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -159,6 +159,12 @@ class JobSpec:
     def check(self) -> None:
         """Rules between values (a spec overrides it); raise :class:`JobSpecError`."""
 
+    @classmethod
+    def _refuse_unknown(cls, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - {f.name for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+        if unknown:
+            raise JobSpecError(f"{cls.APP} has no option {', '.join(map(flag, unknown))}")
+
     # -- strings in ---------------------------------------------------------------------------
 
     @classmethod
@@ -166,10 +172,7 @@ class JobSpec:
         """A spec from option values as strings (what a command line or a shell variable
         holds). An empty string is "none" for an optional option. Raises
         :class:`JobSpecError` naming the option."""
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise JobSpecError(f"{cls.APP} has no option {', '.join(map(flag, unknown))}")
+        cls._refuse_unknown(raw)
         values: dict[str, Any] = {}
         for f, kind, optional in cls._options():
             text = raw.get(f.name)
@@ -225,10 +228,7 @@ class JobSpec:
     def templated(cls, **values: str) -> list[str]:
         """The app's arguments from Jinja templates (a DAG's ``application_args``): names
         checked now, values when the app starts."""
-        known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise JobSpecError(f"{cls.APP} has no option {', '.join(map(flag, unknown))}")
+        cls._refuse_unknown(values)
         missing = [
             flag(f.name)
             for f, _, optional in cls._options()

@@ -25,18 +25,6 @@ from datetime import datetime
 
 log = logging.getLogger(__name__)
 
-DDL = """
-CREATE TABLE IF NOT EXISTS stream_leases (
-    name          text PRIMARY KEY,
-    owner         text NOT NULL,
-    host          text NOT NULL,
-    pid           integer NOT NULL,
-    acquired_at   timestamptz NOT NULL,
-    heartbeat_at  timestamptz NOT NULL,
-    expires_at    timestamptz NOT NULL
-);
-"""
-
 
 class LeaseHeld(RuntimeError):
     """Another live driver holds the lease."""
@@ -102,12 +90,6 @@ def lease_name(checkpoint_root: str) -> str:
     return f"stream:{checkpoint_root.rstrip('/')}"
 
 
-def ensure_table(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute(DDL)
-    conn.commit()
-
-
 def holder(conn, name: str) -> Holder | None:
     with conn.cursor() as cur:
         cur.execute(
@@ -138,7 +120,6 @@ def new_owner() -> str:
 
 def acquire(conn, name: str, owner: str, ttl_s: float) -> Holder:
     """Take the lease, or raise :class:`LeaseHeld` naming the live holder."""
-    ensure_table(conn)
     stale = refuse_if_held(conn, name)
     host, pid = socket.gethostname(), os.getpid()
     with conn.cursor() as cur:

@@ -115,7 +115,6 @@ def guard_retention(
 
 def check_lease(conn: Any, checkpoint_root: str) -> str:
     """Refuse to launch while a live driver holds the checkpoint's lease."""
-    lease.ensure_table(conn)
     name = lease.lease_name(checkpoint_root)
     current = lease.refuse_if_held(conn, name)
     if current is None:

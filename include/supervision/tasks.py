@@ -1,7 +1,7 @@
 """What the supervision DAGs' tasks do: Airflow connections in, the pure modules' decisions out.
 
-``stream_events`` (launch): :func:`preflight`, :func:`retention_guard`, :func:`single_writer`,
-:func:`gate`; ``stream_health``: :func:`assess_health`, :func:`act_on_health`;
+``stream_events`` (launch): :func:`migrate`, :func:`gate`, :func:`preflight`,
+:func:`retention_guard`, :func:`single_writer`; ``stream_health``: :func:`assess_health`, :func:`act_on_health`;
 ``stream_control``: :func:`operate`.
 """
 
@@ -23,6 +23,29 @@ _s3 = connections.s3_client
 _postgres = connections.postgres
 
 
+def migrate(params: dict[str, Any]) -> list[str]:
+    """The analytics schema brought up to date before a launch (``include/analytics/
+    migrations``): a new ``pg_schema``, a live aggregate a module in ``aggregate_modules``
+    declares. What it applied (by file name) is the task's XCom."""
+    from include.analytics import migrations, store
+
+    modules = [m.strip() for m in params.get("aggregate_modules", "").split(",") if m.strip()]
+    added = store.load_aggregate_modules(modules)
+    conn = _postgres(params["pg_schema"])
+    try:
+        applied = migrations.migrate(conn, params["pg_schema"])
+    finally:
+        conn.close()
+    log.info(
+        "schema %s at migration %s; applied: %s; aggregates added by modules: %s",
+        params["pg_schema"],
+        migrations.latest(),
+        ", ".join(applied) or "none",
+        ", ".join(added) or "none",
+    )
+    return applied
+
+
 def _refusals_recorded(check):
     """Record a launch refused by ``check`` (``stream_restarts``: launch_refused), so that the
     gate halts a stream whose launches keep being refused instead of letting ``@continuous``
@@ -35,7 +58,6 @@ def _refusals_recorded(check):
             try:
                 conn = _postgres(params["pg_schema"])
                 try:
-                    control.ensure_tables(conn)
                     control.record_restart(
                         conn, _lease_name(params), None, None, "launch_refused", str(exc)
                     )
@@ -81,7 +103,6 @@ def retention_guard(params: dict, dag_run: Any = None) -> dict:
     else:
         conn = _postgres(params["pg_schema"])
         try:
-            control.ensure_tables(conn)
             accepted_by = control.take_gap_acceptance(conn, _lease_name(params))
         finally:
             conn.close()
@@ -202,7 +223,6 @@ def _gate_open(params: dict) -> bool:
     policy = policy_from(params)
     conn = _postgres(params["pg_schema"])
     try:
-        control.ensure_tables(conn)
         state = control.get(conn, name)
         if state.state == control.RUNNING:
             # Counted since the operator's last decision (a restart gives a clean slate) and
@@ -276,14 +296,11 @@ def _recent_batches(conn, topic: str, minutes: float = 60, per_query: int = 30) 
         )
         rows = cur.fetchall()
     conn.commit()
+    from include.analytics import store
+
     batches = []
     for query, ts, n, in_rate, out_rate, ms, sources, observed in rows:
-        ends: dict[int, int] = {}
-        for src in sources or []:
-            end = src.get("endOffset") or {}
-            if isinstance(end, str):
-                end = json.loads(end)
-            ends.update({int(p): int(o) for p, o in (end.get(topic) or {}).items()})
+        ends = store.source_end_offsets(sources, topic)
         dead = int(((observed or {}).get("dead_letter") or {}).get("dead_lettered") or 0)
         batches.append(health.Batch(query, ts, n, in_rate, out_rate, ms, ends, dead))
     return batches
@@ -326,11 +343,6 @@ def assess_health(params: dict) -> dict:
     policy = policy_from(params)
     conn = _postgres(params["pg_schema"])
     try:
-        from include.analytics import store
-
-        store.ensure_schema(conn)
-        control.ensure_tables(conn)
-        lease.ensure_table(conn)
         holder = lease.holder(conn, name)
         driver = None
         if holder is not None:
@@ -457,8 +469,6 @@ def operate(params: dict, dag_run: Any = None) -> str:
     name = _lease_name(params)
     conn = _postgres(params["pg_schema"])
     try:
-        control.ensure_tables(conn)
-        lease.ensure_table(conn)
         before = lease.holder(conn, name)
         if action == "stop":
             control.set_state(conn, name, control.STOPPED, reason, who)

@@ -23,35 +23,6 @@ SALES_MART = "daily_sales_by_category"
 FUNNEL_MART = "daily_funnel"
 
 
-# The JDBC catalog's tables (Iceberg's JdbcCatalog schema v0, which pyiceberg's SqlCatalog
-# shares). Created by us in the pipeline's Postgres schema: JdbcCatalog looks for them in
-# *any* schema of the database, finds another sandbox's and would not create its own.
-CATALOG_DDL = """
-CREATE TABLE IF NOT EXISTS iceberg_tables (
-    catalog_name               varchar(255) NOT NULL,
-    table_namespace            varchar(255) NOT NULL,
-    table_name                 varchar(255) NOT NULL,
-    metadata_location          varchar(1000),
-    previous_metadata_location varchar(1000),
-    PRIMARY KEY (catalog_name, table_namespace, table_name)
-);
-CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
-    catalog_name   varchar(255) NOT NULL,
-    namespace      varchar(255) NOT NULL,
-    property_key   varchar(255),
-    property_value varchar(1000),
-    PRIMARY KEY (catalog_name, namespace, property_key)
-);
-"""
-
-
-def ensure_catalog_tables(conn) -> None:
-    """Create the catalog's tables in the connection's schema (idempotent)."""
-    with conn.cursor() as cur:
-        cur.execute(CATALOG_DDL)
-    conn.commit()
-
-
 # The options every warehouse Spark app takes (include/spark/jobs.py), as DAG templates of
 # the shared params.
 WAREHOUSE_TEMPLATES = {
@@ -96,13 +67,12 @@ def load_pyiceberg(
     pg_schema: str,
     warehouse: str,
     s3: Mapping[str, str],
-    init_catalog_tables: bool = True,
 ) -> Any:
     """pyiceberg's view of the same catalog.
 
     ``pg``: host, port, user, password, dbname; ``s3``: endpoint_url, access_key, secret_key,
-    region. Readers with a read-only role pass ``init_catalog_tables=False`` (pyiceberg would
-    otherwise try to create the catalog's tables)."""
+    region. The catalog's tables are the migrations' (``0003_warehouse.sql``): pyiceberg is
+    told not to create them (it could not with a read-only role anyway)."""
     from pyiceberg.catalog.sql import SqlCatalog
     from sqlalchemy import URL
 
@@ -123,7 +93,7 @@ def load_pyiceberg(
         "s3.access-key-id": s3.get("access_key", ""),
         "s3.secret-access-key": s3.get("secret_key", ""),
         "s3.region": s3.get("region", "us-east-1"),
-        "init_catalog_tables": "true" if init_catalog_tables else "false",
+        "init_catalog_tables": "false",
     }
     if s3.get("endpoint_url"):
         props["s3.endpoint"] = s3["endpoint_url"]

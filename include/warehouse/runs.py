@@ -10,29 +10,9 @@ import json
 from datetime import date
 from typing import Any
 
-DDL = """
-CREATE TABLE IF NOT EXISTS compaction_runs (
-    day           date PRIMARY KEY,
-    status        text NOT NULL,            -- verified | failed | empty
-    run_at        timestamptz NOT NULL DEFAULT now(),
-    verified_at   timestamptz,
-    rows          bigint,
-    snapshot_id   bigint,
-    report        jsonb NOT NULL,
-    raw_expired_at timestamptz
-);
-"""
-
-
-def ensure_schema(conn) -> None:
-    with conn.cursor() as cur:
-        cur.execute(DDL)
-    conn.commit()
-
 
 def record(conn, day: date, status: str, report: dict[str, Any]) -> None:
     """Upsert the day's run; ``verified_at`` keeps the last successful verification."""
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
             """
@@ -66,7 +46,6 @@ def record(conn, day: date, status: str, report: dict[str, Any]) -> None:
 def expirable_days(conn, older_than_days: int, today: date) -> list[date]:
     """Verified days whose raw files are still there and whose day ended at least
     ``older_than_days`` days before ``today``, and whose last run is verified."""
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
             """
@@ -87,7 +66,6 @@ def mark_expired(conn, day: date) -> None:
 
 
 def last_run(conn, day: date) -> dict[str, Any] | None:
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute(
             "SELECT status, verified_at, rows, snapshot_id, report, raw_expired_at "
@@ -103,7 +81,6 @@ def last_run(conn, day: date) -> dict[str, Any] | None:
 
 def expired_days(conn) -> list[date]:
     """Event days whose raw files were expired (readers of the raw lake skip them)."""
-    ensure_schema(conn)
     with conn.cursor() as cur:
         cur.execute("SELECT day FROM compaction_runs WHERE raw_expired_at IS NOT NULL ORDER BY day")
         return [r[0] for r in cur.fetchall()]

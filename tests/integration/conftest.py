@@ -22,7 +22,7 @@ from devstack.demo import pg_params
 from devstack.services import Context
 from devstack.settings import Settings
 from include import pipeline
-from include.analytics import store
+from include.analytics import migrations, store
 from include.lake.s3 import s3_client, sandbox_prefix
 from include.spark.jobs import StreamJob
 
@@ -161,9 +161,19 @@ def sandbox(ctx):
     admin.create_topics([NewTopic(box.topic, num_partitions=3, replication_factor=1)])[
         box.topic
     ].result(30)
+    migrate_schema(ctx, box.pg_schema)
     yield box
     admin.delete_topics([box.topic])[box.topic].result(30)
     drop_sandbox(ctx, box.prefix, box.pg_schema)
+
+
+def migrate_schema(ctx: Context, pg_schema: str) -> None:
+    """A test's own Postgres schema, made by the migrations like the stack's (make up)."""
+    conn = store.connect(pg_params(ctx), schema=pg_schema)
+    try:
+        migrations.migrate(conn, pg_schema)
+    finally:
+        conn.close()
 
 
 def drop_sandbox(ctx: Context, prefix: str, pg_schema: str) -> None:

@@ -25,10 +25,9 @@ from include.supervision import lease
 
 
 def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of one statement in a test's Postgres schema (its tables created if missing)."""
+    """Rows of one statement in a test's Postgres schema (made by the migrations)."""
     conn = store.connect(pg_params(ctx), schema=schema)
     try:
-        store.ensure_schema(conn)
         with conn.cursor() as cur:
             cur.execute(sql, args)
             return cur.fetchall()
@@ -148,7 +147,6 @@ def assert_aggregate_match(got: dict, expected: dict, exact: tuple[str, ...], ap
 def lease_holder(ctx, sandbox) -> lease.Holder | None:
     conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
     try:
-        lease.ensure_table(conn)
         name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
         return lease.holder(conn, name)
     finally:
@@ -157,16 +155,16 @@ def lease_holder(ctx, sandbox) -> lease.Holder | None:
 
 def lake_progress_end(ctx, sandbox) -> int:
     """Sum over partitions of the end offsets of the lake query's latest batch."""
-    rows = query(
-        ctx,
-        sandbox.pg_schema,
-        "SELECT sources FROM stream_progress WHERE query_name = 'lake' "
-        "ORDER BY ts DESC, batch_id DESC LIMIT 1",
-    )
-    if not rows:
-        return 0
-    ends = rows[0][0][0].get("endOffset") or {}
-    return sum(int(v) for v in (ends.get(sandbox.topic) or {}).values())
+    return sum(latest_ends(ctx, sandbox).get(pipeline.STREAM_QUERY, {}).values())
+
+
+def latest_ends(ctx, sandbox) -> dict[str, dict[int, int]]:
+    """Per query: where its newest batch ended on each partition of the sandbox's topic."""
+    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    try:
+        return store.latest_end_offsets(conn, sandbox.topic)
+    finally:
+        conn.close()
 
 
 def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None):

@@ -30,7 +30,13 @@ from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import CompactJob
 from include.warehouse import catalog
 from tests.integration import seed_lake
-from tests.integration.conftest import airflow_dags_test, drop_sandbox, s3, spawn
+from tests.integration.conftest import (
+    airflow_dags_test,
+    drop_sandbox,
+    migrate_schema,
+    s3,
+    spawn,
+)
 from tests.integration.lake_checks import query, reader
 
 BIG_DAY = "2026-11-10"
@@ -58,6 +64,7 @@ class Warehouse:
 def wh(ctx):
     sid = uuid.uuid4().hex[:10]
     box = Warehouse(prefix=sandbox_prefix(sid), pg_schema=f"it_{sid}", seeded={})
+    migrate_schema(ctx, box.pg_schema)
     b = ctx.settings.bucket
     # One lake with a big day (~46 write tasks x 24 hours of small files), one with small days
     # (each lake is one file sink: one streaming query, one metadata log).

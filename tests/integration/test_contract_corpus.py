@@ -31,25 +31,21 @@ from include.events.generator import generate
 from include.events.producer import produce, producer_config
 from tests.bad_inputs import DROPPED, cases, duplicate_cases
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
-from tests.integration.lake_checks import lake_report, lease_holder, query, reconcile, wait_for
+from tests.integration.lake_checks import (
+    lake_report,
+    latest_ends,
+    lease_holder,
+    query,
+    reconcile,
+    wait_for,
+)
 
 QUERIES = pipeline.STREAM_QUERIES
 
 
 def every_query_read(ctx, sandbox, total: int) -> bool:
     """True when the latest batch of each of the stream's queries ends at ``total`` offsets."""
-    rows = query(
-        ctx,
-        sandbox.pg_schema,
-        "SELECT DISTINCT ON (query_name) query_name, sources FROM stream_progress "
-        "ORDER BY query_name, ts DESC, batch_id DESC",
-    )
-    ends = {
-        name: sum(
-            int(v) for v in ((src[0].get("endOffset") or {}).get(sandbox.topic) or {}).values()
-        )
-        for name, src in rows
-    }
+    ends = {name: sum(e.values()) for name, e in latest_ends(ctx, sandbox).items()}
     return all(ends.get(q) == total for q in QUERIES)
 
 
@@ -70,7 +66,6 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
     bucket, boot = ctx.settings.bucket, ctx.settings.kafka_bootstrap
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
     conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
-    store.ensure_schema(conn)
     warm = produce(generate(500, seed=61, start=start), topic=sandbox.topic, bootstrap_servers=boot)
     launcher = sandbox.launch_supervised(ctx, f"launcher-corpus-{sandbox.id}.log")
     try:
@@ -203,7 +198,6 @@ def test_postgres_refusals_are_set_aside_and_the_batch_completes(ctx, sandbox):
     overflowing revenue, a NUL in a text key) is returned as rejected with its error, and
     every other row of the batch is upserted."""
     conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
-    store.ensure_schema(conn)
     t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     good = (t, t + timedelta(minutes=1), "books", 2, 3, 30.0, 2)
     rows = [
@@ -247,7 +241,6 @@ def test_a_batch_is_added_once_per_stream(ctx, sandbox):
         }
 
     conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
-    store.ensure_schema(conn)
     t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     table = "category_sales_minute"
     first = [partial("books", ["u1", "u2"]), partial("toys", ["u3"])]

@@ -311,9 +311,6 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
 
 
 def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
-    owner = store.connect(pg_params(ctx), schema=sandbox.pg_schema)  # as the pipeline's role
-    store.ensure_schema(owner)
-    owner.close()
     params = {
         **pg_params(ctx),
         "user": environment.DASHBOARD_DB_USER,

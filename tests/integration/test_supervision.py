@@ -35,6 +35,7 @@ from tests.integration.conftest import airflow_dags_run, airflow_dags_test, s3, 
 from tests.integration.lake_checks import (
     lake_progress_end,
     lake_report,
+    latest_ends,
     lease_holder,
     query,
     wait_for,
@@ -104,14 +105,7 @@ def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
 
 def lake_end(ctx, sandbox, partition: int) -> int:
     """Where the lake query's last batch ended on ``partition``."""
-    rows = query(
-        ctx,
-        sandbox.pg_schema,
-        "SELECT sources FROM stream_progress WHERE query_name = 'lake' "
-        "ORDER BY ts DESC, batch_id DESC LIMIT 1",
-    )
-    ends = (rows[0][0][0].get("endOffset") or {}).get(sandbox.topic) or {} if rows else {}
-    return int(ends.get(str(partition), 0))
+    return latest_ends(ctx, sandbox).get(pipeline.STREAM_QUERY, {}).get(partition, 0)
 
 
 def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
@@ -230,7 +224,6 @@ def test_the_gate_waits_for_a_dependency_instead_of_halting(ctx, sandbox, monkey
     def fail_runs(n: int, tag: str) -> None:
         conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
         try:
-            control.ensure_tables(conn)
             for i in range(n):  # started, never ended: killed or crashed
                 control.record_start(conn, name, f"{tag}-{i}", "h", 1_000 + i)
         finally:

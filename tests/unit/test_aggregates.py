@@ -87,7 +87,10 @@ def test_each_table_is_declared_once_and_its_ddl_follows():
     sales = store.AGGREGATES["category_sales_minute"].ddl()
     assert "revenue numeric(18, 2) NOT NULL" in sales and "purchases bigint NOT NULL" in sales
     assert "buyers_sketch bytea" in sales and "PRIMARY KEY (window_start, category)" in sales
-    assert "category_sales_minute" not in store.DDL, "no second, hand-written definition"
+    from include.analytics import migrations
+
+    hand_written = " ".join(m.sql for m in migrations.migrations())
+    assert "category_sales_minute" not in hand_written, "no second, hand-written definition"
 
 
 def test_a_declaration_names_its_transform_and_plain_columns():

@@ -1,0 +1,5 @@
+import sys
+
+from include.analytics.migrations import main
+
+sys.exit(main())
