@@ -321,6 +321,7 @@ def test_a_failed_query_is_recorded_in_stream_runs(ctx, sandbox):
     )
     conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
     with conn.cursor() as cur:
+        cur.execute("DROP TABLE products")  # the migrations' catalog, replaced by a failing view
         cur.execute(
             "CREATE VIEW products AS SELECT 'p'::text AS product_id, 'c'::text AS category, "
             # random() is volatile: the error comes when a batch reads rows, not at planning.
