@@ -316,9 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = StreamJob.from_argv(sys.argv[1:] if argv is None else argv)
-    modules = [m.strip() for m in args.aggregate_modules.split(",") if m.strip()]
     try:
-        added = store.load_aggregate_modules(modules)
+        added = store.load_aggregate_modules(args.aggregate_modules)
         tx.live_aggregates()  # every declared transform resolves, before any data moves
     except ValueError as exc:
         log.error("%s", exc)

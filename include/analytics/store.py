@@ -125,10 +125,14 @@ def register(aggregate: Aggregate) -> Aggregate:
     return aggregate
 
 
-def load_aggregate_modules(modules: Iterable[str]) -> list[str]:
-    """Import each module named (they register their aggregates); the tables they added."""
+def load_aggregate_modules(modules: str | Iterable[str]) -> list[str]:
+    """Import each module named (they register their aggregates); the tables they added.
+    ``modules``: names, or the setting as written (``--aggregate-modules``, the DAG param:
+    comma-separated)."""
     import importlib
 
+    if isinstance(modules, str):
+        modules = [m.strip() for m in modules.split(",") if m.strip()]
     before = set(AGGREGATES)
     for module in modules:
         try:

@@ -29,8 +29,7 @@ def migrate(params: dict[str, Any]) -> list[str]:
     declares. What it applied (by file name) is the task's XCom."""
     from include.analytics import migrations, store
 
-    modules = [m.strip() for m in params.get("aggregate_modules", "").split(",") if m.strip()]
-    added = store.load_aggregate_modules(modules)
+    added = store.load_aggregate_modules(params.get("aggregate_modules", ""))
     conn = _postgres(params["pg_schema"])
     try:
         applied = migrations.migrate(conn, params["pg_schema"])

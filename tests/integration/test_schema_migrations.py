@@ -16,7 +16,7 @@ from include.spark.jobs import StreamJob
 from tests.conftest import ROOT
 from tests.integration.conftest import drop_sandbox, pg_params
 
-FILES = [f"{m.version:04d}_{m.name}.sql" for m in migrations.migrations()]
+FILES = [m.file for m in migrations.migrations()]
 
 
 @pytest.fixture

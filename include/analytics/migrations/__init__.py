@@ -60,6 +60,10 @@ class Migration:
     sql: str
 
     @property
+    def file(self) -> str:
+        return f"{self.version:04d}_{self.name}.sql"
+
+    @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
@@ -115,7 +119,7 @@ def migrate(conn, schema: str, aggregates: Iterable | None = None) -> list[str]:
             if m.version in done:
                 if done[m.version] != m.checksum:
                     raise MigrationError(
-                        f"{m.version:04d}_{m.name}.sql changed after it was applied to schema "
+                        f"{m.file} changed after it was applied to schema "
                         f"{schema!r}: a change to the schema is a new migration file"
                     )
                 continue
@@ -124,7 +128,7 @@ def migrate(conn, schema: str, aggregates: Iterable | None = None) -> list[str]:
                 f"INSERT INTO {TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
                 (m.version, m.name, m.checksum),
             )
-            applied.append(f"{m.version:04d}_{m.name}.sql")
+            applied.append(m.file)
         for aggregate in _aggregates(aggregates):
             cur.execute(aggregate.ddl())
     conn.commit()
@@ -173,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        store.load_aggregate_modules(
-            m.strip() for m in args.aggregate_modules.split(",") if m.strip()
-        )
+        store.load_aggregate_modules(args.aggregate_modules)
     except ValueError as exc:
         p.error(str(exc))
     if args.airflow_connection:
