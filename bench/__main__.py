@@ -155,16 +155,9 @@ def bench_raw_ceiling(events: int) -> Callable[[], int]:
     import pyarrow.json as pj
     import pyarrow.parquet as pq
     from confluent_kafka import Consumer, TopicPartition
-    from pyarrow import fs
 
     ctx, topic = _backlog(events)
-    s3 = fs.S3FileSystem(
-        access_key=ctx.secrets.s3_access_key,
-        secret_key=ctx.secrets.s3_secret_key,
-        endpoint_override=ctx.settings.s3_endpoint,
-        scheme="http",
-        region="us-east-1",
-    )
+    s3 = ctx.s3_root.pyarrow_filesystem()
     prefix = f"{ctx.settings.bucket}/bench/raw_ceiling/{uuid.uuid4().hex[:8]}"
 
     def run() -> int:
@@ -196,7 +189,6 @@ def bench_raw_ceiling(events: int) -> Callable[[], int]:
 def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     """spark_apps/stream_events.py in bounded mode on a fresh checkpoint, lake prefix and
     Postgres schema each time; seconds from its first batch's start to its last batch's end."""
-    from devstack.demo import pg_params
     from devstack.spark import run_app
     from include import pipeline
     from include.analytics import migrations, store
@@ -209,7 +201,7 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     def run() -> tuple[int, float]:
         sid = uuid.uuid4().hex[:8]
         schema, prefix = f"bench_{sid}", sandbox_prefix(f"bench-pipeline-{sid}")
-        conn = store.connect(pg_params(ctx), schema=schema)
+        conn = store.connect(ctx.analytics_db, schema=schema)
         migrations.migrate(conn, schema)
         store.upsert_products(conn, build_catalog())
         b = ctx.settings.bucket

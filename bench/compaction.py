@@ -23,15 +23,7 @@ COLUMNS = ["category", "event_type", "price", "quantity"]
 
 
 def _s3fs(ctx):
-    from pyarrow import fs
-
-    return fs.S3FileSystem(
-        access_key=ctx.secrets.s3_access_key,
-        secret_key=ctx.secrets.s3_secret_key,
-        endpoint_override=ctx.settings.s3_endpoint,
-        scheme="http",
-        region="us-east-1",
-    )
+    return ctx.s3_root.pyarrow_filesystem()
 
 
 def _query(paths: list[str], s3) -> float:
@@ -85,7 +77,6 @@ def _timed(fn, reps: int, warmup: int) -> dict:
 
 def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     from devstack import spark as spark_cli
-    from devstack.demo import pg_params
     from include import pipeline
     from include.analytics import migrations, store
     from include.lake.s3 import sandbox_prefix
@@ -99,7 +90,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     sid = uuid.uuid4().hex[:8]
     root = sandbox_prefix(f"bench-compaction-{sid}")
     schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"{root}/warehouse")
-    with closing(store.connect(pg_params(ctx), schema=schema)) as conn:
+    with closing(store.connect(ctx.analytics_db, schema=schema)) as conn:
         migrations.migrate(conn, schema)
     job = CompactJob.parse(
         day=str(day), lake_path=pipeline.s3a(b, lake_prefix), warehouse=warehouse, pg_schema=schema
@@ -112,14 +103,10 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     cores = os.cpu_count() or 1  # local[*]: every core
 
     table = catalog.load_pyiceberg(
-        pg_params(ctx),
+        ctx.analytics_db,
         schema,
         warehouse,
-        {
-            "endpoint_url": s.s3_endpoint,
-            "access_key": ctx.secrets.s3_access_key,
-            "secret_key": ctx.secrets.s3_secret_key,
-        },
+        ctx.s3_root,
     ).load_table(f"{pipeline.WAREHOUSE_NAMESPACE}.{catalog.EVENTS_TABLE}")
 
     def scan_raw() -> float:
@@ -140,7 +127,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     try:
         from psycopg2 import connect
 
-        with connect(**pg_params(ctx)) as conn, conn.cursor() as cur:
+        with connect(**ctx.analytics_db.psycopg2_kwargs()) as conn, conn.cursor() as cur:
             cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     except Exception as exc:
         print(f"    (could not drop {schema}: {exc})")

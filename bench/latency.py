@@ -279,7 +279,6 @@ def run(
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from devstack.demo import pg_params
     from devstack.spark import submit_argv, submit_env
     from include import pipeline
     from include.analytics import migrations, store
@@ -295,7 +294,7 @@ def run(
     prefix = sandbox_prefix(f"bench-latency-{sid}")
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
-    conn = store.connect(pg_params(ctx), schema=schema)
+    conn = store.connect(ctx.analytics_db, schema=schema)
     migrations.migrate(conn, schema)
     store.upsert_products(conn, build_catalog())
     idle = footprint(ctx)

@@ -75,7 +75,7 @@ def demo_traffic():
 
         assert params is not None
         kafka = BaseHook.get_connection(connections.KAFKA).extra_dejson
-        pg = BaseHook.get_connection(connections.POSTGRES)
+        pg = connections.postgres_endpoint()
         placed: dict = {}  # where the events sit in event time (default: the last 5 minutes)
         if params.get("start"):
             placed["start"] = datetime.fromisoformat(params["start"].replace("Z", "+00:00"))
@@ -98,7 +98,7 @@ def demo_traffic():
             generator=generator,
             count=params["count"],
             rate=params["rate"],
-            pg_connect=lambda: store.connect(store.params_from_connection(pg)),
+            pg_connect=lambda: store.connect(pg),
         )
         return {
             "run_id": record.run_id,

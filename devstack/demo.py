@@ -52,10 +52,6 @@ def run_dag(
     _say(f"{dag_id} succeeded in {time.monotonic() - t0:.0f}s")
 
 
-def pg_params(ctx: Context) -> dict:
-    return environment.analytics_params(ctx.settings, ctx.secrets)
-
-
 OPERATOR_DAGS = ("stream_control", "replay_dead_letters")
 # On their schedules from the first start (RTAP_SCHEDULES=off leaves them paused): the nightly
 # compaction (catchup off: unpausing runs the latest interval, then one a night), the weekly
@@ -147,7 +143,7 @@ def caught_up(ctx: Context) -> tuple[bool, str]:
     topic = pipeline.EVENTS_TOPIC
     admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
     log_end = log_end_offsets(admin, topic, timeout=10)
-    conn = store.connect(pg_params(ctx))
+    conn = store.connect(ctx.analytics_db)
     try:
         read = store.latest_end_offsets(conn, topic)
     finally:
@@ -165,7 +161,7 @@ def stream_stopped(ctx: Context) -> str | None:
     """Why the stream is not running, if an operator or supervision stopped it."""
     from include.supervision import control, lease
 
-    conn = store.connect(pg_params(ctx))
+    conn = store.connect(ctx.analytics_db)
     try:
         name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, pipeline.CHECKPOINT_PREFIX))
         state = control.get(conn, name)
@@ -205,7 +201,7 @@ def summary(ctx: Context) -> bool:
         pipeline.s3a(s.bucket, pipeline.RAW_EVENTS_PREFIX),
         pipeline.s3a(s.bucket, pipeline.DEAD_LETTER_PREFIX),
     )
-    conn = store.connect(pg_params(ctx))
+    conn = store.connect(ctx.analytics_db)
     try:
         produced = store.produced_totals(conn, pipeline.EVENTS_TOPIC)
         agg = store.aggregate_totals(conn)

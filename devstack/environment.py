@@ -7,7 +7,6 @@ written into Airflow's config file or metadata database, and the DAGs only name 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
 from include import connections
 from include.airflow_users import ADMIN_USER, users_setting
+from include.endpoints import KafkaEndpoint, PostgresEndpoint, S3Endpoint, airflow_connection_env
 
 AIRFLOW_ADMIN_USER = ADMIN_USER  # include/airflow_users.py
 AIRFLOW_DB = "airflow"
@@ -65,24 +65,41 @@ def s3_user(secrets: Secrets, conn_id: str) -> tuple[str, str]:
     return users[conn_id]
 
 
-def analytics_params(settings: Settings, secrets: Secrets) -> dict:
-    """psycopg2 parameters of the analytics database, as its owner (the pipeline's role)."""
-    return {
-        "host": settings.host,
-        "port": settings.ports.postgres,
-        "user": ANALYTICS_DB_USER,
-        "password": secrets.pg_password,
-        "dbname": ANALYTICS_DB,
-    }
+def s3_endpoint(settings: Settings, secrets: Secrets, conn_id: str) -> S3Endpoint:
+    """The local S3 server as the user behind ``conn_id`` (:func:`s3_user`)."""
+    access_key, secret_key = s3_user(secrets, conn_id)
+    return S3Endpoint(settings.s3_endpoint, access_key, secret_key)
+
+
+def s3_root(settings: Settings, secrets: Secrets) -> S3Endpoint:
+    """MinIO's root user: `make up` (users, policies, the bucket) and the tests' own checks."""
+    return S3Endpoint(settings.s3_endpoint, secrets.s3_access_key, secrets.s3_secret_key)
+
+
+def analytics_db(settings: Settings, secrets: Secrets) -> PostgresEndpoint:
+    """The analytics database, as its owner (the pipeline's role)."""
+    return PostgresEndpoint(
+        settings.host, settings.ports.postgres, ANALYTICS_DB, ANALYTICS_DB_USER, secrets.pg_password
+    )
+
+
+def superuser_db(
+    settings: Settings, secrets: Secrets, dbname: str = "postgres"
+) -> PostgresEndpoint:
+    """Postgres's superuser: `make up` creates the roles and databases with it, nothing else."""
+    return PostgresEndpoint(
+        settings.host,
+        settings.ports.postgres,
+        dbname,
+        PG_SUPERUSER,
+        secrets.pg_superuser_password,
+    )
 
 
 def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables for the connections the DAGs use."""
     conns = {
-        connections.KAFKA: {
-            "conn_type": "kafka",
-            "extra": {"bootstrap.servers": settings.kafka_bootstrap},
-        },
+        connections.KAFKA: KafkaEndpoint(settings.kafka_bootstrap).airflow_connection(),
         connections.SPARK: {
             "conn_type": "spark",
             "host": settings.spark_master,
@@ -90,32 +107,23 @@ def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
         },
         # Per-service S3 users (created by `make up`): never MinIO's root user.
         **{
-            cid: {
-                "conn_type": "aws",
-                "login": s3_user(secrets, cid)[0],
-                "password": s3_user(secrets, cid)[1],
-                "extra": {"endpoint_url": settings.s3_endpoint, "region_name": "us-east-1"},
-            }
+            cid: s3_endpoint(settings, secrets, cid).airflow_connection()
             for cid in (connections.S3, connections.WAREHOUSE_S3)
         },
-        connections.POSTGRES: {
-            "conn_type": "postgres",
-            "host": settings.host,
-            "port": settings.ports.postgres,
-            "login": ANALYTICS_DB_USER,
-            "password": secrets.pg_password,
-            "schema": ANALYTICS_DB,
-        },
+        connections.POSTGRES: analytics_db(settings, secrets).airflow_connection(),
     }
-    return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(body) for cid, body in conns.items()}
+    return airflow_connection_env(conns)
 
 
 def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """Airflow configuration as environment variables (no airflow.cfg edits)."""
-    db_url = (
-        f"postgresql+psycopg2://{AIRFLOW_DB_USER}:{secrets.airflow_db_password}"
-        f"@{settings.host}:{settings.ports.postgres}/{AIRFLOW_DB}"
-    )
+    db_url = PostgresEndpoint(
+        settings.host,
+        settings.ports.postgres,
+        AIRFLOW_DB,
+        AIRFLOW_DB_USER,
+        secrets.airflow_db_password,
+    ).sqlalchemy_url()
     home = settings.airflow_home
     return {
         "AIRFLOW_HOME": str(home),
@@ -154,22 +162,24 @@ def dashboard_env(
     """``RTAP_DASHBOARD_*`` settings of the dashboard: read-only credentials only (its Postgres
     role has SELECT, its S3 user a read-only policy), nothing else of the stack's secrets."""
     from include import pipeline
+    from include.dashboard import config
 
-    return {
-        "RTAP_DASHBOARD_PG_HOST": settings.host,
-        "RTAP_DASHBOARD_PG_PORT": str(settings.ports.postgres),
-        "RTAP_DASHBOARD_PG_DB": ANALYTICS_DB,
-        "RTAP_DASHBOARD_PG_USER": DASHBOARD_DB_USER,
-        "RTAP_DASHBOARD_PG_PASSWORD": secrets.dashboard_db_password,
-        "RTAP_DASHBOARD_PG_SCHEMA": pg_schema,
-        "RTAP_DASHBOARD_WAREHOUSE": warehouse
-        or f"s3://{settings.bucket}/{pipeline.WAREHOUSE_PREFIX}",
-        "RTAP_DASHBOARD_MARTS_NAMESPACE": pipeline.MARTS_NAMESPACE,
-        "RTAP_DASHBOARD_S3_ENDPOINT": settings.s3_endpoint,
-        "RTAP_DASHBOARD_S3_ACCESS_KEY": secrets.dashboard_s3_access_key,
-        "RTAP_DASHBOARD_S3_SECRET_KEY": secrets.dashboard_s3_secret_key,
-        "RTAP_DASHBOARD_AIRFLOW_URL": settings.airflow_url,
-    }
+    return config.to_env(
+        PostgresEndpoint(
+            settings.host,
+            settings.ports.postgres,
+            ANALYTICS_DB,
+            DASHBOARD_DB_USER,
+            secrets.dashboard_db_password,
+        ),
+        S3Endpoint(
+            settings.s3_endpoint, secrets.dashboard_s3_access_key, secrets.dashboard_s3_secret_key
+        ),
+        pg_schema=pg_schema,
+        warehouse=warehouse or f"s3://{settings.bucket}/{pipeline.WAREHOUSE_PREFIX}",
+        marts_namespace=pipeline.MARTS_NAMESPACE,
+        airflow_url=settings.airflow_url,
+    )
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -204,8 +214,7 @@ def stack_env(
     env["SPARK_LOCAL_DIRS"] = str(settings.spark_local_dir)  # not /tmp: see the setting
     env["RTAP_SPARK_JARS"] = ",".join(spark_jars(settings))
     env["RTAP_STATE_DIR"] = str(settings.state_dir)
-    env["RTAP_BUCKET"] = settings.bucket
-    env["RTAP_EVENTS_TOPIC"] = settings.events_topic
+    env["RTAP_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap  # the events CLI's default broker
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -25,6 +25,7 @@ from devstack.install import postgres_bindir
 from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
 from include.airflow_users import write_passwords_file
+from include.endpoints import PostgresEndpoint, S3Endpoint
 
 
 class ServiceError(RuntimeError):
@@ -39,6 +40,20 @@ class Context:
 
     def pid_file(self, name: str) -> Path:
         return self.settings.run_dir / f"{name}.pid"
+
+    @property
+    def analytics_db(self) -> PostgresEndpoint:
+        """The analytics database as its owner (the pipeline's role)."""
+        return environment.analytics_db(self.settings, self.secrets)
+
+    @property
+    def s3_root(self) -> S3Endpoint:
+        """MinIO's root user (what `make up` sets up with, and the tests' own checks)."""
+        return environment.s3_root(self.settings, self.secrets)
+
+    def s3(self, conn_id: str) -> S3Endpoint:
+        """The S3 user of a pipeline connection (``include/connections.py``)."""
+        return environment.s3_endpoint(self.settings, self.secrets, conn_id)
 
     def log_file(self, name: str) -> Path:
         return self.settings.logs_dir / f"{name}.log"
@@ -237,14 +252,8 @@ class Postgres(Service):
     def _connect_superuser(self, ctx: Context, timeout: int = 10, dbname: str = "postgres"):
         import psycopg2
 
-        return psycopg2.connect(
-            host=ctx.settings.host,
-            port=ctx.settings.ports.postgres,
-            user=environment.PG_SUPERUSER,
-            password=ctx.secrets.pg_superuser_password,
-            dbname=dbname,
-            connect_timeout=timeout,
-        )
+        superuser = environment.superuser_db(ctx.settings, ctx.secrets, dbname)
+        return psycopg2.connect(connect_timeout=timeout, **superuser.psycopg2_kwargs())
 
     def health(self, ctx: Context) -> Health:
         import psycopg2
@@ -289,7 +298,7 @@ class Postgres(Service):
         its owner so that the dashboard role's default privileges cover the tables."""
         from include.analytics import migrations, store
 
-        conn = store.connect(environment.analytics_params(ctx.settings, ctx.secrets))
+        conn = store.connect(ctx.analytics_db)
         try:
             migrations.migrate(conn, "public")
         finally:
@@ -397,14 +406,9 @@ class S3Server(Service):
             return Health(False, str(exc))
 
     def bootstrap(self, ctx: Context) -> None:
-        from include.lake.s3 import ensure_bucket, s3_client
+        from include.lake.s3 import ensure_bucket
 
-        client = s3_client(
-            endpoint_url=ctx.settings.s3_endpoint,
-            access_key=ctx.secrets.s3_access_key,
-            secret_key=ctx.secrets.s3_secret_key,
-        )
-        ensure_bucket(client, ctx.settings.bucket)
+        ensure_bucket(ctx.s3_root.client(), ctx.settings.bucket)
         self._add_readers(ctx)
 
     def _add_readers(self, ctx: Context) -> None:

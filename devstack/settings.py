@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from include import pipeline
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Pinned versions of everything the installer fetches. Python packages are pinned in
@@ -93,8 +95,8 @@ class Settings:
     ports: Ports = field(default_factory=Ports)
     host: str = "127.0.0.1"
     spark_master: str = "local[*]"
-    bucket: str = "lake"
-    events_topic: str = "events"
+    bucket: str = pipeline.BUCKET
+    events_topic: str = pipeline.EVENTS_TOPIC
     # `make run` turns the batch DAGs' schedules on (nightly compaction, weekly maintenance,
     # hourly reconcile); RTAP_SCHEDULES=off leaves them paused.
     schedules: bool = True

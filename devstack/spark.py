@@ -9,15 +9,10 @@ from pathlib import Path
 
 from devstack import environment
 from devstack.services import Context
+from include.endpoints import S3Endpoint
 from include.reports import ReportMissing, read_report
 from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, ReconcileJob
-from include.spark.submit import (
-    BASE_CONF,
-    connector_classpath,
-    driver_conf,
-    pg_env,
-    s3a_conf,
-)
+from include.spark.submit import BASE_CONF, connector_classpath, driver_conf
 
 
 class SparkAppError(RuntimeError):
@@ -28,27 +23,13 @@ def submit_env(ctx: Context, job: JobSpec | type[JobSpec] | str) -> dict[str, st
     """spark-submit's environment for a job: the S3 user of the job's connection
     (``S3_CONN``; or a connection id for a script that has no spec), as Airflow runs it, so
     the per-service policies hold on this path too; the analytics database's owner."""
-    s = ctx.settings
-    access_key, secret_key = environment.s3_user(
-        ctx.secrets, job if isinstance(job, str) else job.S3_CONN
-    )
-    env = dict(ctx.env)
-    env.update(
-        AWS_ACCESS_KEY_ID=access_key,
-        AWS_SECRET_ACCESS_KEY=secret_key,
-        AWS_REGION="us-east-1",
-        TZ="UTC",  # Python-side datetimes of collected rows are in UTC, like the session
-    )
-    env.update(
-        pg_env(
-            s.host,
-            s.ports.postgres,
-            environment.ANALYTICS_DB_USER,
-            ctx.secrets.pg_password,
-            environment.ANALYTICS_DB,
-        )
-    )
-    return env
+    s3 = ctx.s3(job if isinstance(job, str) else job.S3_CONN)
+    return {
+        **ctx.env,
+        **s3.aws_env(),
+        "TZ": "UTC",  # Python-side datetimes of collected rows are in UTC, like the session
+        **ctx.analytics_db.libpq_env(),
+    }
 
 
 def submit_argv(ctx: Context, app: JobSpec | str, args: Sequence[str] = ()) -> list[str]:
@@ -59,7 +40,7 @@ def submit_argv(ctx: Context, app: JobSpec | str, args: Sequence[str] = ()) -> l
     conf = {
         **BASE_CONF,
         **driver_conf(ctx.env),
-        **s3a_conf(ctx.settings.s3_endpoint, "us-east-1"),
+        **S3Endpoint(ctx.settings.s3_endpoint).s3a_conf(),  # credentials: submit_env's
     }
     master = ctx.settings.spark_master
     argv = ["spark-submit", "--master", master]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from devstack.demo import pg_params
 from devstack.services import Context
 from include import pipeline
 from include.analytics import store
@@ -35,15 +34,11 @@ def _uptime(now: datetime, since: datetime) -> str:
 def _committed(ctx: Context, checkpoint_prefix: str, topic: str) -> dict[str, dict[int, int]]:
     import logging
 
-    from include.lake.s3 import s3_client
+    from include import connections
     from include.supervision import preflight
 
     logging.getLogger(preflight.__name__).setLevel(logging.WARNING)  # its per-query info lines
-    s3 = s3_client(
-        endpoint_url=ctx.settings.s3_endpoint,
-        access_key=ctx.secrets.s3_access_key,
-        secret_key=ctx.secrets.s3_secret_key,
-    )
+    s3 = ctx.s3(connections.S3).client()  # the stream's own user reads its checkpoints
     positions = preflight.checkpoint_positions(s3, ctx.settings.bucket, checkpoint_prefix, topic)
     return {p.query: p.offsets.get(topic, {}) for p in positions}
 
@@ -68,7 +63,7 @@ def stream_status(
     root = pipeline.s3a(ctx.settings.bucket, checkpoint_prefix)
     name = lease.lease_name(root)
     lines = [f"stream {root}"]
-    conn = store.connect(pg_params(ctx), schema=pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=pg_schema)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT now()")

@@ -1,12 +1,14 @@
 """Airflow connection ids the platform uses. Only ids live in code; credentials come from
 ``AIRFLOW_CONN_*`` variables, a secrets backend or the metadata database.
 
-The factories below turn a connection into the client our tasks use; they run inside tasks
-(never at DAG parse time)."""
+The factories below turn a connection into an endpoint (``include/endpoints.py``) or the client
+our tasks use; they run inside tasks (never at DAG parse time)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from include.endpoints import PostgresEndpoint, S3Endpoint
 
 KAFKA = "kafka_default"
 SPARK = "spark_default"
@@ -21,38 +23,21 @@ def kafka_admin() -> Any:
     return KafkaAdminClientHook(kafka_config_id=KAFKA).get_conn
 
 
-def s3_settings() -> dict[str, str]:
-    """endpoint_url, access_key, secret_key, region of the lake's S3 connection."""
+def s3(conn_id: str = S3) -> S3Endpoint:
+    """The S3 endpoint and user of an Airflow ``aws`` connection (the lake's by default)."""
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(S3)
-    extra = conn.extra_dejson
-    return {
-        "endpoint_url": extra.get("endpoint_url") or "",
-        "access_key": conn.login or "",
-        "secret_key": conn.password or "",
-        "region": extra.get("region_name", "us-east-1"),
-    }
+    return S3Endpoint.from_connection(BaseHook.get_connection(conn_id))
 
 
-def s3_client() -> Any:
-    from include.lake.s3 import s3_client as client
-
-    s = s3_settings()
-    return client(
-        endpoint_url=s["endpoint_url"] or None,
-        access_key=s["access_key"],
-        secret_key=s["secret_key"],
-        region=s["region"],
-    )
+def s3_client(conn_id: str = S3) -> Any:
+    return s3(conn_id).client()
 
 
-def postgres_params() -> dict[str, Any]:
+def postgres_endpoint(conn_id: str = POSTGRES) -> PostgresEndpoint:
     from airflow.sdk import BaseHook
 
-    from include.analytics import store
-
-    return store.params_from_connection(BaseHook.get_connection(POSTGRES))
+    return PostgresEndpoint.from_connection(BaseHook.get_connection(conn_id))
 
 
 # Supervision and maintenance tasks: a statement waiting longer than this on a lock fails the
@@ -65,5 +50,5 @@ def postgres(schema: str) -> Any:
     from include.analytics import store
 
     return store.connect(
-        postgres_params(), schema=schema, statement_timeout_s=TASK_STATEMENT_TIMEOUT_S
+        postgres_endpoint(), schema=schema, statement_timeout_s=TASK_STATEMENT_TIMEOUT_S
     )

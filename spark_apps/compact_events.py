@@ -33,6 +33,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from include.analytics import migrations, store
+from include.endpoints import PostgresEndpoint
 from include.events import contract
 from include.spark.jobs import CompactJob
 from include.warehouse import catalog, runs
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = CompactJob.from_argv(sys.argv[1:] if argv is None else argv)
     # First: the Postgres schema has the runs' and the Iceberg catalog's tables.
-    conn = store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
+    conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
     try:
         migrations.check(conn, args.pg_schema, aggregates=())
     except migrations.SchemaNotReady as exc:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pyspark.sql import SparkSession
 
 from include.analytics import migrations, store
+from include.endpoints import PostgresEndpoint
 from include.spark.jobs import MaintainJob
 from include.warehouse import catalog
 from spark_apps.reports import write_report
@@ -76,7 +77,7 @@ def maintain(spark: SparkSession, table: str, args: MaintainJob) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = MaintainJob.from_argv(sys.argv[1:] if argv is None else argv)
-    conn = store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
+    conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
     try:
         migrations.check(conn, args.pg_schema, aggregates=())  # the Iceberg catalog's tables
     except migrations.SchemaNotReady as exc:

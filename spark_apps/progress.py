@@ -20,6 +20,7 @@ from typing import Any
 from pyspark.sql.streaming import StreamingQueryListener
 
 from include.analytics import store
+from include.endpoints import PostgresEndpoint
 
 log = logging.getLogger("stream_events.progress")
 
@@ -68,7 +69,7 @@ class PostgresProgressListener(StreamingQueryListener):
 
     def _connection(self):
         if self._conn is None or self._conn.closed:
-            self._conn = store.connect({}, schema=self.pg_schema)
+            self._conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=self.pg_schema)
         return self._conn
 
     def onQueryStarted(self, event) -> None:
@@ -110,7 +111,7 @@ def record_recent_progress(queries, pg_schema: str) -> int:
     """Write the progress the queries still hold (``recentProgress``). Called when a bounded run
     ends, so the last batches are recorded even if the asynchronous listener bus had not
     delivered them yet; rows are keyed, so nothing is written twice."""
-    conn = store.connect({}, schema=pg_schema)
+    conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=pg_schema)
     n = 0
     try:
         for q in queries:

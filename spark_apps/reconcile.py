@@ -19,14 +19,14 @@ duplicated, 0 otherwise. Postgres is reached with libpq's ``PG*`` environment.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from include.analytics import migrations, store
+from include.endpoints import PostgresEndpoint
 from include.events.runs import DIGEST_MOD, id_hash
 from include.spark.jobs import ReconcileJob
 from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
@@ -36,7 +36,7 @@ from spark_apps.reports import write_report
 
 
 def load_runs(
-    topic: str, since: datetime, until: datetime, pg_schema: str, pg: Mapping[str, Any]
+    topic: str, since: datetime, until: datetime, pg_schema: str, pg: PostgresEndpoint
 ) -> list[dict]:
     conn = store.connect(pg, schema=pg_schema)
     try:
@@ -56,7 +56,7 @@ def load_runs(
     ]
 
 
-def expired_days(pg_schema: str, pg: Mapping[str, Any]) -> list[date]:
+def expired_days(pg_schema: str, pg: PostgresEndpoint) -> list[date]:
     conn = store.connect(pg, schema=pg_schema)
     try:
         return runs_table.expired_days(conn)
@@ -181,11 +181,11 @@ def table(accounts: list[Account], skipped: list[str]) -> str:
 
 
 def reconcile(
-    spark: SparkSession, args: ReconcileJob, pg: Mapping[str, Any] | None = None
+    spark: SparkSession, args: ReconcileJob, pg: PostgresEndpoint | None = None
 ) -> tuple[dict, str]:
-    """The report and its table for ``args`` (a ``ReconcileJob``); ``pg``:
-    psycopg2 parameters (default: libpq's ``PG*`` environment)."""
-    pg = pg or {}
+    """The report and its table for ``args`` (a ``ReconcileJob``); ``pg``: the analytics
+    database (default: libpq's ``PG*`` environment)."""
+    pg = pg or PostgresEndpoint.from_libpq_env()
     runs = load_runs(args.topic, args.since, args.until, args.pg_schema, pg)
     skipped = [r["run_id"] for r in runs if not r["ranges"]]
     runs = [r for r in runs if r["ranges"]]

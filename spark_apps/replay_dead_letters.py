@@ -39,6 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from include.analytics import migrations, store
+from include.endpoints import KafkaEndpoint, PostgresEndpoint
 from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.producer import producer_config
 from include.kafka import security as kafka_security
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = ReplayJob.from_argv(sys.argv[1:] if argv is None else argv)
-    conn = store.connect({}, schema=args.pg_schema)
+    conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
     try:
         migrations.check(conn, args.pg_schema)
     except migrations.SchemaNotReady as exc:
@@ -231,17 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "not_replayable": 0,
         "recovered": 0,
     }
-    client_config = {
-        "bootstrap.servers": args.bootstrap_servers,
-        **kafka_security.client_config(os.environ),
-    }
+    kafka = KafkaEndpoint(args.bootstrap_servers, kafka_security.client_config(os.environ))
+    client_config = kafka.client_config()
     producer = None
     if not args.dry_run:
         from confluent_kafka import Producer
 
-        producer = Producer(
-            producer_config(args.bootstrap_servers, **kafka_security.client_config(os.environ))
-        )
+        producer = Producer(producer_config(kafka.bootstrap_servers, **kafka.security))
     chunk: list = []
 
     def flush(rows: list) -> None:

@@ -66,6 +66,7 @@ from pyspark.sql import functions as F
 
 from include import pipeline
 from include.analytics import migrations, store
+from include.endpoints import PostgresEndpoint
 from include.kafka import security as kafka_security
 from include.spark.jobs import StreamJob
 from include.supervision import control, lease
@@ -96,18 +97,14 @@ def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
     """A Postgres table (JDBC, libpq's PG* environment). As the static side of a stream-static
     join it is read again for every micro-batch: the product catalog's changes and an
     operator's quarantine reach the next batch (and the retry of a failed one)."""
-    env = os.environ
-    url = (
-        f"jdbc:postgresql://{env.get('PGHOST', '127.0.0.1')}:{env.get('PGPORT', '5432')}/"
-        f"{env.get('PGDATABASE', 'postgres')}?currentSchema={pg_schema}"
-    )
+    pg = PostgresEndpoint.from_libpq_env()
     return (
         spark.read.format("jdbc")
-        .option("url", url)
+        .option("url", pg.jdbc_url(pg_schema))
         .option("driver", "org.postgresql.Driver")
         .option("dbtable", table)
-        .option("user", env.get("PGUSER", ""))
-        .option("password", env.get("PGPASSWORD", ""))
+        .option("user", pg.user)
+        .option("password", pg.password)
         .load()
     )
 
@@ -138,7 +135,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
             dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
             # libpq reads PG* from the environment; the schema was checked at start.
-            conn = store.connect({}, schema=args.pg_schema)
+            conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
             try:
                 for table, transform in aggregates.items():
                     partials = [r.asDict() for r in transform(valid, args.window).collect()]
@@ -326,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("live aggregates registered by --aggregate-modules: %s", ", ".join(added))
 
     def pg():
-        return store.connect({}, schema=args.pg_schema)  # libpq reads PG* from the environment
+        return store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
 
     name, owner = lease.lease_name(args.checkpoint_root), lease.new_owner()
     conn = pg()
@@ -359,7 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         threading.Thread(target=graceful_stop, args=(spark,), name="graceful-stop").start()
 
     def keeper_pg():  # a renewal must not wait on a lock longer than its own interval
-        return store.connect({}, schema=args.pg_schema, statement_timeout_s=args.lease_ttl / 3)
+        return store.connect(
+            PostgresEndpoint.from_libpq_env(),
+            schema=args.pg_schema,
+            statement_timeout_s=args.lease_ttl / 3,
+        )
 
     keeper = lease.LeaseKeeper(
         keeper_pg,

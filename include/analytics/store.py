@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from include.endpoints import PostgresEndpoint
 from include.events.contract import MONEY_SQL_TYPE
 from include.events.runs import RunRecord
 
@@ -146,23 +147,11 @@ def load_aggregate_modules(modules: str | Iterable[str]) -> list[str]:
 SKETCH_LG_K = 12
 
 
-def params_from_connection(conn: Any) -> dict[str, Any]:
-    """psycopg2 keyword parameters from an Airflow connection (host, port, login, password,
-    schema = database). We use psycopg2 directly: the Postgres hook may hand out psycopg 3."""
-    return {
-        "host": conn.host,
-        "port": conn.port or 5432,
-        "user": conn.login,
-        "password": conn.password,
-        "dbname": conn.schema or "postgres",
-    }
-
-
 def connect(
-    params: Mapping[str, Any], schema: str = "public", statement_timeout_s: float | None = None
+    endpoint: PostgresEndpoint, schema: str = "public", statement_timeout_s: float | None = None
 ):
-    """A psycopg2 connection (params: host, port, user, password, dbname) whose tables live in
-    ``schema``: tests use their own schema so they never touch the demo's tables. The
+    """A psycopg2 connection to ``endpoint`` (``include/endpoints.py``; a Spark app's is
+    ``PostgresEndpoint.from_libpq_env(os.environ)``) whose tables live in ``schema``: tests use their own schema so they never touch the demo's tables. The
     migrations make the schema (``include/analytics/migrations``).
 
     Never hangs for ever on a dead peer: a 10 s connect timeout and TCP keepalives (a silent
@@ -183,7 +172,7 @@ def connect(
         keepalives_interval=5,
         keepalives_count=3,
         options=options,
-        **params,
+        **endpoint.psycopg2_kwargs(),
     )
     return conn
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from include.endpoints import DEFAULT_REGION, PostgresEndpoint, S3Endpoint
 
 PREFIX = "RTAP_DASHBOARD_"
 
@@ -20,47 +21,21 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    pg_host: str
-    pg_port: int
-    pg_db: str
-    pg_user: str
-    pg_password: str = field(repr=False)
+    pg: PostgresEndpoint  # the read-only role
     pg_schema: str = "public"
     # The Iceberg warehouse of the marts; empty: the History page says it is not configured.
     warehouse: str = ""
     marts_namespace: str = "marts"
-    s3_endpoint: str = ""
-    s3_access_key: str = ""
-    s3_secret_key: str = field(default="", repr=False)
-    s3_region: str = "us-east-1"
+    s3: S3Endpoint = field(default_factory=S3Endpoint)  # the read-only S3 user
     refresh_s: float = 5.0  # the live and health pages re-query this often
     window_min: int = 60  # default span of the live page
     freshness_slo_s: float = 60.0  # green while the last batch is younger (or nothing waits)
     airflow_url: str = ""  # links from the health page to the supervising DAGs
 
     @property
-    def pg(self) -> dict[str, Any]:
-        return {
-            "host": self.pg_host,
-            "port": self.pg_port,
-            "user": self.pg_user,
-            "password": self.pg_password,
-            "dbname": self.pg_db,
-        }
-
-    @property
-    def s3(self) -> dict[str, str]:
-        return {
-            "endpoint_url": self.s3_endpoint,
-            "access_key": self.s3_access_key,
-            "secret_key": self.s3_secret_key,
-            "region": self.s3_region,
-        }
-
-    @property
     def where(self) -> str:
         """Where the live data comes from, for messages (no credentials)."""
-        return f"{self.pg_host}:{self.pg_port}/{self.pg_db} (schema {self.pg_schema})"
+        return f"{self.pg.where} (schema {self.pg_schema})"
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -104,20 +79,51 @@ def from_env(env: Mapping[str, str]) -> Config:
             f"{PREFIX}WAREHOUSE={warehouse}"
         )
     return Config(
-        pg_host=_required(env, "PG_HOST"),
-        pg_port=int(_number(env, "PG_PORT", 5432, 1, 65535)),
-        pg_db=_required(env, "PG_DB"),
-        pg_user=_required(env, "PG_USER"),
-        pg_password=_required(env, "PG_PASSWORD"),
+        pg=PostgresEndpoint(
+            host=_required(env, "PG_HOST"),
+            port=int(_number(env, "PG_PORT", 5432, 1, 65535)),
+            dbname=_required(env, "PG_DB"),
+            user=_required(env, "PG_USER"),
+            password=_required(env, "PG_PASSWORD"),
+        ),
         pg_schema=schema,
         warehouse=warehouse.replace("s3a://", "s3://", 1),
         marts_namespace=namespace,
-        s3_endpoint=s3_endpoint,
-        s3_access_key=s3_key,
-        s3_secret_key=s3_secret,
-        s3_region=env.get(PREFIX + "S3_REGION", "").strip() or "us-east-1",
+        s3=S3Endpoint(
+            endpoint_url=s3_endpoint,
+            access_key=s3_key,
+            secret_key=s3_secret,
+            region=env.get(PREFIX + "S3_REGION", "").strip() or DEFAULT_REGION,
+        ),
         refresh_s=_number(env, "REFRESH_S", 5.0, 1.0, 5.0),
         window_min=int(_number(env, "WINDOW_MIN", 60, 5, 24 * 60)),
         freshness_slo_s=_number(env, "FRESHNESS_SLO_S", 60.0, 5.0, 24 * 3600.0),
         airflow_url=env.get(PREFIX + "AIRFLOW_URL", "").strip().rstrip("/"),
     )
+
+
+def to_env(
+    pg: PostgresEndpoint,
+    s3: S3Endpoint,
+    *,
+    pg_schema: str = "public",
+    warehouse: str = "",
+    marts_namespace: str = "marts",
+    airflow_url: str = "",
+) -> dict[str, str]:
+    """The settings :func:`from_env` reads, for a dashboard given these read-only endpoints."""
+    return {
+        PREFIX + "PG_HOST": pg.host,
+        PREFIX + "PG_PORT": str(pg.port),
+        PREFIX + "PG_DB": pg.dbname,
+        PREFIX + "PG_USER": pg.user,
+        PREFIX + "PG_PASSWORD": pg.password,
+        PREFIX + "PG_SCHEMA": pg_schema,
+        PREFIX + "WAREHOUSE": warehouse,
+        PREFIX + "MARTS_NAMESPACE": marts_namespace,
+        PREFIX + "S3_ENDPOINT": s3.endpoint_url,
+        PREFIX + "S3_ACCESS_KEY": s3.access_key,
+        PREFIX + "S3_SECRET_KEY": s3.secret_key,
+        PREFIX + "S3_REGION": s3.region,
+        PREFIX + "AIRFLOW_URL": airflow_url,
+    }

@@ -96,7 +96,7 @@ def connect(cfg: Config):
         "-c statement_timeout=10000"
     )
     try:
-        conn = psycopg2.connect(connect_timeout=3, options=options, **cfg.pg)
+        conn = psycopg2.connect(connect_timeout=3, options=options, **cfg.pg.psycopg2_kwargs())
     except psycopg2.Error as exc:
         raise Unavailable(
             f"the analytics database at {cfg.where} is unreachable: {_first_line(exc)}"

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 
 from include import pipeline
+from include.endpoints import PostgresEndpoint
 from include.events.generator import BAD_KINDS, GeneratorConfig
 from include.events.traffic import send_traffic
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         from include.analytics import store
 
-        pg_connect = lambda: store.connect({})  # noqa: E731 - libpq reads PG* from the environment
+        pg_connect = lambda: store.connect(PostgresEndpoint.from_libpq_env())  # noqa: E731
     record = send_traffic(
         topic=args.topic,
         kafka_config={"bootstrap.servers": args.bootstrap_servers},

@@ -1,29 +1,12 @@
-"""Small boto3 helpers for the lake bucket (S3 or an S3-compatible server such as MinIO)."""
+"""Small boto3 helpers for the lake bucket (S3 or an S3-compatible server such as MinIO); the
+client comes from ``include.endpoints.S3Endpoint.client``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
-
-
-def s3_client(
-    *, endpoint_url: str | None, access_key: str, secret_key: str, region: str = "us-east-1"
-) -> Any:
-    """A client with path-style addressing, which local S3 servers need."""
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        config=Config(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
-        ),
-    )
 
 
 def ensure_bucket(client: Any, bucket: str) -> bool:

@@ -38,6 +38,7 @@ from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
 from include import connections
+from include.endpoints import S3Endpoint
 from include.reports import REPORT_URI_TEMPLATE, read_report
 from include.spark.jobs import JOBS
 
@@ -71,31 +72,6 @@ def driver_env(env: dict[str, str] | os._Environ) -> dict[str, str]:
 
 
 EXECUTOR_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
-
-
-def s3a_conf(endpoint_url: str | None, region: str | None) -> dict[str, str]:
-    conf = {"spark.hadoop.fs.s3a.endpoint.region": region or "us-east-1"}
-    if endpoint_url:
-        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint_url
-        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
-            endpoint_url.startswith("https")
-        ).lower()
-    return conf
-
-
-def pg_env(
-    host: str | None, port: int | None, login: str | None, password: str | None, schema: str | None
-) -> dict[str, str]:
-    env = {
-        "PGHOST": host or "127.0.0.1",
-        "PGPORT": str(port or 5432),
-        "PGDATABASE": schema or "postgres",
-    }
-    if login:
-        env["PGUSER"] = login
-    if password:
-        env["PGPASSWORD"] = password
-    return env
 
 
 # What spark-submit and the apps take from the environment they are started from.
@@ -182,10 +158,8 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         return hook
 
     def execute(self, context: Any) -> dict[str, Any] | None:
-        from airflow.sdk import BaseHook
 
-        s3 = BaseHook.get_connection(self.s3_conn_id)
-        extra = s3.extra_dejson
+        s3 = connections.s3(self.s3_conn_id)
         if not self.report_uri:
             self._submit(context, s3)
             return None
@@ -193,28 +167,14 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         if "--report" not in args:  # not twice when the same operator object runs again
             self.application_args = [*args, "--report", self.report_uri]
         self._submit(context, s3)
-        from include.lake.s3 import s3_client
+        return read_report(self.report_uri, s3.client())
 
-        client = s3_client(
-            endpoint_url=extra.get("endpoint_url"),
-            access_key=s3.login or "",
-            secret_key=s3.password or "",
-            region=extra.get("region_name", "us-east-1"),
-        )
-        return read_report(self.report_uri, client)
-
-    def _submit(self, context: Any, s3: Any) -> None:
+    def _submit(self, context: Any, s3: S3Endpoint) -> None:
         from airflow.sdk import BaseHook
 
-        extra = s3.extra_dejson
-        env: dict[str, str] = {
-            "AWS_ACCESS_KEY_ID": s3.login or "",
-            "AWS_SECRET_ACCESS_KEY": s3.password or "",
-            "AWS_REGION": extra.get("region_name", "us-east-1"),
-        }
+        env = s3.aws_env()
         if self.postgres_conn_id:
-            pg = BaseHook.get_connection(self.postgres_conn_id)
-            env.update(pg_env(pg.host, pg.port, pg.login, pg.password, pg.schema))
+            env.update(connections.postgres_endpoint(self.postgres_conn_id).libpq_env())
         if self.kafka_conn_id:
             from include.kafka.security import env_from_client_config
 
@@ -225,7 +185,7 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         self.conf = {
             **BASE_CONF,
             **driver_conf(os.environ),
-            **s3a_conf(extra.get("endpoint_url"), extra.get("region_name")),
+            **s3.s3a_conf(),
             **(self.conf or {}),
         }
         master = BaseHook.get_connection(self._conn_id).host or ""

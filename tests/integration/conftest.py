@@ -18,12 +18,11 @@ import pytest
 
 from devstack import environment, stack
 from devstack import settings as devstack_settings
-from devstack.demo import pg_params
 from devstack.services import Context
 from devstack.settings import Settings
 from include import pipeline
 from include.analytics import migrations, store
-from include.lake.s3 import s3_client, sandbox_prefix
+from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import StreamJob
 
 # Test drivers live for seconds: C1 alone compiles what they run (C2's compile threads would
@@ -169,7 +168,7 @@ def sandbox(ctx):
 
 def migrate_schema(ctx: Context, pg_schema: str) -> None:
     """A test's own Postgres schema, made by the migrations like the stack's (make up)."""
-    conn = store.connect(pg_params(ctx), schema=pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=pg_schema)
     try:
         migrations.migrate(conn, pg_schema)
     finally:
@@ -178,7 +177,7 @@ def migrate_schema(ctx: Context, pg_schema: str) -> None:
 
 def drop_sandbox(ctx: Context, prefix: str, pg_schema: str) -> None:
     """Delete a test's Postgres schema and its S3 prefix."""
-    conn = store.connect(pg_params(ctx))
+    conn = store.connect(ctx.analytics_db)
     with conn.cursor() as cur:
         cur.execute(f'DROP SCHEMA IF EXISTS "{pg_schema}" CASCADE')
     conn.commit()
@@ -193,11 +192,8 @@ def drop_sandbox(ctx: Context, prefix: str, pg_schema: str) -> None:
 
 
 def s3(ctx: Context):
-    return s3_client(
-        endpoint_url=ctx.settings.s3_endpoint,
-        access_key=ctx.secrets.s3_access_key,
-        secret_key=ctx.secrets.s3_secret_key,
-    )
+    """MinIO's root user: the tests' own checks and clean-up (the pipeline runs as its roles)."""
+    return ctx.s3_root.client()
 
 
 def dags_test_log(ctx: Context, dag_id: str) -> Path:

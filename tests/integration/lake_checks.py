@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from devstack import environment
-from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
 from include.events.generator import Produced
@@ -26,7 +25,7 @@ from include.supervision import lease
 
 def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
     """Rows of one statement in a test's Postgres schema (made by the migrations)."""
-    conn = store.connect(pg_params(ctx), schema=schema)
+    conn = store.connect(ctx.analytics_db, schema=schema)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
@@ -145,7 +144,7 @@ def assert_aggregate_match(got: dict, expected: dict, exact: tuple[str, ...], ap
 
 
 def lease_holder(ctx, sandbox) -> lease.Holder | None:
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     try:
         name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
         return lease.holder(conn, name)
@@ -160,7 +159,7 @@ def lake_progress_end(ctx, sandbox) -> int:
 
 def latest_ends(ctx, sandbox) -> dict[str, dict[int, int]]:
     """Per query: where its newest batch ended on each partition of the sandbox's topic."""
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     try:
         return store.latest_end_offsets(conn, sandbox.topic)
     finally:
@@ -187,7 +186,7 @@ def reader(ctx):
     if _READER is None:
         from pyspark.sql import SparkSession
 
-        from include.spark.submit import BASE_CONF, s3a_conf
+        from include.spark.submit import BASE_CONF
 
         os.environ["TZ"] = "UTC"  # collected timestamps are naive datetimes in the local zone
         time.tzset()
@@ -196,12 +195,7 @@ def reader(ctx):
         os.environ["PYTHONPATH"] = ctx.env["PYTHONPATH"]
         conf = {
             **BASE_CONF,
-            **s3a_conf(ctx.settings.s3_endpoint, "us-east-1"),
-            "spark.hadoop.fs.s3a.aws.credentials.provider": (
-                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
-            ),
-            "spark.hadoop.fs.s3a.access.key": ctx.secrets.s3_access_key,
-            "spark.hadoop.fs.s3a.secret.key": ctx.secrets.s3_secret_key,
+            **ctx.s3_root.s3a_conf(credentials=True),
             "spark.driver.extraClassPath": os.pathsep.join(environment.spark_jars(ctx.settings)),
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
@@ -252,4 +246,4 @@ def reconcile(
         until=until,
         pg_schema=pg_schema,
     )
-    return app.reconcile(reader(ctx), job, pg_params(ctx))
+    return app.reconcile(reader(ctx), job, ctx.analytics_db)

@@ -24,7 +24,7 @@ import pytest
 
 from devstack import environment
 from devstack import spark as spark_cli
-from devstack.demo import api, pg_params
+from devstack.demo import api
 from include import pipeline
 from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import CompactJob
@@ -108,14 +108,10 @@ def compact_job(ctx, wh: Warehouse, day: str, which: str = "big") -> CompactJob:
 
 def iceberg(ctx, wh: Warehouse):
     return catalog.load_pyiceberg(
-        pg_params(ctx),
+        ctx.analytics_db,
         wh.pg_schema,
         pipeline.s3a(ctx.settings.bucket, wh.warehouse_prefix),
-        {
-            "endpoint_url": ctx.settings.s3_endpoint,
-            "access_key": ctx.secrets.s3_access_key,
-            "secret_key": ctx.secrets.s3_secret_key,
-        },
+        ctx.s3_root,
     )
 
 

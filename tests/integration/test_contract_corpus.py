@@ -22,7 +22,6 @@ from decimal import Decimal
 
 from confluent_kafka import Producer
 
-from devstack.demo import pg_params
 from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
@@ -65,7 +64,7 @@ def send_corpus(ctx, topic: str, corpus) -> None:
 def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
     bucket, boot = ctx.settings.bucket, ctx.settings.kafka_bootstrap
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     warm = produce(generate(500, seed=61, start=start), topic=sandbox.topic, bootstrap_servers=boot)
     launcher = sandbox.launch_supervised(ctx, f"launcher-corpus-{sandbox.id}.log")
     try:
@@ -197,7 +196,7 @@ def test_postgres_refusals_are_set_aside_and_the_batch_completes(ctx, sandbox):
     """The aggregate sinks' safety net on the real Postgres: a row the table cannot hold (an
     overflowing revenue, a NUL in a text key) is returned as rejected with its error, and
     every other row of the batch is upserted."""
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     good = (t, t + timedelta(minutes=1), "books", 2, 3, 30.0, 2)
     rows = [
@@ -240,7 +239,7 @@ def test_a_batch_is_added_once_per_stream(ctx, sandbox):
             "buyers_sketch": sketch.serialize_compact(),
         }
 
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     table = "category_sales_minute"
     first = [partial("books", ["u1", "u2"]), partial("toys", ["u3"])]
@@ -272,7 +271,7 @@ def test_fuzzed_valid_events_fit_postgres(ctx, sandbox):
         "double": "double precision",
         "timestamp": "timestamptz",
     }
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     columns = ", ".join(f"{f.name} {pg_types[f.type]}" for f in contract.FIELDS)
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE fuzz_events ({columns}, worst {contract.MONEY_SQL_TYPE})")
@@ -319,7 +318,7 @@ def test_a_failed_query_is_recorded_in_stream_runs(ctx, sandbox):
     produce(
         generate(50, seed=64), topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap
     )
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     with conn.cursor() as cur:
         cur.execute("DROP TABLE products")  # the migrations' catalog, replaced by a failing view
         cur.execute(

@@ -16,7 +16,6 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 
-from devstack.demo import pg_params
 from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
@@ -36,7 +35,7 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     batch = generate(60_000, seed=303, start=start, bad_share=0.02, duplicate_share=0.02)
     record = produce(batch, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     store.record_run(conn, record)  # what the reconciliation accounts for
     conn.close()
     b = ctx.settings.bucket

@@ -25,7 +25,6 @@ import pytest
 
 from devstack import environment
 from devstack.demo import api as airflow_api
-from devstack.demo import pg_params
 from devstack.install import chromium_binary
 from devstack.services import Dashboard, streamlit_health
 from devstack.spark import compact, submit_argv, submit_env
@@ -207,7 +206,7 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
     wait_for(page, lambda: "No data yet" in alerts(page), 60, "the history page's empty state")
 
     # A stream runs on the sandbox; events are produced.
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     store.upsert_products(conn, build_catalog())
     conn.close()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=4)
@@ -312,7 +311,7 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
 
 def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
     params = {
-        **pg_params(ctx),
+        **ctx.analytics_db,
         "user": environment.DASHBOARD_DB_USER,
         "password": ctx.secrets.dashboard_db_password,
     }
@@ -329,13 +328,13 @@ def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
 
     from botocore.exceptions import ClientError
 
-    from include.lake.s3 import s3_client
+    from include.endpoints import S3Endpoint
 
-    s3 = s3_client(
-        endpoint_url=ctx.settings.s3_endpoint,
-        access_key=ctx.secrets.dashboard_s3_access_key,
-        secret_key=ctx.secrets.dashboard_s3_secret_key,
-    )
+    s3 = S3Endpoint(
+        ctx.settings.s3_endpoint,
+        ctx.secrets.dashboard_s3_access_key,
+        ctx.secrets.dashboard_s3_secret_key,
+    ).client()
     s3.list_objects_v2(Bucket=ctx.settings.bucket, MaxKeys=1)
     with pytest.raises(ClientError, match="AccessDenied"):
         s3.put_object(Bucket=ctx.settings.bucket, Key="dashboard-was-here", Body=b"x")

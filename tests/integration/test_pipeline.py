@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Producer
 
-from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
 from include.events.catalog import build_catalog
@@ -86,7 +85,7 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     kinds = Counter(p.kind for p in batch1)
     assert all(kinds[k] > 0 for k in [*EXPECTED_REASON_PREFIX, "irrelevant", "duplicate"])
 
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     store.upsert_products(conn, build_catalog())  # the catalog the stream enriches from
     conn.close()
 

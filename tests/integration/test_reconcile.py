@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
@@ -24,7 +23,7 @@ def test_every_event_is_accounted_for(ctx, sandbox):
         3_000, seed=41, start=start, bad_share=0.05, irrelevant_share=0.05, duplicate_share=0.03
     )
     r1 = produce(batch, topic=sandbox.topic, bootstrap_servers=boot)
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     store.record_run(conn, r1)
     assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
 

@@ -13,7 +13,6 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from devstack.demo import api as airflow_api
-from devstack.demo import pg_params
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
@@ -95,7 +94,7 @@ def test_replay_reinjects_each_dead_letter_once(ctx, sandbox):
     # recorded them as sent (half of them here): the next run finds those in the topic by
     # their digest header, records them, and sends nothing.
     half = chosen // 2 or 1
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE dlq_replays SET state = 'pending' WHERE digest IN "

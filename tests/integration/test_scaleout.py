@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack import process
-from devstack.demo import pg_params
 from devstack.scaleout import KafkaCluster, SparkStandalone, scaleout_ports
 from devstack.spark import submit_argv, submit_env
 from include import pipeline
@@ -63,13 +62,13 @@ def kafka_cluster(ctx):
 
 
 def seed_catalog(ctx, pg_schema: str) -> None:
-    conn = store.connect(pg_params(ctx), schema=pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=pg_schema)
     store.upsert_products(conn, build_catalog())
     conn.close()
 
 
 def record(ctx, pg_schema: str, run) -> None:
-    conn = store.connect(pg_params(ctx), schema=pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=pg_schema)
     store.record_run(conn, run)  # what the reconciliation accounts for
     conn.close()
 

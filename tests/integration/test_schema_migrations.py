@@ -14,7 +14,7 @@ from devstack.spark import submit_env
 from include.analytics import migrations, store
 from include.spark.jobs import StreamJob
 from tests.conftest import ROOT
-from tests.integration.conftest import drop_sandbox, pg_params
+from tests.integration.conftest import drop_sandbox
 
 FILES = [m.file for m in migrations.migrations()]
 
@@ -27,7 +27,7 @@ def schema(ctx):
 
 
 def tables(ctx, schema: str) -> set[str]:
-    conn = store.connect(pg_params(ctx), schema=schema)
+    conn = store.connect(ctx.analytics_db, schema=schema)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
@@ -37,7 +37,7 @@ def tables(ctx, schema: str) -> set[str]:
 
 
 def test_migrations_apply_once_in_order_and_a_changed_file_is_refused(ctx, schema):
-    conn = store.connect(pg_params(ctx), schema=schema)
+    conn = store.connect(ctx.analytics_db, schema=schema)
     try:
         with pytest.raises(
             migrations.SchemaNotReady,
@@ -74,7 +74,7 @@ def test_two_migrations_at_once_apply_each_file_once(ctx, schema):
     results, errors = [], []
 
     def run() -> None:
-        conn = store.connect(pg_params(ctx), schema=schema)
+        conn = store.connect(ctx.analytics_db, schema=schema)
         try:
             results.append(migrations.migrate(conn, schema))
         except Exception as exc:  # reported below

@@ -17,12 +17,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 from devstack import environment, process
 from devstack.airflow_api import AirflowApi, AirflowApiError
+from include import connections
 from include.analytics import store
 from include.events import contract
 from include.events.generator import generate
 from include.events.producer import produce
 from include.events.runs import id_digest
-from tests.integration.conftest import pg_params, s3
+from tests.integration.conftest import s3
 
 
 def test_generator_record_matches_what_is_in_the_topic(ctx, sandbox):
@@ -78,7 +79,7 @@ def test_s3_server_stores_and_lists_objects(ctx, sandbox):
 
 
 def test_postgres_databases_and_roles(ctx):
-    conn = store.connect(pg_params(ctx))
+    conn = store.connect(ctx.analytics_db)
     with conn.cursor() as cur:
         cur.execute("SELECT datname FROM pg_database ORDER BY 1")
         dbs = {r[0] for r in cur.fetchall()}
@@ -151,7 +152,7 @@ def test_each_airflow_user_does_what_its_role_allows_and_audits_name_it(ctx, san
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     finally:
         admin.delete_run("stream_control", run_id)
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     try:
         name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
         state = control.get(conn, name)
@@ -176,13 +177,8 @@ def test_the_pipelines_s3_users_write_only_their_prefixes(ctx, sandbox, who, wri
     bucket and writes only its own prefixes; the rest of the suite runs the pipeline with them."""
     from botocore.exceptions import ClientError
 
-    from include.lake.s3 import s3_client
-
-    client = s3_client(
-        endpoint_url=ctx.settings.s3_endpoint,
-        access_key=getattr(ctx.secrets, f"{who}_s3_access_key"),
-        secret_key=getattr(ctx.secrets, f"{who}_s3_secret_key"),
-    )
+    conn_id = {"stream": connections.S3, "warehouse": connections.WAREHOUSE_S3}[who]
+    client = ctx.s3(conn_id).client()
     bucket = ctx.settings.bucket
     for prefix in writes:
         key = f"{sandbox.prefix}/{prefix}/probe-{who}"

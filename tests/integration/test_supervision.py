@@ -23,7 +23,6 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from devstack.demo import pg_params
 from devstack.spark import submit_argv, submit_env
 from devstack.stream_status import stream_status
 from include import pipeline
@@ -153,7 +152,7 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
 
 
 def test_lease_rules_on_postgres(ctx, sandbox):
-    conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     name = "stream:s3a://lake/it/lease-rules"
     try:
         held = lease.acquire(conn, name, "A", ttl_s=30)
@@ -181,7 +180,7 @@ def test_lease_rules_on_postgres(ctx, sandbox):
         # (FOR SHARE) -> the keeper's connection (a statement timeout) fails fast instead.
         with conn.cursor() as cur:
             lease.fence(cur, name, "C")  # the transaction stays open, the row share-locked
-        keeper = store.connect(pg_params(ctx), sandbox.pg_schema, statement_timeout_s=1)
+        keeper = store.connect(ctx.analytics_db, sandbox.pg_schema, statement_timeout_s=1)
         try:
             t0 = time.monotonic()
             with pytest.raises(psycopg2.errors.QueryCanceled):
@@ -217,12 +216,12 @@ def test_the_gate_waits_for_a_dependency_instead_of_halting(ctx, sandbox, monkey
     broker = {"bootstrap.servers": ctx.settings.kafka_bootstrap}
     closed = {"bootstrap.servers": "127.0.0.1:9", "socket.connection.setup.timeout.ms": 1000}
     monkeypatch.setattr(
-        tasks, "_postgres", lambda schema: store.connect(pg_params(ctx), schema=schema)
+        tasks, "_postgres", lambda schema: store.connect(ctx.analytics_db, schema=schema)
     )
     monkeypatch.setattr(tasks, "_s3", lambda: s3(ctx))
 
     def fail_runs(n: int, tag: str) -> None:
-        conn = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+        conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
         try:
             for i in range(n):  # started, never ended: killed or crashed
                 control.record_start(conn, name, f"{tag}-{i}", "h", 1_000 + i)
@@ -257,7 +256,7 @@ def test_the_gate_waits_for_a_dependency_instead_of_halting(ctx, sandbox, monkey
 
 
 def execute(ctx, schema: str, sql: str) -> None:
-    conn = store.connect(pg_params(ctx), schema=schema)
+    conn = store.connect(ctx.analytics_db, schema=schema)
     try:
         with conn.cursor() as cur:
             cur.execute(sql)
@@ -367,7 +366,7 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
         # A batch wedged in its sink: the product catalog the batch enriches from is locked, so
         # the next batch is planned and never commits, while the driver heart-beats. Judged at
         # that state (read from the checkpoint), once it is older than the batch limit.
-        wedge = store.connect(pg_params(ctx), schema=sandbox.pg_schema)
+        wedge = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
         try:
             with wedge.cursor() as cur:
                 cur.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")

@@ -58,7 +58,7 @@ def funnel_frame() -> pd.DataFrame:
 def test_settings_from_env_with_defaults():
     cfg = from_env(BASE_ENV)
     assert (cfg.pg_schema, cfg.refresh_s, cfg.window_min, cfg.warehouse) == ("public", 5.0, 60, "")
-    assert cfg.pg == {
+    assert cfg.pg.psycopg2_kwargs() == {
         "host": "127.0.0.1",
         "port": 5432,
         "user": "reader",

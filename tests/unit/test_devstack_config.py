@@ -116,7 +116,8 @@ def test_the_dashboard_gets_only_its_read_only_credentials(tmp_path):
     ):
         assert other not in values
     cfg = from_env(env)
-    assert (cfg.pg_user, cfg.warehouse) == (environment.DASHBOARD_DB_USER, "s3://lake/warehouse")
+    assert (cfg.pg.user, cfg.warehouse) == (environment.DASHBOARD_DB_USER, "s3://lake/warehouse")
+    assert cfg.s3.access_key == creds.dashboard_s3_access_key
 
 
 def test_the_pipelines_s3_connections_are_per_service_users_never_root(tmp_path):

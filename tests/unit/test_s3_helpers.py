@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from moto import mock_aws
 
-from include.lake.s3 import count_objects, ensure_bucket, s3_client
+from include.endpoints import S3Endpoint
+from include.lake.s3 import count_objects, ensure_bucket
 
 
 @pytest.fixture
 def client():
     with mock_aws():
-        yield s3_client(endpoint_url=None, access_key="k" * 16, secret_key="s" * 32)
+        yield S3Endpoint(access_key="k" * 16, secret_key="s" * 32).client()
 
 
 def test_ensure_bucket_is_idempotent(client):

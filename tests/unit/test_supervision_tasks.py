@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from moto import mock_aws
 
-from include.lake.s3 import ensure_bucket, s3_client
+from include.endpoints import S3Endpoint
+from include.lake.s3 import ensure_bucket
 from include.supervision import health, tasks
 
 PARAMS = {
@@ -74,7 +75,7 @@ class Unreachable:
 
 def test_dependencies_down_names_each_one_with_the_first_line_of_its_error(monkeypatch):
     with mock_aws():
-        s3 = s3_client(endpoint_url=None, access_key="k" * 16, secret_key="s" * 32)
+        s3 = S3Endpoint(access_key="k" * 16, secret_key="s" * 32).client()
         ensure_bucket(s3, "lake")
         monkeypatch.setattr(tasks, "_s3", lambda: s3)
         monkeypatch.setattr(
@@ -171,7 +172,7 @@ def test_queries_report_committed_offsets_and_the_age_of_a_planned_batch(monkeyp
     alive = datetime(2026, 12, 2, 7, 59, tzinfo=UTC)
     monkeypatch.setattr(store, "last_signs_of_life", lambda conn: {"lake": alive})
     with mock_aws():
-        s3 = s3_client(endpoint_url=None, access_key="k" * 16, secret_key="s" * 32)
+        s3 = S3Endpoint(access_key="k" * 16, secret_key="s" * 32).client()
         ensure_bucket(s3, "lake")
         _checkpoint(s3, "lake", planned=3, committed=2)  # batch 3 planned, not committed
         planned_at = s3.head_object(
@@ -191,7 +192,7 @@ def test_queries_without_a_batch_in_flight(monkeypatch):
 
     monkeypatch.setattr(store, "last_signs_of_life", lambda conn: {})
     with mock_aws():
-        s3 = s3_client(endpoint_url=None, access_key="k" * 16, secret_key="s" * 32)
+        s3 = S3Endpoint(access_key="k" * 16, secret_key="s" * 32).client()
         ensure_bucket(s3, "lake")
         empty = tasks._queries(FakeConn([(datetime.now(UTC),)]), s3, PARAMS)
         _checkpoint(s3, "lake", planned=1, committed=1)

@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from include.analytics import store
+    from include.endpoints import PostgresEndpoint
 
     p = argparse.ArgumentParser(
         prog="python -m include.analytics.migrations", description=__doc__.splitlines()[0]
@@ -183,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.airflow_connection:
         from include import connections
 
-        params = connections.postgres_params()
+        endpoint = connections.postgres_endpoint()
     else:
-        params = {}  # libpq reads PG* from the environment
-    conn = store.connect(params, schema=args.schema)
+        endpoint = PostgresEndpoint.from_libpq_env()
+    conn = store.connect(endpoint, schema=args.schema)
     try:
         applied = migrate(conn, args.schema)
     except MigrationError as exc:
