@@ -170,23 +170,25 @@ class S3Endpoint:
             "AWS_REGION": self.region,
         }
 
-    def s3a_conf(self, credentials: bool = False) -> dict[str, str]:
-        """Spark's ``fs.s3a`` endpoint settings. The credentials go by :meth:`aws_env` to a
-        spark-submit; ``credentials=True`` puts them in the settings instead, for a session
-        built in-process (never on a command line)."""
+    def s3a_conf(self) -> dict[str, str]:
+        """Spark's ``fs.s3a`` endpoint settings (no credentials: a spark-submit gets them by
+        :meth:`aws_env`, a session already running by :meth:`hadoop_credentials`)."""
         conf = {"spark.hadoop.fs.s3a.endpoint.region": self.region}
         if self.endpoint_url:
             conf["spark.hadoop.fs.s3a.endpoint"] = self.endpoint_url
             conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
                 self.endpoint_url.startswith("https")
             ).lower()
-        if credentials:
-            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
-                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
-            )
-            conf["spark.hadoop.fs.s3a.access.key"] = self.access_key
-            conf["spark.hadoop.fs.s3a.secret.key"] = self.secret_key
         return conf
+
+    def hadoop_credentials(self) -> dict[str, str]:
+        """The credentials as Hadoop settings, to set on a running session's Hadoop
+        configuration (a PySpark session's builder settings become its JVM's command line)."""
+        return {
+            "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+            "fs.s3a.access.key": self.access_key,
+            "fs.s3a.secret.key": self.secret_key,
+        }
 
     def pyarrow_filesystem(self) -> Any:
         from pyarrow import fs

@@ -8,8 +8,11 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +27,13 @@ from include import pipeline
 from include.analytics import migrations, store
 from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import StreamJob
+from tests.conftest import ROOT, TEST_JAVA_OPTS
+from tests.integration.dag_runner import PREFIX as DAG_RUNNER_PREFIX
 
-# Test drivers live for seconds: C1 alone compiles what they run (C2's compile threads would
-# compete with the tasks for the two cores). The stack's own services keep the default JIT.
-TEST_SPARK_SUBMIT_OPTS = "-XX:TieredStopAtLevel=1"
+# spark-submit's JVM in the tests (tests/conftest.py says why), without a web UI nobody looks at
+# (a Spark setting as a system property: SparkConf reads every ``spark.*`` one); the drivers
+# `make run` launches keep theirs.
+TEST_SPARK_SUBMIT_OPTS = f"{TEST_JAVA_OPTS} -Dspark.ui.enabled=false"
 
 
 def started_marker(settings: Settings) -> Path:
@@ -202,6 +208,78 @@ def dags_test_log(ctx: Context, dag_id: str) -> Path:
     return ctx.settings.logs_dir / f"dags-test-{dag_id}{'-' + worker if worker else ''}.log"
 
 
+class DagRunner:
+    """This worker's `airflow dags test` process (tests/integration/dag_runner.py), started on
+    first use and reused by every run; restarted if it dies or a run outlives its timeout."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        env = {
+            **self.ctx.env,
+            "RTAP_DAG_RUNNER_LOG": str(self.ctx.log_file(f"dag-runner-{worker}")),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.dag_runner"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+            text=True,
+            start_new_session=True,
+        )
+        self.proc = proc
+        self._answer(300, "start")
+        return proc
+
+    def _answer(self, timeout: float, what: str) -> dict:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not ready:
+                self.close()
+                raise AssertionError(f"`airflow dags test` ({what}) did not end in {timeout:.0f}s")
+            line = self.proc.stdout.readline()
+            if not line:
+                self.close()
+                raise AssertionError(f"the `airflow dags test` process died ({what})")
+            if line.startswith(DAG_RUNNER_PREFIX):
+                return json.loads(line[len(DAG_RUNNER_PREFIX) :])
+
+    def run(
+        self, dag_id: str, conf: dict | None, env: dict[str, str], log: Path, timeout: float
+    ) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        request = {"dag_id": dag_id, "conf": conf, "env": env, "log": str(log)}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return int(self._answer(timeout, dag_id)["exit"])
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+
+_DAG_RUNNER: DagRunner | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dag_runner():
+    """Stops this worker's `airflow dags test` process at the end of its session."""
+    yield
+    if _DAG_RUNNER is not None:
+        _DAG_RUNNER.close()
+
+
 def airflow_dags_run(
     ctx: Context,
     dag_id: str,
@@ -209,19 +287,17 @@ def airflow_dags_run(
     timeout: float = 900,
     env: dict[str, str] | None = None,
 ) -> tuple[str, str]:
-    """Run ``airflow dags test`` (the real CLI, in-process executor); return the final state of
-    the run and the output (also saved under the stack's logs). ``env`` overrides variables
-    of the stack's environment (e.g. an ``AIRFLOW_CONN_*``)."""
-    argv = [str(environment.venv_bin() / "airflow"), "dags", "test", dag_id]
-    if conf:
-        argv += ["-c", json.dumps(conf)]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, env={**ctx.env, **(env or {})}, timeout=timeout
-    )
-    output = proc.stdout + proc.stderr
-    match = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", output)
+    """Run Airflow's ``dags test`` command (in-process executor, the same code as the CLI, in
+    this worker's long-lived Airflow process); return the final state of the run and the output
+    (also saved under the stack's logs). ``env`` overrides variables of the stack's environment
+    for this run (e.g. an ``AIRFLOW_CONN_*``)."""
+    global _DAG_RUNNER
+    if _DAG_RUNNER is None:
+        _DAG_RUNNER = DagRunner(ctx)
     log = dags_test_log(ctx, dag_id)
-    log.write_text(output)
+    _DAG_RUNNER.run(dag_id, conf, env or {}, log, timeout)
+    output = log.read_text()
+    match = re.findall(r"DagRun Finished: dag_id=" + re.escape(dag_id) + r".*?state=(\w+)", output)
     assert match, f"`airflow dags test {dag_id}` did not finish a run; output in {log}"
     return match[-1], output
 

@@ -21,6 +21,7 @@ from include.analytics import store
 from include.events.generator import Produced
 from include.spark.jobs import ReconcileJob
 from include.supervision import lease
+from tests.conftest import TEST_JAVA_OPTS
 
 
 def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
@@ -193,10 +194,16 @@ def reader(ctx):
         # Python workers (reconcile's digests) import our packages with the venv's Python.
         os.environ["PYSPARK_PYTHON"] = ctx.env["PYSPARK_PYTHON"]
         os.environ["PYTHONPATH"] = ctx.env["PYTHONPATH"]
+        credentials = ctx.s3_root.hadoop_credentials()
         conf = {
-            **BASE_CONF,
-            **ctx.s3_root.s3a_conf(credentials=True),
+            **{
+                k: v
+                for k, v in BASE_CONF.items()
+                if k.removeprefix("spark.hadoop.") not in credentials
+            },
+            **ctx.s3_root.s3a_conf(),
             "spark.driver.extraClassPath": os.pathsep.join(environment.spark_jars(ctx.settings)),
+            "spark.driver.extraJavaOptions": TEST_JAVA_OPTS,
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
@@ -205,6 +212,10 @@ def reader(ctx):
         for key, value in conf.items():
             builder = builder.config(key, value)
         _READER = builder.getOrCreate()
+        # The credentials go to the running JVM, not its command line (the builder's settings).
+        hadoop = _READER.sparkContext._jsc.hadoopConfiguration()
+        for key, value in credentials.items():
+            hadoop.set(key, value)
         _READER.sparkContext.setLogLevel("ERROR")
         logging.getLogger("py4j").setLevel(logging.WARNING)  # no chatter from its finalizers
     return _READER

@@ -175,6 +175,18 @@ def assert_day_correct(ctx, wh: Warehouse, day: str) -> pd.DataFrame:
     return events
 
 
+def data_files(ctx, wh: Warehouse) -> dict[str, datetime]:
+    """The events table's data files in S3 (committed or not): key -> last modified."""
+    client = s3(ctx)
+    return {
+        o["Key"]: o["LastModified"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=ctx.settings.bucket, Prefix=f"{wh.warehouse_prefix}/analytics/events/data/"
+        )
+        for o in page.get("Contents", [])
+    }
+
+
 def run_record(ctx, wh: Warehouse, day: str) -> tuple:
     rows = query(
         ctx, wh.pg_schema, "SELECT status, rows FROM compaction_runs WHERE day = %s", (day,)
@@ -192,24 +204,26 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
     events = assert_day_correct(ctx, wh, BIG_DAY)
     assert run_record(ctx, wh, BIG_DAY) == ("verified", len(events))
 
-    # Killed while writing: no commit (the table is what it was).
+    # Killed while writing: a data file of the new write is in S3 and the commit has not
+    # happened (observed, not timed) -> no commit (the table is what it was).
     table = iceberg(ctx, wh).load_table("analytics.events")
     before = table.current_snapshot().snapshot_id
+    written = set(data_files(ctx, wh))
     job = compact_job(ctx, wh, BIG_DAY)
     log = ctx.settings.logs_dir / "compact_killed.log"
     proc = spawn(ctx, spark_cli.submit_argv(ctx, job), spark_cli.submit_env(ctx, job), log.name)
     try:
         deadline = time.monotonic() + 300
-        while f"writing {BIG_DAY}" not in log.read_text():
+        while not set(data_files(ctx, wh)) - written:
             assert proc.poll() is None, f"compaction ended before writing; see {log}"
             assert time.monotonic() < deadline, f"compaction never started writing; see {log}"
-            time.sleep(0.1)
-        time.sleep(0.3)
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     after_kill = iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id
     assert after_kill == before, "the killed run committed: it was not killed mid-write"
+    assert set(data_files(ctx, wh)) - written, "the killed run's files stay, unreferenced"
 
     # The re-run completes, to the same tables. Its plan uses the bytes per row the table
     # measured, so every file lands within +-25 % of the target.
@@ -338,14 +352,7 @@ def test_weekly_maintenance_through_airflow(ctx, wh):
         assert len(cat.load_table(name).snapshots()) == 1, name
     table = cat.load_table("analytics.events")
     referenced = {task.file.file_path.split("/", 3)[-1] for task in table.scan().plan_files()}
-    client = s3(ctx)
-    stored = {
-        o["Key"]: o["LastModified"]
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=ctx.settings.bucket, Prefix=f"{wh.warehouse_prefix}/analytics/events/data/"
-        )
-        for o in page.get("Contents", [])
-    }
+    stored = data_files(ctx, wh)
     # Files of expired snapshots are gone: what is left is referenced, or a recent orphan.
     assert referenced <= set(stored)
     recent = datetime.now(UTC) - timedelta(hours=1)

@@ -77,8 +77,7 @@ def test_s3_renderings():
         "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
     }, "no credential in spark-submit's settings"
-    keyed = S3.s3a_conf(credentials=True)
-    assert keyed["spark.hadoop.fs.s3a.secret.key"] == "s3cret-key-value"
+    assert S3.hadoop_credentials()["fs.s3a.secret.key"] == "s3cret-key-value"
     aws = S3Endpoint(region="eu-west-1").s3a_conf()
     assert aws == {"spark.hadoop.fs.s3a.endpoint.region": "eu-west-1"}
     props = S3.pyiceberg_properties()
