@@ -96,6 +96,24 @@ def superuser_db(
     )
 
 
+def dashboard_db(settings: Settings, secrets: Secrets) -> PostgresEndpoint:
+    """The analytics database as the dashboard's role (SELECT only)."""
+    return PostgresEndpoint(
+        settings.host,
+        settings.ports.postgres,
+        ANALYTICS_DB,
+        DASHBOARD_DB_USER,
+        secrets.dashboard_db_password,
+    )
+
+
+def dashboard_s3(settings: Settings, secrets: Secrets) -> S3Endpoint:
+    """The local S3 server as the dashboard's read-only user."""
+    return S3Endpoint(
+        settings.s3_endpoint, secrets.dashboard_s3_access_key, secrets.dashboard_s3_secret_key
+    )
+
+
 def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` variables for the connections the DAGs use."""
     conns = {
@@ -165,16 +183,8 @@ def dashboard_env(
     from include.dashboard import config
 
     return config.to_env(
-        PostgresEndpoint(
-            settings.host,
-            settings.ports.postgres,
-            ANALYTICS_DB,
-            DASHBOARD_DB_USER,
-            secrets.dashboard_db_password,
-        ),
-        S3Endpoint(
-            settings.s3_endpoint, secrets.dashboard_s3_access_key, secrets.dashboard_s3_secret_key
-        ),
+        dashboard_db(settings, secrets),
+        dashboard_s3(settings, secrets),
         pg_schema=pg_schema,
         warehouse=warehouse or f"s3://{settings.bucket}/{pipeline.WAREHOUSE_PREFIX}",
         marts_namespace=pipeline.MARTS_NAMESPACE,

@@ -310,12 +310,10 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
 
 
 def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
-    params = {
-        **ctx.analytics_db,
-        "user": environment.DASHBOARD_DB_USER,
-        "password": ctx.secrets.dashboard_db_password,
-    }
-    conn = psycopg2.connect(options=f"-c search_path={sandbox.pg_schema}", **params)
+    reader = environment.dashboard_db(ctx.settings, ctx.secrets)
+    conn = psycopg2.connect(
+        options=f"-c search_path={sandbox.pg_schema}", **reader.psycopg2_kwargs()
+    )
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM category_sales_minute")  # reads a schema made later
@@ -328,13 +326,7 @@ def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
 
     from botocore.exceptions import ClientError
 
-    from include.endpoints import S3Endpoint
-
-    s3 = S3Endpoint(
-        ctx.settings.s3_endpoint,
-        ctx.secrets.dashboard_s3_access_key,
-        ctx.secrets.dashboard_s3_secret_key,
-    ).client()
+    s3 = environment.dashboard_s3(ctx.settings, ctx.secrets).client()
     s3.list_objects_v2(Bucket=ctx.settings.bucket, MaxKeys=1)
     with pytest.raises(ClientError, match="AccessDenied"):
         s3.put_object(Bucket=ctx.settings.bucket, Key="dashboard-was-here", Body=b"x")
