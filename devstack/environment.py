@@ -76,35 +76,25 @@ def s3_root(settings: Settings, secrets: Secrets) -> S3Endpoint:
     return S3Endpoint(settings.s3_endpoint, secrets.s3_access_key, secrets.s3_secret_key)
 
 
+def _postgres(settings: Settings, dbname: str, user: str, password: str) -> PostgresEndpoint:
+    return PostgresEndpoint(settings.host, settings.ports.postgres, dbname, user, password)
+
+
 def analytics_db(settings: Settings, secrets: Secrets) -> PostgresEndpoint:
     """The analytics database, as its owner (the pipeline's role)."""
-    return PostgresEndpoint(
-        settings.host, settings.ports.postgres, ANALYTICS_DB, ANALYTICS_DB_USER, secrets.pg_password
-    )
+    return _postgres(settings, ANALYTICS_DB, ANALYTICS_DB_USER, secrets.pg_password)
 
 
 def superuser_db(
     settings: Settings, secrets: Secrets, dbname: str = "postgres"
 ) -> PostgresEndpoint:
     """Postgres's superuser: `make up` creates the roles and databases with it, nothing else."""
-    return PostgresEndpoint(
-        settings.host,
-        settings.ports.postgres,
-        dbname,
-        PG_SUPERUSER,
-        secrets.pg_superuser_password,
-    )
+    return _postgres(settings, dbname, PG_SUPERUSER, secrets.pg_superuser_password)
 
 
 def dashboard_db(settings: Settings, secrets: Secrets) -> PostgresEndpoint:
     """The analytics database as the dashboard's role (SELECT only)."""
-    return PostgresEndpoint(
-        settings.host,
-        settings.ports.postgres,
-        ANALYTICS_DB,
-        DASHBOARD_DB_USER,
-        secrets.dashboard_db_password,
-    )
+    return _postgres(settings, ANALYTICS_DB, DASHBOARD_DB_USER, secrets.dashboard_db_password)
 
 
 def dashboard_s3(settings: Settings, secrets: Secrets) -> S3Endpoint:
@@ -135,12 +125,8 @@ def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
 
 def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """Airflow configuration as environment variables (no airflow.cfg edits)."""
-    db_url = PostgresEndpoint(
-        settings.host,
-        settings.ports.postgres,
-        AIRFLOW_DB,
-        AIRFLOW_DB_USER,
-        secrets.airflow_db_password,
+    db_url = _postgres(
+        settings, AIRFLOW_DB, AIRFLOW_DB_USER, secrets.airflow_db_password
     ).sqlalchemy_url()
     home = settings.airflow_home
     return {

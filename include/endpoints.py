@@ -9,8 +9,9 @@ s3a setting or pyiceberg's properties from parts. The renderings:
 ==============  ================================================================================
 Postgres        psycopg2 keyword arguments, libpq's ``PG*`` environment, a JDBC URL, an SQLAlchemy
                 URL, an Airflow connection
-S3              a boto3 client, the ``AWS_*`` environment, Spark's ``fs.s3a`` settings, pyiceberg's
-                properties, a pyarrow filesystem, an Airflow connection
+S3              a boto3 client, the ``AWS_*`` environment, Spark's ``fs.s3a`` settings, Hadoop
+                credentials for a running session, pyiceberg's properties, a pyarrow
+                filesystem, an Airflow connection
 Kafka           a librdkafka client config, an Airflow connection
 ==============  ================================================================================
 

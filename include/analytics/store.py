@@ -151,7 +151,8 @@ def connect(
     endpoint: PostgresEndpoint, schema: str = "public", statement_timeout_s: float | None = None
 ):
     """A psycopg2 connection to ``endpoint`` (``include/endpoints.py``; a Spark app's is
-    ``PostgresEndpoint.from_libpq_env(os.environ)``) whose tables live in ``schema``: tests use their own schema so they never touch the demo's tables. The
+    ``PostgresEndpoint.from_libpq_env()``) whose tables live in ``schema``: tests use their own
+    schema so they never touch the demo's tables. The
     migrations make the schema (``include/analytics/migrations``).
 
     Never hangs for ever on a dead peer: a 10 s connect timeout and TCP keepalives (a silent
