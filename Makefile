@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo reconcile compact scaleout test test-unit stop status password lint format lock bench measure docs clean
+.PHONY: help venv install run up demo reconcile compact scaleout chaos test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,16 +40,26 @@ SCALEOUT ?= up
 scaleout: install ## a Spark standalone cluster + 3-broker Kafka next to the stack (SCALEOUT=up|down|status)
 	@$(PY) -m devstack scaleout $(SCALEOUT)
 
+QUICK ?=
+SEED ?=
+chaos: install ## live traffic + faults through the supervised stream, then proof (QUICK=1: ~10 min; default ~1 h)
+	@$(PY) -m devstack chaos $(if $(QUICK),--quick) $(if $(SEED),--seed $(SEED))
+
 # Two pytest-xdist workers share the stack: much of an integration test waits (JVM and Airflow
 # start-up, S3 round trips), so two of them fill the 2 cores better than one. A module is one
 # unit of work (its module fixtures are set up once), taken in the order of tests/conftest.py
-# (slowest first). TEST_WORKERS=0 runs everything in one process.
+# (slowest first). TEST_WORKERS=0 runs everything in one process. Then the quick chaos soak,
+# alone (it stops and starts the shared services), on the stack the first run leaves running.
 TEST_WORKERS ?= 2
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m devstack install --browser
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	@status=0; \
+	RTAP_STACK_HANDOFF=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not chaos" || status=$$?; \
+	$(PY) -m pytest -m chaos tests/integration/test_chaos.py || status=$$?; \
+	exit $$status
 
 test-unit: venv ## unit tests and DAG checks only (no services)
 	@$(PY) -m pytest -m "not integration"

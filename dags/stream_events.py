@@ -22,7 +22,7 @@ connection) after the schema's migrations, a gate and three preflight checks:
 5. **single_writer** — no live driver holds the checkpoint's lease (the driver itself takes
    the lease too, so a second driver is refused even if Airflow thinks the first one dead).
 
-The stream task retries with exponential backoff and has no execution timeout: a continuous
+The stream task retries after a fixed delay and has no execution timeout: a continuous
 run lives until stopped; a restart resumes from the checkpoints. The `stream_health` DAG
 watches it and restarts a stalled driver; `stream_control` stops or restarts it gracefully.
 
@@ -145,10 +145,12 @@ with DAG(
                 os.environ.get("RTAP_STREAM_RETRY_DELAY_S", pipeline.STREAM_RETRY_DELAY_S)
             )
         ),
-        retry_exponential_backoff=True,
-        max_retry_delay=timedelta(minutes=10),
+        # Fixed: Airflow's back-off grows with the try number of a run that lives for days.
+        retry_exponential_backoff=False,
         execution_timeout=None,
         on_retry_callback=PlatformNotifier(level="warning"),
+        # A try after a scheduler crash adopts the driver it orphaned (docs/supervision.md).
+        before_submit="include.supervision.tasks:await_orphaned_driver",
         application_args=StreamJob.templated(
             bootstrap_servers=BOOTSTRAP,
             topic="{{ params.topic }}",

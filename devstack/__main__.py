@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("action", choices=("up", "down", "status"))
     so.add_argument("--workers", type=int, default=2)
     so.add_argument("--brokers", type=int, default=3)
+    chaos = sub.add_parser(
+        "chaos", help="a soak of live traffic and faults through the supervised stream, proven"
+    )
+    chaos.add_argument("--quick", action="store_true", help="~100k events, 5 faults")
+    chaos.add_argument("--seed", type=int, default=None, help="the fault plan's and traffic's")
     sub.add_parser("down", help="stop everything this stack started")
     sub.add_parser("status", help="each service, its ports, pid and health; then the stream")
     sub.add_parser("password", help="print the Airflow admin login")
@@ -189,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             return _compact(ctx, args)
         elif args.command == "scaleout":
             return _scaleout(ctx, args)
+        elif args.command == "chaos":
+            from devstack import chaos as chaos_mod
+
+            if not stack.is_up(ctx):
+                stack.up(ctx)
+            return chaos_mod.main(ctx, args.quick, args.seed)
         elif args.command == "down":
             stack.down(ctx)
         elif args.command == "status":

@@ -309,6 +309,10 @@ def disagreements(compose: Mapping[str, Any]) -> list[str]:
         missing = sorted(wanted - set(env))
         if missing:
             out.append(f"service {name}: missing connection(s) {', '.join(missing)}")
+        for key, value in pipeline.SCHEDULER_SETTINGS.items():
+            var = f"AIRFLOW__SCHEDULER__{key.upper()}"
+            if env.get(var) != value:
+                out.append(f"service {name}: {var}={env.get(var)!r}, devstack uses {value}")
         db = env.get(f"AIRFLOW_CONN_{connections.POSTGRES.upper()}")
         if db:
             conn = json.loads(db)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from devstack.secrets import Secrets
 from devstack.settings import ROOT, Settings
-from include import connections
+from include import connections, pipeline
 from include.airflow_users import ADMIN_USER, users_setting
 from include.endpoints import KafkaEndpoint, PostgresEndpoint, S3Endpoint, airflow_connection_env
 
@@ -151,6 +151,7 @@ def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.airflow_jwt_secret,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        **{f"AIRFLOW__SCHEDULER__{k.upper()}": v for k, v in pipeline.SCHEDULER_SETTINGS.items()},
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # plugins/dashboard_link.py: the dashboard's entry in the Airflow UI's navigation.
         "RTAP_DASHBOARD_URL": settings.dashboard_url,

@@ -269,6 +269,12 @@ def stop(settings: Settings, name: str) -> None:
         _stop(client(settings).supervisor, name)
 
 
+def resume(settings: Settings, name: str) -> None:
+    """Start program ``name`` again after :func:`stop` (its definition unchanged)."""
+    with contextlib.suppress(xmlrpc.client.Fault):  # ALREADY_STARTED
+        client(settings).supervisor.startProcess(name, True)
+
+
 def shutdown(settings: Settings, timeout: float = 60.0) -> bool:
     """Stop supervisord, then whatever still runs in its session (what a program that died
     left behind, Airflow's task processes). True if it ran."""

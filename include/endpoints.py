@@ -21,6 +21,7 @@ Passwords never appear in ``repr`` (logs, tracebacks) nor in :attr:`PostgresEndp
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +61,7 @@ class PostgresEndpoint:
     def from_libpq_env(cls, env: Mapping[str, str] | None = None) -> PostgresEndpoint:
         """From libpq's ``PG*`` variables (what a Spark driver is started with; default: this
         process's environment)."""
-        if env is None:
-            import os
-
-            env = os.environ
+        env = os.environ if env is None else env
         return cls(
             host=env.get("PGHOST") or "127.0.0.1",
             port=int(env.get("PGPORT") or POSTGRES_PORT),
@@ -145,6 +143,18 @@ class S3Endpoint:
             access_key=conn.login or "",
             secret_key=conn.password or "",
             region=extra.get("region_name") or DEFAULT_REGION,
+        )
+
+    @classmethod
+    def from_aws_env(cls, endpoint_url: str, env: Mapping[str, str] | None = None) -> S3Endpoint:
+        """From a process's ``AWS_*`` environment (:meth:`aws_env`: how a Spark driver gets its
+        keys) and the endpoint its s3a settings name."""
+        env = os.environ if env is None else env
+        return cls(
+            endpoint_url=endpoint_url,
+            access_key=env.get("AWS_ACCESS_KEY_ID", ""),
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY", ""),
+            region=env.get("AWS_REGION") or DEFAULT_REGION,
         )
 
     def client(self) -> Any:

@@ -29,13 +29,22 @@ STREAM_TRIGGER = "10 seconds"
 
 # Supervision: a driver that has not heart-beaten (or a query with data waiting and no sign of
 # life) for this long is stalled; after MAX_RESTARTS failed runs within RESTART_WINDOW_MIN, stop
-# restarting. A failed driver is relaunched after STREAM_RETRY_DELAY_S, doubling each time
-# (RTAP_STREAM_RETRY_DELAY_S overrides it; the integration tests shorten it).
+# restarting. A failed driver is relaunched after STREAM_RETRY_DELAY_S (RTAP_STREAM_RETRY_DELAY_S
+# overrides it; the integration tests shorten it).
 STALL_AFTER_S = 120
 STREAM_RETRY_DELAY_S = 30
 MAX_RESTARTS = 3
 RESTART_WINDOW_MIN = 30
 HEALTH_SCHEDULE = "*/5 * * * *"
+# Airflow's scheduler settings the stream's supervision relies on (local stack and compose).
+# With the LocalExecutor a running task's supervisor is a child of the scheduler: after a
+# scheduler crash the new scheduler resets its orphaned task instances (every
+# orphaned_tasks_check_interval; Airflow's default, 300 s, left the stream unsupervised five
+# minutes), and fails a task whose supervisor stopped heart-beating (default 300 s as well).
+SCHEDULER_SETTINGS = {
+    "orphaned_tasks_check_interval": "30",
+    "task_instance_heartbeat_timeout": "90",
+}
 # The stream drops repeats of an event_id first seen within this much processing time.
 STREAM_DEDUPE_HORIZON = "10 minutes"
 STREAM_WINDOW = "1 minute"

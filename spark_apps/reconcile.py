@@ -165,6 +165,19 @@ def measure(
     return found
 
 
+def dead_letter_reasons(spark: SparkSession, runs: list[dict], dead_path: str) -> dict[str, int]:
+    """How many dead letters of each reason lie at the runs' coordinates (one per
+    coordinate: a re-written batch's copy is counted by ``measure`` as duplicated)."""
+    dead = read_sink(spark, dead_path)
+    if dead is None or not runs:
+        return {}
+    mine = at_coordinates(
+        dead.select("kafka_partition", "kafka_offset", "reason"), ranges_frame(spark, runs)
+    )
+    rows = mine.dropDuplicates(["kafka_partition", "kafka_offset"]).groupBy("reason").count()
+    return {r.reason: r["count"] for r in rows.collect()}
+
+
 def table(accounts: list[Account], skipped: list[str]) -> str:
     cols = COLUMNS
     lines = [f"{'run':<34}" + "".join(f"{c:>15}" for c in cols) + "  status"]
@@ -190,10 +203,12 @@ def reconcile(
     skipped = [r["run_id"] for r in runs if not r["ranges"]]
     runs = [r for r in runs if r["ranges"]]
     accounts: list[Account] = []
+    reasons: dict[str, int] = {}
     if runs:
         found = measure(
             spark, runs, args.lake_path, args.dead_letter_path, expired_days(args.pg_schema, pg)
         )
+        reasons = dead_letter_reasons(spark, runs, args.dead_letter_path)
         for r in runs:
             produced = Produced(r["run_id"], r["events"], r["by_kind"], r["id_digest"])
             accounts.append(account(produced, Found(**found[r["run_id"]])))
@@ -203,6 +218,7 @@ def reconcile(
         "until": args.until.isoformat(),
         **summarize(accounts),
         "skipped": skipped,
+        "dead_letter_reasons": dict(sorted(reasons.items())),
         "accounts": [a.as_dict() for a in accounts],
     }
     return report, table(accounts, skipped)

@@ -278,6 +278,66 @@ def run_queries(
 
 
 GRACEFUL_TIMEOUT_S = 600
+# How long a driver waits in place for a dependency that went away before it gives up and fails
+# (Airflow's retries and the launch gate take over from there).
+DEPENDENCY_WAIT_S = 30 * 60
+
+
+def dependency_probes(spark: SparkSession, args: StreamJob, pg) -> dict:
+    """The driver's own view of its dependencies: its Kafka client settings, its S3 user, its
+    Postgres role (include/supervision/dependencies.py)."""
+    from confluent_kafka.admin import AdminClient
+
+    from include.endpoints import S3Endpoint
+    from include.supervision import dependencies
+
+    kafka_conf = {
+        "bootstrap.servers": args.bootstrap_servers,
+        "socket.connection.setup.timeout.ms": 5000,
+        **kafka_security.client_config(os.environ),
+    }
+    bucket = args.checkpoint_root.split("://", 1)[-1].split("/", 1)[0]
+    endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
+    s3 = S3Endpoint.from_aws_env(endpoint)
+    return {
+        "kafka": dependencies.kafka(lambda: AdminClient(kafka_conf), args.topic, timeout=5),
+        "s3": dependencies.s3(s3.client, bucket),
+        "postgres": dependencies.postgres(pg),
+    }
+
+
+def outage_over(spark, args, name, pg, keeper, stopping, failed) -> bool:
+    """After a query failed: True when a dependency was down and answers again (resume the
+    queries); False when none was down (the app's own failure) or it did not come back within
+    DEPENDENCY_WAIT_S. The wait is recorded in ``stream_restarts`` when Postgres answers."""
+    from include.supervision import dependencies
+
+    what = "; ".join(f"query {q} failed: {e}" for q, e in failed)
+    down, back = dependencies.wait_until_up(
+        dependency_probes(spark, args, pg),
+        give_up_after_s=DEPENDENCY_WAIT_S,
+        cancelled=lambda: keeper.lost is not None or stopping.is_set(),
+    )
+    if not down:
+        return False
+    detail = f"{'; '.join(down)} ({what})"
+    with contextlib.suppress(Exception):  # Postgres itself may be what was down
+        conn = pg()
+        try:
+            control.record_restart(
+                conn, name, os.getpid(), None, control.WAITING_DEPENDENCY, detail
+            )
+            if back:
+                control.record_restart(
+                    conn, name, os.getpid(), None, control.DEPENDENCIES_BACK, "resumed in place"
+                )
+        finally:
+            conn.close()
+    if back:
+        log.warning("resuming the queries after an outage: %s", detail)
+    else:
+        log.error("gave up waiting for %s after %ss", detail, DEPENDENCY_WAIT_S)
+    return back
 
 
 class BatchFailed(RuntimeError):
@@ -385,9 +445,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = run_queries(spark, queries, True)
         if not failed and keeper.lost is None and keeper.stop_requested is None:
             bounded = args.mode == "bounded"
-            queries = start_queries(spark, args, owner, bounded)
-            log.info("started %s in %s mode", [q.name for q in queries], args.mode)
-            failed = run_queries(spark, queries, bounded, stopping)
+            while True:
+                try:
+                    queries = start_queries(spark, args, owner, bounded)
+                    log.info("started %s in %s mode", [q.name for q in queries], args.mode)
+                    failed = run_queries(spark, queries, bounded, stopping)
+                except Exception as exc:  # e.g. S3 down while the checkpoint is read
+                    queries, failed = [], [("start", first_line(exc))]
+                    error: Exception | None = exc
+                else:
+                    error = None
+                if not failed or keeper.lost is not None or stopping.is_set():
+                    break
+                # A dependency that does not answer: wait for it in this JVM, then resume from
+                # the checkpoints; anything else is the app's failure, for Airflow to retry.
+                if not outage_over(spark, args, name, pg, keeper, stopping, failed):
+                    if error is not None:
+                        raise error
+                    break
+                failed = []
             if not failed and keeper.lost is None:
                 record_recent_progress(queries, args.pg_schema)
                 for q in queries:

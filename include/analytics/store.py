@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from include import pipeline
 from include.endpoints import PostgresEndpoint
 from include.events.contract import MONEY_SQL_TYPE
 from include.events.runs import RunRecord
@@ -273,6 +274,21 @@ def last_signs_of_life(conn) -> dict[str, datetime]:
         rows = cur.fetchall()
     conn.commit()
     return {name: at for name, at in rows if at is not None}
+
+
+def last_progress_at(conn) -> datetime | None:
+    """When the newest batch that read input started (any query): the stream's last step
+    forward. Failures of driver runs that started before it are not a crash loop."""
+    with conn.cursor() as cur:
+        cur.execute(  # newest first along the (query_name, ts) index
+            "SELECT max(ts) FROM unnest(%s::text[]) AS q(name), LATERAL ("
+            " SELECT ts FROM stream_progress WHERE query_name = q.name AND input_rows > 0"
+            " ORDER BY ts DESC LIMIT 1) last",
+            (list(pipeline.STREAM_QUERIES),),
+        )
+        (at,) = cur.fetchone()
+    conn.commit()
+    return at
 
 
 def source_end_offsets(sources: Any, topic: str) -> dict[int, int]:

@@ -50,6 +50,18 @@ BAD_KINDS = (
     "absurd_timestamp",
     "oversize",
 )
+# What the contract must refuse each bad kind for: the reason of its dead letter starts with
+# this (docs/event-contract.md lists the reasons). The generator's own statement, the oracle of
+# the dead-letter checks.
+EXPECTED_REASON_PREFIX = {
+    "malformed_json": "malformed_json",
+    "wrong_type": "wrong_type",
+    "missing_field": "missing_field:",
+    "unknown_type": "unknown_event_type",
+    "negative_price": "out_of_range:price",
+    "absurd_timestamp": "absurd_timestamp",
+    "oversize": "oversize",
+}
 _DEVICES = [d.value for d in Device]
 _CHANNELS = [c.value for c in Channel]
 _IRRELEVANT_TRAFFIC = (TrafficType.BOT.value, TrafficType.INTERNAL.value)

@@ -65,9 +65,12 @@ def produce(
     rate: float | None = None,
     run_id: str | None = None,
     progress: bool = False,
+    flush_timeout: float = 60,
 ) -> RunRecord:
     """Send ``events`` to ``topic`` until ``count`` events or ``duration`` seconds (or the
-    iterable ends), at ``rate`` events/s if given; raise if any delivery fails."""
+    iterable ends), at ``rate`` events/s if given; raise if any delivery fails. The last
+    deliveries are awaited for ``flush_timeout`` seconds (longer than a broker outage the
+    caller means to ride out, and no longer than the config's ``message.timeout.ms``)."""
     if bootstrap_servers is None and not (config and "bootstrap.servers" in config):
         raise ValueError("produce() needs bootstrap_servers or config['bootstrap.servers']")
     conf = producer_config(bootstrap_servers or config["bootstrap.servers"], **(config or {}))
@@ -115,7 +118,7 @@ def produce(
             pacer.wait(sent)
             if bar is not None:
                 bar.update(sent, time.monotonic() - started)
-    remaining = producer.flush(60)
+    remaining = producer.flush(flush_timeout)
     record.seconds = time.monotonic() - started
     if bar is not None:
         bar.update(sent, record.seconds)

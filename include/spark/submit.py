@@ -136,12 +136,14 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         postgres_conn_id: str | None = connections.POSTGRES,
         kafka_conn_id: str | None = None,
         report: bool = False,
+        before_submit: str | None = None,
         **kwargs: Any,
     ) -> None:
         """``s3_conn_id``: by default the one the app's job spec names (``S3_CONN``,
         ``include/spark/jobs.py``). ``report``: the app writes its result (``--report``,
         ``include/reports.py``) under the bucket's ``_reports/`` and the task returns it (its
-        XCom ``return_value``)."""
+        XCom ``return_value``). ``before_submit``: ``"module:function"`` called with the task's
+        params before each try submits (resolved when the task runs: DAG files stay light)."""
         kwargs.setdefault("conn_id", connections.SPARK)
         super().__init__(**kwargs)
         job = JOBS.get(Path(str(kwargs.get("application", ""))).name)
@@ -149,6 +151,7 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         self.postgres_conn_id = postgres_conn_id
         self.kafka_conn_id = kafka_conn_id
         self.report_uri = REPORT_URI_TEMPLATE if report else ""
+        self.before_submit = before_submit
 
     def _get_hook(self) -> SparkSubmitHook:
         hook = super()._get_hook()
@@ -158,7 +161,11 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         return hook
 
     def execute(self, context: Any) -> dict[str, Any] | None:
+        if self.before_submit:
+            import importlib
 
+            module, _, function = self.before_submit.partition(":")
+            getattr(importlib.import_module(module), function)(dict(context["params"]))
         s3 = connections.s3(self.s3_conn_id)
         if not self.report_uri:
             self._submit(context, s3)

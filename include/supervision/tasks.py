@@ -125,6 +125,43 @@ def single_writer(params: dict) -> str:
     return message
 
 
+def await_orphaned_driver(params: dict, poll_s: float = 10.0) -> None:
+    """Before the stream task launches a driver: while a live driver holds the lease (one a
+    restarted scheduler orphaned: its task instance was reset, the driver runs on), watch it
+    instead of launching a second one the lease would refuse; return when it has ended. If
+    the stream was stopped or halted meanwhile, fail without launching (no retry)."""
+    import time
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.supervision import lease
+
+    name = _lease_name(params)
+    watched = None
+    while True:
+        conn = _postgres(params["pg_schema"])
+        try:
+            holder = lease.holder(conn, name)
+            state = control.get(conn, name)
+        finally:
+            conn.close()
+        if holder is None or holder.expired or holder.process_gone():
+            break
+        if watched != holder.owner:
+            log.warning(
+                "a live driver holds the lease (%s): orphaned by a scheduler restart? This task "
+                "adopts it and launches a new driver only when it has ended",
+                holder.describe(),
+            )
+            watched = holder.owner
+        time.sleep(poll_s)
+    if watched is not None and state.state != control.RUNNING:
+        raise AirflowFailException(
+            f"the adopted driver ended and the stream is {state.state} by "
+            f"{state.set_by or '?'} ({state.reason}): not relaunched"
+        )
+
+
 # --- the launch gate ------------------------------------------------------------------------
 
 
@@ -163,26 +200,28 @@ def _dependencies_down(params: dict) -> list[str]:
     """The stream's dependencies that do not answer now, each with its error: the broker
     (metadata of the topic) and the S3 server (the bucket). Postgres answered: the caller
     holds a connection."""
-    probes = {
-        "kafka": lambda: _kafka_admin().list_topics(params["topic"], timeout=10),
-        "s3": lambda: _s3().head_bucket(Bucket=params["bucket"]),
-    }
-    down = []
-    for dependency, probe in probes.items():
-        try:
-            probe()
-        except Exception as exc:
-            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            down.append(f"{dependency}: {first}")
-    return down
+    from include.supervision import dependencies
+
+    return dependencies.down(
+        {
+            "kafka": dependencies.kafka(_kafka_admin, params["topic"]),
+            "s3": dependencies.s3(_s3, params["bucket"]),
+        }
+    )
 
 
 def _window_start(conn, name: str, state: control.Control):
-    """Failed runs count toward a crash loop only after the operator's last decision and after
-    the last time supervision saw a dependency down: runs that failed because Kafka or S3 was
-    away are the outage's, not the app's."""
+    """Failed runs count toward a crash loop only after the operator's last decision, after
+    the last time supervision saw a dependency down (runs that failed because Kafka or S3 was
+    away are the outage's, not the app's) and after the stream's last batch that read input: a
+    run that moved the stream forward before it died is not looping (a driver killed from
+    outside, an outage of Postgres), as Kubernetes resets a container's back-off once it ran.
+    A loop is failures with no progress between them."""
+    from include.analytics import store
+
     event = control.last_dependency_event(conn, name)
-    times = [t for t in (state.updated_at, event[1] if event else None) if t is not None]
+    progress = store.last_progress_at(conn)
+    times = [t for t in (state.updated_at, event[1] if event else None, progress) if t is not None]
     return max(times) if times else None
 
 

@@ -13,12 +13,13 @@ import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC
 
 from devstack import environment
 from include import pipeline
 from include.analytics import store
 from include.events.generator import Produced
+from include.events.tally import Tally, minute_of
 from include.spark.jobs import ReconcileJob
 from include.supervision import lease
 from tests.conftest import TEST_JAVA_OPTS
@@ -81,26 +82,16 @@ def iso_minute(ts) -> str:
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat()
 
 
-def minute_of(event_time_ms: int) -> str:
-    start = datetime.fromtimestamp(event_time_ms // 60_000 * 60, UTC)
-    return start.replace(tzinfo=None).isoformat()
-
-
 def oracle_sales(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
     """Per minute and category, what the generator sent as valid purchases (its own record:
     counts, units and revenue it computed, the buyers read from the bytes it sent). The
     independent oracle of the live aggregates: no transform of ours is involved."""
-    out: dict[tuple[str, str], dict] = {}
+    tally = Tally(keep_ids=False)
     buyers: dict[tuple[str, str], set] = defaultdict(set)
-    for p in produced:
-        if p.kind != "valid" or p.event_type != "purchase":
-            continue
-        key = (minute_of(p.event_time_ms), p.category)
-        row = out.setdefault(key, {"purchases": 0, "units": 0, "revenue": 0.0})
-        row["purchases"] += 1
-        row["units"] += p.units
-        row["revenue"] += p.revenue
-        buyers[key].add(json.loads(p.value)["user_id"])
+    for p in tally.counted(produced):
+        if p.kind == "valid" and p.event_type == "purchase":
+            buyers[(minute_of(p.event_time_ms), p.category)].add(json.loads(p.value)["user_id"])
+    out = tally.sales
     for key, row in out.items():
         row["buyers"] = len(buyers[key])
     return out

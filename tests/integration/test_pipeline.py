@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 from include import pipeline
 from include.analytics import store
 from include.events.catalog import build_catalog
-from include.events.generator import Produced, generate
+from include.events.generator import EXPECTED_REASON_PREFIX, Produced, generate
 from include.events.producer import produce
 from tests.integration.conftest import airflow_dags_test
 from tests.integration.lake_checks import (
@@ -37,17 +37,6 @@ from tests.integration.lake_checks import (
     query,
     stream_progress,
 )
-
-EXPECTED_REASON_PREFIX = {
-    "malformed_json": "malformed_json",
-    "wrong_type": "wrong_type",
-    "missing_field": "missing_field:",
-    "unknown_type": "unknown_event_type",
-    "negative_price": "out_of_range:price",
-    "absurd_timestamp": "absurd_timestamp",
-    "oversize": "oversize",
-}
-
 
 # A live aggregate added through the registry alone (the module is the whole change).
 EXTRA_AGGREGATES = "tests.integration.device_aggregate"

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import psutil
@@ -249,10 +250,42 @@ def test_the_gate_waits_for_a_dependency_instead_of_halting(ctx, sandbox, monkey
     assert tasks.gate(params) is True, "the broker is back: the launch goes ahead"
     assert actions()[-1] == control.DEPENDENCIES_BACK
 
-    fail_runs(3, "app")  # the app fails on its own, every dependency answering
+    # Runs killed from outside after they moved the stream forward: each of them committed a
+    # batch that read input after it started, so they are not a loop.
+    for i in range(3):
+        fail_runs(1, f"worked-{i}")
+        conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
+        try:
+            store.record_progress(conn, batch_row(i))
+        finally:
+            conn.close()
+    assert tasks.gate(params) is True, "failures with progress between them are no loop"
+
+    fail_runs(3, "app")  # the app fails on its own, no progress, every dependency answering
     assert tasks.gate(params) is False
     assert state() == control.HALTED
     assert actions()[-1] == "refused_crash_loop"
+
+
+def batch_row(batch_id: int) -> dict:
+    """A progress row as the listener records it: a batch of 10 input rows that started now."""
+    return {
+        "query_id": str(uuid.uuid4()),
+        "run_id": str(uuid.uuid4()),
+        "query_name": pipeline.STREAM_QUERY,
+        "batch_id": batch_id,
+        "ts": datetime.now(UTC),
+        "input_rows": 10,
+        "input_rows_per_s": 1.0,
+        "processed_rows_per_s": 1.0,
+        "batch_duration_ms": 100,
+        "watermark": None,
+        "late_rows_dropped": 0,
+        "state_rows": 0,
+        "sources": "[]",
+        "observed": "{}",
+        "durations": "{}",
+    }
 
 
 def execute(ctx, schema: str, sql: str) -> None:

@@ -110,11 +110,18 @@ def test_a_wrong_port_fails(doc, spec):
 def test_settings_that_differ_from_the_no_docker_stack_fail(doc, spec):
     doc["services"]["dashboard"]["environment"]["RTAP_DASHBOARD_PG_USER"] = "rtap"
     del doc["services"]["airflow-triggerer"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"]
+    doc["services"]["airflow-scheduler"]["environment"][
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"
+    ] = "300"
     found = compose.problems(doc, spec)
     assert (
         "service dashboard: RTAP_DASHBOARD_PG_USER='rtap', devstack uses 'rtap_dashboard'" in found
     )
     assert "service airflow-triggerer: missing connection(s) AIRFLOW_CONN_KAFKA_DEFAULT" in found
+    assert (
+        "service airflow-scheduler: AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT='300', "
+        "devstack uses 90" in found
+    )
 
 
 def test_the_scale_out_profiles_resolve_to_a_cluster(doc):

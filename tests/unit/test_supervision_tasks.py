@@ -247,3 +247,50 @@ def test_quarantine_params_are_named(value, message):
     with pytest.raises(ValueError, match=message):
         tasks._int_param({"partition": value}, "partition")
     assert tasks._int_param({"partition": "3"}, "partition") == 3
+
+
+def _holder(owner: str, pid: int, *, alive: bool = True):
+    return SimpleNamespace(
+        owner=owner,
+        pid=pid,
+        expired=False,
+        process_gone=lambda: not alive,
+        describe=lambda: f"held by driver pid {pid}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "launches"), [("running", True), ("stopped", False)], ids=["relaunch", "stopped"]
+)
+def test_a_retry_adopts_an_orphaned_driver_until_it_ends(monkeypatch, caplog, state, launches):
+    """After a scheduler crash the stream task's next try finds the old driver still running:
+    it watches it (no second launch the lease would refuse) and goes on only when it ended,
+    and not at all when the stream was stopped meanwhile."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.supervision import control, lease
+
+    holders = iter([_holder("a", 11), _holder("a", 11), _holder("a", 11, alive=False)])
+    monkeypatch.setattr(tasks, "_postgres", lambda schema: FakeConn())
+    monkeypatch.setattr(lease, "holder", lambda conn, name: next(holders))
+    monkeypatch.setattr(
+        control, "get", lambda conn, name: SimpleNamespace(state=state, set_by="op", reason="why")
+    )
+    slept = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    if launches:
+        tasks.await_orphaned_driver(PARAMS, poll_s=7)
+    else:
+        with pytest.raises(AirflowFailException, match="stopped by op"):
+            tasks.await_orphaned_driver(PARAMS, poll_s=7)
+    assert slept == [7, 7]
+    assert sum("adopts it" in r.message for r in caplog.records) == 1
+
+
+def test_a_try_with_no_live_driver_launches_at_once(monkeypatch):
+    from include.supervision import control, lease
+
+    monkeypatch.setattr(tasks, "_postgres", lambda schema: FakeConn())
+    monkeypatch.setattr(lease, "holder", lambda conn, name: None)
+    monkeypatch.setattr(control, "get", lambda conn, name: SimpleNamespace(state="halted"))
+    tasks.await_orphaned_driver(PARAMS)  # nothing adopted: the gate decided before this try
