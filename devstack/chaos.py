@@ -438,6 +438,51 @@ def await_recovery(soak: Soak, fault: FaultRecord, ended: datetime) -> None:
         time.sleep(2)
 
 
+def operator_restart(soak: Soak) -> dict:
+    """An operator restarts the stream from the Airflow CLI (`airflow dags trigger
+    stream_control`), as on a fresh `make run`: the run must not queue behind a paused toggle,
+    the driver must hand over to a new one and the stream must commit a batch again."""
+    import subprocess
+
+    from devstack import environment
+
+    conn = soak.pg()
+    try:
+        old = lease.holder(conn, soak.lease_name)
+    finally:
+        conn.close()
+    started = _now()
+    conf = {"action": "restart", "reason": "chaos soak: an operator's restart from the CLI"}
+    airflow = str(environment.venv_bin() / "airflow")
+    subprocess.run(
+        [airflow, "dags", "trigger", "stream_control", "-c", json.dumps(conf)],
+        env=soak.ctx.env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    out: dict[str, Any] = {"triggered": started.isoformat(), "old_pid": old.pid if old else None}
+    deadline = time.monotonic() + soak.profile.recovery_timeout_s
+    while time.monotonic() < deadline:
+        conn = soak.pg()
+        try:
+            new = lease.holder(conn, soak.lease_name)
+        finally:
+            conn.close()
+        if new is not None and (old is None or new.owner != old.owner):
+            took_over = _now()
+            out["new_pid"] = new.pid
+            while time.monotonic() < deadline:
+                at = _next_batch_end(soak, took_over)
+                if at is not None:
+                    out["recovery_s"] = round((at - started).total_seconds(), 1)
+                    return out
+                time.sleep(2)
+        time.sleep(2)
+    out["recovery_s"] = None
+    return out
+
+
 def setup(soak: Soak, client) -> None:
     from include.events.catalog import build_catalog
 
@@ -566,6 +611,16 @@ def run(ctx: Context, profile: Profile, seed: int) -> dict:
         wait = datetime.fromisoformat(fault.started).timestamp() + profile.spacing_s - time.time()
         if wait > 0 and i < len(faults):
             time.sleep(wait)
+    _say("an operator restarts the stream from the Airflow CLI (stream_control)")
+    restart = operator_restart(soak)
+    _say(
+        f"  driver {restart['old_pid']} -> {restart.get('new_pid')}; "
+        + (
+            f"a batch again {restart['recovery_s']}s after the trigger"
+            if restart["recovery_s"] is not None
+            else "NOT restarted"
+        )
+    )
     soak.faults_done.set()
     _say("faults done; waiting for the traffic to end")
     soak.done.wait()
@@ -584,6 +639,7 @@ def run(ctx: Context, profile: Profile, seed: int) -> dict:
         "runs": len(soak.run_ids),
         "traffic_error": soak.traffic_error,
         "faults": [asdict(f) for f in soak.faults],
+        "operator_restart": restart,
         "not_injected": NOT_INJECTED,
         "catch_up_s": round(catch_up_s, 1),
         "max_lag": max((s["lag"] for s in soak.samples if "lag" in s), default=None),
@@ -601,6 +657,7 @@ def run(ctx: Context, profile: Profile, seed: int) -> dict:
         not soak.traffic_error
         and all(o["ok"] for o in report["oracles"].values())
         and all(f.recovery_s is not None and not f.needed_operator for f in soak.faults)
+        and restart["recovery_s"] is not None
     )
     return report
 
@@ -857,6 +914,13 @@ def markdown(report: dict) -> str:
             f"{f['recovery_s'] if f['recovery_s'] is not None else 'NOT recovered'} | "
             f"{f['needed_operator'] or 'no'} |"
         )
+    op = report["operator_restart"]
+    lines += [
+        "",
+        f"Then an operator's restart from the Airflow CLI (`airflow dags trigger stream_control`, "
+        f"action `restart`): driver {op['old_pid']} -> {op.get('new_pid')}, a batch again "
+        f"{op['recovery_s'] if op['recovery_s'] is not None else 'NEVER'} s after the trigger.",
+    ]
     sup = report["supervision"]
     lines += [
         "",

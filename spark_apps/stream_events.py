@@ -294,13 +294,16 @@ def dependency_probes(spark: SparkSession, args: StreamJob, pg) -> dict:
     kafka_conf = {
         "bootstrap.servers": args.bootstrap_servers,
         "socket.connection.setup.timeout.ms": 5000,
+        # librdkafka logs every reconnect attempt of a broker that is down (the wait says it)
+        "log_level": 2,
         **kafka_security.client_config(os.environ),
     }
+    admin = AdminClient(kafka_conf)  # one client for the whole wait: each one reconnects alone
     bucket = args.checkpoint_root.split("://", 1)[-1].split("/", 1)[0]
     endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
     s3 = S3Endpoint.from_aws_env(endpoint)
     return {
-        "kafka": dependencies.kafka(lambda: AdminClient(kafka_conf), args.topic, timeout=5),
+        "kafka": dependencies.kafka(lambda: admin, args.topic, timeout=5),
         "s3": dependencies.s3(s3.client, bucket),
         "postgres": dependencies.postgres(pg),
     }
@@ -309,31 +312,31 @@ def dependency_probes(spark: SparkSession, args: StreamJob, pg) -> dict:
 def outage_over(spark, args, name, pg, keeper, stopping, failed) -> bool:
     """After a query failed: True when a dependency was down and answers again (resume the
     queries); False when none was down (the app's own failure) or it did not come back within
-    DEPENDENCY_WAIT_S. The wait is recorded in ``stream_restarts`` when Postgres answers."""
+    DEPENDENCY_WAIT_S. The wait and the resumption go to ``stream_restarts`` when Postgres
+    answers."""
     from include.supervision import dependencies
 
     what = "; ".join(f"query {q} failed: {e}" for q, e in failed)
+
+    def record(action: str, reason: str) -> None:
+        with contextlib.suppress(Exception):  # Postgres itself may be what is down
+            conn = pg()
+            try:
+                control.record_restart(conn, name, os.getpid(), None, action, reason)
+            finally:
+                conn.close()
+
     down, back = dependencies.wait_until_up(
         dependency_probes(spark, args, pg),
         give_up_after_s=DEPENDENCY_WAIT_S,
         cancelled=lambda: keeper.lost is not None or stopping.is_set(),
+        on_down=lambda d: record(control.WAITING_DEPENDENCY, f"{'; '.join(d)} ({what})"),
     )
     if not down:
         return False
     detail = f"{'; '.join(down)} ({what})"
-    with contextlib.suppress(Exception):  # Postgres itself may be what was down
-        conn = pg()
-        try:
-            control.record_restart(
-                conn, name, os.getpid(), None, control.WAITING_DEPENDENCY, detail
-            )
-            if back:
-                control.record_restart(
-                    conn, name, os.getpid(), None, control.DEPENDENCIES_BACK, "resumed in place"
-                )
-        finally:
-            conn.close()
     if back:
+        record(control.DEPENDENCIES_BACK, "every dependency answers: queries resumed in place")
         log.warning("resuming the queries after an outage: %s", detail)
     else:
         log.error("gave up waiting for %s after %ss", detail, DEPENDENCY_WAIT_S)
@@ -464,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         raise error
                     break
                 failed = []
+                # awaitAnyTermination() returns at once while a terminated query is on record
+                spark.streams.resetTerminated()
             if not failed and keeper.lost is None:
                 record_recent_progress(queries, args.pg_schema)
                 for q in queries:

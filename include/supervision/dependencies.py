@@ -57,16 +57,19 @@ def wait_until_up(
     give_up_after_s: float,
     interval_s: float = 5.0,
     cancelled: Callable[[], bool] = lambda: False,
+    on_down: Callable[[list[str]], None] = lambda down: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[list[str], bool]:
-    """Probe until every dependency answers. Returns (what was down at first, whether all
-    answer now): ``([], True)`` when none was down (the failure was not an outage), ``(down,
-    False)`` when ``cancelled()`` or ``give_up_after_s`` passed first."""
+    """Probe until every dependency answers (``on_down`` is told once, when the wait begins).
+    Returns (what was down at first, whether all answer now): ``([], True)`` when none was down
+    (the failure was not an outage), ``(down, False)`` when ``cancelled()`` or
+    ``give_up_after_s`` passed first."""
     first = down(probes)
     if not first:
         return [], True
     log.warning("waiting for the stream's dependencies: %s", "; ".join(first))
+    on_down(first)
     started = clock()
     while not cancelled() and clock() - started < give_up_after_s:
         sleep(interval_s)

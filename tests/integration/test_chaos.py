@@ -2,7 +2,8 @@
 recorded producer runs through the stream the scheduler launches and ``stream_health``
 supervises, while a seeded plan of five faults hits the driver and the services under it.
 
-Every fault must be recovered from without a human (the stream commits a batch again), and
+Every fault must be recovered from without a human (the stream commits a batch again), an
+operator's restart triggered from the Airflow CLI must run and hand over to a new driver, and
 the four oracles (devstack/chaos.py) must hold: nothing lost, nothing doubled, the dead letters
 and the live aggregates equal to what the generator recorded, Iceberg holding every event.
 
@@ -34,6 +35,9 @@ def test_the_quick_soak_loses_nothing_doubles_nothing_and_needs_no_human(ctx):
         assert not fault["detail"].startswith("not injected"), fault
         assert fault["recovery_s"] is not None, f"not recovered: {fault}"
         assert not fault["needed_operator"], f"needed a human: {fault}"
+    restart = report["operator_restart"]
+    assert restart["recovery_s"] is not None, f"the CLI's stream_control restart: {restart}"
+    assert restart["new_pid"] != restart["old_pid"]
     for name, verdict in report["oracles"].items():
         assert verdict["ok"], (name, verdict)
     assert report["ok"]

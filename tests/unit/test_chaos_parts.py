@@ -73,10 +73,12 @@ def test_waiting_for_dependencies():
         if not next(answers):
             raise ConnectionError("connection refused\nmore")
 
+    told = []
     down, back = dependencies.wait_until_up(
-        {"s3": flaky}, give_up_after_s=60, sleep=sleep, clock=lambda: clock[0]
+        {"s3": flaky}, give_up_after_s=60, on_down=told.append, sleep=sleep, clock=lambda: clock[0]
     )
     assert (down, back) == (["s3: connection refused"], True)
+    assert told == [["s3: connection refused"]]  # once, when the wait began
 
     def never():
         raise TimeoutError()
