@@ -650,7 +650,7 @@ def run(ctx: Context, profile: Profile, seed: int) -> dict:
     }
     recoveries = [f.recovery_s for f in soak.faults if f.recovery_s is not None]
     report["recovery_s"] = {
-        "p50": statistics.median(recoveries) if recoveries else None,
+        "p50": round(statistics.median(recoveries), 1) if recoveries else None,
         "max": max(recoveries) if recoveries else None,
     }
     report["ok"] = (
