@@ -273,13 +273,18 @@ def sampler(soak: Soak, stop: threading.Event) -> None:
 # --- faults -----------------------------------------------------------------------------------
 
 
-def _driver(soak: Soak) -> list[psutil.Process]:
-    """The live stream driver: its Python process (the lease holder) and spark-submit's JVM."""
+def _holder(soak: Soak) -> lease.Holder | None:
+    """Who holds the stream's lease now."""
     conn = soak.pg()
     try:
-        holder = lease.holder(conn, soak.lease_name)
+        return lease.holder(conn, soak.lease_name)
     finally:
         conn.close()
+
+
+def _driver(soak: Soak) -> list[psutil.Process]:
+    """The live stream driver: its Python process (the lease holder) and spark-submit's JVM."""
+    holder = _holder(soak)
     if holder is None or holder.expired:
         raise ChaosError("no live stream driver holds the lease")
     proc = psutil.Process(holder.pid)
@@ -446,11 +451,7 @@ def operator_restart(soak: Soak) -> dict:
 
     from devstack import environment
 
-    conn = soak.pg()
-    try:
-        old = lease.holder(conn, soak.lease_name)
-    finally:
-        conn.close()
+    old = _holder(soak)
     started = _now()
     conf = {"action": "restart", "reason": "chaos soak: an operator's restart from the CLI"}
     airflow = str(environment.venv_bin() / "airflow")
@@ -464,11 +465,7 @@ def operator_restart(soak: Soak) -> dict:
     out: dict[str, Any] = {"triggered": started.isoformat(), "old_pid": old.pid if old else None}
     deadline = time.monotonic() + soak.profile.recovery_timeout_s
     while time.monotonic() < deadline:
-        conn = soak.pg()
-        try:
-            new = lease.holder(conn, soak.lease_name)
-        finally:
-            conn.close()
+        new = _holder(soak)
         if new is not None and (old is None or new.owner != old.owner):
             took_over = _now()
             out["new_pid"] = new.pid
