@@ -114,7 +114,8 @@ def _scaleout(ctx, args) -> int:
         print(f"{what:6} {'ok' if health.ok else 'DOWN':5} {where}: {health.detail}")
     print(
         "use them: AIRFLOW_CONN_SPARK_DEFAULT with host "
-        f"{spark.master_url}; kafka_default with bootstrap.servers {kafka.bootstrap}"
+        f"{spark.master_url} and as password the cluster's secret (spark.authenticate.secret "
+        f"in {spark.auth_file}); kafka_default with bootstrap.servers {kafka.bootstrap}"
     )
     return 0 if healthy else 1
 

@@ -21,7 +21,7 @@ run records), never through the pipeline's transforms:
 
 The report (JSON, and Markdown for docs/reliability.md) lists the faults with their recovery,
 the supervisor's actions, the maximum lag and each oracle's verdict. ``--quick`` is the profile
-``make test`` runs; the default one is a million events and twenty faults.
+``make test`` runs; the default one is a million events and twenty-two faults.
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ DEFAULT = Profile(
         "scheduler_kill",
         "dag_processor_kill",
         "api_server_kill",
+        "compaction_kill_writing",
+        "compaction_kill_committed",
     ),
     spacing_s=90.0,
 )
@@ -114,11 +116,11 @@ PROFILES = {p.name: p for p in (QUICK, DEFAULT)}
 
 # Faults of the issue's list this harness does not inject yet (listed in every report).
 NOT_INJECTED = {
-    "compaction_killed_mid_commit": "tested alone (tests/integration/test_compaction.py), "
-    "not during the soak",
     "network_partition_stream_s3": "needs a proxy between the driver and MinIO",
     "disk_full_state_dir": "needs a size-limited file system for the state directory",
 }
+
+NOT_INJECTED_MARK = "not injected:"  # a planned fault that could not be injected fails the soak
 
 # The soak's traffic: every kind of trouble the contract knows, at modest shares.
 TRAFFIC = {
@@ -157,6 +159,7 @@ class Soak:
     traffic_error: str = ""
     done: threading.Event = field(default_factory=threading.Event)
     faults_done: threading.Event = field(default_factory=threading.Event)
+    compaction_run: str = ""  # the compact_warehouse run a compaction fault hit
 
     @property
     def settings(self):
@@ -363,6 +366,140 @@ def _outage(name: str, seconds: Callable[[Profile], float]) -> Callable[[Soak], 
     return inject
 
 
+# A compaction run killed mid-commit: the nightly job's Spark app (launched by the scheduler's
+# compact_warehouse run for today) is SIGKILLed at a state the harness observes, either while
+# it writes (a data file of the new write is in S3, the catalog still points at the old
+# metadata) or between its commits (the events table committed, the marts and the run record
+# not yet). Airflow's retry must finish the day, verified; the warehouse oracle checks the rest.
+COMPACTION_STAGES = ("writing", "committed")
+
+
+def _compaction_procs() -> list[psutil.Process]:
+    """The compaction app's processes: spark-submit's JVM and its Python driver."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any(a.endswith("compact_events.py") for a in cmd):
+            found.append(p)
+    return found
+
+
+def _events_snapshot(conn, s3, seen: dict[str, int | None]) -> int | None:
+    """The warehouse events table's current snapshot id, as the catalog has it now (the JDBC
+    catalog's pointer, then that metadata file; each file is read once)."""
+    from urllib.parse import urlparse
+
+    from include.warehouse import catalog
+
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT metadata_location FROM iceberg_tables WHERE table_namespace = %s "
+            "AND table_name = %s",
+            (pipeline.WAREHOUSE_NAMESPACE, catalog.EVENTS_TABLE),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    if row is None:
+        return None
+    if row[0] not in seen:
+        url = urlparse(row[0])
+        body = s3.get_object(Bucket=url.netloc, Key=url.path.lstrip("/"))["Body"].read()
+        seen[row[0]] = json.loads(body).get("current-snapshot-id")
+    return seen[row[0]]
+
+
+def _compacted_since(conn, day: date, since: datetime) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM compaction_runs WHERE day = %s AND run_at >= %s", (day, since))
+        found = cur.fetchone() is not None
+    conn.commit()
+    return found
+
+
+def _compaction_kill(stage: str) -> Callable[[Soak], str]:
+    from include.warehouse import catalog
+
+    data = (
+        f"{pipeline.WAREHOUSE_PREFIX}/{pipeline.WAREHOUSE_NAMESPACE}/{catalog.EVENTS_TABLE}/data/"
+    )
+
+    def inject(soak: Soak) -> str:
+        day = _now().date()
+        s3 = soak.ctx.s3(connections.WAREHOUSE_S3).client()
+
+        def data_files() -> set[str]:
+            return {
+                o["Key"]
+                for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=soak.settings.bucket, Prefix=data
+                )
+                for o in page.get("Contents", [])
+            }
+
+        conn = soak.pg()
+        seen: dict[str, int | None] = {}
+        try:
+            before = _events_snapshot(conn, s3, seen)
+            files = data_files()
+            client = demo.api(soak.ctx)
+            client.login()
+            client.unpause("compact_warehouse")  # a triggered run of a paused DAG only queues
+            soak.compaction_run = client.trigger("compact_warehouse", {"day": day.isoformat()})
+            t0 = _now()
+            deadline = time.monotonic() + soak.profile.recovery_timeout_s
+            while True:  # observe the state, then kill (no sleep decides when)
+                if time.monotonic() > deadline:
+                    raise ChaosError(f"compaction of {day} never reached '{stage}'")
+                if _compacted_since(conn, day, t0):
+                    raise ChaosError(f"compaction of {day} finished before '{stage}' was seen")
+                moved = _events_snapshot(conn, s3, seen) != before
+                if moved or (stage == "writing" and data_files() - files):
+                    break
+                time.sleep(0.05)
+            procs = _compaction_procs()
+            if not procs:
+                raise ChaosError(f"no compaction process to kill at '{stage}'")
+            _signal_all(procs, signal.SIGKILL)
+            committed = _events_snapshot(conn, s3, seen) != before
+        finally:
+            conn.close()
+        return f"compact_warehouse run for {day}: SIGKILL pids {[p.pid for p in procs]} " + (
+            "after the events table's commit, before the marts and the run record"
+            if committed
+            else "while writing: a new data file in S3, the catalog not moved yet"
+        )
+
+    return inject
+
+
+def await_compaction(soak: Soak, fault: FaultRecord, ended: datetime) -> None:
+    """Recovered when Airflow's retry recorded the day verified (measured from the kill: the
+    fault's start is the trigger, and the run's first minutes are not a fault)."""
+    from devstack.airflow_api import AirflowApiError
+
+    if not soak.compaction_run:
+        return
+    client = demo.api(soak.ctx)
+    client.login()
+    try:
+        state = client.wait_for_run(
+            "compact_warehouse", soak.compaction_run, soak.profile.recovery_timeout_s
+        )
+    except AirflowApiError as exc:
+        state = str(exc)
+    rows = _rows(
+        soak,
+        "SELECT status, run_at FROM compaction_runs WHERE run_at >= %s ORDER BY run_at DESC",
+        (ended,),
+    )
+    if state == "success" and rows and rows[0][0] == "verified":
+        fault.recovered = rows[0][1].isoformat()
+        fault.recovery_s = round((rows[0][1] - ended).total_seconds(), 1)  # from the kill
+    else:
+        fault.detail += f"; the run ended {state}, compaction records since the kill: {rows}"
+    soak.compaction_run = ""
+
+
 FAULTS: dict[str, Callable[[Soak], str]] = {
     "driver_kill": driver_kill,
     "driver_freeze": driver_freeze,
@@ -374,6 +511,11 @@ FAULTS: dict[str, Callable[[Soak], str]] = {
     "scheduler_kill": _kill_service("airflow-scheduler"),
     "dag_processor_kill": _kill_service("airflow-dag-processor"),
     "api_server_kill": _kill_service("airflow-api-server"),
+    **{f"compaction_kill_{stage}": _compaction_kill(stage) for stage in COMPACTION_STAGES},
+}
+# How a fault's recovery is measured: the stream's next batch with input, unless named here.
+RECOVERY: dict[str, Callable[[Soak, FaultRecord, datetime], None]] = {
+    f"compaction_kill_{stage}": await_compaction for stage in COMPACTION_STAGES
 }
 
 
@@ -592,11 +734,11 @@ def run(ctx: Context, profile: Profile, seed: int) -> dict:
         try:
             fault.detail = FAULTS[kind](soak)
         except (ChaosError, psutil.Error) as exc:
-            fault.detail = f"not injected: {exc}"
+            fault.detail = f"{NOT_INJECTED_MARK} {exc}"
         ended = _now()
         fault.ended = ended.isoformat()
         soak.faults.append(fault)
-        await_recovery(soak, fault, ended)
+        RECOVERY.get(kind, await_recovery)(soak, fault, ended)
         _say(
             f"  {fault.detail}; "
             + (
@@ -650,13 +792,24 @@ def run(ctx: Context, profile: Profile, seed: int) -> dict:
         "p50": round(statistics.median(recoveries), 1) if recoveries else None,
         "max": max(recoveries) if recoveries else None,
     }
-    report["ok"] = (
-        not soak.traffic_error
-        and all(o["ok"] for o in report["oracles"].values())
-        and all(f.recovery_s is not None and not f.needed_operator for f in soak.faults)
-        and restart["recovery_s"] is not None
-    )
+    report["ok"] = verdict(report)
     return report
+
+
+def verdict(report: dict) -> bool:
+    """The soak passes when the traffic was recorded, every planned fault was injected and
+    recovered from without a human, the operator's restart worked and every oracle holds."""
+    return (
+        not report["traffic_error"]
+        and all(o["ok"] for o in report["oracles"].values())
+        and all(
+            f["recovery_s"] is not None
+            and not f["needed_operator"]
+            and not f["detail"].startswith(NOT_INJECTED_MARK)
+            for f in report["faults"]
+        )
+        and report["operator_restart"]["recovery_s"] is not None
+    )
 
 
 # --- supervision's record and the oracles ------------------------------------------------------
@@ -859,8 +1012,9 @@ def markdown(report: dict) -> str:
         "(continuous) and `stream_health` supervises it, on the stack's own topic, lake and "
         "schema. Recorded producer runs send live traffic with bad, duplicate, late and "
         "out-of-order shares while a seeded plan of faults hits the driver and the services "
-        "under it, one at a time; the next fault waits until the stream committed a batch "
-        "again. Written by `devstack/chaos.py` (`make chaos`); `make test` runs the quick "
+        "under it, and the nightly compaction's Spark app mid-commit, one at a time; the next "
+        "fault waits for the recovery from the last. Written by `devstack/chaos.py` (`make "
+        "chaos`); `make test` runs the quick "
         "profile (100,000 events, five faults) and fails on any loss, duplicate or mismatch.",
         "",
         "## Oracles (each from the generator's own record)",
@@ -898,7 +1052,10 @@ def markdown(report: dict) -> str:
         "",
         "## Faults",
         "",
-        f"Recovery (fault -> end of the next batch that read input): p50 {rec['p50']} s, "
+        "Recovery: fault -> end of the stream's next batch that read input; for a compaction "
+        "killed mid-commit, the kill -> the day recorded verified by Airflow's retry (one "
+        "minute's retry delay, then the whole run again). "
+        f"p50 {rec['p50']} s, "
         f"max {rec['max']} s. Max lag {report['max_lag']:,} records; caught up "
         f"{report['catch_up_s']} s after the traffic ended.",
         "",

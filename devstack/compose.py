@@ -117,6 +117,9 @@ def problems(
     scaled = dangling_endpoints(resolve(compose, SCALE_OUT))
     found += default + [f"scale-out: {p}" for p in scaled if p not in default]
     found += unsupervised(compose)
+    found += secrets_on_command_lines(compose)
+    found += public_ports(compose)
+    found += unauthenticated_spark(resolve(compose, SCALE_OUT))
     found += disagreements(compose)
     if env_example is not None:
         found += filled_examples(env_example)
@@ -287,6 +290,85 @@ def dangling_endpoints(compose: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# A variable a command line expands: compose's ${VAR} and the container shell's $$VAR / $${VAR}.
+COMMAND_REF = re.compile(r"\$\$\{?([A-Za-z_][A-Za-z0-9_]*)|\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _command_lines(svc: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    for key in ("command", "entrypoint"):
+        value = svc.get(key)
+        if value:
+            yield key, value if isinstance(value, str) else " ".join(map(str, value))
+    test = (svc.get("healthcheck") or {}).get("test")
+    if test:
+        yield "healthcheck", test if isinstance(test, str) else " ".join(map(str, test))
+
+
+def secrets_on_command_lines(compose: Mapping[str, Any]) -> list[str]:
+    """A secret expanded into a ``command``/``entrypoint``/healthcheck is in the process's argv,
+    which every process of the container (and ``docker inspect``/``ps`` on the host) can read:
+    secrets go through the environment or files."""
+    out = []
+    for name, svc in compose.get("services", {}).items():
+        for key, text in _command_lines(svc):
+            refs = {a or b for a, b in COMMAND_REF.findall(text)}
+            leaked = sorted(r for r in refs if _is_secret(r))
+            if leaked:
+                out.append(
+                    f"service {name}: {key} puts {', '.join(leaked)} on a command line "
+                    "(pass it in the environment or a file)"
+                )
+    return out
+
+
+def public_ports(compose: Mapping[str, Any]) -> list[str]:
+    """Every published port binds the host's loopback: none of the services authenticates
+    every request (Spark's UI, MinIO's console login aside), so a user opens a port to the
+    network on purpose, behind their own proxy (docs/deployment.md)."""
+    out = []
+    for name, svc in compose.get("services", {}).items():
+        for port in svc.get("ports") or []:
+            host = port.get("host_ip") if isinstance(port, dict) else None
+            if not isinstance(port, dict):
+                parts = str(port).split(":")
+                host = parts[0] if len(parts) == 3 else None
+            if host not in (*LOOPBACK, "[::1]"):
+                out.append(f"service {name}: port {port} is published beyond 127.0.0.1")
+    return out
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def unauthenticated_spark(compose: Mapping[str, Any]) -> list[str]:
+    """Spark listening beyond loopback authenticates its peers: a driver whose bind address is
+    not loopback needs the cluster's secret (the Spark connection's password), and each
+    standalone daemon starts through ``include.spark.daemon`` (secret from the environment
+    into a private properties file) with ``SPARK_AUTH_SECRET`` set. Checked on the scale-out
+    resolution, where the driver binds the containers' network."""
+    out = []
+    services = compose.get("services", {})
+    for name, svc in services.items():
+        env = _environment(svc)
+        bind = env.get("RTAP_SPARK_DRIVER_BIND_ADDRESS")
+        if bind and bind not in LOOPBACK:
+            conn = json.loads(env.get("AIRFLOW_CONN_SPARK_DEFAULT") or "{}")
+            if not conn.get("password"):
+                out.append(
+                    f"service {name}: the Spark driver binds {bind} but spark_default has no "
+                    "password (the cluster's spark.authenticate secret)"
+                )
+        command = " ".join(map(str, svc.get("command") or []))
+        if "org.apache.spark.deploy." in command and (
+            "include.spark.daemon" not in command or not env.get("SPARK_AUTH_SECRET")
+        ):
+            out.append(
+                f"service {name}: a Spark daemon not started by include.spark.daemon with "
+                "SPARK_AUTH_SECRET (it would accept unauthenticated peers)"
+            )
+    return out
+
+
 def disagreements(compose: Mapping[str, Any]) -> list[str]:
     """Settings that must be the same as in the no-Docker stack (devstack/environment.py)."""
     from devstack import environment
@@ -321,6 +403,9 @@ def disagreements(compose: Mapping[str, Any]) -> list[str]:
                 environment.ANALYTICS_DB_USER,
             ):
                 out.append(f"service {name}: the analytics connection differs from devstack's")
+    init = services.get("minio-init", {}).get("entrypoint") or []
+    if f"--bucket {pipeline.BUCKET}" not in " ".join(map(str, init)):
+        out.append(f"service minio-init: does not provision the bucket {pipeline.BUCKET!r}")
     dash = _environment(services.get("dashboard", {}))
     if not dash:
         out.append("service dashboard is missing")

@@ -81,7 +81,11 @@ def _get_json(url: str) -> dict:
 
 class SparkStandalone:
     """A Spark standalone master and ``workers`` workers, started from pyspark's own jars with
-    ``bin/spark-class`` (pyspark ships no ``sbin``). Web UIs bind to loopback only."""
+    ``bin/spark-class`` (pyspark ships no ``sbin``). Web UIs bind to loopback only. Every RPC
+    peer authenticates with the cluster's shared secret (``spark.authenticate``), generated at
+    the first start into a private properties file the daemons read (``--properties-file``,
+    never a ``-D`` on their command line); a driver brings it as the Spark connection's
+    password (include/spark/submit.py)."""
 
     def __init__(self, ctx: Context, ports: ScaleoutPorts, workers: int = 2, cores: int = 1):
         self.ctx, self.ports, self.workers, self.cores = ctx, ports, workers, cores
@@ -104,6 +108,27 @@ class SparkStandalone:
 
     def procs(self) -> list[str]:
         return ["spark-master", *(f"spark-worker-{i}" for i in range(1, self.workers + 1))]
+
+    @property
+    def auth_file(self) -> Path:
+        return self.dir / "auth.properties"
+
+    @property
+    def secret(self) -> str:
+        """The cluster's shared secret (generated once, kept in :attr:`auth_file`)."""
+        if not self.auth_file.exists():
+            import secrets
+
+            from include.spark.submit import auth_properties
+
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(auth_properties(secrets.token_urlsafe(32)))
+        for line in self.auth_file.read_text().splitlines():
+            if line.startswith("spark.authenticate.secret="):
+                return line.split("=", 1)[1]
+        raise ServiceError(f"{self.auth_file} holds no spark.authenticate.secret")
 
     def _spark_class(self) -> str:
         import pyspark
@@ -130,10 +155,14 @@ class SparkStandalone:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         ctx, env = self.ctx, self._env()
+        if not self.secret:  # creates the daemons' properties file at the first start
+            raise ServiceError(f"{self.auth_file}: an empty spark.authenticate.secret")
+        auth = ["--properties-file", str(self.auth_file)]
         process.start(
             [
                 self._spark_class(),
                 "org.apache.spark.deploy.master.Master",
+                *auth,
                 "--host",
                 self.host,
                 "--port",
@@ -153,6 +182,7 @@ class SparkStandalone:
                 [
                     self._spark_class(),
                     "org.apache.spark.deploy.worker.Worker",
+                    *auth,
                     "--host",
                     self.host,
                     "--webui-port",

@@ -360,11 +360,6 @@ class Postgres(Service):
 # --------------------------------------------------------------------------- S3 (MinIO)
 
 
-READ_ONLY_POLICY = "rtap-read-only"
-STREAM_POLICY = "rtap-stream-writer"
-WAREHOUSE_POLICY = "rtap-warehouse-writer"
-
-
 class S3Server(Service):
     name = "minio"
 
@@ -406,55 +401,27 @@ class S3Server(Service):
             return Health(False, str(exc))
 
     def bootstrap(self, ctx: Context) -> None:
-        from include.lake.s3 import ensure_bucket
-
-        ensure_bucket(ctx.s3_root.client(), ctx.settings.bucket)
-        self._add_readers(ctx)
-
-    def _add_readers(self, ctx: Context) -> None:
-        """The S3 users (MinIO admin API): the dashboard's, read-only; the stream's and the
-        compaction's, each writing only its prefixes (include/lake/s3.py)."""
+        """The bucket and one S3 user per role (include/lake/provision.py, shared with
+        compose's minio-init). The local stack's policies add the tests' sandbox root
+        (``it/*/``), so their Spark runs go through the pipeline's users too."""
         from minio import MinioAdmin
         from minio.credentials import StaticProvider
 
-        from include.lake.s3 import (
-            DASHBOARD_READS,
-            SANDBOX_ROOT,
-            STREAM_WRITES,
-            WAREHOUSE_WRITES,
-            read_only_policy,
-            writer_policy,
-        )
+        from include.lake.provision import provision
+        from include.lake.s3 import SANDBOX_ROOT
 
-        s = ctx.settings
+        s, sec = ctx.settings, ctx.secrets
         admin = MinioAdmin(
             endpoint=f"{s.host}:{s.ports.s3}",
-            credentials=StaticProvider(ctx.secrets.s3_access_key, ctx.secrets.s3_secret_key),
+            credentials=StaticProvider(sec.s3_access_key, sec.s3_secret_key),
             secure=False,
         )
-        admin.policy_add(
-            READ_ONLY_POLICY,
-            policy=read_only_policy(s.bucket, DASHBOARD_READS, roots=("", SANDBOX_ROOT)),
-        )
-        admin.user_add(ctx.secrets.dashboard_s3_access_key, ctx.secrets.dashboard_s3_secret_key)
-        admin.policy_set(READ_ONLY_POLICY, user=ctx.secrets.dashboard_s3_access_key)
-        # The pipeline's writers; the integration tests' and benchmarks' sandboxes
-        # (it/<id>/...) keep the same layout under their own root.
-        sec = ctx.secrets
-        for policy, writes, user, secret in (
-            (STREAM_POLICY, STREAM_WRITES, sec.stream_s3_access_key, sec.stream_s3_secret_key),
-            (
-                WAREHOUSE_POLICY,
-                WAREHOUSE_WRITES,
-                sec.warehouse_s3_access_key,
-                sec.warehouse_s3_secret_key,
-            ),
-        ):
-            admin.policy_add(
-                policy, policy=writer_policy(s.bucket, writes, roots=("", SANDBOX_ROOT))
-            )
-            admin.user_add(user, secret)
-            admin.policy_set(policy, user=user)
+        keys = {
+            "dashboard": (sec.dashboard_s3_access_key, sec.dashboard_s3_secret_key),
+            "stream": (sec.stream_s3_access_key, sec.stream_s3_secret_key),
+            "warehouse": (sec.warehouse_s3_access_key, sec.warehouse_s3_secret_key),
+        }
+        provision(admin, ctx.s3_root.client(), s.bucket, keys, roots=("", SANDBOX_ROOT))
 
 
 # --------------------------------------------------------------------------- Kafka (KRaft)

@@ -1,9 +1,12 @@
 #!/bin/bash
-# Roles and databases of the platform; passwords come from the container's environment.
+# Roles and databases of the platform; passwords come from the container's environment,
+# read by psql itself (\getenv, psql 15+): never on a command line, where any process of the
+# container could read them.
 set -euo pipefail
-psql -v ON_ERROR_STOP=1 --username postgres \
-  -v airflow_pw="$AIRFLOW_DB_PASSWORD" -v analytics_pw="$ANALYTICS_DB_PASSWORD" \
-  -v dashboard_pw="$DASHBOARD_DB_PASSWORD" <<'SQL'
+psql -v ON_ERROR_STOP=1 --username postgres <<'SQL'
+\getenv airflow_pw AIRFLOW_DB_PASSWORD
+\getenv analytics_pw ANALYTICS_DB_PASSWORD
+\getenv dashboard_pw DASHBOARD_DB_PASSWORD
 CREATE ROLE airflow LOGIN PASSWORD :'airflow_pw';
 CREATE DATABASE airflow OWNER airflow;
 CREATE ROLE rtap LOGIN PASSWORD :'analytics_pw';

@@ -21,7 +21,10 @@ On a cluster (a ``spark://``, ``k8s://`` or ``yarn`` master) executors run elsew
 inherit spark-submit's environment: the S3 credentials also go to the executors as
 ``spark.executorEnv.AWS_*``, written to a private properties file for the run (mode 0600,
 removed afterwards) rather than on the command line. Spark redacts them in its UI
-(``spark.redaction.regex``).
+(``spark.redaction.regex``). The Spark connection's password, when set, is the cluster's
+shared secret: the same file turns on ``spark.authenticate`` with it (the master, the workers
+and every driver must hold the same one; a standalone cluster takes it from configuration
+only, see :func:`auth_properties`).
 """
 
 from __future__ import annotations
@@ -195,7 +198,8 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
             **s3.s3a_conf(),
             **(self.conf or {}),
         }
-        master = BaseHook.get_connection(self._conn_id).host or ""
+        spark = BaseHook.get_connection(self._conn_id)
+        master = spark.host or ""
         if not self.jars and not self.driver_class_path:
             self.jars, self.driver_class_path = connector_classpath(
                 master, connector_jars(os.environ)
@@ -203,7 +207,15 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         if is_local_master(master) or self.properties_file:
             super().execute(context)
             return
-        with executor_env_file(self.env_vars) as path:
+        if not spark.password:
+            self.log.warning(
+                "connection %s: no password, so the driver and the cluster %s do not "
+                "authenticate each other (set the cluster's spark.authenticate.secret as the "
+                "connection's password)",
+                self._conn_id,
+                master,
+            )
+        with executor_env_file(self.env_vars, spark.password or "") as path:
             self.properties_file = path
             try:
                 super().execute(context)
@@ -222,13 +234,29 @@ def executor_env_properties(env: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def auth_properties(secret: str) -> str:
+    """Spark properties that make a process authenticate its RPC peers with ``secret`` (the
+    cluster's shared secret): for the drivers (:class:`LakeSparkSubmitOperator`) and the
+    standalone master and workers (``--properties-file``, devstack/scaleout.py and compose's
+    docker/spark-daemon.sh). A standalone cluster reads the secret from configuration only
+    (``spark.authenticate.secret``; the ``.file`` variants are for Kubernetes): a private file,
+    never a ``-D`` option on a command line."""
+    if not secret:
+        return ""
+    if "\n" in secret or "\r" in secret:
+        raise ValueError("the Spark authentication secret has a line break")
+    escaped = secret.replace("\\", "\\\\")  # java.util.Properties reads \\ as one backslash
+    return f"spark.authenticate=true\nspark.authenticate.secret={escaped}\n"
+
+
 @contextlib.contextmanager
-def executor_env_file(env: dict[str, str]):
-    """A private (0600) properties file with :func:`executor_env_properties`, removed after."""
+def executor_env_file(env: dict[str, str], auth_secret: str = ""):
+    """A private (0600) properties file with :func:`executor_env_properties` (and, with a
+    secret, :func:`auth_properties`), removed after."""
     fd, path = tempfile.mkstemp(prefix="rtap-spark-", suffix=".properties")
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(executor_env_properties(env))
+            fh.write(executor_env_properties(env) + auth_properties(auth_secret))
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):

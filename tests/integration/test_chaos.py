@@ -32,7 +32,7 @@ def test_the_quick_soak_loses_nothing_doubles_nothing_and_needs_no_human(ctx):
     assert report["events"] >= chaos.QUICK.events
     assert len(report["faults"]) == len(chaos.QUICK.faults)
     for fault in report["faults"]:
-        assert not fault["detail"].startswith("not injected"), fault
+        assert not fault["detail"].startswith(chaos.NOT_INJECTED_MARK), fault
         assert fault["recovery_s"] is not None, f"not recovered: {fault}"
         assert not fault["needed_operator"], f"needed a human: {fault}"
     restart = report["operator_restart"]

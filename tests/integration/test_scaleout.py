@@ -95,12 +95,14 @@ def test_stream_and_compaction_run_on_a_spark_standalone_cluster(ctx, sandbox, s
     batch = generate(3_000, seed=808, start=start, bad_share=0.03, duplicate_share=0.02)
     run = produce(batch, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
     seed_catalog(ctx, sandbox.pg_schema)
-    # The only difference from the local stack: the spark_default connection.
+    # The only difference from the local stack: the spark_default connection, whose password
+    # is the cluster's shared secret (spark.authenticate: a driver without it is refused).
     spark_conn = {
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
             {
                 "conn_type": "spark",
                 "host": spark_cluster.master_url,
+                "password": spark_cluster.secret,
                 "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"},
             }
         )
@@ -140,10 +142,15 @@ def test_stream_and_compaction_run_on_a_spark_standalone_cluster(ctx, sandbox, s
         ran = {e["appid"] for e in spark_cluster.worker_state(worker)["finishedexecutors"]}
         assert ran & stream_ids and ran & compact_ids, (worker, ran, apps)
 
-    # Master, workers and their web UIs listen on loopback only.
+    # Master, workers and their web UIs listen on loopback only; each authenticates its RPC
+    # peers, with the secret from its private properties file, not its command line.
     for name in spark_cluster.procs():
         proc = process.find(ctx.pid_file(name))
         assert proc is not None, name
+        log = ctx.log_file(name).read_text()
+        assert "authentication enabled" in log, (name, log[-2000:])
+        assert spark_cluster.secret not in " ".join(proc.cmdline()), name
+        assert oct(spark_cluster.auth_file.stat().st_mode & 0o777) == "0o600"
         listening = {
             c.laddr.ip.removeprefix("::ffff:")  # IPv4-mapped on a dual-stack socket
             for c in proc.net_connections(kind="inet")

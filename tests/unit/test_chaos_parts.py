@@ -89,3 +89,42 @@ def test_waiting_for_dependencies():
     )
     assert (down, back) == (["postgres: TimeoutError"], False)
     assert clock[0] >= 30
+
+
+def test_the_default_plan_holds_the_issues_faults_and_a_compaction_killed_mid_commit():
+    planned = chaos.DEFAULT.faults
+    assert planned.count("driver_kill") >= 5
+    for kind in (
+        "driver_freeze",
+        "broker_kill",
+        "broker_pause",
+        "s3_down",
+        "postgres_restart",
+        "scheduler_kill",
+        "dag_processor_kill",
+        "compaction_kill_writing",
+        "compaction_kill_committed",
+    ):
+        assert kind in planned, kind
+    # A compaction fault recovers when Airflow's retry verified the day, not at the stream's
+    # next batch; it is no longer listed as not injected.
+    assert chaos.RECOVERY["compaction_kill_committed"] is chaos.await_compaction
+    assert not any("compaction" in k for k in chaos.NOT_INJECTED)
+
+
+def _report(**fault) -> dict:
+    f = {"kind": "driver_kill", "detail": "SIGKILL", "recovery_s": 12.0, "needed_operator": ""}
+    return {
+        "traffic_error": "",
+        "oracles": {"lake": {"ok": True}},
+        "faults": [f | fault],
+        "operator_restart": {"recovery_s": 30.0},
+    }
+
+
+def test_the_verdict_fails_on_a_fault_not_injected_not_recovered_or_needing_a_human():
+    assert chaos.verdict(_report())
+    assert not chaos.verdict(_report(detail=f"{chaos.NOT_INJECTED_MARK} no driver"))
+    assert not chaos.verdict(_report(recovery_s=None))
+    assert not chaos.verdict(_report(needed_operator="halted"))
+    assert not chaos.verdict(_report() | {"oracles": {"lake": {"ok": False}}})

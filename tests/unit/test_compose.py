@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +287,80 @@ def test_the_airflow_passwords_file_is_private_json_whatever_the_password(tmp_pa
     airflow_env = compose._environment(doc["services"]["airflow-api-server"])
     assert airflow_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == users_setting()
     assert set(PASSWORD_VARIABLES.values()) <= set(airflow_env)
+
+
+def test_a_secret_on_a_command_line_fails(doc, spec):
+    doc["services"]["minio-init"]["entrypoint"] = [
+        "sh",
+        "-c",
+        'mc alias set local http://minio:9000 "$$MINIO_ROOT_USER" "$${MINIO_ROOT_PASSWORD}"',
+    ]
+    doc["services"]["postgres"]["healthcheck"]["test"] = "pg_isready -U ${POSTGRES_PASSWORD:?x}"
+    found = compose.problems(doc, spec)
+    assert (
+        "service minio-init: entrypoint puts MINIO_ROOT_PASSWORD, MINIO_ROOT_USER on a command "
+        "line (pass it in the environment or a file)" in found
+    )
+    assert any(p.startswith("service postgres: healthcheck puts POSTGRES_PASSWORD") for p in found)
+    assert "service minio-init: does not provision the bucket 'lake'" in found
+
+
+@pytest.mark.parametrize("port", ["8501:8501", "0.0.0.0:8501:8501", {"target": 8501}])
+def test_a_port_published_beyond_loopback_fails(doc, spec, port):
+    doc["services"]["dashboard"]["ports"] = [port]
+    assert compose.problems(doc, spec) == [
+        f"service dashboard: port {port} is published beyond 127.0.0.1"
+    ]
+
+
+def test_the_postgres_init_script_keeps_passwords_off_psql_s_command_line():
+    script = (compose.ROOT / "docker" / "postgres-init.sh").read_text()
+    psql = script[script.index("psql ") : script.index("<<'SQL'")]
+    assert "PASSWORD" not in psql and "-v " in psql  # ON_ERROR_STOP only
+    getenv = [line.split()[-1] for line in script.splitlines() if line.startswith("\\getenv ")]
+    assert getenv == ["AIRFLOW_DB_PASSWORD", "ANALYTICS_DB_PASSWORD", "DASHBOARD_DB_PASSWORD"]
+
+
+def test_spark_beyond_loopback_without_authentication_fails(doc, spec):
+    env = doc["x-airflow"]["environment"]
+    conn = json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])
+    del conn["password"]
+    env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(conn)
+    doc["services"]["spark-worker"]["command"] = [
+        "spark-class",
+        "org.apache.spark.deploy.worker.Worker",
+        "spark://spark-master:7077",
+    ]
+    found = compose.problems(doc, spec)
+    assert (
+        "service airflow-scheduler: the Spark driver binds 0.0.0.0 but spark_default has no "
+        "password (the cluster's spark.authenticate secret)" in found
+    )
+    assert (
+        "service spark-worker: a Spark daemon not started by include.spark.daemon with "
+        "SPARK_AUTH_SECRET (it would accept unauthenticated peers)" in found
+    )
+
+
+def test_a_spark_daemon_gets_its_secret_from_a_private_file_not_its_command_line(tmp_path):
+    import os
+    import stat
+
+    from include.spark import daemon
+
+    path = daemon.write_auth_file("cluster-secret-0123456789", str(tmp_path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert "spark.authenticate.secret=cluster-secret-0123456789" in Path(path).read_text()
+    argv = daemon.command(
+        "/spark", "org.apache.spark.deploy.master.Master", path, ["--port", "7077"]
+    )
+    assert argv == [
+        "/spark/bin/spark-class",
+        "org.apache.spark.deploy.master.Master",
+        "--properties-file",
+        path,
+        "--port",
+        "7077",
+    ]
+    with pytest.raises(SystemExit, match="set SPARK_AUTH_SECRET"):
+        daemon.main(["org.apache.spark.deploy.master.Master"])

@@ -46,3 +46,54 @@ def test_writer_policies_write_only_their_prefixes():
         "arn:aws:s3:::lake/it/*/warehouse/*",
         "arn:aws:s3:::lake/it/*/_reports/*",
     ]
+
+
+class RecordingAdmin:
+    """Stands in for minio.MinioAdmin: records the admin API calls provision makes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def policy_add(self, name, policy):
+        self.calls.append(("policy_add", name, policy))
+
+    def user_add(self, access, secret):
+        self.calls.append(("user_add", access, secret))
+
+    def policy_set(self, name, user):
+        self.calls.append(("policy_set", name, user))
+
+
+def test_provision_creates_the_bucket_and_binds_each_role_to_its_policy(client):
+    from include.lake import provision, s3
+
+    admin = RecordingAdmin()
+    keys = {r.name: (f"{r.name}-key", f"{r.name}-secret-0123456789") for r in provision.ROLES}
+    provision.provision(admin, client, "lake", keys)
+    provision.provision(admin, client, "lake", keys)  # again: the same calls, no error
+    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == ["lake"]
+    first = admin.calls[: len(admin.calls) // 2]
+    assert first == admin.calls[len(admin.calls) // 2 :]
+    policies = {c[1]: c[2] for c in first if c[0] == "policy_add"}
+    assert policies["rtap-read-only"] == s3.read_only_policy("lake", s3.DASHBOARD_READS)
+    assert policies["rtap-stream-writer"] == s3.writer_policy("lake", s3.STREAM_WRITES)
+    assert policies["rtap-warehouse-writer"] == s3.writer_policy("lake", s3.WAREHOUSE_WRITES)
+    assert {(c[1], c[2]) for c in first if c[0] == "policy_set"} == {
+        ("rtap-read-only", "dashboard-key"),
+        ("rtap-stream-writer", "stream-key"),
+        ("rtap-warehouse-writer", "warehouse-key"),
+    }
+
+
+def test_provision_reads_keys_from_the_environment_and_names_a_missing_one():
+    from include.lake import provision
+
+    env = {
+        f"{r.env}_{p}": f"{r.name}-{p}"
+        for r in provision.ROLES
+        for p in ("ACCESS_KEY", "SECRET_KEY")
+    }
+    assert provision.keys_from_env(env)["stream"] == ("stream-ACCESS_KEY", "stream-SECRET_KEY")
+    del env["WAREHOUSE_S3_SECRET_KEY"]
+    with pytest.raises(SystemExit, match="set WAREHOUSE_S3_SECRET_KEY"):
+        provision.keys_from_env(env)

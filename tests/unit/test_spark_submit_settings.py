@@ -29,7 +29,7 @@ def test_executor_env_file_is_private_holds_only_s3_credentials_and_is_removed()
     import os
     import stat
 
-    from include.spark.submit import executor_env_file, is_local_master
+    from include.spark.submit import auth_properties, executor_env_file, is_local_master
 
     env = {
         "AWS_ACCESS_KEY_ID": "id",
@@ -46,6 +46,18 @@ def test_executor_env_file_is_private_holds_only_s3_credentials_and_is_removed()
         "spark.executorEnv.AWS_REGION=us-east-1",
     ]
     assert not os.path.exists(path)
+    # With the cluster's secret (the Spark connection's password): authentication on, in the
+    # same private file, a backslash escaped as java.util.Properties reads it.
+    with executor_env_file(env, "s\\cret-0123456789") as path:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        lines = Path(path).read_text().splitlines()
+    assert lines[-2:] == [
+        "spark.authenticate=true",
+        "spark.authenticate.secret=s\\\\cret-0123456789",
+    ]
+    with pytest.raises(ValueError, match="line break"):
+        auth_properties("two\nlines")
+    assert auth_properties("") == ""
     assert is_local_master("local[*]") and is_local_master("local")
     assert not is_local_master("spark://127.0.0.1:7077")
 
