@@ -119,12 +119,10 @@ class SparkStandalone:
         if not self.auth_file.exists():
             import secrets
 
-            from include.spark.submit import auth_properties
+            from include.spark.daemon import write_auth_file
 
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(auth_properties(secrets.token_urlsafe(32)))
+            write_auth_file(secrets.token_urlsafe(32), path=self.auth_file)
         for line in self.auth_file.read_text().splitlines():
             if line.startswith("spark.authenticate.secret="):
                 return line.split("=", 1)[1]

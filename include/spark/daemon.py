@@ -20,14 +20,18 @@ from pathlib import Path
 SECRET_ENV = "SPARK_AUTH_SECRET"
 
 
-def write_auth_file(secret: str, directory: str | None = None) -> str:
-    """A private (0600) properties file turning on authentication with ``secret``."""
+def write_auth_file(secret: str, directory: str | None = None, path: Path | None = None) -> str:
+    """A private (0600) properties file turning on authentication with ``secret``: a new
+    temporary file in ``directory``, or ``path`` (created, never overwritten)."""
     from include.spark.submit import auth_properties
 
-    fd, path = tempfile.mkstemp(prefix="spark-auth-", suffix=".properties", dir=directory)
+    if path is None:
+        fd, name = tempfile.mkstemp(prefix="spark-auth-", suffix=".properties", dir=directory)
+    else:
+        fd, name = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), str(path)
     with os.fdopen(fd, "w") as fh:
         fh.write(auth_properties(secret))
-    return path
+    return name
 
 
 def command(spark_home: str, daemon_class: str, conf: str, args: Sequence[str]) -> list[str]:
