@@ -113,11 +113,14 @@ def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
             "host": settings.spark_master,
             "extra": {"deploy-mode": "client", "spark-binary": "spark-submit"},
         },
-        # Per-service S3 users (created by `make up`): never MinIO's root user.
-        **{
-            cid: s3_endpoint(settings, secrets, cid).airflow_connection()
-            for cid in (connections.S3, connections.WAREHOUSE_S3)
-        },
+        # Per-service S3 users (created by `make up`): never MinIO's root user. The stream's
+        # goes through its own link (Toxiproxy), the one path the chaos soak can cut.
+        connections.S3: S3Endpoint(
+            settings.stream_s3_endpoint, *s3_user(secrets, connections.S3)
+        ).airflow_connection(),
+        connections.WAREHOUSE_S3: s3_endpoint(
+            settings, secrets, connections.WAREHOUSE_S3
+        ).airflow_connection(),
         connections.POSTGRES: analytics_db(settings, secrets).airflow_connection(),
     }
     return airflow_connection_env(conns)

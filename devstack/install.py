@@ -2,7 +2,7 @@
 
 * Kafka broker jars and Spark connector jars: Maven Central, resolved by Maven from stub POMs
   (``devstack/maven``) into a private local repository under the cache.
-* MinIO: built from source through the Go module proxy (``go install``).
+* MinIO and Toxiproxy: built from source through the Go module proxy (``go install``).
 * PostgreSQL: the distribution's server packages (Debian ``postgresql``) when not present.
 
 Everything lands in the cache directory; a warm run finds it there and does nothing.
@@ -31,6 +31,8 @@ from devstack.settings import (
     ROOT,
     SPARK_TOKEN_PROVIDER_VERSION,
     SPARK_VERSION,
+    TOXIPROXY_MODULE,
+    TOXIPROXY_VERSION,
     Settings,
 )
 
@@ -170,35 +172,44 @@ def build_operators(settings: Settings) -> Path:
     return jar
 
 
-def install_minio(settings: Settings) -> Path:
-    binary = settings.minio_binary
+def _go_install(settings: Settings, module: str, version: str, binary: Path, what: str) -> Path:
+    """Build ``module@version`` through the Go module proxy into ``binary``'s directory."""
     if binary.exists():
         return binary
     go = shutil.which("go")
     if not go:
         raise InstallError(
-            "Go is required to build MinIO from the Go module proxy (MinIO ships no binaries "
-            "any more); install Go 1.24+ and run again"
+            f"Go is required to build {what} from the Go module proxy; install Go 1.24+ and "
+            "run again"
         )
-    _log(f"building MinIO {MINIO_VERSION} with `go install` (first time only, ~3-5 min)")
+    _log(f"building {what} {version} with `go install` (first time only)")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    log_file = settings.cache_dir / "logs" / "go-install-minio.log"
+    log_file = settings.cache_dir / "logs" / f"go-install-{binary.parent.name}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GOBIN=str(binary.parent), GOFLAGS="-buildvcs=false", CGO_ENABLED="0")
     with open(log_file, "w") as log:
         rc = subprocess.run(
-            [go, "install", f"{MINIO_MODULE}@{MINIO_VERSION}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+            [go, "install", f"{module}@{version}"], stdout=log, stderr=subprocess.STDOUT, env=env
         ).returncode
     if rc != 0 or not binary.exists():
         tail = log_file.read_text(errors="replace").strip().splitlines()[-3:]
         raise InstallError(
-            f"building {MINIO_MODULE}@{MINIO_VERSION} through the Go module proxy failed: "
+            f"building {module}@{version} through the Go module proxy failed: "
             f"{' | '.join(tail)}\n  full log: {log_file}"
         )
     return binary
+
+
+def install_minio(settings: Settings) -> Path:
+    """MinIO ships no binaries any more: built from source (~3-5 min the first time)."""
+    return _go_install(settings, MINIO_MODULE, MINIO_VERSION, settings.minio_binary, "MinIO")
+
+
+def install_toxiproxy(settings: Settings) -> Path:
+    """Toxiproxy's server (~1 min the first time): the stream's fault-injectable S3 link."""
+    return _go_install(
+        settings, TOXIPROXY_MODULE, TOXIPROXY_VERSION, settings.toxiproxy_binary, "Toxiproxy"
+    )
 
 
 def postgres_bindir() -> Path | None:
@@ -289,11 +300,13 @@ def install_all(settings: Settings) -> None:
     install_spark_connectors(settings)
     build_operators(settings)
     install_minio(settings)
+    install_toxiproxy(settings)
 
 
 def is_cold(settings: Settings) -> bool:
     return not (
         settings.minio_binary.exists()
+        and settings.toxiproxy_binary.exists()
         and any(settings.kafka_jars_dir.glob("kafka_2.13-*.jar"))
         and any(settings.spark_jars_dir.glob("spark-sql-kafka-*.jar"))
     )

@@ -424,6 +424,89 @@ class S3Server(Service):
         provision(admin, ctx.s3_root.client(), s.bucket, keys, roots=("", SANDBOX_ROOT))
 
 
+# --------------------------------------------------------------------------- the stream's S3 link
+
+STREAM_S3_LINK = "stream_s3"  # Toxiproxy's proxy between the stream (lake_s3) and MinIO
+PARTITION_TOXICS = ("partition_upstream", "partition_downstream")
+
+
+class S3Link(Service):
+    """Toxiproxy in front of MinIO for the stream's connection only (``lake_s3``): a plain TCP
+    relay until the chaos soak adds a toxic. A partition holds every byte both ways (no reset,
+    no error: the silent peer a cut network is) and delivers them when healed."""
+
+    name = "toxiproxy"
+
+    def ports(self, ctx: Context) -> dict[str, int]:
+        return {"s3 link": ctx.settings.ports.s3_link, "api": ctx.settings.ports.toxiproxy}
+
+    def start(self, ctx: Context) -> None:
+        s = ctx.settings
+        binary = s.toxiproxy_binary
+        if not binary.exists():
+            raise ServiceError("Toxiproxy is not built yet; run `make install`")
+        config = s.state_dir / "toxiproxy" / "proxies.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        link = {
+            "name": STREAM_S3_LINK,
+            "listen": f"{s.host}:{s.ports.s3_link}",
+            "upstream": f"{s.host}:{s.ports.s3}",
+            "enabled": True,
+        }
+        config.write_text(json.dumps([link]))
+        argv = [str(binary), "-host", s.host, "-port", str(s.ports.toxiproxy), "-config"]
+        env = environment.service_env(s, LOG_LEVEL="warn")
+        self._run(ctx, self.name, [*argv, str(config)], env)
+
+    def api(self, ctx: Context, method: str, path: str, body: dict | None = None) -> dict:
+        req = urllib.request.Request(
+            f"{ctx.settings.toxiproxy_url}{path}",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw.strip() else {}
+
+    def health(self, ctx: Context) -> Health:
+        try:
+            link = self.api(ctx, "GET", "/proxies").get(STREAM_S3_LINK)
+        except OSError as exc:
+            return Health(False, str(exc))
+        if not link or not link.get("enabled"):
+            return Health(False, f"no enabled proxy {STREAM_S3_LINK!r}")
+        toxics = [t["name"] for t in link.get("toxics", [])]
+        return Health(
+            True,
+            f"{link['listen']} -> {link['upstream']}"
+            + (f" (toxics: {', '.join(toxics)})" if toxics else ""),
+        )
+
+    def partition(self, ctx: Context, link: str = STREAM_S3_LINK) -> None:
+        """Cut the stream from S3: nothing passes either way until :meth:`heal`."""
+        for name, stream in zip(PARTITION_TOXICS, ("upstream", "downstream"), strict=True):
+            self.api(
+                ctx,
+                "POST",
+                f"/proxies/{link}/toxics",
+                # a latency longer than any partition, taken away by heal(): data is held,
+                # never dropped (Toxiproxy's latency toxic flushes what it holds on removal)
+                {
+                    "name": name,
+                    "type": "latency",
+                    "stream": stream,
+                    "attributes": {"latency": 24 * 3600 * 1000},
+                },
+            )
+
+    def heal(self, ctx: Context, link: str = STREAM_S3_LINK) -> None:
+        proxy = self.api(ctx, "GET", "/proxies").get(link) or {}
+        for toxic in proxy.get("toxics", []):
+            if toxic["name"] in PARTITION_TOXICS:
+                self.api(ctx, "DELETE", f"/proxies/{link}/toxics/{toxic['name']}")
+
+
 # --------------------------------------------------------------------------- Kafka (KRaft)
 
 _LOG4J2 = """\
@@ -655,4 +738,4 @@ def streamlit_health(base_url: str) -> Health:
 
 
 # Start order; stop runs in reverse.
-ALL: tuple[Service, ...] = (Postgres(), S3Server(), Kafka(), Airflow(), Dashboard())
+ALL: tuple[Service, ...] = (Postgres(), S3Server(), S3Link(), Kafka(), Airflow(), Dashboard())

@@ -30,6 +30,10 @@ LOG4J_VERSION = "2.25.2"
 # the community repository (Feb 2026, after RELEASE.2025-10-15T17-29-55Z). See docs/stack.md.
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+# Toxiproxy (Shopify): the stream's network path to S3 runs through it, so the chaos soak can
+# partition the stream from S3 without touching anything else. See docs/stack.md.
+TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
+TOXIPROXY_VERSION = "v2.12.0"
 MAVEN_REPO = "https://repo.maven.apache.org/maven2"
 
 MIN_JAVA = 17
@@ -73,6 +77,8 @@ class Ports:
     postgres: int = 5432
     airflow: int = 8080
     dashboard: int = 8501
+    s3_link: int = 9010  # the stream's S3 endpoint: Toxiproxy's listener in front of MinIO
+    toxiproxy: int = 8474  # Toxiproxy's API (loopback; the chaos soak's lever)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -83,6 +89,8 @@ class Ports:
             "postgres": self.postgres,
             "airflow": self.airflow,
             "dashboard": self.dashboard,
+            "s3_link": self.s3_link,
+            "toxiproxy": self.toxiproxy,
         }
 
 
@@ -160,12 +168,26 @@ class Settings:
         return self.cache_dir / f"minio-{MINIO_VERSION}" / "minio"
 
     @property
+    def toxiproxy_binary(self) -> Path:
+        return self.cache_dir / f"toxiproxy-{TOXIPROXY_VERSION}" / "server"
+
+    @property
     def kafka_bootstrap(self) -> str:
         return f"{self.host}:{self.ports.kafka}"
 
     @property
     def s3_endpoint(self) -> str:
         return f"http://{self.host}:{self.ports.s3}"
+
+    @property
+    def stream_s3_endpoint(self) -> str:
+        """The stream's way to S3 (its ``lake_s3`` connection): through the Toxiproxy link,
+        the one network path of the stack a fault can cut on its own."""
+        return f"http://{self.host}:{self.ports.s3_link}"
+
+    @property
+    def toxiproxy_url(self) -> str:
+        return f"http://{self.host}:{self.ports.toxiproxy}"
 
     @property
     def airflow_url(self) -> str:
@@ -188,13 +210,15 @@ def load(env: dict[str, str] | None = None) -> Settings:
         postgres=_port(env, "RTAP_PG_PORT", 5432),
         airflow=_port(env, "RTAP_AIRFLOW_PORT", 8080),
         dashboard=_port(env, "RTAP_DASHBOARD_PORT", 8501),
+        s3_link=_port(env, "RTAP_S3_LINK_PORT", 9010),
+        toxiproxy=_port(env, "RTAP_TOXIPROXY_PORT", 8474),
     )
     taken: dict[int, str] = {}
     for name, value in ports.as_dict().items():
         if value in taken:
             raise SettingError(
                 f"ports for {taken[value]} and {name} are both {value}; "
-                f"set RTAP_{name.upper()}_PORT to another value"
+                f"set RTAP_{'PG' if name == 'postgres' else name.upper()}_PORT to another value"
             )
         taken[value] = name
     master = env.get("RTAP_SPARK_MASTER", "local[*]")

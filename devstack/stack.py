@@ -87,6 +87,7 @@ def _port_settings(ctx: Context, svc) -> dict[str, int]:
     return {
         "postgres": {"pg": p.postgres},
         "minio": {"s3": p.s3, "s3_console": p.s3_console},
+        "toxiproxy": {"s3_link": p.s3_link, "toxiproxy": p.toxiproxy},
         "kafka": {"kafka": p.kafka, "kafka_controller": p.kafka_controller},
         "airflow": {"airflow": p.airflow},
         "dashboard": {"dashboard": p.dashboard},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -273,3 +274,74 @@ def test_each_service_holds_only_its_own_credentials(ctx):
         assert not held("\n".join(f"{k}={v}" for k, v in p.environ().items()))
         checked += 1
     assert checked >= len(NEEDS) + 1
+
+
+def test_the_streams_s3_link_partitions_holding_every_byte_then_heals(ctx, sandbox):
+    """The stream reaches S3 through Toxiproxy (its ``lake_s3`` connection names the link);
+    a partition (the chaos soak's lever, on a link of this test's own so the stream's is not
+    touched) answers nothing, loses nothing, and a request caught in it completes on healing."""
+    import threading
+
+    from botocore.config import Config
+    from botocore.exceptions import ReadTimeoutError
+
+    from devstack.services import STREAM_S3_LINK, S3Link
+    from include.endpoints import S3Endpoint
+
+    link = S3Link()
+    env = environment.connection_env(ctx.settings, ctx.secrets)
+    stream = json.loads(env[f"AIRFLOW_CONN_{connections.S3.upper()}"])
+    assert stream["extra"]["endpoint_url"] == ctx.settings.stream_s3_endpoint
+    proxies = link.api(ctx, "GET", "/proxies")
+    assert proxies[STREAM_S3_LINK]["upstream"].endswith(f":{ctx.settings.ports.s3}")
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    name = f"it-{sandbox.id}"
+    upstream = f"{ctx.settings.host}:{ctx.settings.ports.s3}"
+    link.api(
+        ctx,
+        "POST",
+        "/proxies",
+        {"name": name, "listen": f"127.0.0.1:{port}", "upstream": upstream, "enabled": True},
+    )
+    try:
+        user = environment.s3_user(ctx.secrets, connections.S3)
+        endpoint = S3Endpoint(f"http://127.0.0.1:{port}", *user)
+        key, body = f"{sandbox.prefix}/raw/events/link-probe", os.urandom(256 * 1024)
+        client = endpoint.client()
+        client.put_object(Bucket=ctx.settings.bucket, Key=key, Body=body)
+
+        link.partition(ctx, name)
+        impatient = _s3_client(endpoint, Config(read_timeout=2, retries={"max_attempts": 1}))
+        with pytest.raises(ReadTimeoutError):
+            impatient.get_object(Bucket=ctx.settings.bucket, Key=key)["Body"].read()
+        got: dict = {}
+        caught = threading.Thread(
+            target=lambda: got.update(
+                body=client.get_object(Bucket=ctx.settings.bucket, Key=key)["Body"].read()
+            )
+        )
+        caught.start()
+        caught.join(timeout=3)
+        assert caught.is_alive() and not got  # held by the partition, not refused
+        link.heal(ctx, name)
+        caught.join(timeout=30)
+        assert got.get("body") == body
+        assert not link.api(ctx, "GET", "/proxies")[name]["toxics"]
+    finally:
+        link.api(ctx, "DELETE", f"/proxies/{name}")
+
+
+def _s3_client(endpoint, config):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint.endpoint_url,
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key,
+        region_name=endpoint.region,
+        config=config.merge(type(config)(s3={"addressing_style": "path"})),
+    )

@@ -104,12 +104,27 @@ def test_the_default_plan_holds_the_issues_faults_and_a_compaction_killed_mid_co
         "dag_processor_kill",
         "compaction_kill_writing",
         "compaction_kill_committed",
+        "s3_partition",
+        "disk_full",
     ):
         assert kind in planned, kind
     # A compaction fault recovers when Airflow's retry verified the day, not at the stream's
     # next batch; it is no longer listed as not injected.
     assert chaos.RECOVERY["compaction_kill_committed"] is chaos.await_compaction
-    assert not any("compaction" in k for k in chaos.NOT_INJECTED)
+    assert len(planned) >= 20 and set(planned) <= set(chaos.FAULTS)
+
+
+def test_a_fault_this_machine_cannot_inject_is_named_with_its_reason(monkeypatch):
+    from devstack import scratchfs, settings
+    from devstack.services import Context
+
+    ctx = Context(settings.load({}), None, {})  # type: ignore[arg-type]
+    plan = chaos.plan(chaos.DEFAULT, seed=7)
+    monkeypatch.setattr(scratchfs, "unavailable", lambda scratch: "mounting needs root")
+    assert chaos.machine_limits(ctx, plan) == {"disk_full": "mounting needs root"}
+    monkeypatch.setattr(scratchfs, "unavailable", lambda scratch: "")
+    assert chaos.machine_limits(ctx, plan) == {}
+    assert chaos.machine_limits(ctx, list(chaos.QUICK.faults)) == {}
 
 
 def _report(**fault) -> dict:

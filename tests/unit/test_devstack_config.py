@@ -20,6 +20,8 @@ def test_defaults_load():
         ({"RTAP_KAFKA_PORT": "ninety"}, "RTAP_KAFKA_PORT"),
         ({"RTAP_PG_PORT": "80"}, "RTAP_PG_PORT"),
         ({"RTAP_S3_PORT": "5432"}, "ports for s3 and postgres are both 5432"),
+        ({"RTAP_PG_PORT": "9000"}, "both 9000; set RTAP_PG_PORT"),
+        ({"RTAP_S3_LINK_PORT": "8474"}, "toxiproxy are both 8474; set RTAP_TOXIPROXY_PORT"),
         ({"RTAP_SPARK_MASTER": "yarn"}, "RTAP_SPARK_MASTER"),
         ({"RTAP_SCHEDULES": "sometimes"}, "RTAP_SCHEDULES"),
     ],
