@@ -48,7 +48,7 @@ import psutil
 
 from devstack import demo, scratchfs, supervisor
 from devstack.services import Context, S3Link
-from include import connections, pipeline
+from include import connections, dag_params, pipeline
 from include.analytics import store
 from include.events.generator import EXPECTED_REASON_PREFIX, GeneratorConfig, iter_events
 from include.events.producer import produce
@@ -169,6 +169,7 @@ class Soak:
     done: threading.Event = field(default_factory=threading.Event)
     faults_done: threading.Event = field(default_factory=threading.Event)
     compaction_run: str = ""  # the compact_warehouse run a compaction fault hit
+    compaction_killed_after_s: float = 0.0  # how long that run had worked when killed
     scratch: scratchfs.Volume | None = None  # Spark's scratch on its own file system (disk_full)
 
     @property
@@ -470,6 +471,7 @@ def _compaction_kill(stage: str) -> Callable[[Soak], str]:
             if not procs:
                 raise ChaosError(f"no compaction process to kill at '{stage}'")
             _signal_all(procs, signal.SIGKILL)
+            soak.compaction_killed_after_s = (_now() - t0).total_seconds()
             committed = _events_snapshot(conn, s3, seen) != before
         finally:
             conn.close()
@@ -491,10 +493,12 @@ def await_compaction(soak: Soak, fault: FaultRecord, ended: datetime) -> None:
         return
     client = demo.api(soak.ctx)
     client.login()
+    # The retry redoes the whole day after its delay: give it at least twice what the killed
+    # run had done (a day grows all day; a fixed window failed a soak by 10 s on a big day).
+    delay = dag_params.idempotent_retries()["retry_delay"].total_seconds()
+    window = max(soak.profile.recovery_timeout_s, delay + 2 * soak.compaction_killed_after_s + 60)
     try:
-        state = client.wait_for_run(
-            "compact_warehouse", soak.compaction_run, soak.profile.recovery_timeout_s
-        )
+        state = client.wait_for_run("compact_warehouse", soak.compaction_run, window)
     except AirflowApiError as exc:
         state = str(exc)
     rows = _rows(
@@ -532,7 +536,8 @@ def disk_full(soak: Soak) -> str:
     t0 = time.monotonic()
     try:
         taken = vol.fill()
-        filled_s, left = time.monotonic() - t0, vol.free()
+        left = vol.free()  # statfs: what Spark would find now
+        filled_s = time.monotonic() - t0
         time.sleep(hold)
     finally:
         t1 = time.monotonic()
@@ -800,7 +805,7 @@ def mount_scratch(ctx: Context) -> scratchfs.Volume:
     if busy:
         raise ChaosError(f"Spark apps {busy} still run after 10 minutes; cannot mount")
     try:
-        vol = scratchfs.mount(ctx.settings.spark_local_dir, ctx.settings.state_dir / "scratch.img")
+        vol = scratchfs.mount(ctx.settings.spark_local_dir, ctx.settings.scratch_image)
     except scratchfs.ScratchError as exc:
         raise ChaosError(f"Spark's scratch file system: {exc}") from exc
     _say(f"Spark's scratch directory is on its own file system ({vol.free() / 1024**3:.0f} GB)")

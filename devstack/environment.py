@@ -126,11 +126,14 @@ def connection_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     return airflow_connection_env(conns)
 
 
+def airflow_db(settings: Settings, secrets: Secrets) -> PostgresEndpoint:
+    """Airflow's metadata database, as its owner (Airflow's components only)."""
+    return _postgres(settings, AIRFLOW_DB, AIRFLOW_DB_USER, secrets.airflow_db_password)
+
+
 def airflow_env(settings: Settings, secrets: Secrets) -> dict[str, str]:
     """Airflow configuration as environment variables (no airflow.cfg edits)."""
-    db_url = _postgres(
-        settings, AIRFLOW_DB, AIRFLOW_DB_USER, secrets.airflow_db_password
-    ).sqlalchemy_url()
+    db_url = airflow_db(settings, secrets).sqlalchemy_url()
     home = settings.airflow_home
     return {
         "AIRFLOW_HOME": str(home),

@@ -289,6 +289,13 @@ class Postgres(Service):
                             sql.Identifier(db), sql.Identifier(role)
                         )
                     )
+                # Only its owner (and roles granted it by name: the dashboard's) may connect:
+                # Postgres lets every role connect to every database unless told otherwise.
+                cur.execute(
+                    sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                        sql.Identifier(db)
+                    )
+                )
         conn.close()
         self._grant_dashboard(ctx)
         self._migrate(ctx)

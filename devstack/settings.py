@@ -126,6 +126,11 @@ class Settings:
         return self.state_dir / "spark-local"
 
     @property
+    def scratch_image(self) -> Path:
+        """The chaos soak's file system image for ``spark_local_dir`` (devstack/scratchfs.py)."""
+        return self.state_dir / "scratch.img"
+
+    @property
     def secrets_file(self) -> Path:
         return self.state_dir / "secrets.env"
 

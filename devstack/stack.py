@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from devstack import compose, environment, install, preflight, supervisor
+from devstack import compose, environment, install, preflight, scratchfs, supervisor
 from devstack.secrets import load_or_create
 from devstack.services import ALL, Context, Postgres, S3Server
 from devstack.settings import SPARK_VERSION, Settings, load
@@ -129,6 +129,17 @@ def down(ctx: Context) -> None:
             proc.kill()
     if rest:
         _say(f"stopped {len(rest)} leftover process(es) of this stack")
+    # A chaos soak that did not end cleanly may have left Spark's scratch on its own file
+    # system (devstack/scratchfs.py): this stack's Spark apps are gone now, so give it back.
+    scratch = scratchfs.Volume(
+        ctx.settings.spark_local_dir, ctx.settings.scratch_image, users=lambda: []
+    )
+    if scratch.mounted or scratch.image.exists():
+        try:
+            scratch.unmount()
+            _say("Spark's scratch file system (left by a chaos soak): unmounted")
+        except scratchfs.ScratchError as exc:
+            _say(f"Spark's scratch file system stays mounted: {exc}")
     freed = prune_spark_local(ctx)
     if freed:
         _say(f"removed {freed / 1024**2:,.0f} MiB of Spark scratch left by killed drivers")

@@ -11,6 +11,9 @@ CREATE ROLE airflow LOGIN PASSWORD :'airflow_pw';
 CREATE DATABASE airflow OWNER airflow;
 CREATE ROLE rtap LOGIN PASSWORD :'analytics_pw';
 CREATE DATABASE analytics OWNER rtap;
+-- Only a database's owner (and roles granted it by name) may connect to it.
+REVOKE CONNECT, TEMPORARY ON DATABASE airflow FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE analytics FROM PUBLIC;
 -- The dashboard's role: reads what the pipeline's role creates, in any schema; never writes.
 CREATE ROLE rtap_dashboard LOGIN PASSWORD :'dashboard_pw';
 ALTER ROLE rtap_dashboard SET default_transaction_read_only = on;
