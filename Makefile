@@ -42,7 +42,7 @@ scaleout: install ## a Spark standalone cluster + 3-broker Kafka next to the sta
 
 QUICK ?=
 SEED ?=
-chaos: install ## live traffic + faults through the supervised stream, then proof (QUICK=1: ~10 min; default ~60 min)
+chaos: install ## live traffic + faults through the supervised stream, then proof (QUICK=1: ~10 min; default ~60-90 min)
 	@$(PY) -m devstack chaos $(if $(QUICK),--quick) $(if $(SEED),--seed $(SEED))
 
 # Two pytest-xdist workers share the stack: much of an integration test waits (JVM and Airflow
