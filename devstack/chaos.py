@@ -699,9 +699,9 @@ def setup(soak: Soak, client) -> None:
     raise ChaosError("no stream driver started within 10 minutes (see the stream_events logs)")
 
 
-def stop_stream(ctx: Context, timeout: float = 300) -> None:
-    """Leave the stack as a test found it: the stream's DAGs paused, its driver stopped
-    gracefully (an operator's stop), the control state back to running for the next start."""
+def _halt_stream(ctx: Context, why: str) -> Soak:
+    """As an operator stops the stream: its DAGs paused, the control state stopped (the
+    launch gate stays shut, a running driver stops gracefully)."""
     client = demo.api(ctx)
     client.login()
     for dag_id in ("stream_events", "stream_health"):
@@ -709,9 +709,16 @@ def stop_stream(ctx: Context, timeout: float = 300) -> None:
     soak = Soak(ctx, QUICK, 0, 0)
     conn = soak.pg()
     try:
-        control.set_state(conn, soak.lease_name, control.STOPPED, "chaos soak ended", "chaos")
+        control.set_state(conn, soak.lease_name, control.STOPPED, why, "chaos")
     finally:
         conn.close()
+    return soak
+
+
+def stop_stream(ctx: Context, timeout: float = 300) -> None:
+    """Leave the stack as a test found it: the stream's DAGs paused, its driver stopped
+    gracefully (an operator's stop), the control state back to running for the next start."""
+    soak = _halt_stream(ctx, "chaos soak ended")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -789,17 +796,7 @@ def mount_scratch(ctx: Context) -> scratchfs.Volume:
     Spark app may hold files there meanwhile, so the stream is stopped as an operator stops it
     (its launch gate stays shut while the control state says stopped, its DAGs are paused)
     and the mount waits for every Spark app to end; :func:`setup` starts the stream again."""
-    client = demo.api(ctx)
-    client.login()
-    for dag_id in ("stream_events", "stream_health"):
-        client.pause(dag_id)
-    soak = Soak(ctx, QUICK, 0, 0)
-    conn = soak.pg()
-    try:
-        why = "chaos soak: Spark's scratch directory moves to its own file system"
-        control.set_state(conn, soak.lease_name, control.STOPPED, why, "chaos")
-    finally:
-        conn.close()
+    _halt_stream(ctx, "chaos soak: Spark's scratch directory moves to its own file system")
     _say("the stream is stopped while Spark's scratch directory gets its own file system")
     busy = _no_spark_apps(timeout=600)
     if busy:
