@@ -89,7 +89,7 @@ def bench_produce(events: int) -> Callable[[], int]:
     from include.events.generator import GeneratorConfig, iter_events
     from include.events.producer import produce
 
-    ctx = stack.context()
+    ctx = stack.context(sandbox=True)  # its lakes are sandboxes (it/<id>/)
     if not stack.is_up(ctx):
         stack.up(ctx)
     admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
@@ -123,7 +123,7 @@ def _backlog(events: int) -> tuple:
     from include.events.generator import GeneratorConfig, iter_events
     from include.events.producer import produce
 
-    ctx = stack.context()
+    ctx = stack.context(sandbox=True)  # its lakes are sandboxes (it/<id>/)
     if not stack.is_up(ctx):
         stack.up(ctx)
     key = ("backlog", events)
@@ -555,7 +555,7 @@ def run_latency(results: dict, args: argparse.Namespace, keep_lake: bool) -> dic
     from bench import latency
     from devstack import stack
 
-    ctx = stack.context()
+    ctx = stack.context(sandbox=True)  # its lakes are sandboxes (it/<id>/)
     if not stack.is_up(ctx):
         stack.up(ctx)
     cap, source = capacity(results)
@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
                 lake = run_latency(results, args, keep_lake=True)["lake"]
             print(f"==> compaction: {lake['prefix']}", flush=True)
             results["compaction"] = c = compaction.run(
-                stack.context(), lake["prefix"], reps=args.reps, warmup=args.warmup
+                stack.context(sandbox=True), lake["prefix"], reps=args.reps, warmup=args.warmup
             )
             print(
                 f"    {c['files_before']:,} files -> {c['files_after']:,}; "

@@ -458,16 +458,20 @@ def _compaction_kill(stage: str) -> Callable[[Soak], str]:
             soak.compaction_run = client.trigger("compact_warehouse", {"day": day.isoformat()})
             t0 = _now()
             deadline = time.monotonic() + soak.profile.recovery_timeout_s
+            procs: list[psutil.Process] = []
             while True:  # observe the state, then kill (no sleep decides when)
                 if time.monotonic() > deadline:
                     raise ChaosError(f"compaction of {day} never reached '{stage}'")
                 if _compacted_since(conn, day, t0):
                     raise ChaosError(f"compaction of {day} finished before '{stage}' was seen")
-                moved = _events_snapshot(conn, s3, seen) != before
-                if moved or (stage == "writing" and data_files() - files):
+                # Found before the state is seen, killed the moment it is: a small day's last
+                # data file lands a second or less before its commit.
+                procs = _compaction_procs() or procs
+                if stage == "writing" and data_files() - files:
+                    break
+                if _events_snapshot(conn, s3, seen) != before:
                     break
                 time.sleep(0.05)
-            procs = _compaction_procs()
             if not procs:
                 raise ChaosError(f"no compaction process to kill at '{stage}'")
             _signal_all(procs, signal.SIGKILL)

@@ -66,6 +66,8 @@ SCALE_OUT: dict[str, str] = {
     "SPARK_MASTER": "spark://spark-master:7077",
     "SPARK_DRIVER_HOST": "airflow-scheduler",
 }
+# The one-shot service that migrates the databases and writes the Airflow users' passwords file.
+AIRFLOW_INIT = "airflow-init"
 DEFAULTED = re.compile(r"\$\{([A-Z0-9_]+):?-([^}]*)\}")
 
 
@@ -345,14 +347,18 @@ def unauthenticated_spark(compose: Mapping[str, Any]) -> list[str]:
     not loopback needs the cluster's secret (the Spark connection's password), and each
     standalone daemon starts through ``include.spark.daemon`` (secret from the environment
     into a private properties file) with ``SPARK_AUTH_SECRET`` set. Checked on the scale-out
-    resolution, where the driver binds the containers' network."""
+    resolution, where the driver binds the containers' network. The connection is read where
+    tasks get it from: the API server."""
+    from devstack.environment import CONNECTIONS_HOLDER
+
     out = []
     services = compose.get("services", {})
+    connections = _environment(services.get(CONNECTIONS_HOLDER, {}))
     for name, svc in services.items():
         env = _environment(svc)
         bind = env.get("RTAP_SPARK_DRIVER_BIND_ADDRESS")
         if bind and bind not in LOOPBACK:
-            conn = json.loads(env.get("AIRFLOW_CONN_SPARK_DEFAULT") or "{}")
+            conn = json.loads(connections.get("AIRFLOW_CONN_SPARK_DEFAULT") or "{}")
             if not conn.get("password"):
                 out.append(
                     f"service {name}: the Spark driver binds {bind} but spark_default has no "
@@ -373,6 +379,7 @@ def disagreements(compose: Mapping[str, Any]) -> list[str]:
     """Settings that must be the same as in the no-Docker stack (devstack/environment.py)."""
     from devstack import environment
     from include import connections, pipeline
+    from include.airflow_users import PASSWORD_VARIABLES
 
     services = compose.get("services", {})
     out = []
@@ -387,10 +394,34 @@ def disagreements(compose: Mapping[str, Any]) -> list[str]:
         connections.POSTGRES,
     )
     wanted = {f"AIRFLOW_CONN_{cid.upper()}" for cid in ids}
+    # Connections and the users' passwords: the API server (it serves the tasks) and the
+    # one-shot init; each service's own secrets: environment.AIRFLOW_COMPONENT_SECRETS.
+    holders = {environment.CONNECTIONS_HOLDER, AIRFLOW_INIT}
     for name, env in airflow.items():
-        missing = sorted(wanted - set(env))
-        if missing:
-            out.append(f"service {name}: missing connection(s) {', '.join(missing)}")
+        held = {k for k in env if k.startswith("AIRFLOW_CONN_")}
+        if name in holders:
+            missing = sorted(wanted - held)
+            if missing:
+                out.append(f"service {name}: missing connection(s) {', '.join(missing)}")
+        elif held:
+            out.append(
+                f"service {name}: holds connection(s) {', '.join(sorted(held))}; only "
+                f"{environment.CONNECTIONS_HOLDER} holds them (tasks get theirs from it)"
+            )
+        passwords = sorted(set(PASSWORD_VARIABLES.values()) & set(env))
+        if passwords and name not in holders:
+            out.append(f"service {name}: holds the Airflow users' {', '.join(passwords)}")
+        needs = environment.AIRFLOW_COMPONENT_SECRETS.get(name)
+        if needs is not None:
+            has = {
+                o for o in environment.AIRFLOW_SECRET_OPTIONS if environment.airflow_var(*o) in env
+            }
+            for o in sorted(has - set(needs)):
+                out.append(
+                    f"service {name}: holds {environment.airflow_var(*o)}, which its role does not need"
+                )
+            for o in sorted(set(needs) - has):
+                out.append(f"service {name}: lacks {environment.airflow_var(*o)}")
         for key, value in pipeline.SCHEDULER_SETTINGS.items():
             var = f"AIRFLOW__SCHEDULER__{key.upper()}"
             if env.get(var) != value:

@@ -39,6 +39,14 @@ _GENERATED = {
     "RTAP_STREAM_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
     "RTAP_WAREHOUSE_S3_ACCESS_KEY": lambda: "warehouse-" + secrets.token_hex(6),
     "RTAP_WAREHOUSE_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
+    # Their sandbox twins: the same policies, but only under it/*/, where the integration tests
+    # and the benchmarks keep their lakes (the real users' policies have no such grant).
+    "RTAP_SANDBOX_STREAM_S3_ACCESS_KEY": lambda: "it-stream-" + secrets.token_hex(6),
+    "RTAP_SANDBOX_STREAM_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
+    "RTAP_SANDBOX_WAREHOUSE_S3_ACCESS_KEY": lambda: "it-warehouse-" + secrets.token_hex(6),
+    "RTAP_SANDBOX_WAREHOUSE_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
+    "RTAP_SANDBOX_DASHBOARD_S3_ACCESS_KEY": lambda: "it-dash-" + secrets.token_hex(6),
+    "RTAP_SANDBOX_DASHBOARD_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
 }
 
 # The platform's one weak-credential rule (compose's credentials-check applies it too).
@@ -92,9 +100,26 @@ class Secrets:
     stream_s3_secret_key: str
     warehouse_s3_access_key: str
     warehouse_s3_secret_key: str
+    sandbox_stream_s3_access_key: str
+    sandbox_stream_s3_secret_key: str
+    sandbox_warehouse_s3_access_key: str
+    sandbox_warehouse_s3_secret_key: str
+    sandbox_dashboard_s3_access_key: str
+    sandbox_dashboard_s3_secret_key: str
 
     def __repr__(self) -> str:  # never print values
         return "Secrets(<redacted>)"
+
+    def s3_keys(self, role: str, sandbox: bool = False) -> tuple[str, str]:
+        """(access key, secret key) of an S3 role's user (include/lake/provision.py ROLES:
+        stream, warehouse, dashboard), or of its sandbox twin."""
+        prefix = f"sandbox_{role}" if sandbox else role
+        try:
+            return getattr(self, f"{prefix}_s3_access_key"), getattr(
+                self, f"{prefix}_s3_secret_key"
+            )
+        except AttributeError:
+            raise ValueError(f"no S3 user for role {role!r}") from None
 
     def airflow_passwords(self) -> dict[str, str]:
         """Each Airflow user's password (include/airflow_users.py)."""
@@ -170,4 +195,9 @@ def load_or_create(path: Path, env: Mapping[str, str] | None = None) -> Secrets:
         stream_s3_secret_key=values["RTAP_STREAM_S3_SECRET_KEY"],
         warehouse_s3_access_key=values["RTAP_WAREHOUSE_S3_ACCESS_KEY"],
         warehouse_s3_secret_key=values["RTAP_WAREHOUSE_S3_SECRET_KEY"],
+        **{
+            name.removeprefix("RTAP_").lower(): values[name]
+            for name in _GENERATED
+            if name.startswith("RTAP_SANDBOX_")
+        },
     )

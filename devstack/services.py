@@ -37,6 +37,9 @@ class Context:
     settings: Settings
     secrets: Secrets
     env: dict[str, str]
+    # The tests' and benchmarks' context: their Spark runs, connections and dashboards use the
+    # sandbox twins of the S3 users, which write only under it/*/ (stack.context).
+    sandbox: bool = False
 
     def pid_file(self, name: str) -> Path:
         return self.settings.run_dir / f"{name}.pid"
@@ -52,8 +55,9 @@ class Context:
         return environment.s3_root(self.settings, self.secrets)
 
     def s3(self, conn_id: str) -> S3Endpoint:
-        """The S3 user of a pipeline connection (``include/connections.py``)."""
-        return environment.s3_endpoint(self.settings, self.secrets, conn_id)
+        """The S3 user of a pipeline connection (``include/connections.py``), the sandbox's
+        twin in a sandbox context."""
+        return environment.s3_endpoint(self.settings, self.secrets, conn_id, self.sandbox)
 
     def log_file(self, name: str) -> Path:
         return self.settings.logs_dir / f"{name}.log"
@@ -409,12 +413,13 @@ class S3Server(Service):
 
     def bootstrap(self, ctx: Context) -> None:
         """The bucket and one S3 user per role (include/lake/provision.py, shared with
-        compose's minio-init). The local stack's policies add the tests' sandbox root
-        (``it/*/``), so their Spark runs go through the pipeline's users too."""
+        compose's minio-init), and each role's sandbox twin: the same policy under the tests'
+        and benchmarks' sandbox root (``it/*/``) only, so their Spark runs go through the
+        pipeline's policies while the real users have no grant there."""
         from minio import MinioAdmin
         from minio.credentials import StaticProvider
 
-        from include.lake.provision import provision
+        from include.lake.provision import ROLES, provision
         from include.lake.s3 import SANDBOX_ROOT
 
         s, sec = ctx.settings, ctx.secrets
@@ -423,12 +428,9 @@ class S3Server(Service):
             credentials=StaticProvider(sec.s3_access_key, sec.s3_secret_key),
             secure=False,
         )
-        keys = {
-            "dashboard": (sec.dashboard_s3_access_key, sec.dashboard_s3_secret_key),
-            "stream": (sec.stream_s3_access_key, sec.stream_s3_secret_key),
-            "warehouse": (sec.warehouse_s3_access_key, sec.warehouse_s3_secret_key),
-        }
-        provision(admin, ctx.s3_root.client(), s.bucket, keys, roots=("", SANDBOX_ROOT))
+        keys = {role.name: sec.s3_keys(role.name) for role in ROLES}
+        twins = {role.name: sec.s3_keys(role.name, sandbox=True) for role in ROLES}
+        provision(admin, ctx.s3_root.client(), s.bucket, keys, sandbox=(SANDBOX_ROOT, twins))
 
 
 # --------------------------------------------------------------------------- the stream's S3 link
@@ -639,12 +641,7 @@ class Kafka(Service):
 
 class Airflow(Service):
     name = "airflow"
-    components = (
-        "airflow-api-server",
-        "airflow-scheduler",
-        "airflow-dag-processor",
-        "airflow-triggerer",
-    )
+    components = tuple(environment.AIRFLOW_COMPONENT_SECRETS)  # the API server first
 
     def ports(self, ctx: Context) -> dict[str, int]:
         return {"api/ui": ctx.settings.ports.airflow}
@@ -667,8 +664,10 @@ class Airflow(Service):
 
     def start(self, ctx: Context) -> None:
         self.migrate(ctx)
-        env = dict(ctx.env, AIRFLOW__API__WORKERS="1")
+        environment.write_airflow_secrets(ctx.settings, ctx.secrets, base=ctx.env)
+        base = dict(ctx.env, AIRFLOW__API__WORKERS="1")
         for component in self.components:
+            env = environment.airflow_component_env(ctx.settings, ctx.secrets, component, base)
             sub = component.removeprefix("airflow-")
             self._run(ctx, component, [self._airflow(), sub], env, cwd=ctx.settings.airflow_home)
 
@@ -724,7 +723,7 @@ class Dashboard(Service):
             "PYTHONUNBUFFERED": "1",
             "RTAP_STATE_DIR": str(ctx.settings.state_dir),  # `make stop` finds leftovers by it
         }
-        env.update(environment.dashboard_env(ctx.settings, ctx.secrets))
+        env.update(environment.dashboard_env(ctx.settings, ctx.secrets, sandbox=ctx.sandbox))
         env.update(overrides)
         return env
 

@@ -18,10 +18,13 @@ from devstack.services import ALL, Context, Postgres, S3Server
 from devstack.settings import SPARK_VERSION, Settings, load
 
 
-def context(settings: Settings | None = None) -> Context:
+def context(settings: Settings | None = None, sandbox: bool = False) -> Context:
+    """This stack's context; ``sandbox``: the tests' and benchmarks' (their S3 users write only
+    under it/*/)."""
     settings = settings or load()
     secrets = load_or_create(settings.secrets_file)
-    return Context(settings=settings, secrets=secrets, env=environment.stack_env(settings, secrets))
+    env = environment.stack_env(settings, secrets, sandbox=sandbox)
+    return Context(settings=settings, secrets=secrets, env=env, sandbox=sandbox)
 
 
 def _say(msg: str) -> None:
@@ -54,6 +57,8 @@ def install_all(ctx: Context) -> None:
 
 
 def up(ctx: Context) -> None:
+    if ctx.sandbox:  # the services run as the stack's own users, never as the sandbox's
+        ctx = context(ctx.settings)
     install_all(ctx)
     check_spark_versions(ctx)
     for svc in ALL:

@@ -30,6 +30,7 @@ import psutil
 
 from devstack import process
 from devstack.settings import ROOT, Settings
+from include.private_file import write_private
 
 PROGRAM = "rtap"  # supervisord's identifier
 LAUNCHER = ROOT / "devstack" / "launch.py"
@@ -151,14 +152,6 @@ def program_config(settings: Settings, program: Program) -> str:
     return "\n".join(lines)
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
-
-
 def client(settings: Settings) -> Any:
     """An XML-RPC proxy to this stack's supervisord (its Unix socket)."""
     from supervisor.xmlrpc import SupervisorTransport
@@ -182,7 +175,7 @@ def ensure(settings: Settings, path_env: str) -> None:
         return
     process.stop(pid_file(settings))  # a supervisord that does not answer
     socket_path(settings).unlink(missing_ok=True)
-    _write_private(config_path(settings), main_config(settings))
+    write_private(config_path(settings), main_config(settings))
     programs = _dir(settings) / "programs"
     programs.mkdir(parents=True, exist_ok=True)
     for stale in programs.iterdir():  # a new supervisord starts what `up` asks for, nothing else
@@ -217,8 +210,8 @@ def start(settings: Settings, program: Program, path_env: str) -> None:
         "cwd": str(program.cwd) if program.cwd else None,
         "user": program.user,
     }
-    _write_private(spec_path(settings, program.name), json.dumps(spec))
-    _write_private(
+    write_private(spec_path(settings, program.name), json.dumps(spec))
+    write_private(
         _dir(settings) / "programs" / f"{program.name}.conf", program_config(settings, program)
     )
     rpc.reloadConfig()

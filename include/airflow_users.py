@@ -28,6 +28,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from include.private_file import write_private
+
 ADMIN_USER = "admin"
 OPERATOR_USER = "operator"
 VIEWER_USER = "viewer"
@@ -48,13 +50,7 @@ def users_setting() -> str:
 
 def write_passwords_file(path: Path, passwords: Mapping[str, str]) -> None:
     """Write ``{user: password}`` to ``path`` (0600, atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dict(passwords), fh)
-    os.chmod(partial, 0o600)  # an old partial file keeps its mode through O_CREAT
-    partial.replace(path)
+    write_private(path, json.dumps(dict(passwords)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

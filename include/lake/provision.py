@@ -50,22 +50,32 @@ ROLES = (
 )
 
 
+SANDBOX_POLICY_SUFFIX = "-sandbox"
+
+
 def provision(
     admin: Any,
     s3_client: Any,
     bucket: str,
     keys: Mapping[str, tuple[str, str]],
-    roots: Sequence[str] = ("",),
+    sandbox: tuple[str, Mapping[str, tuple[str, str]]] | None = None,
 ) -> None:
     """Create ``bucket`` (with the root user's ``s3_client``) and, through ``admin`` (a
     ``minio.MinioAdmin``), each role's policy and user; ``keys`` maps a role's name to its
-    (access key, secret key). Running it again changes nothing."""
+    (access key, secret key). ``sandbox``: (a root such as ``it/*/``, keys of each role's twin)
+    for a stack that runs tests: each twin gets its role's policy under that root only (policy
+    ``<name>-sandbox``), and the real users no grant there. Running it again changes nothing."""
     ensure_bucket(s3_client, bucket)
-    for role in ROLES:
-        access, secret = keys[role.name]
-        admin.policy_add(role.policy, policy=role.document(bucket, roots))
+    users = [(role, role.policy, ("",), keys[role.name]) for role in ROLES]
+    if sandbox is not None:
+        root, twins = sandbox
+        users += [
+            (role, role.policy + SANDBOX_POLICY_SUFFIX, (root,), twins[role.name]) for role in ROLES
+        ]
+    for role, policy, roots, (access, secret) in users:
+        admin.policy_add(policy, policy=role.document(bucket, roots))
         admin.user_add(access, secret)
-        admin.policy_set(role.policy, user=access)
+        admin.policy_set(policy, user=access)
 
 
 def keys_from_env(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:

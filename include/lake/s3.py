@@ -55,8 +55,9 @@ DASHBOARD_READS = ("warehouse",)
 
 
 # Where the integration tests and the benchmarks keep their own lakes (``it/<id>/`` with the
-# lake's layout: raw/, dead_letter/, _checkpoints/, warehouse/); the local stack's policies add
-# this root, so their Spark runs go through the pipeline's S3 users too.
+# lake's layout: raw/, dead_letter/, _checkpoints/, warehouse/); the local stack gives each S3
+# role a sandbox twin whose policy is the role's under this root only (include/lake/provision.py),
+# so their Spark runs go through the pipeline's policies, and the real users have no grant here.
 SANDBOX_ROOT = "it/*/"
 
 
@@ -78,8 +79,7 @@ def writer_policy(
     """A least-privilege policy for one writer of the pipeline: list and read the bucket (the
     S3A connector probes paths and parents with HEAD and LIST), write and delete only under
     ``<root><prefix>/`` for each prefix in ``writes`` and each root (``""`` for the bucket's
-    top; the local stack adds ``it/*/``, where the integration tests' sandboxes keep the same
-    layout)."""
+    top; ``it/*/`` for the sandbox twins, whose sandboxes keep the same layout)."""
     objects = [f"arn:aws:s3:::{bucket}/{root}{prefix}/*" for root in roots for prefix in writes]
     policy = read_only_policy(bucket)
     policy["Statement"][0]["Action"].append("s3:ListBucketMultipartUploads")

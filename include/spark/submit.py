@@ -46,7 +46,11 @@ from include.reports import REPORT_URI_TEMPLATE, read_report
 from include.spark.jobs import JOBS
 
 # Settings every job of the platform runs with (sized for one machine; see docs/footprint.md).
+# The drivers' JVM logging: warnings and errors only (Spark's INFO would flood the task logs).
+LOG4J2_FILE = Path(__file__).resolve().parents[2] / "spark_apps" / "log4j2.properties"
+
 BASE_CONF: dict[str, str] = {
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_FILE}",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": "4",
     "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",

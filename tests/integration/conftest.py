@@ -21,7 +21,7 @@ import pytest
 
 from devstack import environment, stack
 from devstack import settings as devstack_settings
-from devstack.services import Context
+from devstack.services import Context, S3Server
 from devstack.settings import Settings
 from include import pipeline
 from include.analytics import migrations, store
@@ -43,9 +43,12 @@ def started_marker(settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def ctx() -> Context:
-    """The running stack, or one started for the run. With several workers (``make test``),
-    the first to take the lock starts it; the run's controller stops it at the end
-    (``stop_stack_started_by_tests``, from tests/conftest.py)."""
+    """The running stack, or one started for the run, in the tests' sandbox context: their
+    Spark runs, ``airflow dags test`` runs and dashboards use the sandbox twins of the S3 users,
+    which write only under ``it/*/``; a test about the real users takes
+    :func:`production_context`. With several workers (``make test``), the first to take the
+    lock starts it; the run's controller stops it at the end (``stop_stack_started_by_tests``,
+    from tests/conftest.py)."""
     context = stack.context()
     context.settings.run_dir.mkdir(parents=True, exist_ok=True)
     with open(context.settings.run_dir / "tests.lock", "w") as lock:
@@ -53,6 +56,17 @@ def ctx() -> Context:
         if not stack.is_up(context):
             stack.up(context)
             started_marker(context.settings).write_text(str(os.getpid()))
+        else:  # a stack started before the sandbox users existed gets them (idempotent)
+            S3Server().bootstrap(context)
+    sandboxed = stack.context(context.settings, sandbox=True)
+    sandboxed.env["SPARK_SUBMIT_OPTS"] = TEST_SPARK_SUBMIT_OPTS
+    return sandboxed
+
+
+def production_context() -> Context:
+    """The stack as its operators and its scheduler use it: the real S3 users (the chaos soak,
+    the access tests)."""
+    context = stack.context()
     context.env["SPARK_SUBMIT_OPTS"] = TEST_SPARK_SUBMIT_OPTS
     return context
 

@@ -53,15 +53,21 @@ def _s3_can(client, bucket: str, d: str, who: str) -> str:
 
 
 def test_each_s3_user_reaches_exactly_the_documented_prefixes(ctx):
+    """The real users and their sandbox twins (the tests' and benchmarks' users: the same
+    policies under ``it/*/`` only) against the bucket's top-level prefixes and a sandbox's."""
     columns, table = documented("s3")
-    prefixes = {c: c.strip("`/") if c.startswith("`") else "elsewhere" for c in columns}
-    users = {
-        "stream": ctx.s3(connections.S3),
-        "warehouse": ctx.s3(connections.WAREHOUSE_S3),
-        "dashboard": environment.dashboard_s3(ctx.settings, ctx.secrets),
-    }
+    s, sec, probe = ctx.settings, ctx.secrets, uuid.uuid4().hex[:12]
+    users = {}
+    for twin, word in ((False, ""), (True, "sandbox-")):
+        users[f"{word}stream"] = environment.s3_endpoint(s, sec, connections.S3, twin)
+        users[f"{word}warehouse"] = environment.s3_endpoint(s, sec, connections.WAREHOUSE_S3, twin)
+        users[f"{word}dashboard"] = environment.dashboard_s3(s, sec, twin)
     assert set(table) == set(users), "a role of the table or of the stack is not in the other"
-    root, bucket, probe = ctx.s3_root.client(), ctx.settings.bucket, uuid.uuid4().hex[:12]
+    prefixes = {
+        c: c.strip("`/").replace("<id>", f"access-{probe}") if c.startswith("`") else "elsewhere"
+        for c in columns
+    }
+    root, bucket = ctx.s3_root.client(), ctx.settings.bucket
     dirs = {c: f"{p}/_access-probe-{probe}/" for c, p in prefixes.items()}
     for d in dirs.values():
         root.put_object(Bucket=bucket, Key=d + "object", Body=b"probe")

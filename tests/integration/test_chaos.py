@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 
 from devstack import chaos
+from tests.integration.conftest import production_context
 
 pytestmark = pytest.mark.chaos
 
@@ -22,6 +23,7 @@ SEED = 20261202
 
 
 def test_the_quick_soak_loses_nothing_doubles_nothing_and_needs_no_human(ctx):
+    ctx = production_context()  # the stream's real paths and users, as the scheduler runs it
     try:
         report = chaos.run(ctx, chaos.QUICK, SEED)
     finally:

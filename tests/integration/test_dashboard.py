@@ -326,7 +326,7 @@ def test_the_dashboard_reads_with_a_read_only_role(ctx, sandbox):
 
     from botocore.exceptions import ClientError
 
-    s3 = environment.dashboard_s3(ctx.settings, ctx.secrets).client()
+    s3 = environment.dashboard_s3(ctx.settings, ctx.secrets, sandbox=ctx.sandbox).client()
     s3.list_objects_v2(Bucket=ctx.settings.bucket, MaxKeys=1)
     with pytest.raises(ClientError, match="AccessDenied"):
         s3.put_object(Bucket=ctx.settings.bucket, Key="dashboard-was-here", Body=b"x")

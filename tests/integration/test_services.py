@@ -174,8 +174,9 @@ def test_each_airflow_user_does_what_its_role_allows_and_audits_name_it(ctx, san
     ],
 )
 def test_the_pipelines_s3_users_write_only_their_prefixes(ctx, sandbox, who, writes, denied):
-    """The Airflow connections' S3 users (the stream's, the compaction's): each reads the
-    bucket and writes only its own prefixes; the rest of the suite runs the pipeline with them."""
+    """The Airflow connections' S3 users (the stream's, the compaction's; here their sandbox
+    twins, with which the rest of the suite runs the pipeline): each reads the bucket and writes
+    only its own prefixes (test_access.py tries the real users too)."""
     from botocore.exceptions import ClientError
 
     conn_id = {"stream": connections.S3, "warehouse": connections.WAREHOUSE_S3}[who]
@@ -231,9 +232,13 @@ def test_a_killed_scheduler_is_restarted_by_the_process_supervisor(ctx):
     assert rows["airflow-scheduler"].supervisor.startswith("RUNNING (uptime")
 
 
-# The credentials each supervised service may hold (devstack/secrets.py names them); Airflow's
-# components are the orchestrator and hold the connections: scoping them is issue 20's.
+# The credentials each supervised service may hold in its environment (devstack/secrets.py names
+# them). Airflow's services hold none: each reads its role's secrets from private files, the API
+# server alone the connections (devstack/environment.py AIRFLOW_COMPONENT_SECRETS); the
+# scheduler's LocalExecutor workers, forked from it, are in its group and checked with it: the
+# tasks they run inherit exactly their environment.
 NEEDS = {
+    **{component: set() for component in environment.AIRFLOW_COMPONENT_SECRETS},
     "postgres": set(),  # its superuser password lives in its data directory
     "kafka": set(),
     "minio": {"s3_access_key", "s3_secret_key"},
@@ -244,8 +249,10 @@ NEEDS = {
 
 def test_each_service_holds_only_its_own_credentials(ctx):
     """/proc/<pid>/environ and the command line of each service's processes (children
-    included) and of the supervisor: no credential of the stack but the service's own. Every
-    process's command line, Airflow's too: none at all."""
+    included: the scheduler's task workers) and of the supervisor: no credential of the stack
+    but the service's own, no connection outside the API server. Every process's command line:
+    none at all. (That the tasks get their connections from the API server is shown by every
+    scheduler-run stream: the chaos soak's and `make run`'s.)"""
     from dataclasses import asdict
 
     from devstack import services, supervisor
@@ -255,7 +262,7 @@ def test_each_service_holds_only_its_own_credentials(ctx):
     def held(text: str) -> set[str]:
         return {k for k, v in secrets.items() if v in text}
 
-    checked = 0
+    checked, task_workers = 0, 0
     for svc in services.ALL:
         for component, proc in svc.running(ctx).items():
             assert proc is not None, component
@@ -263,10 +270,16 @@ def test_each_service_holds_only_its_own_credentials(ctx):
                 argv = " ".join(p.cmdline())
                 assert not held(argv), (component, p.pid, sorted(held(argv)))
                 if component in NEEDS:
-                    environ = "\n".join(f"{k}={v}" for k, v in p.environ().items())
-                    extra = held(environ) - NEEDS[component]
-                    assert not extra, (component, p.pid, sorted(extra))
+                    environ = p.environ()
+                    extra = held("\n".join(f"{k}={v}" for k, v in environ.items()))
+                    assert not extra - NEEDS[component], (component, p.pid, sorted(extra))
+                    conns = [k for k in environ if k.startswith("AIRFLOW_CONN_")]
+                    assert not conns, (component, p.pid, conns)
+                    serves = "AIRFLOW__SECRETS__BACKEND" in environ
+                    assert serves == (component == environment.CONNECTIONS_HOLDER), component
+                    task_workers += "LocalExecutor" in argv
                     checked += 1
+    assert task_workers > 0  # the processes that run the tasks were among those checked
     daemon = process.find(supervisor.pid_file(ctx.settings))
     assert daemon is not None
     listener = [c for c in daemon.children() if "reap.py" in " ".join(c.cmdline())]
@@ -308,8 +321,8 @@ def test_the_streams_s3_link_partitions_holding_every_byte_then_heals(ctx, sandb
         {"name": name, "listen": f"127.0.0.1:{port}", "upstream": upstream, "enabled": True},
     )
     try:
-        user = environment.s3_user(ctx.secrets, connections.S3)
-        endpoint = S3Endpoint(f"http://127.0.0.1:{port}", *user)
+        user = ctx.s3(connections.S3)  # the sandbox's twin: it writes under it/<id>/
+        endpoint = S3Endpoint(f"http://127.0.0.1:{port}", user.access_key, user.secret_key)
         key, body = f"{sandbox.prefix}/raw/events/link-probe", os.urandom(256 * 1024)
         client = endpoint.client()
         client.put_object(Bucket=ctx.settings.bucket, Key=key, Body=body)

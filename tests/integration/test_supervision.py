@@ -320,8 +320,9 @@ def in_flight_s(ctx, sandbox) -> float | None:
     return (datetime.now(UTC) - planned_at).total_seconds()
 
 
-# The stream's role: its S3 user and the analytics database (devstack/secrets.py names them).
-STREAM_ROLE = {"stream_s3_access_key", "stream_s3_secret_key", "pg_password"}
+# The stream's role: its S3 user (the sandbox's twin, as the tests run it) and the analytics
+# database (devstack/secrets.py names them).
+STREAM_ROLE = {"sandbox_stream_s3_access_key", "sandbox_stream_s3_secret_key", "pg_password"}
 
 
 def assert_holds_only_the_streams_credentials(ctx, driver_pid: int) -> None:

@@ -79,7 +79,7 @@ def test_a_default_credential_fails(doc, spec, service, key, value, expected):
 
 
 def test_a_literal_password_in_a_connection_fails(doc, spec):
-    env = doc["services"]["airflow-scheduler"]["environment"]
+    env = doc["services"]["airflow-api-server"]["environment"]
     conn = json.loads(env["AIRFLOW_CONN_ANALYTICS_DB"])
     conn["password"] = "hunter22"
     env["AIRFLOW_CONN_ANALYTICS_DB"] = json.dumps(conn)
@@ -110,7 +110,7 @@ def test_a_wrong_port_fails(doc, spec):
 
 def test_settings_that_differ_from_the_no_docker_stack_fail(doc, spec):
     doc["services"]["dashboard"]["environment"]["RTAP_DASHBOARD_PG_USER"] = "rtap"
-    del doc["services"]["airflow-triggerer"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"]
+    del doc["services"]["airflow-api-server"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"]
     doc["services"]["airflow-scheduler"]["environment"][
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"
     ] = "300"
@@ -118,11 +118,37 @@ def test_settings_that_differ_from_the_no_docker_stack_fail(doc, spec):
     assert (
         "service dashboard: RTAP_DASHBOARD_PG_USER='rtap', devstack uses 'rtap_dashboard'" in found
     )
-    assert "service airflow-triggerer: missing connection(s) AIRFLOW_CONN_KAFKA_DEFAULT" in found
+    assert "service airflow-api-server: missing connection(s) AIRFLOW_CONN_KAFKA_DEFAULT" in found
     assert (
         "service airflow-scheduler: AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT='300', "
         "devstack uses 90" in found
     )
+
+
+def test_an_airflow_service_holding_what_its_role_does_not_need_fails(doc, spec):
+    """The split of devstack/environment.py AIRFLOW_COMPONENT_SECRETS: connections and the
+    users' passwords on the API server (and the init) only, the signing keys not on the DAG
+    processor, the database on every service."""
+    services = doc["services"]
+    api = services["airflow-api-server"]["environment"]
+    services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_LAKE_S3"] = api[
+        "AIRFLOW_CONN_LAKE_S3"
+    ]
+    services["airflow-triggerer"]["environment"]["AIRFLOW_ADMIN_PASSWORD"] = api[
+        "AIRFLOW_ADMIN_PASSWORD"
+    ]
+    services["airflow-dag-processor"]["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"] = api[
+        "AIRFLOW__API_AUTH__JWT_SECRET"
+    ]
+    del services["airflow-scheduler"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert sorted(compose.problems(doc, spec)) == [
+        "service airflow-dag-processor: holds AIRFLOW__API_AUTH__JWT_SECRET, which its role "
+        "does not need",
+        "service airflow-scheduler: holds connection(s) AIRFLOW_CONN_LAKE_S3; only "
+        "airflow-api-server holds them (tasks get theirs from it)",
+        "service airflow-scheduler: lacks AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "service airflow-triggerer: holds the Airflow users' AIRFLOW_ADMIN_PASSWORD",
+    ]
 
 
 def test_the_scale_out_profiles_resolve_to_a_cluster(doc):
@@ -130,7 +156,7 @@ def test_the_scale_out_profiles_resolve_to_a_cluster(doc):
     assert not {"kafka-2", "kafka-3", "spark-master", "spark-worker"} & set(default["services"])
     scaled = compose.resolve(doc, compose.SCALE_OUT)
     assert {"kafka-2", "kafka-3", "spark-master", "spark-worker"} <= set(scaled["services"])
-    env = compose._environment(scaled["services"]["airflow-scheduler"])
+    env = compose._environment(scaled["services"]["airflow-api-server"])
     kafka = json.loads(env["AIRFLOW_CONN_KAFKA_DEFAULT"])["extra"]["bootstrap.servers"]
     assert kafka.split(",") == ["kafka:9092", "kafka-2:9092", "kafka-3:9092"]
     assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])["host"] == "spark://spark-master:7077"
@@ -151,13 +177,7 @@ def test_a_scale_out_endpoint_without_its_service_fails(doc, spec):
     assert sorted(compose.problems(doc, spec)) == [
         "scale-out: service airflow-api-server: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
         "names host 'kafka-3', which is not a service",
-        "scale-out: service airflow-dag-processor: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
-        "names host 'kafka-3', which is not a service",
         "scale-out: service airflow-init: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
-        "names host 'kafka-3', which is not a service",
-        "scale-out: service airflow-scheduler: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
-        "names host 'kafka-3', which is not a service",
-        "scale-out: service airflow-triggerer: AIRFLOW_CONN_KAFKA_DEFAULT.bootstrap.servers "
         "names host 'kafka-3', which is not a service",
     ]
 
@@ -322,7 +342,7 @@ def test_the_postgres_init_script_keeps_passwords_off_psql_s_command_line():
 
 
 def test_spark_beyond_loopback_without_authentication_fails(doc, spec):
-    env = doc["x-airflow"]["environment"]
+    env = doc["services"]["airflow-api-server"]["environment"]  # the tasks' connections
     conn = json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])
     del conn["password"]
     env["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(conn)

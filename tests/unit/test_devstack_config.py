@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +145,53 @@ def test_the_pipelines_s3_connections_are_per_service_users_never_root(tmp_path)
     assert creds.s3_secret_key not in " ".join(env.values()), "MinIO's root key stays out"
 
 
+def test_each_airflow_service_reads_only_its_roles_secrets_from_private_files(tmp_path):
+    """No Airflow service holds a credential in its environment (its tasks inherit it): each
+    names the private files of its role's secrets (Airflow's ``_CMD`` options), and only the
+    API server the connections, which it serves to each task through the Execution API."""
+    import dataclasses
+    import json
+    import shlex
+    import stat
+    import subprocess
+
+    from devstack import environment
+
+    s = settings.load({"RTAP_STATE_DIR": str(tmp_path)})
+    creds = secrets.load_or_create(tmp_path / "secrets.env", env={})
+    full = environment.stack_env(s, creds, base={"PATH": "/usr/bin:/bin"})
+    hook = "http://alerts.example/hook"
+    exported = {  # a developer's own exports
+        **full,
+        "RTAP_PG_PASSWORD": creds.pg_password,
+        "AIRFLOW_CONN_ALERTS_WEBHOOK": hook,
+    }
+    environment.write_airflow_secrets(s, creds, base=exported)
+    values = [v for v in dataclasses.asdict(creds).values()]
+    for component, needs in environment.AIRFLOW_COMPONENT_SECRETS.items():
+        env = environment.airflow_component_env(s, creds, component, exported)
+        assert not [k for k, v in env.items() if any(secret in v for secret in values)], component
+        commands = {k.removesuffix("_CMD"): v for k, v in env.items() if k.endswith("_CMD")}
+        assert set(commands) == {environment.airflow_var(*o) for o in needs}, component
+        for var, command in commands.items():  # what Airflow runs: the value, exactly
+            read = subprocess.run(shlex.split(command), capture_output=True, text=True, check=True)
+            assert read.stdout == full[var], var
+            path = Path(shlex.split(command)[-1])
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert (env.get("AIRFLOW__SECRETS__BACKEND") is not None) == (
+            component == environment.CONNECTIONS_HOLDER
+        )
+        assert not [k for k in env if k.startswith("AIRFLOW_CONN_")], component
+    served = json.loads(environment.connections_file(s).read_text())
+    wanted = {
+        k.removeprefix("AIRFLOW_CONN_").lower(): json.loads(v)
+        for k, v in full.items()
+        if k.startswith("AIRFLOW_CONN_")
+    }
+    assert served == {**wanted, "alerts_webhook": hook}  # theirs served too, from the file
+    assert stat.S_IMODE(environment.airflow_secrets_dir(s).stat().st_mode) == 0o700
+
+
 def test_the_devstacks_spark_runs_use_their_jobs_s3_user_never_root(tmp_path):
     """`make compact`, `make reconcile`, the benchmarks and the tests run the apps as Airflow
     does: each with the S3 user of its job's connection, under that user's policy."""
@@ -163,6 +211,10 @@ def test_the_devstacks_spark_runs_use_their_jobs_s3_user_never_root(tmp_path):
         assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == user, job.APP
     for job in JOBS.values():
         assert creds.s3_secret_key not in submit_env(ctx, job).values(), job.APP
+    # The tests' and benchmarks' context: the sandbox twin of the same role.
+    box = Context(s, creds, {"PATH": "/usr/bin"}, sandbox=True)
+    env = submit_env(box, CompactJob)
+    assert env["AWS_ACCESS_KEY_ID"] == creds.sandbox_warehouse_s3_access_key
     with pytest.raises(ValueError, match="no S3 user for connection 'root'"):
         environment.s3_user(creds, "root")
 

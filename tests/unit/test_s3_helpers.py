@@ -85,6 +85,30 @@ def test_provision_creates_the_bucket_and_binds_each_role_to_its_policy(client):
     }
 
 
+def test_sandbox_twins_get_their_roles_policies_under_the_sandbox_root_only(client):
+    """The tests' and benchmarks' users (the local stack's): each role's policy under it/*/,
+    while the real users' policies stay without any grant there."""
+    from include.lake import provision, s3
+
+    admin = RecordingAdmin()
+    keys = {r.name: (f"{r.name}-key", f"{r.name}-secret-0123456789") for r in provision.ROLES}
+    twins = {r.name: (f"it-{r.name}-key", f"it-{r.name}-secret-012345") for r in provision.ROLES}
+    provision.provision(admin, client, "lake", keys, sandbox=(s3.SANDBOX_ROOT, twins))
+    policies = {c[1]: c[2] for c in admin.calls if c[0] == "policy_add"}
+    assert policies["rtap-stream-writer"] == s3.writer_policy("lake", s3.STREAM_WRITES)
+    assert "it/" not in str(policies["rtap-stream-writer"])
+    assert policies["rtap-stream-writer-sandbox"] == s3.writer_policy(
+        "lake", s3.STREAM_WRITES, roots=(s3.SANDBOX_ROOT,)
+    )
+    assert policies["rtap-read-only-sandbox"] == s3.read_only_policy(
+        "lake", s3.DASHBOARD_READS, roots=(s3.SANDBOX_ROOT,)
+    )
+    bound = {(c[1], c[2]) for c in admin.calls if c[0] == "policy_set"}
+    assert ("rtap-warehouse-writer-sandbox", "it-warehouse-key") in bound
+    assert ("rtap-warehouse-writer", "warehouse-key") in bound
+    assert len(bound) == 2 * len(provision.ROLES)
+
+
 def test_provision_reads_keys_from_the_environment_and_names_a_missing_one():
     from include.lake import provision
 
