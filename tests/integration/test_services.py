@@ -248,11 +248,16 @@ NEEDS = {
 
 
 def test_each_service_holds_only_its_own_credentials(ctx):
-    """/proc/<pid>/environ and the command line of each service's processes (children
-    included: the scheduler's task workers) and of the supervisor: no credential of the stack
-    but the service's own, no connection outside the API server. Every process's command line:
-    none at all. (That the tasks get their connections from the API server is shown by every
-    scheduler-run stream: the chaos soak's and `make run`'s.)"""
+    """Each service's environment (what the process supervisor starts it with, and
+    /proc/<pid>/environ of each of its processes, children included: the scheduler's task
+    workers) and the supervisor's own: no credential of the stack but the service's, no
+    connection outside the API server. Every process's command line: none at all. (That the
+    tasks get their connections from the API server is shown by every scheduler-run stream:
+    the chaos soak's and `make run`'s.)
+
+    A process that sets its title (Airflow's, through setproctitle) writes the title over its
+    environment block, so /proc shows it empty: for those the environment they were started
+    with is the evidence (the supervisor's program spec; a forked worker inherits its parent's)."""
     from dataclasses import asdict
 
     from devstack import services, supervisor
@@ -262,32 +267,38 @@ def test_each_service_holds_only_its_own_credentials(ctx):
     def held(text: str) -> set[str]:
         return {k for k, v in secrets.items() if v in text}
 
-    checked, task_workers = 0, 0
+    def check(component: str, where: object, environ: dict[str, str]) -> None:
+        extra = held("\n".join(f"{k}={v}" for k, v in environ.items())) - NEEDS[component]
+        assert not extra, (component, where, sorted(extra))
+        conns = [k for k in environ if k.startswith("AIRFLOW_CONN_")]
+        assert not conns, (component, where, conns)
+        serves = "AIRFLOW__SECRETS__BACKEND" in environ
+        assert serves == (component == environment.CONNECTIONS_HOLDER), (component, where)
+
+    checked, titled, task_workers = 0, 0, 0
     for svc in services.ALL:
         for component, proc in svc.running(ctx).items():
             assert proc is not None, component
+            spec = json.loads(supervisor.spec_path(ctx.settings, component).read_text())
+            check(component, "started with", spec["env"])
             for p in process.group_members(proc):
                 argv = " ".join(p.cmdline())
                 assert not held(argv), (component, p.pid, sorted(held(argv)))
-                if component in NEEDS:
-                    environ = p.environ()
-                    extra = held("\n".join(f"{k}={v}" for k, v in environ.items()))
-                    assert not extra - NEEDS[component], (component, p.pid, sorted(extra))
-                    conns = [k for k in environ if k.startswith("AIRFLOW_CONN_")]
-                    assert not conns, (component, p.pid, conns)
-                    serves = "AIRFLOW__SECRETS__BACKEND" in environ
-                    assert serves == (component == environment.CONNECTIONS_HOLDER), component
-                    task_workers += "LocalExecutor" in argv
+                task_workers += "LocalExecutor" in argv
+                environ = p.environ()
+                if environ:
+                    check(component, p.pid, environ)
                     checked += 1
-    assert task_workers > 0  # the processes that run the tasks were among those checked
+                else:
+                    titled += 1
+    assert task_workers > 0  # the processes that run the tasks were among those seen
+    assert checked >= len(NEEDS) and titled > 0
     daemon = process.find(supervisor.pid_file(ctx.settings))
     assert daemon is not None
     listener = [c for c in daemon.children() if "reap.py" in " ".join(c.cmdline())]
     assert len(listener) == 1
     for p in (daemon, *listener):
         assert not held("\n".join(f"{k}={v}" for k, v in p.environ().items()))
-        checked += 1
-    assert checked >= len(NEEDS) + 1
 
 
 def test_the_streams_s3_link_partitions_holding_every_byte_then_heals(ctx, sandbox):
