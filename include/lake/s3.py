@@ -8,6 +8,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from include.reports import REPORTS_PREFIX
+
 
 def ensure_bucket(client: Any, bucket: str) -> bool:
     """Create ``bucket`` if it does not exist. Returns True if it was created."""
@@ -69,8 +71,8 @@ def sandbox_prefix(name: str) -> str:
 # What each service of the pipeline writes (prefixes of the bucket); see writer_policy.
 # Both write their apps' reports (include/reports.py: reconcile and replay run as the stream's
 # user, compaction and maintenance as the warehouse's).
-STREAM_WRITES = ("raw", "dead_letter", "_checkpoints", "_reports")
-WAREHOUSE_WRITES = ("warehouse", "_reports")
+STREAM_WRITES = ("raw", "dead_letter", "_checkpoints", REPORTS_PREFIX)
+WAREHOUSE_WRITES = ("warehouse", REPORTS_PREFIX)
 
 
 def writer_policy(
@@ -81,6 +83,11 @@ def writer_policy(
     ``<root><prefix>/`` for each prefix in ``writes`` and each root (``""`` for the bucket's
     top; ``it/*/`` for the sandbox twins, whose sandboxes keep the same layout)."""
     objects = [f"arn:aws:s3:::{bucket}/{root}{prefix}/*" for root in roots for prefix in writes]
+    # Airflow's operator has every task's app write its report under the bucket's _reports/
+    # (include/reports.py), whatever the run's own paths: a writer under any root writes there.
+    reports = f"arn:aws:s3:::{bucket}/{REPORTS_PREFIX}/*"
+    if REPORTS_PREFIX in writes and reports not in objects:
+        objects.append(reports)
     policy = read_only_policy(bucket)
     policy["Statement"][0]["Action"].append("s3:ListBucketMultipartUploads")
     policy["Statement"].append(

@@ -51,13 +51,42 @@ class Warehouse:
     prefix: str
     pg_schema: str
     seeded: dict  # day -> rows, distinct_ids, revenue (what the seed job landed)
+    # A warehouse for runs the scheduler makes: its tasks hold the stack's real connections,
+    # whose S3 users write only the real prefixes, so its lakes and tables sit under those
+    # (raw/it-<id>-<which>/, warehouse/it-<id>/) instead of the tests' sandbox root.
+    scheduled: bool = False
 
     def lake_prefix(self, which: str) -> str:
+        if self.scheduled:
+            return f"raw/{self.prefix.replace('/', '-')}-{which}/events"
         return f"{self.prefix}/{which}/raw/events"
 
     @property
     def warehouse_prefix(self) -> str:
+        if self.scheduled:
+            return f"warehouse/{self.prefix.replace('/', '-')}"
         return f"{self.prefix}/warehouse"
+
+    def prefixes(self, *lakes: str) -> list[str]:
+        """What the warehouse occupies in S3 (its lakes and its tables)."""
+        if not self.scheduled:
+            return [self.prefix]
+        return [self.lake_prefix(w).removesuffix("/events") for w in lakes] + [
+            self.warehouse_prefix
+        ]
+
+
+def _seed_small(ctx, box: Warehouse) -> None:
+    small = {date.fromisoformat(d): 2_000 for d in (*SMALL_DAYS, BROKEN_DAY)}
+    box.seeded.update(
+        seed_lake.seed(
+            reader(ctx),
+            pipeline.s3a(ctx.settings.bucket, box.lake_prefix("small")),
+            small,
+            2,
+            break_day=date.fromisoformat(BROKEN_DAY),
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +106,21 @@ def wh(ctx):
             46,
         )
     )
-    small = {date.fromisoformat(d): 2_000 for d in (*SMALL_DAYS, BROKEN_DAY)}
-    box.seeded.update(
-        seed_lake.seed(
-            session,
-            pipeline.s3a(b, box.lake_prefix("small")),
-            small,
-            2,
-            break_day=date.fromisoformat(BROKEN_DAY),
-        )
-    )
+    _seed_small(ctx, box)
     yield box
     drop_sandbox(ctx, box.prefix, box.pg_schema)
+
+
+@pytest.fixture
+def scheduled_wh(ctx):
+    """The small lake again, for a backfill the scheduler runs (see Warehouse.scheduled)."""
+    sid = uuid.uuid4().hex[:10]
+    box = Warehouse(sandbox_prefix(sid), f"it_{sid}", seeded={}, scheduled=True)
+    migrate_schema(ctx, box.pg_schema)
+    _seed_small(ctx, box)
+    yield box
+    for prefix in box.prefixes("small"):
+        drop_sandbox(ctx, prefix, box.pg_schema)
 
 
 def compact(ctx, wh: Warehouse, day: str, which: str = "big", log_name: str = "compact.log"):
@@ -260,7 +292,9 @@ def small_lake_conf(ctx, wh: Warehouse, **extra) -> dict:
     }
 
 
-def test_backfill_of_days_through_airflow(ctx, wh):
+def test_backfill_of_days_through_airflow(ctx, scheduled_wh):
+    """A backfill of two days, run by the scheduler with the stack's own connections."""
+    wh = scheduled_wh
     conf = small_lake_conf(ctx, wh)
     argv = [
         str(environment.venv_bin() / "airflow"),
@@ -309,8 +343,11 @@ def _wait_for_backfill(client, pg_schema: str, timeout: float = 900) -> list[str
 
 
 def test_raw_retention_expires_only_verified_days(ctx, wh):
-    """With retention on, the DAG deletes the raw files of verified days (the backfilled
-    ones), keeps the failed day's, and a later run of an expired day leaves the table alone."""
+    """With retention on, the DAG deletes the raw files of verified days (the one it
+    compacts and one compacted before), keeps the failed day's, and a later run of an expired
+    day leaves the table alone."""
+    code, _ = compact(ctx, wh, SMALL_DAYS[1], which="small", log_name="compact_small.log")
+    assert code == 0
     conf = small_lake_conf(ctx, wh, day=SMALL_DAYS[0], raw_retention_days=1)
     assert airflow_dags_test(ctx, "compact_warehouse", conf) == "success"
 
