@@ -39,8 +39,8 @@ _GENERATED = {
     "RTAP_STREAM_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
     "RTAP_WAREHOUSE_S3_ACCESS_KEY": lambda: "warehouse-" + secrets.token_hex(6),
     "RTAP_WAREHOUSE_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
-    # Their sandbox twins: the same policies, but only under it/*/, where the integration tests
-    # and the benchmarks keep their lakes (the real users' policies have no such grant).
+    # Their sandbox twins: the same policies under it/*/ (plus _reports/), where the tests
+    # and the benchmarks keep their lakes (the real users' policies have no grant there).
     "RTAP_SANDBOX_STREAM_S3_ACCESS_KEY": lambda: "it-stream-" + secrets.token_hex(6),
     "RTAP_SANDBOX_STREAM_S3_SECRET_KEY": lambda: secrets.token_urlsafe(30),
     "RTAP_SANDBOX_WAREHOUSE_S3_ACCESS_KEY": lambda: "it-warehouse-" + secrets.token_hex(6),
