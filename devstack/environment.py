@@ -148,6 +148,7 @@ AIRFLOW_DB_OPTION = ("database", "sql_alchemy_conn")
 FERNET_OPTION = ("core", "fernet_key")  # encrypts connections and variables kept in its database
 API_KEY_OPTION = ("api", "secret_key")  # the UI's sessions, the log server's requests
 JWT_OPTION = ("api_auth", "jwt_secret")  # signs the tasks' tokens for the Execution API
+AIRFLOW_SECRET_OPTIONS = (AIRFLOW_DB_OPTION, FERNET_OPTION, API_KEY_OPTION, JWT_OPTION)
 
 # What each Airflow service holds, and why. Connections: the API server only - it serves each
 # task the connections the task asks for, through the Execution API and the task's token.
@@ -156,12 +157,11 @@ JWT_OPTION = ("api_auth", "jwt_secret")  # signs the tasks' tokens for the Execu
 # task logs; the DAG processor and the triggerer use the database (and the Fernet key for what
 # Airflow encrypts in it).
 AIRFLOW_COMPONENT_SECRETS: dict[str, tuple[tuple[str, str], ...]] = {
-    "airflow-api-server": (AIRFLOW_DB_OPTION, FERNET_OPTION, API_KEY_OPTION, JWT_OPTION),
-    "airflow-scheduler": (AIRFLOW_DB_OPTION, FERNET_OPTION, API_KEY_OPTION, JWT_OPTION),
+    "airflow-api-server": AIRFLOW_SECRET_OPTIONS,
+    "airflow-scheduler": AIRFLOW_SECRET_OPTIONS,
     "airflow-dag-processor": (AIRFLOW_DB_OPTION, FERNET_OPTION),
     "airflow-triggerer": (AIRFLOW_DB_OPTION, FERNET_OPTION),
 }
-AIRFLOW_SECRET_OPTIONS = (AIRFLOW_DB_OPTION, FERNET_OPTION, API_KEY_OPTION, JWT_OPTION)
 CONNECTIONS_HOLDER = "airflow-api-server"
 
 
