@@ -13,18 +13,16 @@ security option of docs/deployment.md, exercised by the tests with a SCRAM user 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import ipaddress
 import json
 import os
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import process
-from devstack.services import _LOG4J2, Context, Health, ServiceError
+from devstack.services import _LOG4J2, Context, Health, ServiceError, new_cluster_id
 from devstack.settings import SettingError
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
@@ -394,9 +392,7 @@ class KafkaCluster:
         tls = make_tls_material(self.dir / "tls", self.host)
         cluster_file = self.dir / "cluster.id"
         if not cluster_file.exists():
-            cluster_file.write_text(
-                base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            )
+            cluster_file.write_text(new_cluster_id())
         cluster_id = cluster_file.read_text().strip()
         for i in self.nodes():
             node = self.dir / f"node-{i}"
@@ -410,8 +406,7 @@ class KafkaCluster:
                     *self._java(i),
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(props),
                 ],

@@ -535,6 +535,18 @@ logger.state.level = warn
 """
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own ``Uuid.randomUuid`` it never starts with ``-``: an id that did would
+    read as an option to ``kafka-storage format`` (one fresh stack in 64 failed that way).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     name = "kafka"
 
@@ -592,15 +604,13 @@ class Kafka(Service):
         props.write_text(self.server_properties(ctx))
         (kdir / "log4j2.properties").write_text(_LOG4J2)
         if not (kdir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             out = subprocess.run(
                 [
                     *self._java(ctx),
                     "kafka.tools.StorageTool",
                     "format",
                     "--standalone",
-                    "-t",
-                    cluster_id,
+                    f"--cluster-id={new_cluster_id()}",
                     "-c",
                     str(props),
                 ],

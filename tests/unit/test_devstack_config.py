@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
 
-from devstack import preflight, secrets, settings
+from devstack import preflight, secrets, services, settings
 
 
 def test_defaults_load():
@@ -228,3 +230,12 @@ def test_the_demo_history_is_the_days_before_today_each_a_whole_day():
     assert days == [date(2026, 11, 29), date(2026, 11, 30), date(2026, 12, 1)]
     conf = demo.history_conf(days[0], seed=7)
     assert (conf["start"], conf["span_hours"], conf["rhythm"]) == ("2026-11-29T00:00:00Z", 24, True)
+
+
+def test_a_kafka_cluster_id_never_reads_as_an_option(monkeypatch):
+    # 0xF8 encodes as "-" first: kafka-storage's argument parser took such an id for an option.
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" + bytes(15))])
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = services.new_cluster_id()
+    assert cluster_id == base64.urlsafe_b64encode(b"\x01" + bytes(15)).decode().rstrip("=")
+    assert len(cluster_id) == 22
