@@ -6,10 +6,13 @@ At 02:30 UTC, for the event day that just ended (the run's data interval starts 
 metadata), dedupes them by `event_id`, checks the contract's expectations (no write when one
 fails), replaces the day in the Iceberg table `lake.<namespace>.events` (partitioned by day,
 sorted, files near `target_file_mb`), verifies it (rows = distinct source events, revenue,
-unique ids; rolled back otherwise), rebuilds the day's marts (`daily_sales_by_category`,
-`daily_funnel`) and records the run in Postgres `compaction_runs`. Re-running a day gives the
-same tables. Then raw files of days verified `raw_retention_days` ago are expired (off by
-default).
+unique ids; otherwise the day is restored as it was, in a commit of its own), rebuilds the
+day's marts (`daily_sales_by_category`, `daily_funnel`) and records the run in Postgres
+`compaction_runs`. Re-running a day gives the same tables. It then compacts again every
+earlier day whose raw partition got files since its last verified run (late events: found in
+the sink's log, compared with the files each run read). Then the raw files that verified
+runs read, of days `raw_retention_days` old, are expired (off by default); a file no run read
+is kept.
 
 Backfill: `airflow backfill create --dag-id compact_warehouse --from-date ... --to-date ...`
 (or `make compact DAY=...` for one day); scheduler catchup from a date:
@@ -98,7 +101,7 @@ with DAG(
     )
 
     @task
-    def expire_raw(params: dict) -> list[str]:
+    def expire_raw(params: dict) -> dict[str, int]:
         from include.warehouse import tasks
 
         return tasks.expire_raw(params)

@@ -22,10 +22,20 @@ class ProcessError(RuntimeError):
     pass
 
 
+def _since_boot(proc: psutil.Process) -> float:
+    """When ``proc`` started, in seconds since the machine booted: unlike its start time on
+    the wall clock (``create_time``: boot time + that), a clock step (NTP) leaves it alone.
+    Once the clock jumped 38 s mid-run and every service of the stack read as stopped."""
+    return proc.create_time() - psutil.boot_time()
+
+
 def _read(pid_file: Path) -> tuple[int, float] | None:
+    """The pid and its start (seconds since boot) recorded in ``pid_file``."""
     try:
         data = json.loads(pid_file.read_text())
-        return int(data["pid"]), float(data["create_time"])
+        if "since_boot" not in data:  # written before 2026-12: the wall-clock start time
+            return int(data["pid"]), float(data["create_time"]) - psutil.boot_time()
+        return int(data["pid"]), float(data["since_boot"])
     except (OSError, ValueError, KeyError):
         return None
 
@@ -38,7 +48,7 @@ def find(pid_file: Path) -> psutil.Process | None:
     pid, created = record
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - created) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+        if abs(_since_boot(proc) - created) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
             return None
         return proc
     except psutil.Error:
@@ -75,7 +85,7 @@ def start(
         except FileNotFoundError as exc:
             raise ProcessError(f"cannot start {argv[0]}: {exc.strerror}") from exc
     proc = psutil.Process(popen.pid)
-    pid_file.write_text(json.dumps({"pid": popen.pid, "create_time": proc.create_time()}))
+    pid_file.write_text(json.dumps({"pid": popen.pid, "since_boot": _since_boot(proc)}))
     return proc
 
 

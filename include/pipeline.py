@@ -9,6 +9,10 @@ from __future__ import annotations
 EVENTS_TOPIC = "events"
 BUCKET = "lake"
 RAW_EVENTS_PREFIX = "raw/events"
+# The raw lake's Hive-style partitions (event day, then hour): the stream writes them, the
+# compaction and retention find a day's files by the first.
+LAKE_PARTITIONS = ("event_date", "event_hour")
+DAY_PARTITION = LAKE_PARTITIONS[0]
 DEAD_LETTER_PREFIX = "dead_letter/events"
 CHECKPOINT_PREFIX = "_checkpoints/stream_events"
 WAREHOUSE_PREFIX = "warehouse"

@@ -4,10 +4,12 @@ Reads the day's raw events *through the file sink's metadata* (committed files o
 deduplicates them by ``event_id``, checks the contract's expectations, and replaces the day in
 ``lake.<namespace>.events`` (Iceberg, partitioned by ``days(event_time)``, sorted by category,
 event type and time, files of ``--target-file-mb``). Then it verifies the table (rows =
-distinct source events, revenue equal, one row per id) and rolls the table back if a check
-fails, rebuilds the day's marts (``daily_sales_by_category``, ``daily_funnel``) and records
-the run in ``compaction_runs``. Re-running a day replaces it: the same input gives the same
-tables.
+distinct source events, revenue equal, one row per id) and, if a check fails, restores the
+day as it was before the run (a commit of that day only), else rebuilds the day's marts
+(``daily_sales_by_category``, ``daily_funnel``); it records the run in ``compaction_runs``
+(and, once verified, the raw files it read in ``compaction_inputs``). Re-running a day replaces it: the same input gives the same tables.
+Then, unless ``--late-days=false``, it compacts again every verified day whose partition holds
+files the sink committed after the day's runs read it (late events; docs/warehouse.md).
 
 Usage::
 
@@ -23,21 +25,23 @@ expectation or a verification fails (the report names each rule and its row coun
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime, time, timedelta
 from time import monotonic
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from include import pipeline
 from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.events import contract
 from include.spark.jobs import CompactJob
 from include.warehouse import catalog, runs
-from spark_apps.file_sinks import read_sink
+from spark_apps.file_sinks import files_by_day, logged_files, read_sink
 from spark_apps.reports import write_report
 from spark_apps.transforms import warehouse as W
 
@@ -68,15 +72,11 @@ def _day_filter(day: date):
     )
 
 
-def source_files(day_rows: DataFrame) -> dict:
-    """Committed raw files of the day and their bytes (Spark's hidden ``_metadata`` column)."""
-    row = (
-        day_rows.select("_metadata.file_path", "_metadata.file_size")
-        .distinct()
-        .agg(F.count(F.lit(1)).alias("files"), F.sum("file_size").alias("bytes"))
-        .first()
-    )
-    return {"files": row["files"], "bytes": row["bytes"] or 0}
+def source_files(day_rows: DataFrame) -> tuple[dict, list[str]]:
+    """Committed raw files of the day, their count and bytes (Spark's hidden ``_metadata``
+    column), and their paths as ``_metadata.file_path`` names them (recorded once verified)."""
+    files = day_rows.select("_metadata.file_path", "_metadata.file_size").distinct().collect()
+    return {"files": len(files), "bytes": sum(f[1] for f in files)}, [f[0] for f in files]
 
 
 def table_files(spark: SparkSession, table: str, day: date) -> dict:
@@ -135,31 +135,49 @@ def measured_bytes_per_row(spark: SparkSession, table: str) -> float | None:
     return (row["b"] / row["n"]) if row["n"] else None
 
 
-def compact(spark: SparkSession, args: CompactJob, expired: Sequence[date] = ()) -> dict:
+def table_exists(spark: SparkSession, table: str) -> bool:
+    return bool(spark.catalog.tableExists(table))
+
+
+def compact(
+    spark: SparkSession, args: CompactJob, expired: Collection[str] = ()
+) -> tuple[dict, list[str]]:
+    """Compact ``args.day``; return the report and the raw files it read (to record once
+    verified). ``expired``: raw files retention deleted; a day that lost some keeps the
+    warehouse's rows of them (verified before) and adds what arrived since."""
     day: date = args.day
     events_table = f"{catalog.CATALOG}.{args.namespace}.{catalog.EVENTS_TABLE}"
     target_bytes = int(args.target_file_mb * 1024 * 1024)
     report: dict = {"day": day.isoformat(), "table": events_table, "target_bytes": target_bytes}
     started = monotonic()  # the report's seconds leave out the JVM start (benchmarks read them)
 
-    raw = read_sink(spark, args.lake_path, skip_days=expired)
+    raw = read_sink(spark, args.lake_path, skip_files=expired)
     # Before anything reads a column: a lake without contract fields fails with their names.
     missing = [c for c in contract.FIELD_NAMES if raw is not None and c not in raw.columns]
     if missing:
         raise CompactionFailed(f"{day}: the lake lacks contract field(s) {missing}")
     day_rows = None if raw is None else W.day_slice(raw, day)
-    report["source"] = (
-        {"files": 0, "bytes": 0, "rows": 0, "distinct_ids": 0, "revenue": 0.0}
-        if day_rows is None
-        else {**source_files(day_rows), **W.totals(day_rows)}
-    )
+    inputs: list[str] = []
+    report["source"] = {"files": 0, "bytes": 0, "rows": 0, "distinct_ids": 0, "revenue": 0.0}
+    if day_rows is not None:
+        files, inputs = source_files(day_rows)
+        report["source"] = {**files, **W.totals(day_rows)}
     if report["source"]["rows"] == 0:
-        # Nothing landed for the day (or the lake is new): leave the tables as they are; a
-        # day whose raw files were expired keeps its warehouse rows.
+        # Nothing (more) landed for the day (or the lake is new): leave the tables as they
+        # are; a day whose raw files were all expired keeps its warehouse rows.
         report["status"] = "empty"
         log.warning("%s: no committed raw events for the day; tables left unchanged", day)
-        return report
-    deduped = W.dedupe_day(day_rows).persist()
+        return report, inputs
+    deduped = W.dedupe_day(day_rows)
+    marker = f"/{pipeline.DAY_PARTITION}={day.isoformat()}/"
+    if any(marker in f for f in expired) and table_exists(spark, events_table):
+        # Retention deleted some of the day's raw files: their events are the table's (a
+        # verified run read them). Keep those rows, add the late ones it lacks.
+        kept = spark.table(events_table).where(_day_filter(day))
+        late = deduped.join(kept.select("event_id"), "event_id", "left_anti")
+        deduped = kept.unionByName(late, allowMissingColumns=True)
+        report["carried_from_table"] = kept.count()
+    deduped = deduped.persist()
     source = W.totals(deduped)
 
     failures = W.expectations(deduped, day)
@@ -203,7 +221,7 @@ def compact(spark: SparkSession, args: CompactJob, expired: Sequence[date] = ())
         _roll_back(spark, events_table, before, day)
         report["verification"] = problems
         raise CompactionFailed(
-            f"{day}: verification failed, table rolled back:\n"
+            f"{day}: verification failed, the day restored as it was before the run:\n"
             + "\n".join(f"  - {p}" for p in problems)
         )
     report["verification"] = []
@@ -221,18 +239,59 @@ def compact(spark: SparkSession, args: CompactJob, expired: Sequence[date] = ())
         replace_day(frame.coalesce(1), mart, F.col("day") == F.lit(day.isoformat()).cast("date"))
         report.setdefault("marts", {})[name] = spark.table(mart).where(F.col("day") == day).count()
     deduped.unpersist()
-    return report
+    return report, inputs
 
 
 def _roll_back(spark: SparkSession, table: str, before: int | None, day: date) -> None:
-    ident = table.split(".", 1)[1]
-    if before is not None:
-        spark.sql(f"CALL {catalog.CATALOG}.system.rollback_to_snapshot('{ident}', {before})")
-    else:  # the table's first commit: remove what it wrote
+    """Undo this run's commit for its day only: the day's rows as they were at ``before``,
+    written as one more commit that replaces the day. A commit of another day made meanwhile
+    (a backfill beside the nightly run) stays; ``rollback_to_snapshot`` would discard it."""
+    if before is None:  # the table's first commit: remove what it wrote
         spark.sql(
             f"DELETE FROM {table} WHERE event_time >= TIMESTAMP '{day} 00:00:00' "
             f"AND event_time < TIMESTAMP '{day + timedelta(days=1)} 00:00:00'"
         )
+        return
+    previous = spark.sql(f"SELECT * FROM {table} VERSION AS OF {before}").where(_day_filter(day))
+    replace_day(previous, table, _day_filter(day))
+
+
+def run_day(spark: SparkSession, conn, args: CompactJob) -> dict:
+    """Compact one day and record the run (and, once verified, the raw files it read)."""
+    try:
+        report, inputs = compact(spark, args, runs.expired_files(conn))
+    except CompactionFailed as exc:
+        report = {"day": args.day.isoformat(), "error": str(exc), "status": "failed"}
+        runs.record(conn, args.day, "failed", report)
+        log.error("%s", exc)
+        return report
+    status = report.get("status", "verified")
+    if status == "verified":
+        # The files first: a concurrent run looking for late days counts a verified day's
+        # files as read only once they are recorded.
+        runs.record_inputs(conn, args.day, inputs)
+    runs.record(conn, args.day, status, report)
+    if status == "verified":
+        src, dst = report["source"], report["target"]
+        log.info(
+            "%s: %s raw files (%s B) -> %s files (%s B); %s rows",
+            args.day,
+            src["files"],
+            src["bytes"],
+            dst["files"],
+            dst["bytes"],
+            dst["rows"],
+        )
+    return report
+
+
+def late_days(spark: SparkSession, conn, args: CompactJob) -> dict[date, int]:
+    """Verified days (but ``args.day``) whose raw partition holds files the sink committed
+    after the day's verified runs read it: day -> files no run read."""
+    logged = files_by_day(logged_files(spark, args.lake_path) or [])
+    verified = runs.verified_days(conn) - {args.day}
+    recorded = runs.recorded_inputs(conn, verified & set(logged))
+    return runs.stale_days(logged, recorded, verified)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,41 +307,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     spark = session(args)
     try:
-        previous = runs.last_run(conn, args.day)
-        if previous and previous["raw_expired_at"]:
-            # Its raw files are gone (the sink's log still lists them): the warehouse holds the
-            # verified day and stays as it is.
-            report = {"day": args.day.isoformat(), "status": "empty", "raw_expired": True}
-            log.warning(
-                "%s: raw files expired at %s; tables left unchanged",
-                args.day,
-                previous["raw_expired_at"],
-            )
-            write_report(spark, args.report, "compaction", report)
-            return 0
-        try:
-            report = compact(spark, args, runs.expired_days(conn))
-        except CompactionFailed as exc:
-            report = {"day": args.day.isoformat(), "error": str(exc)}
-            runs.record(conn, args.day, "failed", report)
-            write_report(spark, args.report, "compaction", report)
-            log.error("%s", exc)
-            return 1
-        runs.record(conn, args.day, report.get("status", "verified"), report)
+        report = run_day(spark, conn, args)
+        if args.late_days:
+            # Late events: days compacted before whose partition got files since. Each is
+            # compacted again (idempotent: the day is replaced), recorded on its own.
+            report["late_days"] = []
+            for day, files in sorted(late_days(spark, conn, args).items()):
+                log.warning("%s: %s raw file(s) arrived after its compaction: again", day, files)
+                again = run_day(spark, conn, dataclasses.replace(args, day=day))
+                report["late_days"].append(
+                    {"day": day.isoformat(), "late_files": files, "status": again["status"]}
+                    | ({"error": again["error"]} if "error" in again else {})
+                )
         write_report(spark, args.report, "compaction", report)
-        if report.get("status") == "empty":
-            return 0
-        src, dst = report["source"], report["target"]
-        log.info(
-            "%s: %s raw files (%s B) -> %s files (%s B); %s rows",
-            args.day,
-            src["files"],
-            src["bytes"],
-            dst["files"],
-            dst["bytes"],
-            dst["rows"],
-        )
-        return 0
+        failed = [report] + [d for d in report.get("late_days", []) if d["status"] == "failed"]
+        return 1 if any(r.get("status") == "failed" for r in failed) else 0
     finally:
         conn.close()
         spark.stop()

@@ -8,12 +8,14 @@ writes; the lake report, reconcile, replay and compaction read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
+
+from include.pipeline import DAY_PARTITION
 
 
 def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
@@ -32,32 +34,87 @@ def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
     )
 
 
-def read_sink(spark: SparkSession, path: str, skip_days: Sequence[date] = ()) -> DataFrame | None:
-    """The committed rows of a file sink (``None`` before its first commit). ``skip_days``:
-    event days whose raw files retention deleted (the sink's log still lists them; pruning
-    the partitions keeps their files from being opened)."""
+def logged_files(spark: SparkSession, path: str) -> list[str] | None:
+    """The files a sink's log lists as committed (``None`` before its first commit), as
+    ``_metadata.file_path`` names them; no file is opened."""
     try:
-        if not skip_days:
-            return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
-        # Merging the schema reads every listed file's footer: infer it tolerating the deleted
-        # files, then read strictly with that schema, pruned to the live days.
-        schema = (
-            spark.read.option("mergeSchema", "true")
-            .option("ignoreCorruptFiles", "true")
-            .parquet(path)
-            .schema
-        )
-        return (
-            spark.read.schema(schema)
-            .parquet(path)
-            .where(~F.col("event_date").isin(*[d.isoformat() for d in skip_days]))
-        )
-    except AnalysisException as exc:  # nothing committed yet: no path, or a log with no files
-        message = str(exc).lower()
-        if (
-            "path_not_found" in message
-            or "path does not exist" in message
-            or "infer schema" in message
-        ):
+        listed = spark.read.schema("event_id string").parquet(path).inputFiles()
+    except AnalysisException as exc:
+        if _nothing_committed(exc):
             return None
         raise
+    return [_as_metadata_path(p) for p in listed]
+
+
+def partition_value(file_path: str, column: str) -> str | None:
+    """The value of a Hive-style partition ``column`` in a file's path (``.../column=v/...``)."""
+    for part in file_path.split("/"):
+        if part.startswith(f"{column}="):
+            return part.split("=", 1)[1]
+    return None
+
+
+def files_by_day(files: Iterable[str]) -> dict[date, set[str]]:
+    """Files grouped by their event day partition."""
+    out: dict[date, set[str]] = {}
+    for f in files:
+        value = partition_value(f, DAY_PARTITION)
+        if value:
+            out.setdefault(date.fromisoformat(value), set()).add(f)
+    return out
+
+
+def read_sink(
+    spark: SparkSession,
+    path: str,
+    skip_files: Collection[str] = (),
+    skip_days: Sequence[date] = (),
+) -> DataFrame | None:
+    """The committed rows of a file sink (``None`` before its first commit).
+
+    ``skip_files``: files raw retention deleted (the sink's log still lists them; a filter on
+    ``_metadata.file_path`` prunes them before any is opened). ``skip_days``: event days
+    whose files were all deleted before retention recorded files (pruned by partition)."""
+    try:
+        if not skip_files and not skip_days:
+            return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
+        skip = set(skip_files)
+        days = {d.isoformat() for d in skip_days}
+        live = [
+            f
+            for f in logged_files(spark, path) or []
+            if f not in skip and partition_value(f, DAY_PARTITION) not in days
+        ]
+        if not live:
+            return None
+        # Merging the schema reads every file's footer: only the live files' (a deleted file
+        # fails the inference whatever ignore* option is set), then read the log strictly.
+        schema = (
+            spark.read.option("mergeSchema", "true").option("basePath", path).parquet(*live).schema
+        )
+        frame = spark.read.schema(schema).parquet(path)
+        if days:
+            frame = frame.where(~F.col(DAY_PARTITION).cast("string").isin(*sorted(days)))
+        if skip:
+            frame = frame.where(~F.col("_metadata.file_path").isin(*sorted(skip)))
+        return frame
+    except AnalysisException as exc:
+        if _nothing_committed(exc):
+            return None
+        raise
+
+
+def _nothing_committed(exc: AnalysisException) -> bool:
+    """No path, or a log with no files."""
+    message = str(exc).lower()
+    return (
+        "path_not_found" in message
+        or "path does not exist" in message
+        or ("infer schema" in message)
+    )
+
+
+def _as_metadata_path(listed: str) -> str:
+    """``inputFiles()`` names a local file ``file:///x``, ``_metadata.file_path`` ``file:/x``
+    (S3 paths read the same either way)."""
+    return "file:/" + listed[len("file:///") :] if listed.startswith("file:///") else listed

@@ -56,10 +56,11 @@ def load_runs(
     ]
 
 
-def expired_days(pg_schema: str, pg: PostgresEndpoint) -> list[date]:
+def expired(pg_schema: str, pg: PostgresEndpoint) -> tuple[list[str], list[date]]:
+    """Raw files retention deleted, and days it deleted wholly before it recorded files."""
     conn = store.connect(pg, schema=pg_schema)
     try:
-        return runs_table.expired_days(conn)
+        return runs_table.expired_files(conn), runs_table.wholly_expired_days(conn)
     finally:
         conn.close()
 
@@ -103,10 +104,11 @@ def measure(
     runs: list[dict],
     lake_path: str,
     dead_path: str,
-    expired: Sequence[date] = (),
+    expired: tuple[Sequence[str], Sequence[date]] = ((), ()),
 ) -> dict:
     """Per run, what the lake and the dead-letter path hold at its coordinates (``expired``:
-    event days whose raw files retention removed; their events count as missing)."""
+    raw files retention removed, and days it removed wholly before it recorded files; their
+    events count as missing)."""
     ranges = ranges_frame(spark, runs)
     found = {
         r["run_id"]: {
@@ -120,7 +122,7 @@ def measure(
         }
         for r in runs
     }
-    lake = read_sink(spark, lake_path, skip_days=expired)
+    lake = read_sink(spark, lake_path, skip_files=expired[0], skip_days=expired[1])
     if lake is not None:
         lake = lake.select("event_id", "kafka_partition", "kafka_offset")
         mine = at_coordinates(lake, ranges).cache()
@@ -206,7 +208,7 @@ def reconcile(
     reasons: dict[str, int] = {}
     if runs:
         found = measure(
-            spark, runs, args.lake_path, args.dead_letter_path, expired_days(args.pg_schema, pg)
+            spark, runs, args.lake_path, args.dead_letter_path, expired(args.pg_schema, pg)
         )
         reasons = dead_letter_reasons(spark, runs, args.dead_letter_path)
         for r in runs:

@@ -113,7 +113,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
     Postgres writes are fenced by the single-writer lease of ``owner``."""
-    lake = file_sink(spark, args.lake_path, ("event_date", "event_hour"))
+    lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS)
     dead = file_sink(spark, args.dead_letter_path, ("detected_date",))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()

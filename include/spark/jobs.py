@@ -332,6 +332,11 @@ class CompactJob(JobSpec):
         pipeline.FIRST_BYTES_PER_ROW,
         help="compacted size of a row for a new table (later runs measure the table's files)",
     )
+    late_days: bool = option(
+        True,
+        help="then compact again every verified day whose raw partition got files since "
+        "(late events; found in the sink's log)",
+    )
     report: str | None = option(None, help=REPORT_HELP)
 
     def check(self) -> None:

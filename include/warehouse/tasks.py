@@ -30,34 +30,43 @@ def day_prefix(lake_prefix: str, day: date) -> str:
     return f"{lake_prefix.strip('/')}/event_date={day.isoformat()}/"
 
 
-def expire_raw(params: dict, today: date | None = None) -> list[str]:
-    """Delete the raw files of days verified by compaction at least ``raw_retention_days``
-    ago. Off when the param is null or 0. Never touches a day that is not verified."""
+def s3_key(path: str, bucket: str) -> str:
+    """The object key of a raw file as the sink's log names it (``s3a://bucket/key``)."""
+    scheme, _, rest = path.partition("://")
+    owner, _, key = rest.partition("/")
+    if scheme not in ("s3a", "s3") or owner != bucket or not key:
+        raise ValueError(f"{path!r} is not an object of bucket {bucket!r}")
+    return key
+
+
+def expire_raw(params: dict, today: date | None = None) -> dict[str, int]:
+    """Delete the raw files that compaction read in runs verified at least
+    ``raw_retention_days`` ago; day -> files deleted. Off when the param is null or 0. A
+    file no verified run read (it arrived after the day's run) is kept: the next compaction
+    takes it in, the next expiry deletes it."""
     keep = params.get("raw_retention_days")
     if not keep:
         log.info("raw retention is off (raw_retention_days not set): nothing expired")
-        return []
+        return {}
     today = today or datetime.now().astimezone().date()
     conn = connections.postgres(params["pg_schema"])
     client = connections.s3_client()
-    expired = []
+    bucket = params["bucket"]
+    expired: dict[str, int] = {}
     try:
-        for day in runs.expirable_days(conn, int(keep), today):
-            prefix = day_prefix(params["lake_prefix"], day)
-            deleted = _delete_prefix(client, params["bucket"], prefix)
-            runs.mark_expired(conn, day)
-            log.info("expired raw day %s: %s object(s) under %s", day, deleted, prefix)
-            expired.append(day.isoformat())
+        for day, paths in runs.expirable_files(conn, int(keep), today).items():
+            _delete_keys(client, bucket, [s3_key(p, bucket) for p in paths])
+            runs.mark_files_expired(conn, day, paths)
+            log.info("expired raw day %s: %s file(s) compaction read", day, len(paths))
+            expired[day.isoformat()] = len(paths)
     finally:
         conn.close()
     return expired
 
 
-def _delete_prefix(client: Any, bucket: str, prefix: str) -> int:
-    n = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-            n += len(keys)
-    return n
+def _delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
+    for i in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys at most
+        batch = [{"Key": k} for k in keys[i : i + 1000]]
+        out = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        if out.get("Errors"):
+            raise RuntimeError(f"deleting raw files failed: {out['Errors'][:3]}")

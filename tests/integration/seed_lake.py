@@ -19,6 +19,7 @@ from itertools import islice
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from include import pipeline
 from include.events.catalog import build_catalog
 from include.events.generator import GeneratorConfig, iter_events
 from spark_apps.transforms import events as E
@@ -111,3 +112,32 @@ def seed(
         )
         query.awaitTermination()
     return stats
+
+
+def append_late(
+    spark: SparkSession, lake_path: str, batch_id: int, day: date, n: int, generator_seed: int
+) -> dict:
+    """Land ``n`` more events of ``day`` in an existing lake as the stream would land late
+    ones: batch ``batch_id`` (the next of its ``_spark_metadata`` log) of its file sink,
+    processed two days after the day. Returns the events' ids and their relevant revenue
+    (from the generator's rows, not from a read of the lake)."""
+    from spark_apps.file_sinks import file_sink
+
+    raw = spark.createDataFrame(
+        kafka_rows(day, n, generator_seed, duplicate_share=0.0), E.KAFKA_SCHEMA
+    )
+    now = F.lit(datetime.combine(day + timedelta(days=2), time(9)))
+    products = spark.createDataFrame(
+        [(x.product_id, x.price, rank) for rank, x in enumerate(build_catalog().products, 1)],
+        "product_id string, price double, popularity_rank int",
+    )
+    late = E.enrich(E.valid_events(E.parse(raw, now)), products).coalesce(1).cache()
+    rows = late.select("event_id", "event_type", "is_relevant", "price", "quantity").collect()
+    file_sink(spark, lake_path, pipeline.LAKE_PARTITIONS).addBatch(batch_id, late._jdf)
+    late.unpersist()
+    revenue = sum(
+        r["price"] * r["quantity"]
+        for r in rows
+        if r["is_relevant"] and r["event_type"] == "purchase"
+    )
+    return {"ids": {r["event_id"] for r in rows}, "revenue": revenue}

@@ -28,7 +28,8 @@ from devstack.demo import api
 from include import pipeline
 from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import CompactJob
-from include.warehouse import catalog
+from include.supervision import checkpoint
+from include.warehouse import catalog, tasks
 from tests.integration import seed_lake
 from tests.integration.conftest import (
     airflow_dags_test,
@@ -276,7 +277,7 @@ def test_broken_rows_stop_the_run_before_it_writes(ctx, wh):
     assert "price below 0" in report["error"] and "nothing was written" in report["error"]
     assert run_record(ctx, wh, BROKEN_DAY) == ("failed", None)
     cat = iceberg(ctx, wh)
-    if ("analytics", "events") in cat.list_tables("analytics"):
+    if cat.table_exists("analytics.events"):
         assert read_day(ctx, wh, "analytics.events", BROKEN_DAY, "event_date").empty
 
 
@@ -342,32 +343,113 @@ def _wait_for_backfill(client, pg_schema: str, timeout: float = 900) -> list[str
         time.sleep(5)
 
 
-def test_raw_retention_expires_only_verified_days(ctx, wh):
-    """With retention on, the DAG deletes the raw files of verified days (the one it
-    compacts and one compacted before), keeps the failed day's, and a later run of an expired
-    day leaves the table alone."""
-    code, _ = compact(ctx, wh, SMALL_DAYS[1], which="small", log_name="compact_small.log")
+def test_late_events_reach_the_warehouse_and_retention_deletes_only_what_it_holds(
+    ctx, wh, monkeypatch
+):
+    """Events of a compacted day that land two days later are in Iceberg after the next
+    nightly run; raw retention deletes only files a verified run read: a file that lands after
+    its day was expired is kept, compacted by the next run (beside the table's rows of the
+    deleted files), then expired; a failed day keeps its files."""
+    d0, d1 = SMALL_DAYS
+    lake = pipeline.s3a(ctx.settings.bucket, wh.lake_prefix("small"))
+    code, _ = compact(ctx, wh, d1, which="small", log_name="compact_small.log")
     assert code == 0
-    conf = small_lake_conf(ctx, wh, day=SMALL_DAYS[0], raw_retention_days=1)
-    assert airflow_dags_test(ctx, "compact_warehouse", conf) == "success"
+    compacted_at = query(
+        ctx, wh.pg_schema, "SELECT run_at FROM compaction_runs WHERE day = %s", (d1,)
+    )
 
     def raw_objects(day: str) -> int:
         prefix = f"{wh.lake_prefix('small')}/event_date={day}/"
         listing = s3(ctx).list_objects_v2(Bucket=ctx.settings.bucket, Prefix=prefix)
         return listing.get("KeyCount", 0)
 
+    def add_late(day: str, n: int, seed: int) -> set[str]:
+        list_keys = checkpoint.s3_reader(s3(ctx), ctx.settings.bucket)[1]
+        batch = checkpoint.sink_log_batch(wh.lake_prefix("small"), list_keys) + 1
+        late = seed_lake.append_late(reader(ctx), lake, batch, date.fromisoformat(day), n, seed)
+        wh.seeded[day]["distinct_ids"] += len(late["ids"])
+        wh.seeded[day]["revenue"] = round(wh.seeded[day]["revenue"] + late["revenue"], 2)
+        return late["ids"]
+
+    # Events of d1 land after d1 was compacted. The nightly run of d0 (retention on) compacts
+    # d0, finds d1's late file in the sink's log and compacts d1 again, then expires both.
+    late_d1 = add_late(d1, 40, seed=101)
+    conf = small_lake_conf(ctx, wh, day=d0, raw_retention_days=1)
+    assert airflow_dags_test(ctx, "compact_warehouse", conf) == "success"
+    assert late_d1 <= set(read_day(ctx, wh, "analytics.events", d1, "event_date")["event_id"])
+    assert_day_correct(ctx, wh, d1)
+    rerun = query(ctx, wh.pg_schema, "SELECT run_at FROM compaction_runs WHERE day = %s", (d1,))
+    assert rerun[0][0] > compacted_at[0][0]
     assert [raw_objects(d) for d in SMALL_DAYS] == [0] * len(SMALL_DAYS)
     assert raw_objects(BROKEN_DAY) > 0  # its compaction failed: kept
-    expired = query(
-        ctx, wh.pg_schema, "SELECT day::text FROM compaction_runs WHERE raw_expired_at IS NOT NULL"
-    )
-    assert set(SMALL_DAYS) <= {r[0] for r in expired}
-    assert BROKEN_DAY not in {r[0] for r in expired}
 
-    code, report = compact(ctx, wh, SMALL_DAYS[0], which="small")
-    assert code == 0 and report["status"] == "empty"
-    assert_day_correct(ctx, wh, SMALL_DAYS[0])
-    assert run_record(ctx, wh, SMALL_DAYS[0])[0] == "verified"
+    # Events of d0 land after d0's raw files were expired. Retention run now keeps them (no
+    # verified run read them); readers still see them (only deleted files are skipped).
+    late_d0 = add_late(d0, 25, seed=202)
+    for key, value in environment.connection_env(ctx.settings, ctx.secrets, sandbox=True).items():
+        monkeypatch.setenv(key, value)
+    params = {**conf, "lake_prefix": wh.lake_prefix("small")}
+    assert tasks.expire_raw(params) == {}
+    assert raw_objects(d0) > 0
+
+    # The next run (of d1: nothing new, left alone) compacts d0 again: the table's rows of
+    # its deleted files plus the late ones; then the late file is expired too.
+    code, report = compact(ctx, wh, d1, which="small", log_name="compact_late.log")
+    assert code == 0, report
+    assert report["status"] == "empty"
+    assert [(d["day"], d["status"]) for d in report["late_days"]] == [(d0, "verified")]
+    assert late_d0 <= set(read_day(ctx, wh, "analytics.events", d0, "event_date")["event_id"])
+    assert_day_correct(ctx, wh, d0)
+    assert set(tasks.expire_raw(params)) == {d0}
+    assert raw_objects(d0) == 0
+
+    code, report = compact(ctx, wh, d0, which="small")
+    assert code == 0 and report["status"] == "empty" and report["late_days"] == []
+    assert_day_correct(ctx, wh, d0)
+    assert run_record(ctx, wh, d0)[0] == "verified"
+
+
+def test_a_failed_verification_undoes_its_own_day_only(ctx, tmp_path):
+    """The roll-back after a failed verification restores its day as it was before the run
+    and keeps another day's commit made meanwhile (a backfill beside the nightly run), on a
+    real Iceberg table (Spark's Iceberg runtime, a Hadoop catalog in a temporary directory)."""
+    from pyspark.sql import functions as F
+
+    from spark_apps import compact_events
+
+    spark = reader(ctx)
+    name = f"rb_{uuid.uuid4().hex[:8]}"
+    spark.conf.set(f"spark.sql.catalog.{name}", "org.apache.iceberg.spark.SparkCatalog")
+    spark.conf.set(f"spark.sql.catalog.{name}.type", "hadoop")
+    spark.conf.set(f"spark.sql.catalog.{name}.warehouse", f"file:{tmp_path}")
+    table = f"{name}.db.events"
+    spark.sql(
+        f"CREATE TABLE {table} (event_id string, event_time timestamp) USING iceberg "
+        f"PARTITIONED BY (days(event_time))"
+    )
+    day_a, day_b = date(2026, 11, 20), date(2026, 11, 21)
+
+    def rows(day: date, ids: list[str]):
+        at = datetime.combine(day, datetime.min.time()) + timedelta(hours=5)
+        return spark.createDataFrame(
+            [(i, at) for i in ids], "event_id string, event_time timestamp"
+        )
+
+    def ids_of(day: date) -> list[str]:
+        frame = spark.table(table).where(F.to_date("event_time") == F.lit(day.isoformat()))
+        return sorted(r[0] for r in frame.select("event_id").collect())
+
+    compact_events.replace_day(
+        rows(day_a, ["a1", "a2", "a3"]), table, compact_events._day_filter(day_a)
+    )
+    before = compact_events.current_snapshot(spark, table)
+    # This run's write of day A (the one its verification rejects) ...
+    compact_events.replace_day(rows(day_a, ["a1", "bad"]), table, compact_events._day_filter(day_a))
+    # ... and, before its verification ends, another run commits day B.
+    compact_events.replace_day(rows(day_b, ["b1", "b2"]), table, compact_events._day_filter(day_b))
+    compact_events._roll_back(spark, table, before, day_a)
+    assert ids_of(day_a) == ["a1", "a2", "a3"]
+    assert ids_of(day_b) == ["b1", "b2"]
 
 
 def test_weekly_maintenance_through_airflow(ctx, wh):

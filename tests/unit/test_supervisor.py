@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from devstack import settings, supervisor
+from devstack import process, settings, supervisor
 from devstack.reap import end_group
 
 
@@ -93,3 +93,39 @@ def test_reaper_ends_the_group_a_dead_program_left(tmp_path):
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
     assert not end_group(leader.pid)  # nothing left: nothing to do
+
+
+def test_a_recorded_process_is_found_after_the_clock_steps(tmp_path, monkeypatch):
+    pid_file = tmp_path / "sleeper.pid"
+    proc = process.start(
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        pid_file=pid_file,
+        log_file=tmp_path / "sleeper.log",
+        env=dict(os.environ),
+    )
+    try:
+        assert process.find(pid_file).pid == proc.pid
+        # NTP steps the wall clock 38 s: the kernel's boot time and every process's start time
+        # on the wall clock move with it; the time since boot does not.
+        boot, created = psutil.boot_time(), psutil.Process(proc.pid).create_time()
+        monkeypatch.setattr(psutil, "boot_time", lambda: boot + 38)
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: created + 38)
+        assert process.find(pid_file).pid == proc.pid
+        # A recycled pid (another start time since boot) is not the recorded process.
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: created + 120)
+        assert process.find(pid_file) is None
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_pid_file_of_the_wall_clock_format_is_still_read(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        pid_file = tmp_path / "old.pid"
+        started = psutil.Process(sleeper.pid).create_time()
+        pid_file.write_text(json.dumps({"pid": sleeper.pid, "create_time": started}))
+        assert process.find(pid_file).pid == sleeper.pid
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)

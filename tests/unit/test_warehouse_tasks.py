@@ -1,4 +1,4 @@
-"""The warehouse DAGs' task logic that needs no services: which day, which prefix, retention off."""
+"""The warehouse DAGs' task logic that needs no services: which day, late days, retention."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from include.warehouse import catalog, tasks
+from include.warehouse import catalog, runs, tasks
+from spark_apps import file_sinks
 
 
 def test_the_day_comes_from_the_data_interval_or_the_param():
@@ -19,15 +20,39 @@ def test_the_day_comes_from_the_data_interval_or_the_param():
         tasks.pick_day({}, None)
 
 
-def test_a_day_prefix_is_the_stream_partition_of_that_day():
+def test_a_raw_file_of_the_log_is_an_object_of_the_lake_bucket():
+    path = "s3a://lake/raw/events/event_date=2026-11-02/event_hour=3/part-0.parquet"
     assert (
-        tasks.day_prefix("/raw/events/", date(2026, 11, 2)) == "raw/events/event_date=2026-11-02/"
+        tasks.s3_key(path, "lake") == "raw/events/event_date=2026-11-02/event_hour=3/part-0.parquet"
     )
+    for wrong in ("s3a://other/raw/x.parquet", "file:/tmp/x.parquet", "s3a://lake/"):
+        with pytest.raises(ValueError, match="is not an object of bucket 'lake'"):
+            tasks.s3_key(wrong, "lake")
+
+
+def test_late_files_make_a_verified_day_stale_and_only_those_days():
+    d1, d2, d3, d4 = (date(2026, 11, n) for n in (1, 2, 3, 4))
+    logged = {d1: {"a", "b"}, d2: {"c", "late"}, d3: {"e"}, d4: {"never-compacted"}}
+    recorded = {d1: {"a", "b"}, d2: {"c"}, d3: {"e", "expired-since"}}
+    # d4 was never verified: a backfill's business, not a late day's.
+    assert runs.stale_days(logged, recorded, {d1, d2, d3}) == {d2: 1}
+    assert runs.stale_days(logged, {}, {d1}) == {d1: 2}
+
+
+def test_files_group_by_their_event_day_partition():
+    files = [
+        "s3a://lake/raw/events/event_date=2026-11-02/event_hour=3/a.parquet",
+        "s3a://lake/raw/events/event_date=2026-11-02/event_hour=4/b.parquet",
+        "s3a://lake/raw/events/event_date=2026-11-03/event_hour=0/c.parquet",
+        "s3a://lake/raw/events/no-partition.parquet",
+    ]
+    by_day = file_sinks.files_by_day(files)
+    assert {d.isoformat(): len(f) for d, f in by_day.items()} == {"2026-11-02": 2, "2026-11-03": 1}
 
 
 def test_raw_retention_is_off_unless_set():
-    assert tasks.expire_raw({"raw_retention_days": None}) == []
-    assert tasks.expire_raw({"raw_retention_days": 0}) == []
+    assert tasks.expire_raw({"raw_retention_days": None}) == {}
+    assert tasks.expire_raw({"raw_retention_days": 0}) == {}
 
 
 def test_spark_catalog_settings_point_at_the_pipeline_schema_and_warehouse():
