@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo reconcile compact scaleout chaos test test-unit stop status password lint format lock bench measure docs clean
+.PHONY: help venv install run up demo reconcile compact marts scaleout chaos test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ reconcile: install ## account for every produced event (SINCE=/UNTIL= ISO times;
 DAY ?=
 compact: install ## compact one event day into the Iceberg warehouse and marts (DAY=YYYY-MM-DD; default yesterday)
 	@$(PY) -m devstack compact $(if $(DAY),--day $(DAY))
+
+marts: install ## rebuild marts from the Iceberg events table (SINCE=, UNTIL=: YYYY-MM-DD; MARTS=a,b; default all)
+	@$(PY) -m devstack marts $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL)) $(if $(MARTS),--marts $(MARTS))
 
 SCALEOUT ?= up
 scaleout: install ## a Spark standalone cluster + 3-broker Kafka next to the stack (SCALEOUT=up|down|status)

@@ -8,9 +8,9 @@ fails), replaces the day in the Iceberg table `lake.<namespace>.events` (partiti
 sorted, files near `target_file_mb`), verifies it (rows = distinct source events, revenue,
 unique ids; otherwise the day is restored as it was, in a commit of its own), rebuilds the
 day's marts (`daily_sales_by_category`, `daily_funnel`) and records the run in Postgres
-`compaction_runs`. Re-running a day gives the same tables. It then compacts again every
-earlier day whose raw partition got files since its last verified run (late events: found in
-the sink's log, compared with the files each run read). Then the raw files that verified
+`compaction_runs`. Re-running a day gives the same tables. It then appends to every earlier
+day the events of the raw files it got since its last verified run (late events: found in the
+sink's log, compared with the files each run read). Then the raw files that verified
 runs read, of days `raw_retention_days` old, are expired (off by default); a file no run read
 is kept.
 

@@ -1,6 +1,6 @@
 """Command line of the local stack: ``python -m devstack <command>`` (the Makefile's verbs).
 
-Commands: install, up, demo, reconcile, compact, down, status, password, env. Errors of the environment end with a
+Commands: install, up, demo, reconcile, compact, marts, down, status, password, env. Errors of the environment end with a
 one-paragraph message and exit code 2, never a stack trace.
 """
 
@@ -88,6 +88,29 @@ def _compact(ctx, args) -> int:
     return 0
 
 
+def _marts(ctx, args) -> int:
+    from devstack.spark import rebuild_marts
+    from include import pipeline
+    from include.spark.jobs import RebuildMartsJob
+
+    job = RebuildMartsJob.parse(
+        warehouse=pipeline.s3a(ctx.settings.bucket, pipeline.WAREHOUSE_PREFIX),
+        since=args.since or None,
+        until=args.until or None,
+        marts=args.marts or None,
+    )
+    code, report = rebuild_marts(ctx, job)
+    if code != 0:
+        print(report.get("error", report))
+        return 1
+    if not report["marts"]:
+        print("==> no events in that range: no mart changed")
+        return 0
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in report["marts"].items())
+    print(f"==> {report['first']}..{report['last']}: {rows}")
+    return 0
+
+
 def _scaleout(ctx, args) -> int:
     import os
 
@@ -154,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compact", help="compact one event day into the Iceberg warehouse")
     comp.add_argument("--day", default=None, help="YYYY-MM-DD (default: yesterday, UTC)")
     comp.add_argument("--target-file-mb", default=None)
+    mrt = sub.add_parser("marts", help="rebuild marts from the Iceberg events table")
+    mrt.add_argument("--since", default=None, help="YYYY-MM-DD (default: the table's first day)")
+    mrt.add_argument("--until", default=None, help="YYYY-MM-DD (default: the table's last day)")
+    mrt.add_argument("--marts", default=None, help="comma-separated names (default: every mart)")
     so = sub.add_parser(
         "scaleout",
         help="a Spark standalone cluster and a 3-broker Kafka next to the stack (docs/deployment.md)",
@@ -193,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reconcile(ctx, args)
         elif args.command == "compact":
             return _compact(ctx, args)
+        elif args.command == "marts":
+            return _marts(ctx, args)
         elif args.command == "scaleout":
             return _scaleout(ctx, args)
         elif args.command == "chaos":

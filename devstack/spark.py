@@ -11,7 +11,7 @@ from devstack import environment
 from devstack.services import Context
 from include.endpoints import S3Endpoint
 from include.reports import ReportMissing, read_report
-from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, ReconcileJob
+from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, RebuildMartsJob, ReconcileJob
 from include.spark.submit import BASE_CONF, connector_classpath, driver_conf
 
 
@@ -117,4 +117,13 @@ def compact(
     report. Exit 1 (an expectation or a verification failed) is a result, not an error."""
     log_file = ctx.settings.logs_dir / log_name
     code, report, _ = run_reporting_app(ctx, job, log_file, results=(0, 1))
+    return code, report
+
+
+def rebuild_marts(ctx: Context, job: RebuildMartsJob) -> tuple[int, dict]:
+    """Rebuild marts from the Iceberg events table (``spark_apps/rebuild_marts.py``); return
+    its exit code and its report. Exit 1 (no events table yet) is a result, not an error."""
+    code, report, _ = run_reporting_app(
+        ctx, job, ctx.settings.logs_dir / "rebuild_marts.log", results=(0, 1)
+    )
     return code, report

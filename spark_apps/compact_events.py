@@ -8,8 +8,9 @@ distinct source events, revenue equal, one row per id) and, if a check fails, re
 day as it was before the run (a commit of that day only), else rebuilds the day's marts
 (``daily_sales_by_category``, ``daily_funnel``); it records the run in ``compaction_runs``
 (and, once verified, the raw files it read in ``compaction_inputs``). Re-running a day replaces it: the same input gives the same tables.
-Then, unless ``--late-days=false``, it compacts again every verified day whose partition holds
-files the sink committed after the day's runs read it (late events; docs/warehouse.md).
+Then, unless ``--late-days=false``, it adds to every verified day the events of the files the
+sink committed to its partition after the day's runs read it (late events, appended;
+docs/warehouse.md).
 
 Usage::
 
@@ -40,7 +41,7 @@ from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.events import contract
 from include.spark.jobs import CompactJob
-from include.warehouse import catalog, runs
+from include.warehouse import catalog, marts, runs
 from spark_apps.file_sinks import files_by_day, logged_files, read_sink
 from spark_apps.reports import write_report
 from spark_apps.transforms import warehouse as W
@@ -116,6 +117,30 @@ def ensure_mart(spark: SparkSession, table: str, frame: DataFrame) -> None:
         f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg PARTITIONED BY (day) "
         f"TBLPROPERTIES ('format-version'='2')"
     )
+
+
+def write_marts(
+    spark: SparkSession,
+    events: DataFrame,
+    namespace: str,
+    first: date,
+    last: date,
+    which: Sequence[marts.Mart] = marts.MARTS,
+) -> dict[str, int]:
+    """Build each mart from ``events`` (verified rows of the days ``first``..``last``) and
+    replace those days in its table, one commit per mart; return each one's rows."""
+    window = F.col("day").between(
+        F.lit(first.isoformat()).cast("date"), F.lit(last.isoformat()).cast("date")
+    )
+    rows = {}
+    for mart in which:
+        frame = getattr(W, mart.transform)(events)
+        table = mart.table(catalog.CATALOG, namespace)
+        ensure_mart(spark, table, frame)
+        frame = frame.coalesce(1) if first == last else frame.repartition("day")
+        replace_day(frame, table, window)
+        rows[mart.name] = spark.table(table).where(window).count()
+    return rows
 
 
 def replace_day(frame: DataFrame, table: str, condition, roll_bytes: int | None = None) -> None:
@@ -230,15 +255,76 @@ def compact(
         monotonic() - started - report["seconds"]["read_dedupe_write"], 3
     )
 
-    for name, frame in (
-        (catalog.SALES_MART, W.daily_sales(stored)),
-        (catalog.FUNNEL_MART, W.daily_funnel(stored)),
-    ):
-        mart = f"{catalog.CATALOG}.{args.marts_namespace}.{name}"
-        ensure_mart(spark, mart, frame)
-        replace_day(frame.coalesce(1), mart, F.col("day") == F.lit(day.isoformat()).cast("date"))
-        report.setdefault("marts", {})[name] = spark.table(mart).where(F.col("day") == day).count()
+    report["marts"] = write_marts(spark, stored, args.marts_namespace, day, day)
     deduped.unpersist()
+    return report, inputs
+
+
+def append_late(
+    spark: SparkSession, args: CompactJob, late_files: Collection[str], expired: Collection[str]
+) -> tuple[dict, list[str]]:
+    """Add to a verified day the events of its late files (committed after the day's runs
+    read it) that the table lacks, in one append commit, then verify and rebuild the day's
+    marts. Only the late files are opened and the day's rows are not rewritten: a few late
+    events a night cost a small file, not a day's compaction."""
+    day: date = args.day
+    events_table = f"{catalog.CATALOG}.{args.namespace}.{catalog.EVENTS_TABLE}"
+    report: dict = {"day": day.isoformat(), "table": events_table, "mode": "late-append"}
+    started = monotonic()
+    raw = read_sink(spark, args.lake_path, skip_files=expired)
+    if raw is None:
+        raise CompactionFailed(f"{day}: the sink's log lists no file")
+    rows = W.day_slice(raw, day).where(F.col("_metadata.file_path").isin(*sorted(late_files)))
+    files, inputs = source_files(rows)
+    report["source"] = {**files, **W.totals(rows)}
+    existing = spark.table(events_table).where(_day_filter(day))
+    before = W.totals(existing)
+    before_snapshot = current_snapshot(spark, events_table)
+    # The table's columns, in its order (a column the late rows lack is null).
+    new = existing.limit(0).unionByName(
+        W.dedupe_day(rows).join(existing.select("event_id"), "event_id", "left_anti"),
+        allowMissingColumns=True,
+    )
+    new = new.persist()
+    added = W.totals(new)
+    report["appended"] = added["rows"]
+    failures = W.expectations(new, day)
+    if failures:
+        report["expectations"] = [str(f) for f in failures]
+        raise CompactionFailed(
+            f"{day}: {len(failures)} expectation(s) failed on its late events; nothing was "
+            "written:\n" + "\n".join(f"  - {f}" for f in failures)
+        )
+    report["expectations"] = []
+    if added["rows"]:
+        new.coalesce(1).writeTo(events_table).append()
+    report["snapshot_id"] = current_snapshot(spark, events_table)
+    stored = spark.table(events_table).where(_day_filter(day))
+    target = W.totals(stored)
+    report["target"] = {**target, **table_files(spark, events_table, day)}
+    problems = []
+    if target["rows"] != before["rows"] + added["rows"]:
+        problems.append(f"rows {target['rows']} != {before['rows']} + {added['rows']} appended")
+    if target["distinct_ids"] != target["rows"]:
+        problems.append(f"{target['rows'] - target['distinct_ids']} duplicate event_id(s)")
+    if abs(target["revenue"] - before["revenue"] - added["revenue"]) > 0.005:
+        problems.append(
+            f"revenue {target['revenue']} != {before['revenue']} + {added['revenue']} appended"
+        )
+    new.unpersist()
+    if problems:
+        if added["rows"]:
+            _roll_back(spark, events_table, before_snapshot, day)
+        report["verification"] = problems
+        raise CompactionFailed(
+            f"{day}: verification of the late append failed, the day restored as it was:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+    report["verification"] = []
+    report["status"] = "verified"
+    if added["rows"]:
+        report["marts"] = write_marts(spark, stored, args.marts_namespace, day, day)
+    report["seconds"] = {"append_verify_marts": round(monotonic() - started, 3)}
     return report, inputs
 
 
@@ -256,10 +342,14 @@ def _roll_back(spark: SparkSession, table: str, before: int | None, day: date) -
     replace_day(previous, table, _day_filter(day))
 
 
-def run_day(spark: SparkSession, conn, args: CompactJob) -> dict:
-    """Compact one day and record the run (and, once verified, the raw files it read)."""
+def run_day(spark: SparkSession, conn, args: CompactJob, late_files: Collection[str] = ()) -> dict:
+    """Compact one day, or add its ``late_files`` to it, and record the run (and, once
+    verified, the raw files it read)."""
     try:
-        report, inputs = compact(spark, args, runs.expired_files(conn))
+        if late_files:
+            report, inputs = append_late(spark, args, late_files, runs.expired_files(conn))
+        else:
+            report, inputs = compact(spark, args, runs.expired_files(conn))
     except CompactionFailed as exc:
         report = {"day": args.day.isoformat(), "error": str(exc), "status": "failed"}
         runs.record(conn, args.day, "failed", report)
@@ -285,9 +375,9 @@ def run_day(spark: SparkSession, conn, args: CompactJob) -> dict:
     return report
 
 
-def late_days(spark: SparkSession, conn, args: CompactJob) -> dict[date, int]:
+def late_days(spark: SparkSession, conn, args: CompactJob) -> dict[date, set[str]]:
     """Verified days (but ``args.day``) whose raw partition holds files the sink committed
-    after the day's verified runs read it: day -> files no run read."""
+    after the day's verified runs read it: day -> the files no run read."""
     logged = files_by_day(logged_files(spark, args.lake_path) or [])
     verified = runs.verified_days(conn) - {args.day}
     recorded = runs.recorded_inputs(conn, verified & set(logged))
@@ -309,14 +399,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run_day(spark, conn, args)
         if args.late_days:
-            # Late events: days compacted before whose partition got files since. Each is
-            # compacted again (idempotent: the day is replaced), recorded on its own.
+            # Late events: days compacted before whose partition got files since. Each gets
+            # the events it lacks appended (idempotent), recorded on its own.
             report["late_days"] = []
             for day, files in sorted(late_days(spark, conn, args).items()):
-                log.warning("%s: %s raw file(s) arrived after its compaction: again", day, files)
-                again = run_day(spark, conn, dataclasses.replace(args, day=day))
+                log.warning("%s: %s raw file(s) arrived after its compaction", day, len(files))
+                again = run_day(spark, conn, dataclasses.replace(args, day=day), files)
                 report["late_days"].append(
-                    {"day": day.isoformat(), "late_files": files, "status": again["status"]}
+                    {
+                        "day": day.isoformat(),
+                        "late_files": len(files),
+                        "appended": again.get("appended"),
+                        "status": again["status"],
+                    }
                     | ({"error": again["error"]} if "error" in again else {})
                 )
         write_report(spark, args.report, "compaction", report)

@@ -385,7 +385,8 @@ def load_history(cfg: Config, start: date, end: date) -> History:
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
 
-    from include.warehouse.catalog import FUNNEL_MART, SALES_MART, load_pyiceberg
+    from include.warehouse.catalog import load_pyiceberg
+    from include.warehouse.marts import FUNNEL, SALES
 
     catalog = None
     try:
@@ -394,9 +395,9 @@ def load_history(cfg: Config, start: date, end: date) -> History:
             GreaterThanOrEqual("day", start.isoformat()), LessThanOrEqual("day", end.isoformat())
         )
         frames = []
-        for name in (SALES_MART, FUNNEL_MART):
+        for mart in (SALES, FUNNEL):  # the two the History page charts
             try:
-                table = catalog.load_table(f"{cfg.marts_namespace}.{name}")
+                table = catalog.load_table(f"{cfg.marts_namespace}.{mart.name}")
             except (NoSuchTableError, NoSuchNamespaceError):
                 frames.append(pd.DataFrame())
                 continue

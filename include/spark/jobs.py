@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from include import connections, pipeline
+from include.warehouse import marts as warehouse_marts
 
 SPARK_APPS = Path(__file__).resolve().parent.parent.parent / "spark_apps"
 
@@ -334,8 +335,8 @@ class CompactJob(JobSpec):
     )
     late_days: bool = option(
         True,
-        help="then compact again every verified day whose raw partition got files since "
-        "(late events; found in the sink's log)",
+        help="then append to every verified day the events of the raw files its partition "
+        "got since (late events; found in the sink's log)",
     )
     report: str | None = option(None, help=REPORT_HELP)
 
@@ -343,6 +344,32 @@ class CompactJob(JobSpec):
         for name in ("target_file_mb", "bytes_per_row"):
             if getattr(self, name) <= 0:
                 raise JobSpecError(f"{flag(name)}={getattr(self, name)}: must be positive")
+        _identifiers(self, "namespace", "marts_namespace", "pg_schema")
+
+
+@dataclasses.dataclass(frozen=True)
+class RebuildMartsJob(JobSpec):
+    """Rebuild marts from the Iceberg events table, for a range of days or all of them."""
+
+    APP: ClassVar[str] = "rebuild_marts.py"
+    S3_CONN: ClassVar[str] = connections.WAREHOUSE_S3
+
+    warehouse: str = option(help="Iceberg warehouse location (s3a://...)")
+    namespace: str = option(pipeline.WAREHOUSE_NAMESPACE, help="the warehouse's namespace")
+    marts_namespace: str = option(pipeline.MARTS_NAMESPACE, help="the marts' namespace")
+    pg_schema: str = option(pipeline.PG_SCHEMA, help="Postgres schema of the catalog")
+    since: date | None = option(None, help="first day, YYYY-MM-DD (default: the table's first)")
+    until: date | None = option(None, help="last day, YYYY-MM-DD (default: the table's last)")
+    marts: str = option("", help="comma-separated mart names (default: every mart)")
+    report: str | None = option(None, help=REPORT_HELP)
+
+    def check(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            raise JobSpecError(f"--since={self.since} is after --until={self.until}")
+        try:
+            warehouse_marts.named(self.marts)
+        except ValueError as exc:
+            raise JobSpecError(f"--marts={self.marts!r}: {exc}") from None
         _identifiers(self, "namespace", "marts_namespace", "pg_schema")
 
 
@@ -422,5 +449,14 @@ class LakeReportJob(JobSpec):
 
 
 JOBS: Mapping[str, type[JobSpec]] = {
-    j.APP: j for j in (StreamJob, CompactJob, MaintainJob, ReconcileJob, ReplayJob, LakeReportJob)
+    j.APP: j
+    for j in (
+        StreamJob,
+        CompactJob,
+        RebuildMartsJob,
+        MaintainJob,
+        ReconcileJob,
+        ReplayJob,
+        LakeReportJob,
+    )
 }

@@ -21,8 +21,6 @@ from include.endpoints import PostgresEndpoint, S3Endpoint
 
 CATALOG = "lake"  # the Spark catalog name; also the catalog_name column of the JDBC tables
 EVENTS_TABLE = "events"
-SALES_MART = "daily_sales_by_category"
-FUNNEL_MART = "daily_funnel"
 
 
 # The options every warehouse Spark app takes (include/spark/jobs.py), as DAG templates of

@@ -3,8 +3,9 @@ which raw files each verified run read (``compaction_inputs``).
 
 A day is *verified* when its last run wrote the table and every check passed. The files its
 verified runs read are recorded; a file the sink's log lists for a day and the record lacks
-arrived late (:func:`stale_days`: the day is compacted again), and raw retention deletes only
-recorded files (:func:`expirable_files`), so it never deletes an event the warehouse lacks.
+arrived late (:func:`stale_days`: its events are added to the day), and raw retention deletes
+only recorded files (:func:`expirable_files`), so it never deletes an event the warehouse
+lacks.
 The report of each run stays queryable.
 """
 
@@ -108,14 +109,14 @@ def verified_days(conn) -> set[date]:
 
 def stale_days(
     logged: Mapping[date, set[str]], recorded: Mapping[date, set[str]], verified: Iterable[date]
-) -> dict[date, int]:
+) -> dict[date, set[str]]:
     """Verified days whose raw partition holds committed files (``logged``: from the sink's
-    log, per event day) that no verified run read: late arrivals. Day -> how many."""
+    log, per event day) that no verified run read: late arrivals. Day -> those files."""
     out = {}
     for day in sorted(set(verified)):
         late = logged.get(day, set()) - recorded.get(day, set())
         if late:
-            out[day] = len(late)
+            out[day] = late
     return out
 
 

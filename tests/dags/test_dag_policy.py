@@ -128,13 +128,13 @@ def test_every_spark_app_has_a_job_spec_and_runs_with_its_s3_user(dagbag):
         job = JOBS[Path(task.application).name]
         assert task.s3_conn_id == job.S3_CONN, (dag_id, task_id)
     warehouse = {a for a, j in JOBS.items() if j.S3_CONN == connections.WAREHOUSE_S3}
-    assert warehouse == {"compact_events.py", "maintain_warehouse.py"}
+    assert warehouse == {"compact_events.py", "maintain_warehouse.py", "rebuild_marts.py"}
 
 
 @pytest.mark.parametrize(
     "dag_id",
-    sorted({"compact_warehouse", "maintain_warehouse", "reconcile", "replay_dead_letters",
-            "stream_events"}),
+    sorted({"compact_warehouse", "maintain_warehouse", "rebuild_marts", "reconcile",
+            "replay_dead_letters", "stream_events"}),
 )  # fmt: skip
 def test_a_spark_tasks_rendered_command_line_is_one_its_app_reads(dagbag, dag_id):
     """The DAG writes the command line as templates, the app reads it with its job spec

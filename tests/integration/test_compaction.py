@@ -4,8 +4,10 @@ pyiceberg, Airflow.
 A day landed by Spark's file sink as ~1,000 small files compacts into a few files near the
 target size; the table holds each distinct event once; the marts equal a recomputation (from
 pyiceberg's read of the table); re-running the day changes nothing; a run killed mid-write
-leaves no commit and the re-run completes; broken rows stop the run before it writes; a
-backfill of days through Airflow works.
+leaves no commit and the re-run completes; a mart is rebuilt from the table; broken rows stop
+the run before it writes; a backfill of days through Airflow works; late events reach the
+table before and after raw retention, which deletes only what a verified run read; a failed
+verification undoes its own day only.
 """
 
 from __future__ import annotations
@@ -271,6 +273,30 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
     assert iceberg(ctx, wh).load_table("analytics.events").current_snapshot().snapshot_id != before
 
 
+def test_a_mart_is_rebuilt_from_the_events_table_through_airflow(ctx, wh):
+    """The funnel mart loses the big day's rows (a mart added after the day was compacted
+    lacks them the same way); the rebuild DAG, asked for that mart and day, makes them again
+    from the events table, equal to a recomputation; the sales mart gets no commit."""
+    from pyiceberg.expressions import EqualTo
+
+    cat = iceberg(ctx, wh)
+    cat.load_table("marts.daily_funnel").delete(EqualTo("day", BIG_DAY))
+    assert read_day(ctx, wh, "marts.daily_funnel", BIG_DAY, "day").empty
+    sales_before = cat.load_table("marts.daily_sales_by_category").current_snapshot().snapshot_id
+    conf = {
+        "bucket": ctx.settings.bucket,
+        "warehouse_prefix": wh.warehouse_prefix,
+        "pg_schema": wh.pg_schema,
+        "since": BIG_DAY,
+        "until": BIG_DAY,
+        "marts": ["daily_funnel"],
+    }
+    assert airflow_dags_test(ctx, "rebuild_marts", conf) == "success"
+    assert_day_correct(ctx, wh, BIG_DAY)
+    sales = iceberg(ctx, wh).load_table("marts.daily_sales_by_category").current_snapshot()
+    assert sales.snapshot_id == sales_before
+
+
 def test_broken_rows_stop_the_run_before_it_writes(ctx, wh):
     code, report = compact(ctx, wh, BROKEN_DAY, which="small", log_name="compact_broken.log")
     assert code == 1
@@ -348,8 +374,8 @@ def test_late_events_reach_the_warehouse_and_retention_deletes_only_what_it_hold
 ):
     """Events of a compacted day that land two days later are in Iceberg after the next
     nightly run; raw retention deletes only files a verified run read: a file that lands after
-    its day was expired is kept, compacted by the next run (beside the table's rows of the
-    deleted files), then expired; a failed day keeps its files."""
+    its day was expired is kept, its events appended by the next run (beside the table's rows
+    of the deleted files), then expired; a failed day keeps its files."""
     d0, d1 = SMALL_DAYS
     lake = pipeline.s3a(ctx.settings.bucket, wh.lake_prefix("small"))
     code, _ = compact(ctx, wh, d1, which="small", log_name="compact_small.log")
@@ -372,7 +398,7 @@ def test_late_events_reach_the_warehouse_and_retention_deletes_only_what_it_hold
         return late["ids"]
 
     # Events of d1 land after d1 was compacted. The nightly run of d0 (retention on) compacts
-    # d0, finds d1's late file in the sink's log and compacts d1 again, then expires both.
+    # d0, finds d1's late files in the sink's log and appends their events, then expires both.
     late_d1 = add_late(d1, 40, seed=101)
     conf = small_lake_conf(ctx, wh, day=d0, raw_retention_days=1)
     assert airflow_dags_test(ctx, "compact_warehouse", conf) == "success"
@@ -392,21 +418,22 @@ def test_late_events_reach_the_warehouse_and_retention_deletes_only_what_it_hold
     assert tasks.expire_raw(params) == {}
     assert raw_objects(d0) > 0
 
-    # The next run (of d1: nothing new, left alone) compacts d0 again: the table's rows of
-    # its deleted files plus the late ones; then the late file is expired too.
+    # The next run (of d1: nothing new, left alone) appends d0's late events to the table
+    # (the rows of its deleted files stay); then the late files are expired too.
     code, report = compact(ctx, wh, d1, which="small", log_name="compact_late.log")
     assert code == 0, report
     assert report["status"] == "empty"
-    assert [(d["day"], d["status"]) for d in report["late_days"]] == [(d0, "verified")]
+    # Appended, not rewritten: only its late events are new in the table.
+    assert [(d["day"], d["appended"], d["status"]) for d in report["late_days"]] == [
+        (d0, len(late_d0), "verified")
+    ]
     assert late_d0 <= set(read_day(ctx, wh, "analytics.events", d0, "event_date")["event_id"])
     assert_day_correct(ctx, wh, d0)
     assert set(tasks.expire_raw(params)) == {d0}
     assert raw_objects(d0) == 0
 
-    code, report = compact(ctx, wh, d0, which="small")
-    assert code == 0 and report["status"] == "empty" and report["late_days"] == []
-    assert_day_correct(ctx, wh, d0)
     assert run_record(ctx, wh, d0)[0] == "verified"
+    assert_day_correct(ctx, wh, d1)  # the run of d1, all of its raw files expired, left it
 
 
 def test_a_failed_verification_undoes_its_own_day_only(ctx, tmp_path):

@@ -35,8 +35,8 @@ def test_late_files_make_a_verified_day_stale_and_only_those_days():
     logged = {d1: {"a", "b"}, d2: {"c", "late"}, d3: {"e"}, d4: {"never-compacted"}}
     recorded = {d1: {"a", "b"}, d2: {"c"}, d3: {"e", "expired-since"}}
     # d4 was never verified: a backfill's business, not a late day's.
-    assert runs.stale_days(logged, recorded, {d1, d2, d3}) == {d2: 1}
-    assert runs.stale_days(logged, {}, {d1}) == {d1: 2}
+    assert runs.stale_days(logged, recorded, {d1, d2, d3}) == {d2: {"late"}}
+    assert runs.stale_days(logged, {}, {d1}) == {d1: {"a", "b"}}
 
 
 def test_files_group_by_their_event_day_partition():

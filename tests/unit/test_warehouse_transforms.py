@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
+from include.warehouse import marts
 from spark_apps.transforms import warehouse as W
 
 DAY = date(2026, 11, 20)
@@ -128,3 +129,20 @@ def test_output_files_rounds_the_expected_size_to_target_sized_files():
     assert W.output_files(1_000, 100, 40_000) == 2  # 2.5 -> 2 files of 50 KB (+25 %)
     with pytest.raises(ValueError, match="positive"):
         W.output_files(1, 1, 0)
+
+
+def test_every_registered_mart_is_a_transform_to_rows_keyed_by_day(spark):
+    df = frame(spark, row("1", "page_view"), row("2", "purchase"), row("3", "click"))
+    for mart in marts.MARTS:
+        out = getattr(W, mart.transform)(df)
+        assert "day" in out.columns, mart.name
+        assert {r["day"] for r in out.collect()} == {DAY}, mart.name
+    assert len({m.name for m in marts.MARTS}) == len(marts.MARTS)
+
+
+def test_marts_are_picked_by_name_and_an_unknown_one_is_named():
+    assert marts.named("") == marts.MARTS
+    assert marts.named(" daily_funnel ,") == (marts.FUNNEL,)
+    assert marts.named(["daily_funnel", "daily_sales_by_category"]) == marts.MARTS
+    with pytest.raises(ValueError, match=r"unknown mart\(s\) \['nope'\]; the marts are"):
+        marts.named("daily_funnel,nope")
