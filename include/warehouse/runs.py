@@ -49,20 +49,6 @@ def record(conn, day: date, status: str, report: dict[str, Any]) -> None:
     conn.commit()
 
 
-def last_run(conn, day: date) -> dict[str, Any] | None:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT status, verified_at, rows, snapshot_id, report, raw_expired_at "
-            "FROM compaction_runs WHERE day = %s",
-            (day,),
-        )
-        row = cur.fetchone()
-    if row is None:
-        return None
-    keys = ("status", "verified_at", "rows", "snapshot_id", "report", "raw_expired_at")
-    return dict(zip(keys, row, strict=True))
-
-
 def wholly_expired_days(conn) -> list[date]:
     """Days expired before retention recorded files (all of their raw files are gone):
     readers prune their partitions."""
