@@ -200,6 +200,12 @@ def airflow_config(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": settings.airflow_url,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": settings.host,
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(
+            settings.ports.airflow_scheduler_health
+        ),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.ports.airflow_worker_logs),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.ports.airflow_trigger_logs),
         **{f"AIRFLOW__SCHEDULER__{k.upper()}": v for k, v in pipeline.SCHEDULER_SETTINGS.items()},
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # plugins/dashboard_link.py: the dashboard's entry in the Airflow UI's navigation.

@@ -79,6 +79,11 @@ class Ports:
     dashboard: int = 8501
     s3_link: int = 9010  # the stream's S3 endpoint: Toxiproxy's listener in front of MinIO
     toxiproxy: int = 8474  # Toxiproxy's API (loopback; the chaos soak's lever)
+    # Airflow's own small servers: the scheduler's and the triggerer's task log servers, the
+    # scheduler's health check (Airflow's defaults; a second stack moves them too).
+    airflow_worker_logs: int = 8793
+    airflow_trigger_logs: int = 8794
+    airflow_scheduler_health: int = 8974
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -91,6 +96,9 @@ class Ports:
             "dashboard": self.dashboard,
             "s3_link": self.s3_link,
             "toxiproxy": self.toxiproxy,
+            "airflow_worker_logs": self.airflow_worker_logs,
+            "airflow_trigger_logs": self.airflow_trigger_logs,
+            "airflow_scheduler_health": self.airflow_scheduler_health,
         }
 
 
@@ -203,27 +211,35 @@ class Settings:
         return f"http://{self.host}:{self.ports.dashboard}"
 
 
+def port_variable(name: str) -> str:
+    """The environment variable that moves the port ``name`` of :class:`Ports`."""
+    return f"RTAP_{'PG' if name == 'postgres' else name.upper()}_PORT"
+
+
+def side_stack_env(state_dir: Path, port_offset: int) -> dict[str, str]:
+    """The settings of a second stack beside the default one (its own state directory, every
+    port moved by ``port_offset``): ``make test`` runs the chaos soak on one while the other
+    tests use the default stack."""
+    env = {port_variable(n): str(p + port_offset) for n, p in Ports().as_dict().items()}
+    return {**env, "RTAP_STATE_DIR": str(state_dir)}
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read settings from the environment (``os.environ`` by default)."""
     env = dict(os.environ if env is None else env)
     default_cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtap"
     ports = Ports(
-        kafka=_port(env, "RTAP_KAFKA_PORT", 9092),
-        kafka_controller=_port(env, "RTAP_KAFKA_CONTROLLER_PORT", 9093),
-        s3=_port(env, "RTAP_S3_PORT", 9000),
-        s3_console=_port(env, "RTAP_S3_CONSOLE_PORT", 9001),
-        postgres=_port(env, "RTAP_PG_PORT", 5432),
-        airflow=_port(env, "RTAP_AIRFLOW_PORT", 8080),
-        dashboard=_port(env, "RTAP_DASHBOARD_PORT", 8501),
-        s3_link=_port(env, "RTAP_S3_LINK_PORT", 9010),
-        toxiproxy=_port(env, "RTAP_TOXIPROXY_PORT", 8474),
+        **{
+            name: _port(env, port_variable(name), default)
+            for name, default in Ports().as_dict().items()
+        }
     )
     taken: dict[int, str] = {}
     for name, value in ports.as_dict().items():
         if value in taken:
             raise SettingError(
                 f"ports for {taken[value]} and {name} are both {value}; "
-                f"set RTAP_{'PG' if name == 'postgres' else name.upper()}_PORT to another value"
+                f"set {port_variable(name)} to another value"
             )
         taken[value] = name
     master = env.get("RTAP_SPARK_MASTER", "local[*]")

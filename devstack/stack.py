@@ -94,7 +94,12 @@ def _port_settings(ctx: Context, svc) -> dict[str, int]:
         "minio": {"s3": p.s3, "s3_console": p.s3_console},
         "toxiproxy": {"s3_link": p.s3_link, "toxiproxy": p.toxiproxy},
         "kafka": {"kafka": p.kafka, "kafka_controller": p.kafka_controller},
-        "airflow": {"airflow": p.airflow},
+        "airflow": {
+            "airflow": p.airflow,
+            "airflow_worker_logs": p.airflow_worker_logs,
+            "airflow_trigger_logs": p.airflow_trigger_logs,
+            "airflow_scheduler_health": p.airflow_scheduler_health,
+        },
         "dashboard": {"dashboard": p.dashboard},
     }[svc.name]
 

@@ -180,8 +180,28 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         args = list(self.application_args or [])
         if "--report" not in args:  # not twice when the same operator object runs again
             self.application_args = [*args, "--report", self.report_uri]
-        self._submit(context, s3)
+        try:
+            self._submit(context, s3)
+        except Exception:
+            reported = self._reported_error(s3)
+            if reported:
+                from airflow.sdk.exceptions import AirflowFailException
+
+                # The app ended on a condition it diagnosed (a check failed, a table is
+                # missing): the same input gives the same verdict, so retries would only
+                # repeat it. A crash (no report) keeps the task's retries.
+                raise AirflowFailException(f"{self.task_id}: {reported}") from None
+            raise
         return read_report(self.report_uri, s3.client())
+
+    def _reported_error(self, s3: S3Endpoint) -> str:
+        """The ``error`` of the report this try's app wrote before exiting non-zero ('' when
+        it wrote none: it crashed or was killed). The report's URI holds the try's id."""
+        try:
+            return str(read_report(self.report_uri, s3.client()).get("error") or "")
+        except Exception as exc:  # no readable report: the failure stands as it is
+            self.log.info("no report of the failed try (%s)", exc)
+            return ""
 
     def _submit(self, context: Any, s3: S3Endpoint) -> None:
         from airflow.sdk import BaseHook

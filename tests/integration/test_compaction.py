@@ -29,7 +29,7 @@ from devstack import spark as spark_cli
 from devstack.demo import api
 from include import pipeline
 from include.lake.s3 import sandbox_prefix
-from include.spark.jobs import CompactJob, RebuildMartsJob
+from include.spark.jobs import CompactJob
 from include.supervision import checkpoint
 from include.warehouse import catalog, tasks
 from tests.integration import seed_lake
@@ -275,27 +275,29 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
 
 def test_a_mart_is_rebuilt_from_the_events_table(ctx, wh):
     """The funnel mart loses the big day's rows (a mart added after the day was compacted
-    lacks them the same way); a rebuild of that mart and day (what `make marts` and the
-    rebuild_marts DAG run) makes them again from the events table, equal to a recomputation;
-    the sales mart gets no commit."""
+    lacks them the same way); the rebuild_marts DAG (`make marts` runs the same app) for that mart
+    and day makes them again from the events table, equal to a recomputation; the sales mart
+    gets no commit."""
     from pyiceberg.expressions import EqualTo
 
     cat = iceberg(ctx, wh)
     cat.load_table("marts.daily_funnel").delete(EqualTo("day", BIG_DAY))
     assert read_day(ctx, wh, "marts.daily_funnel", BIG_DAY, "day").empty
     sales_before = cat.load_table("marts.daily_sales_by_category").current_snapshot().snapshot_id
-    job = RebuildMartsJob(
-        warehouse=pipeline.s3a(ctx.settings.bucket, wh.warehouse_prefix),
-        pg_schema=wh.pg_schema,
-        since=date.fromisoformat(BIG_DAY),
-        until=date.fromisoformat(BIG_DAY),
-        marts="daily_funnel",
-    )
-    code, report = spark_cli.rebuild_marts(ctx, job)
-    assert code == 0, report
-    assert report["marts"] == {"daily_funnel": 1}
+    funnel_before = len(cat.load_table("marts.daily_funnel").snapshots())
+    conf = {
+        "bucket": ctx.settings.bucket,
+        "warehouse_prefix": wh.warehouse_prefix,
+        "pg_schema": wh.pg_schema,
+        "since": BIG_DAY,
+        "until": BIG_DAY,
+        "marts": ["daily_funnel"],
+    }
+    assert airflow_dags_test(ctx, "rebuild_marts", conf) == "success"
     assert_day_correct(ctx, wh, BIG_DAY)
-    sales = iceberg(ctx, wh).load_table("marts.daily_sales_by_category").current_snapshot()
+    cat = iceberg(ctx, wh)
+    assert len(cat.load_table("marts.daily_funnel").snapshots()) == funnel_before + 1
+    sales = cat.load_table("marts.daily_sales_by_category").current_snapshot()
     assert sales.snapshot_id == sales_before
 
 

@@ -25,6 +25,7 @@ RUN_ELSEWHERE = {
     "reconcile": "test_reconcile.py",
     "compact_warehouse": "test_compaction.py",
     "maintain_warehouse": "test_compaction.py",
+    "rebuild_marts": "test_compaction.py",
 }
 
 

@@ -44,6 +44,52 @@ def test_state_dir_is_configurable(tmp_path):
     assert s.state_dir == tmp_path / "x" and s.airflow_url.endswith(":18080")
 
 
+def test_the_soak_stack_moves_every_port_and_its_state_clear_of_the_others():
+    """``make test`` runs the chaos soak on a second stack beside the default one: no port of
+    it is the default stack's or the scale-out cluster's, Airflow's own servers included, and
+    neither stack's state dir is a prefix of the other's (leftovers are found by that path)."""
+    from devstack import environment, scaleout, testrun
+
+    default = settings.load({})
+    soak = settings.load(testrun.soak_env({}))
+    assert set(soak.ports.as_dict()) == set(default.ports.as_dict())
+    assert not set(soak.ports.as_dict().values()) & set(default.ports.as_dict().values())
+    sp = scaleout.scaleout_ports({})
+    cluster = {sp.spark_master, sp.spark_master_ui}
+    cluster |= {f(i) for i in range(1, 10) for f in (sp.kafka, sp.kafka_controller, sp.kafka_sasl)}
+    cluster |= {sp.spark_worker_ui(i) for i in range(1, 10)}
+    assert not set(soak.ports.as_dict().values()) & cluster
+    assert not str(soak.state_dir).startswith(str(default.state_dir))
+    assert not str(default.state_dir).startswith(str(soak.state_dir))
+    airflow = environment.airflow_config(soak)
+    assert airflow["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "28793"
+    assert airflow["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "28794"
+    assert airflow["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "28974"
+    assert airflow["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"] == "127.0.0.1"
+    assert settings.port_variable("postgres") == "RTAP_PG_PORT"
+    with pytest.raises(settings.SettingError, match="RTAP_AIRFLOW_WORKER_LOGS_PORT"):
+        settings.load({"RTAP_AIRFLOW_WORKER_LOGS_PORT": "8080"})
+
+
+def test_make_test_runs_the_soak_beside_the_others_on_its_own_stack():
+    from devstack import testrun
+
+    assert testrun.main_args(2, ["-x"]) == [
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--no-loadscope-reorder",
+        "-m",
+        "not chaos",
+        "-x",
+    ]
+    assert testrun.main_args(0, []) == ["-m", "not chaos"]
+    env = testrun.soak_env({"PATH": "/bin", "RTAP_KAFKA_PORT": "9092"})
+    assert env["PATH"] == "/bin" and env["RTAP_KAFKA_PORT"] == "29092"
+    assert env["RTAP_STATE_DIR"] == str(testrun.SOAK_STATE_DIR)
+
+
 def test_secrets_generated_once_private_and_env_wins(tmp_path):
     path = tmp_path / "secrets.env"
     first = secrets.load_or_create(path, env={})

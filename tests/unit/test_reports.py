@@ -59,3 +59,38 @@ def test_the_operator_passes_a_report_path_once_and_returns_the_report(monkeypat
     assert submitted[-1] == ["--x", "1", "--report", "s3a://lake/_reports/d/t/1.json"]
     plain = submit.LakeSparkSubmitOperator(task_id="p", application="app.py")
     assert plain.report_uri == ""
+
+
+def test_a_failure_the_app_reported_is_not_retried_a_crash_is(monkeypatch):
+    """The app exited non-zero after writing ``error`` in its report: the same input gives the
+    same verdict, so the task fails without its retries. No report (a crash, a kill): the
+    submit's own error stands and the retries apply."""
+    from airflow.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.reports import ReportMissing
+    from include.spark import submit
+
+    monkeypatch.setenv("AIRFLOW_CONN_LAKE_S3", json.dumps({"conn_type": "aws", "login": "k"}))
+    op = submit.LakeSparkSubmitOperator(task_id="t", application="app.py", report=True)
+    op.report_uri = "s3a://lake/_reports/d/t/1.json"
+
+    def failed_submit(ctx, s3):
+        raise AirflowException("Cannot execute: spark-submit ... Error code is: 1.")
+
+    monkeypatch.setattr(op, "_submit", failed_submit)
+    monkeypatch.setattr(submit, "read_report", lambda uri, client: {"error": "no table x"})
+    with pytest.raises(AirflowFailException, match="t: no table x"):
+        op.execute({})
+
+    def no_report(uri, client):
+        raise ReportMissing(f"no report at {uri}")
+
+    monkeypatch.setattr(submit, "read_report", no_report)
+    with pytest.raises(AirflowException, match="Error code is: 1") as crash:
+        op.execute({})
+    assert not isinstance(crash.value, AirflowFailException)
+    monkeypatch.setattr(submit, "read_report", lambda uri, client: {"status": "failed"})
+    with pytest.raises(AirflowException) as other:
+        op.execute({})
+    assert not isinstance(other.value, AirflowFailException)
