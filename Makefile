@@ -51,22 +51,24 @@ chaos: install ## live traffic + faults through the supervised stream, then proo
 # Two pytest-xdist workers share the stack: much of an integration test waits (JVM and Airflow
 # start-up, S3 round trips), so two of them fill the 2 cores better than one. A module is one
 # unit of work (its module fixtures are set up once), taken in the order of tests/conftest.py
-# (slowest first). TEST_WORKERS=0 runs everything in one process. The quick chaos soak stops
-# and starts the services under the stream, so it runs beside them on a stack of its own
-# (devstack/testrun.py; SERIAL_SOAK=1: after them, on the same stack).
+# (slowest first). TEST_WORKERS=0 runs everything in one process. Then the quick chaos soak,
+# alone (it stops and starts the shared services), on the stack the first run leaves running.
 TEST_WORKERS ?= 2
-SERIAL_SOAK ?=
 test: install ## command two: lint, unit tests, integration tests on the real stack, dags test
 	@$(PY) -m devstack install --browser
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m devstack.testrun --workers $(TEST_WORKERS) $(if $(SERIAL_SOAK),--serial-soak)
+	@status=0; \
+	RTAP_STACK_HANDOFF=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not chaos" || status=$$?; \
+	$(PY) -m pytest -m chaos tests/integration/test_chaos.py || status=$$?; \
+	exit $$status
 
 test-unit: venv ## unit tests and DAG checks only (no services)
 	@$(PY) -m pytest -m "not integration"
 
 stop: ## stop everything the stack started (by pid, no orphans)
-	@if [ -x $(PY) ]; then $(PY) -m devstack down && $(PY) -m devstack.testrun --stop; else echo "nothing installed"; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; else echo "nothing installed"; fi
 
 status: ## each service, its ports, pid and health; the stream (driver, lag, control, health)
 	@$(PY) -m devstack status

@@ -1,13 +1,17 @@
-"""Compaction of a streamed day: files and bytes before and after, MB/s per core, and the scan
-time of the day before (the stream's small Parquet files) and after (the Iceberg table).
+"""Compaction of a day of many small files: files and bytes before and after, MB/s per core,
+where the run's time goes (its phases), and the scan time of the day before (the small Parquet
+files) and after (the Iceberg table).
 
-Input is a lake the streaming app wrote in continuous mode (the latency benchmark's, or one
-streamed here for the purpose): many small files, as in production. ``compact_events.py``
-runs on it into a fresh warehouse prefix and catalog schema and reports its own seconds from
-the read to the committed write (JVM start left out). The scan is the same query with the
-same reader both times, pyarrow's dataset over the day's files: a per-category revenue sum
-over four columns. "Before" lists the day's prefix in S3 (what a reader of the raw lake must
-do); "after" plans the files from Iceberg's metadata (pyiceberg), as a warehouse reader does.
+The day is synthetic and sized like a day the stream lands at its default trigger: ``files``
+small files (≥ 2,000 by default) holding ``events`` generator events, landed by the tests'
+seeder (``tests/integration/seed_lake.py``: the real generator, the stream's own parse /
+validate / enrich transforms, Spark's file sink with its ``_spark_metadata`` log; 24 hourly
+partitions, ``files / 24`` write tasks each). ``compact_events.py`` runs on it into a fresh
+warehouse prefix and catalog schema and reports its own seconds from the read to the committed
+write (JVM start left out) and per phase. The scan is the same query with the same reader both
+times, pyarrow's dataset over the day's files: a per-category revenue sum over four columns.
+"Before" lists the day's prefix in S3 (what a reader of the raw lake must do); "after" plans the
+files from Iceberg's metadata (pyiceberg), as a warehouse reader does.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import os
 import statistics
 import time
 import uuid
-from collections import Counter
 from contextlib import closing
 
 COLUMNS = ["category", "event_type", "price", "quantity"]
@@ -47,23 +50,6 @@ def _raw_files(s3, bucket: str, prefix: str, day: str) -> list[str]:
     return [i.path for i in infos if i.type == fs.FileType.File and i.path.endswith(".parquet")]
 
 
-def busiest_day(ctx, prefix: str) -> str:
-    from pyarrow import fs
-
-    s3 = _s3fs(ctx)
-    infos = s3.get_file_info(fs.FileSelector(f"{ctx.settings.bucket}/{prefix}", recursive=True))
-    days = Counter(
-        part.split("=", 1)[1]
-        for i in infos
-        if i.path.endswith(".parquet")
-        for part in i.path.split("/")
-        if part.startswith("event_date=")
-    )
-    if not days:
-        raise RuntimeError(f"no streamed files under {prefix}")
-    return days.most_common(1)[0][0]
-
-
 def _timed(fn, reps: int, warmup: int) -> dict:
     for _ in range(warmup):
         fn()
@@ -75,7 +61,33 @@ def _timed(fn, reps: int, warmup: int) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 
-def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
+DAY = "2026-11-20"  # the synthetic day (any past day: the sandbox is new each run)
+
+
+def seed_day(ctx, root: str, files: int, events: int) -> str:
+    """Land ``events`` events of :data:`DAY` as ~``files`` small files under ``root``; return
+    the lake's prefix."""
+    from datetime import date
+
+    from include import pipeline
+    from tests.integration import seed_lake
+    from tests.integration.lake_checks import reader, stop_reader
+
+    prefix = f"{root}/raw/events"
+    tasks = max(1, -(-files // 24))  # each task writes one file per hour of the day
+    t0 = time.perf_counter()
+    seed_lake.seed(
+        reader(ctx),
+        pipeline.s3a(ctx.settings.bucket, prefix),
+        {date.fromisoformat(DAY): events},
+        tasks,
+    )
+    stop_reader()  # its JVM's memory back before the compaction's
+    print(f"    seeded {events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
+    return prefix
+
+
+def run(ctx, *, files: int, events: int, reps: int = 5, warmup: int = 1) -> dict:
     from devstack import spark as spark_cli
     from include import pipeline
     from include.analytics import migrations, store
@@ -86,9 +98,10 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
     s = ctx.settings
     b = s.bucket
     s3 = _s3fs(ctx)
-    day = busiest_day(ctx, lake_prefix)
     sid = uuid.uuid4().hex[:8]
     root = sandbox_prefix(f"bench-compaction-{sid}")
+    lake_prefix = seed_day(ctx, root, files, events)
+    day = DAY
     schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"{root}/warehouse")
     with closing(store.connect(ctx.analytics_db, schema=schema)) as conn:
         migrations.migrate(conn, schema)
@@ -100,6 +113,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
         raise RuntimeError(f"compaction of {day} did not verify: {report}")
     src, dst = report["source"], report["target"]
     seconds = report["seconds"]["read_dedupe_write"]
+    phases = report.get("phases", {})
     cores = os.cpu_count() or 1  # local[*]: every core
 
     table = catalog.load_pyiceberg(
@@ -131,6 +145,10 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
             cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     except Exception as exc:
         print(f"    (could not drop {schema}: {exc})")
+    try:
+        s3.delete_dir(f"{b}/{root}")  # the day's lake and warehouse
+    except OSError as exc:
+        print(f"    (could not delete {root}: {exc})")
     return {
         "day": day,
         "rows": dst["rows"],
@@ -139,6 +157,7 @@ def run(ctx, lake_prefix: str, *, reps: int = 5, warmup: int = 1) -> dict:
         "files_after": dst["files"],
         "bytes_after": dst["bytes"],
         "seconds": seconds,
+        "phases": phases,
         "cores": cores,
         "mb_per_s_per_core": src["bytes"] / 1024**2 / seconds / cores,
         "scan_before": before,

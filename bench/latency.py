@@ -272,10 +272,8 @@ def run(
     warmup: float = 15.0,
     trigger: str = "1 second",
     levels: tuple[float, ...] = LEVELS,
-    keep_lake: bool = False,
 ) -> dict:
-    """Run the stream at each level; return the latencies, the footprint and (with
-    ``keep_lake``) where the streamed lake is, for the compaction benchmark."""
+    """Run the stream at each level; return the latencies and the footprint."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -423,8 +421,6 @@ def run(
         "task_cpu_by_query": by_query,
         "footprint": {"idle": idle, "load": sampler.medians(), "load_share": levels[-1]},
     }
-    if keep_lake:
-        result["lake"] = {"prefix": f"{prefix}/raw", "path": lake}
     return result
 
 

@@ -50,14 +50,15 @@ def java_home() -> str | None:
 
 
 def spark_jars(settings: Settings) -> list[str]:
-    """The connector jars and the stream's own operators (``devstack install`` builds both)."""
+    """The connector jars and the stream's own operators (``devstack install`` builds both).
+    The operators' jar is named even before it is built: ``make up`` on a new state dir builds
+    it after the stack's environment (which the scheduler passes to the drivers) was made."""
     connectors = (
         sorted(str(p) for p in settings.spark_jars_dir.glob("*.jar"))
         if settings.spark_jars_dir.is_dir()
         else []
     )
-    own = [str(settings.operators_jar)] if settings.operators_jar.exists() else []
-    return connectors + own
+    return [*connectors, str(settings.operators_jar)]
 
 
 # The S3 role (include/lake/provision.py ROLES) behind each pipeline S3 connection.

@@ -216,14 +216,6 @@ def port_variable(name: str) -> str:
     return f"RTAP_{'PG' if name == 'postgres' else name.upper()}_PORT"
 
 
-def side_stack_env(state_dir: Path, port_offset: int) -> dict[str, str]:
-    """The settings of a second stack beside the default one (its own state directory, every
-    port moved by ``port_offset``): ``make test`` runs the chaos soak on one while the other
-    tests use the default stack."""
-    env = {port_variable(n): str(p + port_offset) for n, p in Ports().as_dict().items()}
-    return {**env, "RTAP_STATE_DIR": str(state_dir)}
-
-
 def load(env: dict[str, str] | None = None) -> Settings:
     """Read settings from the environment (``os.environ`` by default)."""
     env = dict(os.environ if env is None else env)

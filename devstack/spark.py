@@ -57,7 +57,9 @@ def submit_argv(ctx: Context, app: JobSpec | str, args: Sequence[str] = ()) -> l
 def run_app_status(
     ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900
 ) -> tuple[int, str]:
-    """Run a Spark app; return its exit code and stdout (stderr goes to ``log_file``)."""
+    """Run a Spark app; return its exit code and stdout. ``log_file`` gets spark-submit's
+    stderr, then its stdout: Spark hands the Python driver's stderr (its log, a traceback) to
+    spark-submit's stdout."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
         proc = subprocess.run(
@@ -68,6 +70,7 @@ def run_app_status(
             env=submit_env(ctx, job),
             timeout=timeout,
         )
+        log.write(proc.stdout)
     return proc.returncode, proc.stdout
 
 

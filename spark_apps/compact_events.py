@@ -33,6 +33,7 @@ from collections.abc import Collection, Sequence
 from datetime import date, datetime, time, timedelta
 from time import monotonic
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -73,10 +74,21 @@ def _day_filter(day: date):
     )
 
 
-def source_files(day_rows: DataFrame) -> tuple[dict, list[str]]:
-    """Committed raw files of the day, their count and bytes (Spark's hidden ``_metadata``
-    column), and their paths as ``_metadata.file_path`` names them (recorded once verified)."""
-    files = day_rows.select("_metadata.file_path", "_metadata.file_size").distinct().collect()
+# Each raw row's file (Spark's hidden ``_metadata`` column), as columns of their own: a cached
+# frame keeps them (a later select of ``_metadata`` would read the files again).
+FILE_PATH, FILE_SIZE = "_file_path", "_file_size"
+
+
+def with_source_file(rows: DataFrame) -> DataFrame:
+    return rows.withColumn(FILE_PATH, F.col("_metadata.file_path")).withColumn(
+        FILE_SIZE, F.col("_metadata.file_size")
+    )
+
+
+def source_files(rows: DataFrame) -> tuple[dict, list[str]]:
+    """The raw files ``rows`` (:func:`with_source_file`) came from: their count and bytes,
+    and their paths as ``_metadata.file_path`` names them (recorded once verified)."""
+    files = rows.select(FILE_PATH, FILE_SIZE).distinct().collect()
     return {"files": len(files), "bytes": sum(f[1] for f in files)}, [f[0] for f in files]
 
 
@@ -161,7 +173,27 @@ def measured_bytes_per_row(spark: SparkSession, table: str) -> float | None:
 
 
 def table_exists(spark: SparkSession, table: str) -> bool:
-    return bool(spark.catalog.tableExists(table))
+    """Whether the Iceberg ``table`` (``catalog.namespace.name``) exists. Not
+    ``spark.catalog.tableExists``: for a missing table it asks the JDBC catalog for a view,
+    which raises on a catalog without view support (ours: schema v0, shared with pyiceberg)."""
+    cat, _, rest = table.partition(".")
+    namespace, _, name = rest.rpartition(".")
+    if namespace not in {r[0] for r in spark.sql(f"SHOW NAMESPACES IN {cat}").collect()}:
+        return False
+    rows = spark.sql(f"SHOW TABLES IN {cat}.{namespace}").collect()
+    return any(r["tableName"] == name for r in rows)
+
+
+def _stopwatch(phases: dict[str, float]):
+    """``lap(name)``: the seconds since the previous lap, recorded under ``name``."""
+    last = [monotonic()]
+
+    def lap(name: str) -> None:
+        now = monotonic()
+        phases[name] = round(now - last[0], 3)
+        last[0] = now
+
+    return lap
 
 
 def compact(
@@ -175,25 +207,38 @@ def compact(
     target_bytes = int(args.target_file_mb * 1024 * 1024)
     report: dict = {"day": day.isoformat(), "table": events_table, "target_bytes": target_bytes}
     started = monotonic()  # the report's seconds leave out the JVM start (benchmarks read them)
+    phases = report["phases"] = {}  # seconds per step: where a run's time goes (make bench)
+    lap = _stopwatch(phases)
 
-    raw = read_sink(spark, args.lake_path, skip_files=expired)
+    # The day's files only: their footers give the schema (not every file of the lake).
+    raw = read_sink(spark, args.lake_path, skip_files=expired, days=[day])
+    lap("read")
     # Before anything reads a column: a lake without contract fields fails with their names.
     missing = [c for c in contract.FIELD_NAMES if raw is not None and c not in raw.columns]
     if missing:
         raise CompactionFailed(f"{day}: the lake lacks contract field(s) {missing}")
-    day_rows = None if raw is None else W.day_slice(raw, day)
+    day_rows = None
+    if raw is not None:
+        # The day's files are read once: the listing of the inputs, the source totals and
+        # the dedupe below read the cached rows (each pass over thousands of small files in
+        # S3 costs their opening again).
+        day_rows = with_source_file(W.day_slice(raw, day)).persist(StorageLevel.MEMORY_AND_DISK)
     inputs: list[str] = []
     report["source"] = {"files": 0, "bytes": 0, "rows": 0, "distinct_ids": 0, "revenue": 0.0}
     if day_rows is not None:
         files, inputs = source_files(day_rows)
+        lap("list")
         report["source"] = {**files, **W.totals(day_rows)}
+        lap("source_totals")
     if report["source"]["rows"] == 0:
         # Nothing (more) landed for the day (or the lake is new): leave the tables as they
         # are; a day whose raw files were all expired keeps its warehouse rows.
         report["status"] = "empty"
         log.warning("%s: no committed raw events for the day; tables left unchanged", day)
+        if day_rows is not None:
+            day_rows.unpersist()
         return report, inputs
-    deduped = W.dedupe_day(day_rows)
+    deduped = W.dedupe_day(day_rows).drop(FILE_PATH, FILE_SIZE)
     marker = f"/{pipeline.DAY_PARTITION}={day.isoformat()}/"
     if any(marker in f for f in expired) and table_exists(spark, events_table):
         # Retention deleted some of the day's raw files: their events are the table's (a
@@ -202,10 +247,16 @@ def compact(
         late = deduped.join(kept.select("event_id"), "event_id", "left_anti")
         deduped = kept.unionByName(late, allowMissingColumns=True)
         report["carried_from_table"] = kept.count()
+    if table_exists(spark, events_table):
+        # The table's columns, in its order: a column the day's (older) files lack is null.
+        deduped = spark.table(events_table).limit(0).unionByName(deduped, allowMissingColumns=True)
     deduped = deduped.persist()
     source = W.totals(deduped)
+    day_rows.unpersist()
+    lap("dedupe")
 
     failures = W.expectations(deduped, day)
+    lap("expectations")
     if failures:
         report["expectations"] = [str(f) for f in failures]
         raise CompactionFailed(
@@ -230,6 +281,7 @@ def compact(
     )
     after = current_snapshot(spark, events_table)
     report["snapshot_id"] = after
+    lap("write")
     report["seconds"] = {"read_dedupe_write": round(monotonic() - started, 3)}
 
     stored = spark.table(events_table).where(_day_filter(day))
@@ -254,8 +306,10 @@ def compact(
     report["seconds"]["verify"] = round(
         monotonic() - started - report["seconds"]["read_dedupe_write"], 3
     )
+    lap("verify")
 
     report["marts"] = write_marts(spark, stored, args.marts_namespace, day, day)
+    lap("marts")
     deduped.unpersist()
     return report, inputs
 
@@ -271,10 +325,11 @@ def append_late(
     events_table = f"{catalog.CATALOG}.{args.namespace}.{catalog.EVENTS_TABLE}"
     report: dict = {"day": day.isoformat(), "table": events_table, "mode": "late-append"}
     started = monotonic()
-    raw = read_sink(spark, args.lake_path, skip_files=expired)
+    raw = read_sink(spark, args.lake_path, skip_files=expired, days=[day])
     if raw is None:
-        raise CompactionFailed(f"{day}: the sink's log lists no file")
-    rows = W.day_slice(raw, day).where(F.col("_metadata.file_path").isin(*sorted(late_files)))
+        raise CompactionFailed(f"{day}: the sink's log lists no file of the day")
+    rows = with_source_file(W.day_slice(raw, day))
+    rows = rows.where(F.col(FILE_PATH).isin(*sorted(late_files)))
     files, inputs = source_files(rows)
     report["source"] = {**files, **W.totals(rows)}
     existing = spark.table(events_table).where(_day_filter(day))
@@ -282,7 +337,9 @@ def append_late(
     before_snapshot = current_snapshot(spark, events_table)
     # The table's columns, in its order (a column the late rows lack is null).
     new = existing.limit(0).unionByName(
-        W.dedupe_day(rows).join(existing.select("event_id"), "event_id", "left_anti"),
+        W.dedupe_day(rows)
+        .drop(FILE_PATH, FILE_SIZE)
+        .join(existing.select("event_id"), "event_id", "left_anti"),
         allowMissingColumns=True,
     )
     new = new.persist()

@@ -72,11 +72,14 @@ def production_context() -> Context:
 
 
 def stop_stack_started_by_tests() -> str | None:
-    """Stop the stack if this test run started it (unless ``RTAP_KEEP_STACK=1``); return a
-    problem to report, or None."""
+    """Stop the stack if this test run started it (unless ``RTAP_KEEP_STACK=1``, or
+    ``RTAP_STACK_HANDOFF=1``: a next run takes it over, marker and all); return a problem to
+    report, or None."""
     marker = started_marker(devstack_settings.load())
     if not marker.exists():
         return None
+    if os.environ.get("RTAP_STACK_HANDOFF") == "1":
+        return None  # the next pytest run of `make test` (the chaos soak) uses it, then stops it
     if os.environ.get("RTAP_KEEP_STACK") == "1":
         marker.unlink()  # kept: from now on it is the developer's stack, like one started by hand
         return None

@@ -7,8 +7,8 @@ operator's restart triggered from the Airflow CLI must run and hand over to a ne
 the four oracles (devstack/chaos.py) must hold: nothing lost, nothing doubled, the dead letters
 and the live aggregates equal to what the generator recorded, Iceberg holding every event.
 
-It stops and starts the stack's shared services, so ``make test`` runs it on a stack of its
-own, beside the other tests (marker ``chaos``; devstack/testrun.py)."""
+It stops and starts the stack's shared services, so ``make test`` runs it alone, after the
+other tests (marker ``chaos``)."""
 
 from __future__ import annotations
 

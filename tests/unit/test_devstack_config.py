@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devstack import preflight, secrets, services, settings
+from devstack.settings import Ports
 
 
 def test_defaults_load():
@@ -44,24 +45,15 @@ def test_state_dir_is_configurable(tmp_path):
     assert s.state_dir == tmp_path / "x" and s.airflow_url.endswith(":18080")
 
 
-def test_the_soak_stack_moves_every_port_and_its_state_clear_of_the_others():
-    """``make test`` runs the chaos soak on a second stack beside the default one: no port of
-    it is the default stack's or the scale-out cluster's, Airflow's own servers included, and
-    neither stack's state dir is a prefix of the other's (leftovers are found by that path)."""
-    from devstack import environment, scaleout, testrun
+def test_every_port_of_a_stack_moves_airflows_own_servers_included():
+    """Two stacks side by side (two checkouts): every port has a setting, Airflow's task log
+    servers and scheduler health check included (Airflow's defaults would collide)."""
+    from devstack import environment
 
-    default = settings.load({})
-    soak = settings.load(testrun.soak_env({}))
-    assert set(soak.ports.as_dict()) == set(default.ports.as_dict())
-    assert not set(soak.ports.as_dict().values()) & set(default.ports.as_dict().values())
-    sp = scaleout.scaleout_ports({})
-    cluster = {sp.spark_master, sp.spark_master_ui}
-    cluster |= {f(i) for i in range(1, 10) for f in (sp.kafka, sp.kafka_controller, sp.kafka_sasl)}
-    cluster |= {sp.spark_worker_ui(i) for i in range(1, 10)}
-    assert not set(soak.ports.as_dict().values()) & cluster
-    assert not str(soak.state_dir).startswith(str(default.state_dir))
-    assert not str(default.state_dir).startswith(str(soak.state_dir))
-    airflow = environment.airflow_config(soak)
+    moved = {settings.port_variable(n): str(p + 20000) for n, p in Ports().as_dict().items()}
+    other = settings.load(moved)
+    assert not set(other.ports.as_dict().values()) & set(Ports().as_dict().values())
+    airflow = environment.airflow_config(other)
     assert airflow["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "28793"
     assert airflow["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "28794"
     assert airflow["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "28974"
@@ -71,23 +63,15 @@ def test_the_soak_stack_moves_every_port_and_its_state_clear_of_the_others():
         settings.load({"RTAP_AIRFLOW_WORKER_LOGS_PORT": "8080"})
 
 
-def test_make_test_runs_the_soak_beside_the_others_on_its_own_stack():
-    from devstack import testrun
+def test_the_drivers_class_path_names_the_operators_jar_before_it_is_built(tmp_path):
+    """A stack started on a new state dir builds the stream's JVM operators during `up`, after
+    its environment (the scheduler's, the drivers') was made: the jar must be in it anyway
+    (a stack on a new state dir crash-looped its stream on 'JavaPackage' object is not callable)."""
+    from devstack import environment
 
-    assert testrun.main_args(2, ["-x"]) == [
-        "-n",
-        "2",
-        "--dist",
-        "loadfile",
-        "--no-loadscope-reorder",
-        "-m",
-        "not chaos",
-        "-x",
-    ]
-    assert testrun.main_args(0, []) == ["-m", "not chaos"]
-    env = testrun.soak_env({"PATH": "/bin", "RTAP_KAFKA_PORT": "9092"})
-    assert env["PATH"] == "/bin" and env["RTAP_KAFKA_PORT"] == "29092"
-    assert env["RTAP_STATE_DIR"] == str(testrun.SOAK_STATE_DIR)
+    s = settings.load({"RTAP_STATE_DIR": str(tmp_path / "new")})
+    assert not s.operators_jar.exists()
+    assert environment.spark_jars(s)[-1] == str(s.operators_jar)
 
 
 def test_secrets_generated_once_private_and_env_wins(tmp_path):

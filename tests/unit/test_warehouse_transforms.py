@@ -146,3 +146,28 @@ def test_marts_are_picked_by_name_and_an_unknown_one_is_named():
     assert marts.named(["daily_funnel", "daily_sales_by_category"]) == marts.MARTS
     with pytest.raises(ValueError, match=r"unknown mart\(s\) \['nope'\]; the marts are"):
         marts.named("daily_funnel,nope")
+
+
+def test_a_sink_read_for_some_days_opens_only_their_files(spark, tmp_path):
+    """``read_sink(days=...)``: the rows of those days only, and the schema of their files
+    only (another day's files with an extra column, or unreadable ones, are never opened)."""
+    from pyspark.sql import functions as F
+
+    from spark_apps.file_sinks import file_sink, logged_files, read_sink
+
+    lake = f"file:{tmp_path}/lake"
+    sink = file_sink(spark, lake, ["event_date", "event_hour"])
+    old = spark.createDataFrame([row("a"), row("b")], COLUMNS)
+    sink.addBatch(0, old._jdf)
+    later = datetime(2026, 11, 21, 9, 0)
+    newer = spark.createDataFrame([row("c", t=later)], COLUMNS).withColumn("extra", F.lit(1))
+    sink.addBatch(1, newer._jdf)
+    # The later day's file is made unreadable: reading the first day must not open it.
+    for f in logged_files(spark, lake) or []:
+        if "event_date=2026-11-21" in f:
+            with open(f.removeprefix("file:"), "wb") as fh:
+                fh.write(b"not parquet")
+    frame = read_sink(spark, lake, days=[DAY])
+    assert sorted(r["event_id"] for r in frame.collect()) == ["a", "b"]
+    assert "extra" not in frame.columns
+    assert read_sink(spark, lake, days=[date(2026, 11, 22)]) is None
