@@ -210,7 +210,7 @@ def compact(
     phases = report["phases"] = {}  # seconds per step: where a run's time goes (make bench)
     lap = _stopwatch(phases)
 
-    # The day's files only: their footers give the schema (not every file of the lake).
+    # The day's files only (a sample of their footers gives the schema, not every file).
     raw = read_sink(spark, args.lake_path, skip_files=expired, days=[day])
     lap("read")
     # Before anything reads a column: a lake without contract fields fails with their names.
