@@ -240,14 +240,15 @@ def compact(
         return report, inputs
     deduped = W.dedupe_day(day_rows).drop(FILE_PATH, FILE_SIZE)
     marker = f"/{pipeline.DAY_PARTITION}={day.isoformat()}/"
-    if any(marker in f for f in expired) and table_exists(spark, events_table):
+    exists = table_exists(spark, events_table)
+    if any(marker in f for f in expired) and exists:
         # Retention deleted some of the day's raw files: their events are the table's (a
         # verified run read them). Keep those rows, add the late ones it lacks.
         kept = spark.table(events_table).where(_day_filter(day))
         late = deduped.join(kept.select("event_id"), "event_id", "left_anti")
         deduped = kept.unionByName(late, allowMissingColumns=True)
         report["carried_from_table"] = kept.count()
-    if table_exists(spark, events_table):
+    if exists:
         # The table's columns, in its order: a column the day's (older) files lack is null.
         deduped = spark.table(events_table).limit(0).unionByName(deduped, allowMissingColumns=True)
     deduped = deduped.persist()
@@ -328,8 +329,9 @@ def append_late(
     raw = read_sink(spark, args.lake_path, skip_files=expired, days=[day])
     if raw is None:
         raise CompactionFailed(f"{day}: the sink's log lists no file of the day")
-    rows = with_source_file(W.day_slice(raw, day))
-    rows = rows.where(F.col(FILE_PATH).isin(*sorted(late_files)))
+    # Filtered on ``_metadata`` itself: Spark prunes the other files before opening any.
+    late = W.day_slice(raw, day).where(F.col("_metadata.file_path").isin(*sorted(late_files)))
+    rows = with_source_file(late)
     files, inputs = source_files(rows)
     report["source"] = {**files, **W.totals(rows)}
     existing = spark.table(events_table).where(_day_filter(day))
