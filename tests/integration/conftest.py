@@ -29,6 +29,7 @@ from include.lake.s3 import sandbox_prefix
 from include.spark.jobs import StreamJob
 from tests.conftest import ROOT, TEST_JAVA_OPTS
 from tests.integration.dag_runner import PREFIX as DAG_RUNNER_PREFIX
+from tests.integration.phases import timed
 
 # spark-submit's JVM in the tests (tests/conftest.py says why), without a web UI nobody looks at
 # (a Spark setting as a system property: SparkConf reads every ``spark.*`` one); the drivers
@@ -297,6 +298,7 @@ def _dag_runner():
         _DAG_RUNNER.close()
 
 
+@timed
 def airflow_dags_run(
     ctx: Context,
     dag_id: str,

@@ -23,6 +23,7 @@ from include.events.tally import Tally, minute_of
 from include.spark.jobs import ReconcileJob
 from include.supervision import lease
 from tests.conftest import TEST_JAVA_OPTS
+from tests.integration.phases import timed
 
 
 def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
@@ -158,6 +159,7 @@ def latest_ends(ctx, sandbox) -> dict[str, dict[int, int]]:
         conn.close()
 
 
+@timed
 def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout
     while True:
@@ -220,6 +222,7 @@ def stop_reader() -> None:
         _READER = None
 
 
+@timed
 def lake_report(ctx, lake_path: str, dead_letter_path: str) -> dict:
     """``spark_apps/lake_report.py``'s report, read in-process through the sinks' metadata."""
     from spark_apps.lake_report import report
@@ -227,6 +230,7 @@ def lake_report(ctx, lake_path: str, dead_letter_path: str) -> dict:
     return report(reader(ctx), lake_path, dead_letter_path)
 
 
+@timed
 def reconcile(
     ctx,
     since: str,

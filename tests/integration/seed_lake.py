@@ -23,6 +23,7 @@ from include import pipeline
 from include.events.catalog import build_catalog
 from include.events.generator import GeneratorConfig, iter_events
 from spark_apps.transforms import events as E
+from tests.integration.phases import timed
 
 
 def kafka_rows(day: date, n: int, seed: int, duplicate_share: float) -> list[tuple]:
@@ -40,6 +41,7 @@ def kafka_rows(day: date, n: int, seed: int, duplicate_share: float) -> list[tup
     return rows
 
 
+@timed
 def seed(
     spark: SparkSession,
     lake_path: str,

@@ -41,6 +41,7 @@ from tests.integration.conftest import (
     spawn,
 )
 from tests.integration.lake_checks import query, reader
+from tests.integration.phases import timed
 
 BIG_DAY = "2026-11-10"
 SMALL_DAYS = ("2026-11-11", "2026-11-12")
@@ -126,6 +127,7 @@ def scheduled_wh(ctx):
         drop_sandbox(ctx, prefix, box.pg_schema)
 
 
+@timed
 def compact(ctx, wh: Warehouse, day: str, which: str = "big", log_name: str = "compact.log"):
     return spark_cli.compact(ctx, compact_job(ctx, wh, day, which), log_name=log_name)
 
