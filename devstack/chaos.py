@@ -87,9 +87,9 @@ QUICK = Profile(
     "quick",
     events=100_000,
     faults=("driver_kill", "driver_freeze", "broker_kill", "s3_down", "scheduler_kill"),
-    spacing_s=60.0,
-    warmup_s=30.0,
-    s3_outage_s=45.0,
+    spacing_s=45.0,
+    warmup_s=20.0,
+    s3_outage_s=30.0,
 )
 DEFAULT = Profile(
     "default",

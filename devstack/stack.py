@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from devstack import compose, environment, install, preflight, scratchfs, supervisor
+from devstack import class_archive, compose, environment, install, preflight, scratchfs, supervisor
 from devstack.secrets import load_or_create
 from devstack.services import ALL, Context, Postgres, S3Server
 from devstack.settings import SPARK_VERSION, Settings, load
@@ -54,6 +54,22 @@ def install_all(ctx: Context) -> None:
     preflight.check_all(ctx.settings, ctx.env.get("JAVA_HOME"), cold=cold)
     install.install_all(ctx.settings)
     compose.schema(ctx.settings)  # the Compose Specification schema, for the compose file's checks
+    build_class_archive(ctx)
+
+
+def build_class_archive(ctx: Context) -> None:
+    """The Spark drivers' class-data archive (devstack/class_archive.py), once per set of
+    jars; the context's spark-submit options name it from then on."""
+    if not class_archive.path(ctx.settings).exists():
+        log = ctx.settings.logs_dir / "class-archive.log"
+        print("==> spark: building the drivers' class-data archive (once per set of jars)")
+        t = time.monotonic()
+        if class_archive.ensure(ctx, log) is None:
+            print(f"==> spark: no class-data archive (drivers start without one); see {log}")
+        else:
+            print(f"==> spark: class-data archive built in {time.monotonic() - t:.0f}s")
+    opts = ctx.env.get("SPARK_SUBMIT_OPTS", "")
+    ctx.env["SPARK_SUBMIT_OPTS"] = environment.spark_submit_opts(ctx.settings, opts)
 
 
 def up(ctx: Context) -> None:

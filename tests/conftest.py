@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # they live for seconds to minutes on two shared cores, so C1 alone compiles (one compiler
 # thread), and the serial collector runs no concurrent GC threads. Measured on a bounded stream
 # run of 2,000 events: ~33 s of CPU against ~46 s with the JVM's defaults. The stack's own
-# services, and the drivers `make run` launches, keep the defaults.
+# services, and the drivers `make run` launches, keep the defaults. Every driver, the tests' as
+# the stack's, also maps the stack's class-data archive (devstack/class_archive.py).
 TEST_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
 
 

@@ -60,7 +60,7 @@ def ctx() -> Context:
         else:  # a stack started before the sandbox users existed gets them (idempotent)
             S3Server().bootstrap(context)
     sandboxed = stack.context(context.settings, sandbox=True)
-    sandboxed.env["SPARK_SUBMIT_OPTS"] = TEST_SPARK_SUBMIT_OPTS
+    sandboxed.env["SPARK_SUBMIT_OPTS"] = spark_submit_opts(context.settings)
     return sandboxed
 
 
@@ -68,8 +68,13 @@ def production_context() -> Context:
     """The stack as its operators and its scheduler use it: the real S3 users (the chaos soak,
     the access tests)."""
     context = stack.context()
-    context.env["SPARK_SUBMIT_OPTS"] = TEST_SPARK_SUBMIT_OPTS
+    context.env["SPARK_SUBMIT_OPTS"] = spark_submit_opts(context.settings)
     return context
+
+
+def spark_submit_opts(settings: Settings) -> str:
+    """The tests' JVM options, with the stack's class-data archive (devstack/class_archive.py)."""
+    return environment.spark_submit_opts(settings, TEST_SPARK_SUBMIT_OPTS)
 
 
 def stop_stack_started_by_tests() -> str | None:

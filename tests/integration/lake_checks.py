@@ -196,7 +196,9 @@ def reader(ctx):
             },
             **ctx.s3_root.s3a_conf(),
             "spark.driver.extraClassPath": os.pathsep.join(environment.spark_jars(ctx.settings)),
-            "spark.driver.extraJavaOptions": TEST_JAVA_OPTS,
+            "spark.driver.extraJavaOptions": environment.spark_submit_opts(
+                ctx.settings, TEST_JAVA_OPTS
+            ),
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",

@@ -17,6 +17,7 @@ import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psutil
 import psycopg2
@@ -24,6 +25,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from devstack import class_archive
 from devstack.spark import submit_argv, submit_env
 from devstack.stream_status import stream_status
 from include import pipeline
@@ -340,6 +342,14 @@ def assert_holds_only_the_streams_credentials(ctx, driver_pid: int) -> None:
         assert not [k for k, v in secrets.items() if v in argv], proc.pid
 
 
+def assert_maps_the_class_archive(ctx, jvm_pid: int) -> None:
+    """The driver's JVM uses the stack's class-data archive (devstack/class_archive.py): it is
+    mapped into the process (a JVM that finds it does not fit its class path unmaps it)."""
+    archive = class_archive.path(ctx.settings)
+    assert archive.exists(), "`devstack install` built no class-data archive"
+    assert str(archive) in Path(f"/proc/{jvm_pid}/maps").read_text(), archive
+
+
 def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
     """An idle stream whose last batch is older than any progress window is healthy (idle);
     SIGSTOP the driver launched by Airflow -> the health DAG finds it stalled and kills it ->
@@ -355,6 +365,7 @@ def test_stalled_driver_is_restarted_and_stops_on_request(ctx, sandbox):
     try:
         first = wait_for(lambda: lease_holder(ctx, sandbox), 300, "the first driver", launcher)
         assert_holds_only_the_streams_credentials(ctx, first.pid)
+        assert_maps_the_class_archive(ctx, psutil.Process(first.pid).parent().pid)
         wait_for(lambda: lake_progress_end(ctx, sandbox) == r1.events, 300, "the backlog", launcher)
 
         # Idle: the query reports it (Spark's onQueryIdle, recorded by the listener).
