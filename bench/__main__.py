@@ -18,8 +18,12 @@ Nothing here asserts a time. Scenarios:
 * ``latency``    produce->Parquet and produce->Postgres p50/p95/p99 at 25/50/75 % of the
   pipeline's capacity, the CPU per query, and the footprint idle / under load
   (``bench/latency.py``);
-* ``compaction`` the latency run's streamed day compacted into Iceberg: files, bytes, MB/s per
-  core, scan time before / after (``bench/compaction.py``).
+* ``compaction`` a synthetic day of ~2,160 small files (the stream's transforms through Spark's
+  file sink) compacted into Iceberg: files, bytes, MB/s per core, seconds per phase, scan time
+  before / after (``bench/compaction.py``).
+
+``docs/benchmarks.md`` takes this run's sections and keeps the committed ones of scenarios it
+did not run (``bench-results/latest.json`` when it exists, else the Markdown's own sections).
 
 Why these libraries: matplotlib (headless Agg) for the plots, the de-facto standard with no
 display or browser needed; psutil for RSS and CPU of process trees; pyarrow for the raw
@@ -355,13 +359,16 @@ def to_markdown(results: dict, images: str) -> str:
         "events per repetition by default); min-max in brackets; the last column says when it "
         "was measured. Shared machines are noisy: compare figures of one run, not across runs. "
         "Targets are reported against, never asserted in tests.",
-        "",
-        "## Throughput",
-        "",
-        "| scenario | median | spread | target | measured |",
-        "|---|---:|---:|---:|---|",
     ]
     scen = results["scenarios"]
+    if scen:
+        lines += [
+            "",
+            "## Throughput",
+            "",
+            "| scenario | median | spread | target | measured |",
+            "|---|---:|---:|---:|---|",
+        ]
     for name, r in scen.items():
         target = TARGETS.get(name)
         lines.append(
@@ -541,6 +548,29 @@ def merge_latest(results: dict) -> dict:
     return merged
 
 
+def _sections(md: str) -> tuple[str, dict[str, str]]:
+    """The text before the first ``## `` heading, and each section by its heading's name (the
+    words before any date in brackets)."""
+    head, *parts = md.split("\n## ")
+    return head, {part.split("\n", 1)[0].split(" (")[0]: "## " + part for part in parts}
+
+
+def carry_sections(new: str, old: str) -> str:
+    """``new`` with the sections of ``old`` it lacks, in ``old``'s order: the record of
+    scenarios this run did not measure, when no ``latest.json`` holds them (a fresh clone
+    runs ``make bench SCENARIOS=compaction`` and keeps the committed figures of the others)."""
+    head, fresh = _sections(new)
+    _, kept = _sections(old)
+    if not kept:
+        return new
+    names = list(kept) + [n for n in fresh if n not in kept]
+    body = [fresh.get(n) or kept[n] for n in names]
+    return (
+        "\n".join([head.rstrip("\n"), "", *(b.rstrip("\n") + "\n" for b in body)]).rstrip("\n")
+        + "\n"
+    )
+
+
 SECTIONS = ("dag_parse", "latency", "compaction", "footprint")
 DEFAULT_CAPACITY = 4_000.0  # events/s, when no pipeline figure was ever measured
 
@@ -686,7 +716,9 @@ def publish(report: dict, out: Path) -> None:
         shutil.copyfile(image, docs_img / image.name)
     (out / "results.md").write_text(to_markdown(report, "."))
     md = to_markdown(report, "img/bench")
-    (ROOT / "docs" / "benchmarks.md").write_text(md)
+    docs = ROOT / "docs" / "benchmarks.md"
+    md = carry_sections(md, docs.read_text() if docs.exists() else "")
+    docs.write_text(md)
     print(md)
     print(f"results: {out}")
 

@@ -76,3 +76,25 @@ def test_the_spark_floor_times_its_busy_batches_only():
     ]  # fmt: skip
     assert batch_seconds(progress) == (10, 4.0)
     assert "`price` double" in contract_schema() and "`event_time` timestamp" in contract_schema()
+
+
+def test_a_partial_run_keeps_the_committed_figures_of_the_other_scenarios():
+    """`make bench SCENARIOS=compaction` on a fresh clone (no latest.json): docs/benchmarks.md
+    gets the new compaction section and keeps every other section as committed."""
+    from bench.__main__ import ROOT, carry_sections
+
+    committed = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert carry_sections(committed, committed) == committed
+    new = "# Benchmarks\n\nLatest run: today.\n\n## Compaction (today)\n\nnew figures\n"
+    merged = carry_sections(new, committed)
+    assert merged.startswith("# Benchmarks\n\nLatest run: today.\n\n## ")
+    assert "## Compaction (today)\n\nnew figures\n" in merged
+    assert "## Compaction (2026" not in merged
+    for heading in ("## Throughput", "## Latency (", "## Footprint (", "## DAG parse time ("):
+        old = committed[committed.index(heading) :].split("\n## ")[0]
+        assert old in merged, heading
+    order = [line for line in merged.splitlines() if line.startswith("## ")]
+    assert [h.split(" (")[0] for h in order] == [
+        h.split(" (")[0] for h in committed.splitlines() if h.startswith("## ")
+    ]
+    assert carry_sections(new, "") == new
