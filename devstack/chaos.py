@@ -223,9 +223,11 @@ def traffic(soak: Soak) -> None:
     left = soak.profile.events
     try:
         # At least ``events``, and on until the last fault was recovered from: every recovery
-        # is measured under traffic.
+        # is measured under traffic. Past ``events``, runs of ~5 s: the traffic ends soon
+        # after the last recovery instead of finishing a whole chunk.
+        overtime = max(100, min(soak.profile.chunk, int(soak.profile.rate * 5)))
         while left > 0 or not soak.faults_done.is_set():
-            n = soak.profile.chunk if left <= 0 else min(soak.profile.chunk, left)
+            n = overtime if left <= 0 else min(soak.profile.chunk, left)
             record = produce(
                 islice(events, n),
                 topic=pipeline.EVENTS_TOPIC,

@@ -4,8 +4,8 @@ A Spark driver spends most of its first ~20 s of CPU loading, parsing and verify
 classes from the same jars every time. The JDK can dump those classes once, parsed and
 verified, into an archive that every later JVM maps read-only (``-XX:SharedArchiveFile``; a
 dynamic archive, ``-XX:ArchiveClassesAtExit``, JDK 13+). Measured on the 2-core machine (a
-local Spark app with the stack's class path: parquet write, read, aggregate): 21.9 s of CPU
-without, 12.3-14.5 s with. The drivers the tests start, the ones Airflow launches and the
+local Spark app with the stack's class path: parquet write, read, aggregate): ~22 s of CPU
+without, 8.5 s with. The drivers the tests start, the ones Airflow launches and the
 devstack's own apps all use it: the stream's restart after a fault is that much shorter.
 
 The archive is built by ``devstack install`` (:func:`ensure`, ~1 minute, once per set of jars)

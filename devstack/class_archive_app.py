@@ -14,6 +14,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from include.endpoints import PostgresEndpoint, S3Endpoint
+
 
 def main(scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
@@ -76,16 +78,14 @@ def main(scratch: Path) -> None:
 
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
-CLOSED = "127.0.0.1:1"  # nothing listens there: each client loads its classes and fails fast
+CLOSED_PORT = 1  # nothing listens there: each client loads its classes and fails fast
+CLOSED = f"127.0.0.1:{CLOSED_PORT}"
 
 
 def iceberg(spark: SparkSession, events) -> None:
     spark.sql("CREATE NAMESPACE IF NOT EXISTS train.db")
-    spark.sql(
-        "CREATE TABLE train.db.events (id bigint, category string, price double, day date) "
-        "USING iceberg PARTITIONED BY (day)"
-    )
     frame = events.select("id", "category", "price", F.to_date("ts").alias("day"))
+    frame.writeTo("train.db.events").using("iceberg").partitionedBy(F.col("day")).create()
     frame.writeTo("train.db.events").append()
     frame.sortWithinPartitions("category").writeTo("train.db.events").overwritePartitions()
     spark.table("train.db.events").groupBy("day").count().collect()
@@ -95,15 +95,16 @@ def iceberg(spark: SparkSession, events) -> None:
 def s3a(spark: SparkSession) -> None:
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    for key, value in {
-        "fs.s3a.endpoint": f"http://{CLOSED}",
+    closed = S3Endpoint(f"http://{CLOSED}", access_key="training", secret_key="training")
+    settings = {
+        **{k.removeprefix("spark.hadoop."): v for k, v in closed.s3a_conf().items()},
+        **closed.hadoop_credentials(),
         "fs.s3a.path.style.access": "true",
         "fs.s3a.attempts.maximum": "1",
         "fs.s3a.retry.limit": "1",
         "fs.s3a.connection.establish.timeout": "1s",
-        "fs.s3a.access.key": "training",
-        "fs.s3a.secret.key": "training",
-    }.items():
+    }
+    for key, value in settings.items():
         conf.set(key, value)
     path = jvm.org.apache.hadoop.fs.Path("s3a://training/raw/")
     path.getFileSystem(conf).listStatus(path)
@@ -132,7 +133,8 @@ def kafka(spark: SparkSession) -> None:
 def jdbc(spark: SparkSession) -> None:
     jvm = spark.sparkContext._jvm
     jvm.java.lang.Class.forName("org.postgresql.Driver")
-    jvm.java.sql.DriverManager.getConnection(f"jdbc:postgresql://{CLOSED}/training")
+    url = PostgresEndpoint(port=CLOSED_PORT, dbname="training").jdbc_url("public")
+    jvm.java.sql.DriverManager.getConnection(url)
 
 
 if __name__ == "__main__":

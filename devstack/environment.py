@@ -320,14 +320,6 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def spark_submit_opts(settings: Settings, opts: str = "") -> str:
-    """The JVM options of every spark-submit of the stack: ``opts`` plus the drivers'
-    class-data archive when ``devstack install`` built one (devstack/class_archive.py)."""
-    from devstack import class_archive
-
-    return class_archive.with_archive(opts, settings)
-
-
 def stack_env(
     settings: Settings,
     secrets: Secrets,
@@ -349,7 +341,6 @@ def stack_env(
     env["SPARK_LOCAL_IP"] = settings.host
     env["SPARK_LOCAL_DIRS"] = str(settings.spark_local_dir)  # not /tmp: see the setting
     env["RTAP_SPARK_JARS"] = ",".join(spark_jars(settings))
-    env["SPARK_SUBMIT_OPTS"] = spark_submit_opts(settings, env.get("SPARK_SUBMIT_OPTS", ""))
     env["RTAP_STATE_DIR"] = str(settings.state_dir)
     env["RTAP_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap  # the events CLI's default broker
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)

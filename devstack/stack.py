@@ -24,6 +24,10 @@ def context(settings: Settings | None = None, sandbox: bool = False) -> Context:
     settings = settings or load()
     secrets = load_or_create(settings.secrets_file)
     env = environment.stack_env(settings, secrets, sandbox=sandbox)
+    # Every spark-submit of the stack maps the drivers' class-data archive once it is built.
+    env["SPARK_SUBMIT_OPTS"] = class_archive.with_archive(
+        env.get("SPARK_SUBMIT_OPTS", ""), settings
+    )
     return Context(settings=settings, secrets=secrets, env=env, sandbox=sandbox)
 
 
@@ -69,7 +73,7 @@ def build_class_archive(ctx: Context) -> None:
         else:
             print(f"==> spark: class-data archive built in {time.monotonic() - t:.0f}s")
     opts = ctx.env.get("SPARK_SUBMIT_OPTS", "")
-    ctx.env["SPARK_SUBMIT_OPTS"] = environment.spark_submit_opts(ctx.settings, opts)
+    ctx.env["SPARK_SUBMIT_OPTS"] = class_archive.with_archive(opts, ctx.settings)
 
 
 def up(ctx: Context) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import environment, stack
+from devstack import class_archive, environment, stack
 from devstack import settings as devstack_settings
 from devstack.services import Context, S3Server
 from devstack.settings import Settings
@@ -74,7 +74,7 @@ def production_context() -> Context:
 
 def spark_submit_opts(settings: Settings) -> str:
     """The tests' JVM options, with the stack's class-data archive (devstack/class_archive.py)."""
-    return environment.spark_submit_opts(settings, TEST_SPARK_SUBMIT_OPTS)
+    return class_archive.with_archive(TEST_SPARK_SUBMIT_OPTS, settings)
 
 
 def stop_stack_started_by_tests() -> str | None:

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC
 
-from devstack import environment
+from devstack import class_archive, environment
 from include import pipeline
 from include.analytics import store
 from include.events.generator import Produced
@@ -196,8 +196,8 @@ def reader(ctx):
             },
             **ctx.s3_root.s3a_conf(),
             "spark.driver.extraClassPath": os.pathsep.join(environment.spark_jars(ctx.settings)),
-            "spark.driver.extraJavaOptions": environment.spark_submit_opts(
-                ctx.settings, TEST_JAVA_OPTS
+            "spark.driver.extraJavaOptions": class_archive.with_archive(
+                TEST_JAVA_OPTS, ctx.settings
             ),
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
