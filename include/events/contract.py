@@ -24,6 +24,8 @@ MAX_EVENT_BYTES = 8 * 1024  # larger payloads are rejected as "oversize"
 # Event times further than this from the processing time are "absurd" and rejected.
 MAX_FUTURE_SKEW_SECONDS = 15 * 60
 MAX_PAST_AGE_DAYS = 7
+# The reason of an event time outside those bounds (judged against the batch's processing time).
+ABSURD_TIMESTAMP = "absurd_timestamp"
 
 # What the sinks can hold, and the bounds derived from it (one place: the Postgres DDL and the
 # tests import these). Money is stored as numeric(MONEY_PRECISION, MONEY_SCALE) in Postgres and
@@ -278,7 +280,7 @@ REASONS: tuple[Reason, ...] = (
         '"category": "books\\u0000"',
     ),
     Reason(
-        "absurd_timestamp",
+        ABSURD_TIMESTAMP,
         f"`event_time` more than {MAX_FUTURE_SKEW_SECONDS // 60} minutes after or "
         f"{MAX_PAST_AGE_DAYS} days before the batch's processing time.",
         '"event_time": "1970-01-01T00:00:00Z"',

@@ -209,7 +209,7 @@ def _check(value: bytes | None, now_micros: int | None) -> tuple[Event | None, s
             t > now_micros + contract.MAX_FUTURE_SKEW_SECONDS * 1_000_000
             or t < now_micros - contract.MAX_PAST_AGE_DAYS * 86_400_000_000
         ):
-            return None, "absurd_timestamp"
+            return None, contract.ABSURD_TIMESTAMP
     return event, None
 
 

@@ -313,6 +313,30 @@ class StreamJob(JobSpec):
                 f"--max-offsets-per-trigger={self.max_offsets_per_trigger}: must be positive"
             )
         _uri_or_absolute(self, "lake_path", "dead_letter_path", "checkpoint_root")
+        try:
+            duration_ms(self.dedupe_horizon)
+        except ValueError as exc:
+            raise JobSpecError(f"--dedupe-horizon={self.dedupe_horizon!r}: {exc}") from None
+
+
+_UNIT_MS = {
+    "millisecond": 1,
+    "ms": 1,
+    "second": 1_000,
+    "minute": 60_000,
+    "hour": 3_600_000,
+    "day": 86_400_000,
+}
+
+
+def duration_ms(text: str) -> int:
+    """``"10 minutes"`` -> 600000: a positive whole number and a unit (millisecond(s), ms,
+    second(s), minute(s), hour(s), day(s)), as Spark's interval strings write them."""
+    parts = text.strip().lower().split()
+    unit = parts[1].removesuffix("s") if len(parts) == 2 and parts[1] != "ms" else "ms"
+    if len(parts) != 2 or not parts[0].isdigit() or unit not in _UNIT_MS or int(parts[0]) < 1:
+        raise ValueError(f"expected a positive duration such as '10 minutes', not {text!r}")
+    return int(parts[0]) * _UNIT_MS[unit]
 
 
 @dataclasses.dataclass(frozen=True)

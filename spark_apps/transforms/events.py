@@ -15,6 +15,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from include.events import contract, validation
+from include.spark.jobs import duration_ms
 
 ERROR = validation.ERROR
 
@@ -79,8 +80,12 @@ def parse(
     checked rows (:data:`CHECKED_SCHEMA`): the contract's typed fields, the raw bytes and Kafka
     coordinates for lineage, and :data:`ERROR`, the reason a record breaks the contract (null
     when valid). Every rule is :func:`include.events.validation.check`, run once per record;
-    ``now`` (default: the batch's ``current_timestamp()``, one instant per micro-batch) is the
-    processing time event times are judged against."""
+    ``now`` is the processing time event times are judged against (``absurd_timestamp``).
+    Its default on a batch DataFrame is ``current_timestamp()``; on a stream there is none
+    here: :func:`first_seen` judges event times against the micro-batch's own processing time
+    (a ``current_timestamp()`` in a streaming plan would recompile its code every batch)."""
+    if now is None:
+        now = F.lit(None).cast("timestamp") if raw.isStreaming else F.current_timestamp()
     rows = raw.select(
         "key",
         "value",
@@ -88,7 +93,7 @@ def parse(
         "partition",
         "offset",
         "timestamp",
-        (F.current_timestamp() if now is None else now).alias(validation.PROCESSING_TIME),
+        now.alias(validation.PROCESSING_TIME),
     )
     return mark_quarantined(rows, quarantine).mapInArrow(
         validation.validate_batches, CHECKED_SCHEMA
@@ -147,7 +152,7 @@ def dead_letters(validated: DataFrame) -> DataFrame:
     )
 
 
-# When the stream first saw a record: the micro-batch's current_timestamp(), one instant per
+# When the stream first saw a record: the micro-batch's processing time, one instant per
 # batch, on the platform's clock (never a producer's).
 INGESTED_AT = "ingested_at"
 
@@ -184,19 +189,30 @@ def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
     timestamp or event time can make a record "late", so no valid first-seen event is ever
     dropped. A repeat that arrives after the horizon lands again; compaction drops it and
     reconcile counts it. On a stream the state is kept by ``rtap.spark.FirstSeen``
-    (``spark_apps/jvm``: one JVM call per key and batch); on a batch DataFrame every repeat is
-    resolved against the first record of its id, with the same rules."""
-    stamped = checked.withColumn(INGESTED_AT, F.current_timestamp())
-    keyed = stamped.withColumn("_dedupe_key", dedupe_key()).withColumn(
+    (``spark_apps/jvm``: one JVM call per key and batch), which also stamps
+    :data:`INGESTED_AT` with the micro-batch's processing time (Spark's batch timestamp, the
+    same when a batch is replayed) and applies the contract's event-time bounds against it
+    (:func:`parse` left them out on a stream); on a batch DataFrame every repeat is resolved
+    against the first record of its id, with the same rules, and the processing time is the
+    query's ``current_timestamp()``."""
+    keyed = checked.withColumn("_dedupe_key", dedupe_key()).withColumn(
         "_digest", F.when(F.col(ERROR).isNull(), content_digest()).otherwise(F.lit(0))
     )
     if checked.isStreaming:
-        keyed = keyed.withColumn("_seen_ms", F.unix_millis(INGESTED_AT)).withWatermark(
-            INGESTED_AT, horizon
-        )
         spark = checked.sparkSession
-        jdf = spark._jvm.rtap.spark.FirstSeen.apply(  # type: ignore[union-attr]
-            keyed._jdf,
+        # Processing-time timeouts make Spark run an empty micro-batch after every batch, for
+        # ever (an availableNow run would never end); the horizon's keys are evicted by the
+        # next batch with data instead.
+        spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
+        jvm = spark._jvm  # type: ignore[union-attr]
+        bounds = jvm.rtap.spark.FirstSeen.Bounds(
+            "event_time",
+            contract.MAX_FUTURE_SKEW_SECONDS * 1000,
+            contract.MAX_PAST_AGE_DAYS * 86_400_000,
+            contract.ABSURD_TIMESTAMP,
+        )
+        jdf = jvm.rtap.spark.FirstSeen.apply(
+            keyed.withColumn("_seen_ms", F.lit(0).cast("long"))._jdf,  # the operator fills it
             "_dedupe_key",
             "_digest",
             "_seen_ms",
@@ -204,12 +220,20 @@ def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
             "kafka_partition",
             "kafka_offset",
             CONFLICTING_DUPLICATE,
+            duration_ms(horizon),
+            bounds,
         )
-        resolved = DataFrame(jdf, spark).drop("_seen_ms")
+        resolved = (
+            DataFrame(jdf, spark)
+            .withColumn(INGESTED_AT, F.timestamp_millis("_seen_ms"))
+            .drop("_seen_ms")
+        )
     else:
         order = Window.partitionBy("_dedupe_key").orderBy("kafka_partition", "kafka_offset")
-        ranked = keyed.withColumn("_rank", F.row_number().over(order)).withColumn(
-            "_first_digest", F.first("_digest").over(order)
+        ranked = (
+            keyed.withColumn(INGESTED_AT, F.current_timestamp())
+            .withColumn("_rank", F.row_number().over(order))
+            .withColumn("_first_digest", F.first("_digest").over(order))
         )
         first = F.col("_rank") == 1
         same = F.col("_digest") == F.col("_first_digest")

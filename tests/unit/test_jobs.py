@@ -15,6 +15,7 @@ from include.spark.jobs import (
     ReconcileJob,
     ReplayJob,
     StreamJob,
+    duration_ms,
 )
 
 STREAM = {
@@ -136,3 +137,16 @@ def test_every_app_file_has_one_spec_and_its_main_reads_it():
         source = (SPARK_APPS / app).read_text()
         assert f"{job.__name__}.from_argv(" in source, app
         assert "argparse" not in source, f"{app} parses its command line itself"
+
+
+def test_the_dedupe_horizon_is_a_duration():
+    assert duration_ms(pipeline.STREAM_DEDUPE_HORIZON) == 10 * 60_000
+    assert [duration_ms(t) for t in ("1 second", "2 hours", "1 day", "250 ms")] == [
+        1_000,
+        7_200_000,
+        86_400_000,
+        250,
+    ]
+    for bad in ("10", "ten minutes", "0 seconds", "10 fortnights", "-1 minute"):
+        with pytest.raises(JobSpecError, match="--dedupe-horizon="):
+            StreamJob(**STREAM, dedupe_horizon=bad)

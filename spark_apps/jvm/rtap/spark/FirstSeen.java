@@ -23,11 +23,20 @@ import scala.Tuple2;
  * dropped; one with the same key and a different digest is kept too, with its error column set
  * to the conflict reason, so that it is dead-lettered instead of silently dropped.
  *
+ * <p>The operator is also where the micro-batch's processing time enters the data: Spark's
+ * batch timestamp (the offset log's, so a replayed batch gets the same instant), which it writes
+ * into the seen-at column of every output row and against which it applies the contract's
+ * event-time bounds (too far ahead, too old: the error column set to their reason; such a
+ * record keeps no state, as any dead letter). A {@code current_timestamp()} in the plan would
+ * become a new literal in every batch's generated code: Spark would generate and compile the
+ * stage's classes again for each micro-batch (~30 classes, a third of a small batch's CPU).
+ *
  * <p>Records whose error column is already set (dead letters, keyed by their Kafka
  * coordinates) always pass and keep no state. Within one micro-batch, "first" means the lowest
- * (partition, offset). The state per key is (digest, first seen at, epoch ms); it times out when
- * the watermark of the seen-at column passes the first-seen time, so the watermark's delay is the
- * horizon. The Python side (spark_apps/transforms/events.py, first_seen) names the columns.
+ * (partition, offset). The state per key is (digest, first seen at, epoch ms); it times out on
+ * processing time once the horizon has passed since the first sighting. The Python side
+ * (spark_apps/transforms/events.py, first_seen) names the columns and passes the bounds from
+ * the contract (include/events/contract.py).
  *
  * <p>Why the JVM: Spark's Python stateful operators call Python once per key (and reach the
  * state through a socket), which costs more per record than the whole validator; here a key
@@ -35,6 +44,22 @@ import scala.Tuple2;
  */
 public final class FirstSeen {
   private FirstSeen() {}
+
+  /** The event-time bounds of the contract, in milliseconds around the processing time. */
+  public static final class Bounds implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+    final String eventTimeColumn;
+    final long maxAheadMs;
+    final long maxAgeMs;
+    final String reason;
+
+    public Bounds(String eventTimeColumn, long maxAheadMs, long maxAgeMs, String reason) {
+      this.eventTimeColumn = eventTimeColumn;
+      this.maxAheadMs = maxAheadMs;
+      this.maxAgeMs = maxAgeMs;
+      this.reason = reason;
+    }
+  }
 
   public static Dataset<Row> apply(
       Dataset<Row> rows,
@@ -44,7 +69,9 @@ public final class FirstSeen {
       String errorColumn,
       String partitionColumn,
       String offsetColumn,
-      String conflictReason) {
+      String conflictReason,
+      long horizonMs,
+      Bounds bounds) {
     StructType schema = rows.schema();
     final int key = schema.fieldIndex(keyColumn);
     Dedupe dedupe =
@@ -54,14 +81,17 @@ public final class FirstSeen {
             schema.fieldIndex(errorColumn),
             schema.fieldIndex(partitionColumn),
             schema.fieldIndex(offsetColumn),
-            conflictReason);
+            conflictReason,
+            horizonMs,
+            schema.fieldIndex(bounds.eventTimeColumn),
+            bounds);
     return rows.groupByKey((MapFunction<Row, String>) r -> r.getString(key), Encoders.STRING())
         .flatMapGroupsWithState(
             dedupe,
             OutputMode.Append(),
             Encoders.tuple(Encoders.LONG(), Encoders.LONG()),
             Encoders.row(schema),
-            GroupStateTimeout.EventTimeTimeout());
+            GroupStateTimeout.ProcessingTimeTimeout());
   }
 
   static final class Dedupe
@@ -73,14 +103,29 @@ public final class FirstSeen {
     private final int partition;
     private final int offset;
     private final String conflictReason;
+    private final long horizonMs;
+    private final int eventTime;
+    private final Bounds bounds;
 
-    Dedupe(int digest, int seenMs, int error, int partition, int offset, String conflictReason) {
+    Dedupe(
+        int digest,
+        int seenMs,
+        int error,
+        int partition,
+        int offset,
+        String conflictReason,
+        long horizonMs,
+        int eventTime,
+        Bounds bounds) {
       this.digest = digest;
       this.seenMs = seenMs;
       this.error = error;
       this.partition = partition;
       this.offset = offset;
       this.conflictReason = conflictReason;
+      this.horizonMs = horizonMs;
+      this.eventTime = eventTime;
+      this.bounds = bounds;
     }
 
     @Override
@@ -89,6 +134,7 @@ public final class FirstSeen {
         state.remove();
         return Collections.emptyIterator();
       }
+      final long now = state.getCurrentProcessingTimeMs();
       List<Row> rows = new ArrayList<>();
       values.forEachRemaining(rows::add);
       if (rows.size() > 1) {
@@ -97,20 +143,22 @@ public final class FirstSeen {
                 .thenComparingLong(r -> r.getLong(offset)));
       }
       Tuple2<Long, Long> first = state.exists() ? state.get() : null;
-      if (first != null && first._2() <= state.getCurrentWatermarkMs()) {
+      if (first != null && first._2() + horizonMs <= now) {
         first = null; // past the horizon, not yet evicted: this key is new again
       }
       boolean changed = false;
       List<Row> out = new ArrayList<>(rows.size());
       for (Row r : rows) {
         if (!r.isNullAt(error)) {
-          out.add(r); // a dead letter: every one is kept
+          out.add(seen(r, now, null)); // a dead letter: every one is kept
+        } else if (outOfBounds(r, now)) {
+          out.add(seen(r, now, bounds.reason));
         } else if (first == null) {
-          first = new Tuple2<>(r.getLong(digest), r.getLong(seenMs));
+          first = new Tuple2<>(r.getLong(digest), now);
           changed = true;
-          out.add(r);
+          out.add(seen(r, now, null));
         } else if (first._1() != r.getLong(digest)) {
-          out.add(withError(r));
+          out.add(seen(r, now, conflictReason));
         }
         // else: a copy of the first record, dropped
       }
@@ -120,17 +168,41 @@ public final class FirstSeen {
         if (changed) {
           state.update(first);
         }
-        state.setTimeoutTimestamp(first._2()); // set on every call, or the timeout is cleared
+        // set on every call, or the timeout is cleared; the horizon has not passed (above)
+        state.setTimeoutDuration(first._2() + horizonMs - now);
       }
       return out.iterator();
     }
 
-    private Row withError(Row r) {
+    private boolean outOfBounds(Row r, long now) {
+      if (r.isNullAt(eventTime)) {
+        return false; // the validator required it: a null is some other dead letter's
+      }
+      // in microseconds, as the validator compares them
+      long t = eventTimeMicros(r.get(eventTime));
+      long nowMicros = now * 1000L;
+      return t > nowMicros + bounds.maxAheadMs * 1000L || t < nowMicros - bounds.maxAgeMs * 1000L;
+    }
+
+    private static long eventTimeMicros(Object value) {
+      if (value instanceof java.time.Instant) {
+        java.time.Instant i = (java.time.Instant) value;
+        return Math.multiplyExact(i.getEpochSecond(), 1_000_000L) + i.getNano() / 1000;
+      }
+      java.sql.Timestamp ts = (java.sql.Timestamp) value;
+      return Math.floorDiv(ts.getTime(), 1000L) * 1_000_000L + ts.getNanos() / 1000;
+    }
+
+    /** The row with the batch's processing time in the seen-at column and, when given, an error. */
+    private Row seen(Row r, long now, String reason) {
       Object[] values = new Object[r.length()];
       for (int i = 0; i < values.length; i++) {
         values[i] = r.get(i);
       }
-      values[error] = conflictReason;
+      values[seenMs] = now;
+      if (reason != null) {
+        values[error] = reason;
+      }
       return RowFactory.create(values);
     }
   }
