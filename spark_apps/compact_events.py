@@ -44,7 +44,7 @@ from include.events import contract
 from include.spark.jobs import CompactJob
 from include.warehouse import catalog, marts, runs
 from spark_apps.file_sinks import files_by_day, logged_files, read_sink
-from spark_apps.reports import write_report
+from spark_apps.reports import stopwatch, write_report
 from spark_apps.transforms import warehouse as W
 
 log = logging.getLogger("compact_events")
@@ -184,18 +184,6 @@ def table_exists(spark: SparkSession, table: str) -> bool:
     return any(r["tableName"] == name for r in rows)
 
 
-def _stopwatch(phases: dict[str, float]):
-    """``lap(name)``: the seconds since the previous lap, recorded under ``name``."""
-    last = [monotonic()]
-
-    def lap(name: str) -> None:
-        now = monotonic()
-        phases[name] = round(now - last[0], 3)
-        last[0] = now
-
-    return lap
-
-
 def compact(
     spark: SparkSession, args: CompactJob, expired: Collection[str] = ()
 ) -> tuple[dict, list[str]]:
@@ -208,7 +196,7 @@ def compact(
     report: dict = {"day": day.isoformat(), "table": events_table, "target_bytes": target_bytes}
     started = monotonic()  # the report's seconds leave out the JVM start (benchmarks read them)
     phases = report["phases"] = {}  # seconds per step: where a run's time goes (make bench)
-    lap = _stopwatch(phases)
+    lap = stopwatch(phases)
 
     # The day's files only (a sample of their footers gives the schema, not every file).
     raw = read_sink(spark, args.lake_path, skip_files=expired, days=[day])

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -34,3 +36,16 @@ def write_report(spark: SparkSession, uri: str | None, app: str, report: dict[st
         out.write(bytearray(text.encode()))
     finally:
         out.close()
+
+
+def stopwatch(phases: dict[str, float]) -> Callable[[str], None]:
+    """``lap(name)``: the seconds since the previous lap (or the stopwatch's start), recorded
+    under ``name`` in ``phases``: where an app's or a batch's time goes."""
+    last = [monotonic()]
+
+    def lap(name: str) -> None:
+        now = monotonic()
+        phases[name] = round(now - last[0], 3)
+        last[0] = now
+
+    return lap

@@ -72,6 +72,7 @@ from include.spark.jobs import StreamJob
 from include.supervision import control, lease
 from spark_apps.file_sinks import file_sink
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
+from spark_apps.reports import stopwatch
 from spark_apps.transforms import events as tx
 
 log = logging.getLogger("stream_events")
@@ -128,29 +129,28 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
             raise BatchFailed(f"batch {batch_id}: {first_line(exc)}") from exc
 
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
-        took = Stopwatch()
+        phases: dict[str, float] = {}
         batch.persist()
         try:
+            lap = stopwatch(phases)
             valid = tx.valid_events(batch)
             products = read_table(batch.sparkSession, args.pg_schema, "products")
-            with took("lake"):
-                lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
-            with took("dead_letters"):
-                dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
+            lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
+            lap("lake")
+            dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
+            lap("dead_letters")
             # libpq reads PG* from the environment; the schema was checked at start.
             conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
             try:
                 for table, transform in aggregates.items():
-                    with took(table):
-                        partials = [r.asDict() for r in transform(valid, args.window).collect()]
-                        add_to_aggregates(
-                            spark, conn, args, table, partials, batch_id, stream, fence
-                        )
+                    partials = [r.asDict() for r in transform(valid, args.window).collect()]
+                    add_to_aggregates(spark, conn, args, table, partials, batch_id, stream, fence)
+                    lap(table)
             finally:
                 conn.close()
         finally:
             batch.unpersist()
-        log.info("batch %s: %s", batch_id, took)
+        log.info("batch %s: %s", batch_id, ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
     return write
 
@@ -348,24 +348,6 @@ def outage_over(spark, args, name, pg, keeper, stopping, failed) -> bool:
     else:
         log.error("gave up waiting for %s after %ss", detail, DEPENDENCY_WAIT_S)
     return back
-
-
-class Stopwatch:
-    """Seconds per named step of a batch, for its log line (``lake 2.1s, dead_letters 0.3s``)."""
-
-    def __init__(self) -> None:
-        self.steps: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, step: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.steps[step] = self.steps.get(step, 0.0) + time.perf_counter() - start
-
-    def __str__(self) -> str:
-        return ", ".join(f"{k} {v:.2f}s" for k, v in self.steps.items())
 
 
 class BatchFailed(RuntimeError):
