@@ -1,8 +1,8 @@
 """Stream user-activity events from Kafka into the lake (Parquet on S3) and Postgres.
 
-One streaming query (``lake``) reads each record once; the contract's validator
-(``include/events/validation.py``, through ``mapInArrow``) checks it once, with one processing
-time per micro-batch; records inside an operator's quarantined offsets (``stream_quarantine``)
+One streaming query (``lake``) reads each record once; the contract's rules
+(``include/events/validation.py``, run on the JVM by ``rtap.spark.Contract``) check it once,
+with one processing time per micro-batch; records inside an operator's quarantined offsets (``stream_quarantine``)
 are skipped unparsed; one stateful deduplication (``rtap.spark.FirstSeen``, ``spark_apps/jvm``)
 drops identical repeats of an ``event_id`` first seen within ``--dedupe-horizon`` of
 *processing* time and dead-letters a repeat with other content as ``conflicting_duplicate`` (no

@@ -82,7 +82,7 @@ def spark():
     operators = install.build_operators(settings.load())
 
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
-    # Spark's Python workers (mapInArrow runs the contract's validator) import our packages.
+    # Spark's Python workers (reconcile's digests) import our packages.
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -1,17 +1,20 @@
 """The contract's validator: raw Kafka value bytes -> the event's typed fields, or a reason.
 
 One pure function, :func:`check`, decides whether a record is valid under
-:mod:`include.events.contract`; the stream runs it on every record through Spark's
-``mapInArrow`` (:func:`validate_batches`), the tests fuzz it with Hypothesis. It never raises:
-anything unforeseen becomes the reason ``validator_error``, so no single record can stop the
-stream.
+:mod:`include.events.contract`: it is the executable definition of the rules, fuzzed by the
+tests with Hypothesis. It never raises: anything unforeseen becomes the reason
+``validator_error``, so no single record can stop the stream. The stream itself runs the same
+rules on the JVM (``spark_apps/jvm/rtap/spark/Contract.java``, fed by :func:`jvm_spec`), where
+a record never leaves the executor; ``tests/unit/test_jvm_contract.py`` checks that both give
+every record the same fields and reason, on the named bad-input corpus and on fuzzed input.
 
 Why not Spark's ``from_json``: it is lenient where the contract is not. It reads ``NaN`` and
 ``"NaN"`` as numbers, single-quoted JSON, the first of several documents, any JSON value as a
 string field (``{"a":1}`` or ``123``), and replaces invalid UTF-8 with U+FFFD. orjson (a kept,
-widely used Rust JSON library) is strict in each of those ways and fast enough to parse on the
-stream's hot path; the few inputs it refuses that are still worth a precise reason (``NaN``,
-``Infinity``, numbers beyond a double) are re-read by the standard library on that rare path.
+widely used Rust JSON library) is strict in each of those ways; the few inputs it refuses that
+are still worth a precise reason (``NaN``, ``Infinity``, numbers beyond a double) are re-read
+by the standard library on that rare path. On the JVM, Jackson's streaming parser (shipped with
+Spark) is configured to the same strictness.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -117,14 +120,19 @@ def _timestamp_checker(f: contract.Field) -> Checker:
     return check_timestamp
 
 
-def _number_checker(f: contract.Field) -> Checker:
-    name, integral = f.name, f.type == "long"
+def _bounds(f: contract.Field) -> tuple[float, float, str]:
+    """A number field's inclusive bounds and the reason of a value above them."""
     low = -math.inf if f.minimum is None else f.minimum
     high = math.inf if f.maximum is None else f.maximum
-    if name == "schema_version":
-        high = contract.SCHEMA_VERSION
+    if f.name == "schema_version":
+        return low, contract.SCHEMA_VERSION, "unsupported_schema_version"
+    return low, high, f"out_of_range:{f.name}"
+
+
+def _number_checker(f: contract.Field) -> Checker:
+    name, integral = f.name, f.type == "long"
+    low, high, above = _bounds(f)
     wrong, out = f"wrong_type:{name}", f"out_of_range:{name}"
-    above = "unsupported_schema_version" if name == "schema_version" else out
 
     def check_number(v: Any) -> tuple[Any, str | None]:
         t = type(v)  # bool is an int in Python, never a number in the contract
@@ -213,16 +221,48 @@ def _check(value: bytes | None, now_micros: int | None) -> tuple[Event | None, s
     return event, None
 
 
-# --- Spark's mapInArrow: Arrow batches of Kafka rows -> Arrow batches of checked rows ---------
+# --- The stream's validator on the JVM (spark_apps/jvm/rtap/spark/Contract.java) ------------
 
-# Columns the stream hands to :func:`validate_batches` besides Spark's Kafka source columns.
-PROCESSING_TIME = "processing_time"  # the batch's current_timestamp(): one instant per batch
+# Columns the stream hands to the JVM validator besides Spark's Kafka source columns.
+PROCESSING_TIME = "processing_time"  # epoch microseconds of the batch's time (null on a stream)
 QUARANTINE = "quarantine"  # non-null when an operator quarantined the record's offset range
 ERROR = "error"  # the reason, null when valid
 
 
+def jvm_spec() -> str:
+    """The contract as the JVM validator (``rtap.spark.Contract``) reads it: every fact comes
+    from :mod:`include.events.contract` and the tables above, so both validators check the
+    same rules (``tests/unit/test_jvm_contract.py`` checks that they agree, record by
+    record)."""
+    fields = []
+    for f in contract.FIELDS:
+        entry: dict[str, Any] = {"name": f.name, "type": f.type, "max_length": f.max_length}
+        if f.name in _ENUMS:
+            entry["enum"] = sorted(_ENUMS[f.name])
+        if f.type in ("long", "double"):
+            low, high, above = _bounds(f)
+            entry["minimum"] = None if math.isinf(low) else low
+            entry["maximum"] = None if math.isinf(high) else high
+            entry["above_reason"] = above
+        fields.append(entry)
+    return json.dumps(
+        {
+            "max_event_bytes": contract.MAX_EVENT_BYTES,
+            "fields": fields,
+            "required": {t: sorted(names) for t, names in _REQUIRED.items()},
+            "event_type_field": "event_type",
+            "event_time_field": "event_time",
+            "max_ahead_us": contract.MAX_FUTURE_SKEW_SECONDS * 1_000_000,
+            "max_age_us": contract.MAX_PAST_AGE_DAYS * 86_400_000_000,
+            "absurd_reason": contract.ABSURD_TIMESTAMP,
+            "non_finite_strings": sorted(_NON_FINITE),
+        }
+    )
+
+
 def output_schema():
-    """The Arrow schema :func:`validate_batches` yields; Spark's ``CHECKED_SCHEMA``
+    """The Arrow schema of a checked record: the contract's typed fields, the raw bytes, the
+    Kafka coordinates and :data:`ERROR`. Spark's ``CHECKED_SCHEMA``
     (``spark_apps/transforms/events.py``) is converted from it."""
     import pyarrow as pa
 
@@ -246,47 +286,3 @@ def output_schema():
             pa.field(ERROR, pa.string()),
         ]
     )
-
-
-def validate_batches(batches: Iterator[Any]) -> Iterator[Any]:
-    """For ``DataFrame.mapInArrow``: each batch of Kafka rows (``key``, ``value``, ``topic``,
-    ``partition``, ``offset``, ``timestamp``, :data:`PROCESSING_TIME`, :data:`QUARANTINE`)
-    becomes a batch of the contract's typed fields, the raw bytes, the Kafka coordinates and
-    :data:`ERROR`. A quarantined record is not parsed at all."""
-    import pyarrow as pa
-
-    schema = output_schema()
-    names = contract.FIELD_NAMES
-    for batch in batches:
-        values = batch.column("value").to_pylist()
-        quarantine = batch.column(QUARANTINE).to_pylist()
-        times = batch.column(PROCESSING_TIME).cast(pa.int64()).to_pylist()
-        columns: list[list[Any]] = [[] for _ in names]
-        errors: list[str | None] = []
-        for value, quarantined, now in zip(values, quarantine, times, strict=True):
-            if quarantined is not None:
-                event, reason = None, "quarantined"
-            else:
-                event, reason = check(value, now)
-            errors.append(reason)
-            if event is None:
-                for column in columns:
-                    column.append(None)
-            else:
-                for column, name in zip(columns, names, strict=True):
-                    column.append(event[name])
-        arrays = [
-            pa.array(column, type=schema.field(name).type)
-            for column, name in zip(columns, names, strict=True)
-        ]
-        arrays += [
-            batch.column("key"),
-            batch.column("value"),
-            pa.array([None if v is None else len(v) for v in values], type=pa.int32()),
-            batch.column("topic"),
-            batch.column("partition"),
-            batch.column("offset"),
-            batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
-            pa.array(errors, type=pa.string()),
-        ]
-        yield pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -37,6 +37,17 @@ LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 # What the validator yields, in Spark's types (one definition: the validator's Arrow schema).
 CHECKED_SCHEMA: T.StructType = from_arrow_schema(validation.output_schema())
 
+# The columns the JVM validator reads besides the Kafka record.
+JVM_CONTEXT = (validation.PROCESSING_TIME, validation.QUARANTINE)
+
+# What the JVM validator yields: CHECKED_SCHEMA with every timestamp as epoch microseconds.
+_JVM_CHECKED_SCHEMA = T.StructType(
+    [
+        T.StructField(f.name, T.LongType()) if isinstance(f.dataType, T.TimestampType) else f
+        for f in CHECKED_SCHEMA.fields
+    ]
+)
+
 # Operator-quarantined offset ranges (include.supervision.control.QUARANTINE_TABLE).
 QUARANTINE_SCHEMA = T.StructType(
     [
@@ -79,7 +90,8 @@ def parse(
     """Kafka rows (``key``, ``value``, ``topic``, ``partition``, ``offset``, ``timestamp``) ->
     checked rows (:data:`CHECKED_SCHEMA`): the contract's typed fields, the raw bytes and Kafka
     coordinates for lineage, and :data:`ERROR`, the reason a record breaks the contract (null
-    when valid). Every rule is :func:`include.events.validation.check`, run once per record;
+    when valid). Every record is checked once, on the JVM (``rtap.spark.Contract``, the rules of
+    :func:`include.events.validation.check` from :func:`~include.events.validation.jvm_spec`);
     ``now`` is the processing time event times are judged against (``absurd_timestamp``).
     Its default on a batch DataFrame is ``current_timestamp()``; on a stream there is none
     here: :func:`first_seen` judges event times against the micro-batch's own processing time
@@ -92,11 +104,25 @@ def parse(
         "topic",
         "partition",
         "offset",
-        "timestamp",
-        now.alias(validation.PROCESSING_TIME),
+        F.unix_micros("timestamp").alias("_kafka_timestamp_us"),
+        F.unix_micros(now).alias(validation.PROCESSING_TIME),
     )
-    return mark_quarantined(rows, quarantine).mapInArrow(
-        validation.validate_batches, CHECKED_SCHEMA
+    marked = mark_quarantined(rows, quarantine)
+    spark = raw.sparkSession
+    jdf = spark._jvm.rtap.spark.Contract.apply(  # type: ignore[union-attr]
+        marked._jdf,
+        validation.jvm_spec(),
+        _JVM_CHECKED_SCHEMA.json(),
+        [*KAFKA_SCHEMA.names[:5], "_kafka_timestamp_us", *JVM_CONTEXT],
+    )
+    # The JVM hands timestamps over as epoch microseconds (no calendar conversion on the way).
+    return DataFrame(jdf, spark).select(
+        *(
+            F.timestamp_micros(f.name).alias(f.name)
+            if isinstance(f.dataType, T.TimestampType)
+            else F.col(f.name)
+            for f in CHECKED_SCHEMA.fields
+        )
     )
 
 

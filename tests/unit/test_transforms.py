@@ -51,7 +51,7 @@ def errors_of(spark, payloads: list) -> list[str | None]:
 
 
 def test_parse_runs_the_contracts_validator_with_the_batch_time(spark):
-    # Every rule is unit-tested in test_validation.py; here: the Spark plumbing (mapInArrow,
+    # Every rule is unit-tested in test_validation.py; here: the Spark plumbing (the JVM validator,
     # typed columns, the processing time reaching the validator).
     page_view = event(
         event_id="e2",

@@ -87,30 +87,6 @@ def test_a_validator_bug_dead_letters_the_record_instead_of_raising(monkeypatch)
     assert validation.check(b'{"a": 1}', NOW_US) == (None, "validator_error")
 
 
-def test_arrow_batches_keep_coordinates_and_short_circuit_quarantine():
-    values = [json.dumps(purchase(NOW)).encode(), b"nope", json.dumps(purchase(NOW)).encode()]
-    ts = pa.array([NOW_US] * 3, pa.timestamp("us", tz="UTC"))
-    batch = pa.RecordBatch.from_pydict(
-        {
-            "key": pa.array([b"k"] * 3, pa.binary()),
-            "value": pa.array(values, pa.binary()),
-            "topic": ["t"] * 3,
-            "partition": pa.array([0, 0, 1], pa.int32()),
-            "offset": pa.array([5, 6, 7], pa.int64()),
-            "timestamp": ts,
-            validation.PROCESSING_TIME: ts,
-            validation.QUARANTINE: pa.array([None, None, "quarantined"], pa.string()),
-        }
-    )
-    (out,) = list(validation.validate_batches(iter([batch])))
-    assert out.schema == validation.output_schema()
-    rows = out.to_pylist()
-    assert [r["error"] for r in rows] == [None, "malformed_json", "quarantined"]
-    assert [r["kafka_offset"] for r in rows] == [5, 6, 7]
-    assert rows[0]["event_id"] == "e1" and rows[2]["event_id"] is None
-    assert [r["raw_value"] for r in rows] == values
-
-
 # --- property-based fuzz ------------------------------------------------------------------
 
 json_scalars = (
