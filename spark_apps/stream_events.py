@@ -58,7 +58,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from functools import partial
+from typing import TypeVar
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -76,6 +79,7 @@ from spark_apps.reports import stopwatch
 from spark_apps.transforms import events as tx
 
 log = logging.getLogger("stream_events")
+T = TypeVar("T")
 
 
 def read_kafka(spark: SparkSession, args: StreamJob, fail_on_data_loss: bool = True) -> DataFrame:
@@ -118,6 +122,8 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     dead = file_sink(spark, args.dead_letter_path, ("detected_date",))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
+    # The threads that run a batch's outputs after the lake's (side_by_side), kept for the run.
+    pool = ThreadPoolExecutor(max_workers=1 + len(aggregates), thread_name_prefix="fan-out")
 
     def fence(cur) -> None:
         lease.fence(cur, stream, owner)
@@ -130,29 +136,69 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
 
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
         phases: dict[str, float] = {}
+        batch = tx.without_raw_bytes_of_valid_events(batch)
         batch.persist()
         try:
             lap = stopwatch(phases)
             valid = tx.valid_events(batch)
             products = read_table(batch.sparkSession, args.pg_schema, "products")
+            # The lake's job computes the batch (the read, the checks, the deduplication's
+            # state) and persists it; the other outputs read the persisted rows, at once.
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
             lap("lake")
-            dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
-            lap("dead_letters")
+            jobs: dict[str, Callable[[], object]] = {
+                "dead_letters": lambda: dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
+            }
+            for table, transform in aggregates.items():
+                jobs[table] = partial(collect_partials, transform, valid, args.window)
+            done = side_by_side(pool, jobs, phases)
+            lap("side_by_side")
             # libpq reads PG* from the environment; the schema was checked at start.
             conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
             try:
-                for table, transform in aggregates.items():
-                    partials = [r.asDict() for r in transform(valid, args.window).collect()]
-                    add_to_aggregates(spark, conn, args, table, partials, batch_id, stream, fence)
-                    lap(table)
+                for table in aggregates:
+                    add_to_aggregates(
+                        spark, conn, args, table, done[table], batch_id, stream, fence
+                    )
             finally:
                 conn.close()
+            lap("postgres")
         finally:
             batch.unpersist()
         log.info("batch %s: %s", batch_id, ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
     return write
+
+
+def collect_partials(transform, valid: DataFrame, window: str) -> list[dict]:
+    """One batch's partial rows of a live aggregate, on the driver (a few hundred rows)."""
+    return [r.asDict() for r in transform(valid, window).collect()]
+
+
+def side_by_side(
+    pool: Executor, jobs: dict[str, Callable[[], T]], phases: dict[str, float]
+) -> dict[str, T]:
+    """Run Spark jobs from the pool's threads, all at once, and return their results; each
+    job's own seconds go to ``phases``. Small jobs of one batch wait on S3, Postgres and task
+    scheduling more than they compute: side by side they take the time of the longest.
+    Every job is waited for before a failure is raised, so no job of a failed batch is still
+    running when the batch is retried. The threads inherit the query's job group (a stop
+    cancels them too)."""
+    from pyspark.util import inheritable_thread_target
+
+    def timed(name: str, job: Callable[[], T]) -> T:
+        start = time.monotonic()
+        try:
+            return job()
+        finally:
+            phases[name] = round(time.monotonic() - start, 3)
+
+    futures = {
+        name: pool.submit(inheritable_thread_target(partial(timed, name, job)))
+        for name, job in jobs.items()
+    }
+    wait(futures.values())
+    return {name: future.result() for name, future in futures.items()}
 
 
 def add_to_aggregates(
@@ -283,6 +329,18 @@ def run_queries(
             q.stop()
     return failed
 
+
+# How each micro-batch is executed (measured on a 200,000-event batch, bench/limits.md):
+BATCH_CONF = {
+    # The persisted batch is read back once per output and dropped at the batch's end:
+    # compressing its columns (a boxed hash map of every value to choose the encoding) cost
+    # ~10 % of the executors' CPU and saved nothing that matters for one batch.
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
+    # The lake is partitioned by event date and hour: with a writer open per partition a task
+    # writes its rows as they come instead of sorting them by partition first (Spark falls
+    # back to the sort beyond this many partitions in one task).
+    "spark.sql.maxConcurrentOutputFileWriters": "16",
+}
 
 GRACEFUL_TIMEOUT_S = 600
 # How long a driver waits in place for a dependency that went away before it gives up and fails
@@ -415,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Spark's INFO chatter (a progress dump per batch, every task) would grow the Airflow task
     # log by megabytes an hour; progress is in stream_progress, our own log stays at INFO.
     spark.sparkContext.setLogLevel(os.environ.get("RTAP_SPARK_LOG_LEVEL", "WARN"))
+    for key, value in BATCH_CONF.items():
+        spark.conf.set(key, value)
     stopping = threading.Event()  # set when an operator's stop or restart request arrives
 
     def stop_writing(reason: str) -> None:  # the lease is lost: stop at once

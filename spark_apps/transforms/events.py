@@ -161,6 +161,19 @@ def enrich(events: DataFrame, catalog: DataFrame) -> DataFrame:
     return joined.drop("_catalog_product_id")
 
 
+def without_raw_bytes_of_valid_events(checked: DataFrame) -> DataFrame:
+    """Checked records with the original key and value bytes kept only where a record is
+    dead-lettered (the only output that keeps them): a valid event's bytes are its typed
+    fields again, and carrying them would double what a micro-batch holds in memory."""
+    dead = F.col(ERROR).isNotNull()
+    return checked.withColumns(
+        {
+            "raw_key": F.when(dead, F.col("raw_key")),
+            "raw_value": F.when(dead, F.col("raw_value")),
+        }
+    )
+
+
 def dead_letters(validated: DataFrame) -> DataFrame:
     """Rows that broke the contract, with the reason and the original bytes, stamped with the
     batch's processing time (:data:`INGESTED_AT` when present, one instant per batch)."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -128,6 +131,20 @@ def test_dead_letters_keep_reason_bytes_and_coordinates(spark):
         "events",
         0,
     )
+
+
+def test_only_dead_letters_keep_their_bytes_through_a_batch(spark):
+    first, copy = event(), event(price=99.0)  # the copy conflicts: dead-lettered with its bytes
+    values = [json.dumps(first).encode(), b"not json", json.dumps(copy).encode()]
+    checked = tx.first_seen(tx.parse(kafka_rows(spark, values), now=F.lit(NOW)), "10 minutes")
+    rows = tx.without_raw_bytes_of_valid_events(checked).orderBy("kafka_offset").collect()
+    assert [(r.error, r.raw_value and bytes(r.raw_value)) for r in rows] == [
+        (None, None),
+        ("malformed_json", values[1]),
+        (tx.CONFLICTING_DUPLICATE, values[2]),
+    ]
+    dead = tx.dead_letters(tx.without_raw_bytes_of_valid_events(checked)).collect()
+    assert sorted(bytes(r.raw_value) for r in dead) == sorted(values[1:])
 
 
 def test_category_sales_sums_relevant_purchases_per_minute(spark):
@@ -270,3 +287,35 @@ def test_first_line_of_a_driver_error_names_the_cause():
     assert first_line(RuntimeError(proxy)) == (
         "batch 3: org.postgresql.util.PSQLException: ERROR: division by zero"
     )
+
+
+def test_a_batch_s_outputs_run_side_by_side_and_a_failure_waits_for_the_others(spark):
+    from spark_apps.stream_events import side_by_side
+
+    pool = ThreadPoolExecutor(max_workers=3)
+    both_running = threading.Barrier(2, timeout=60)  # fails unless the jobs overlap
+
+    def job(n: int):
+        def run():
+            both_running.wait()
+            return spark.range(n).count()
+
+        return run
+
+    phases: dict[str, float] = {}
+    assert side_by_side(pool, {"a": job(3), "b": job(5)}, phases) == {"a": 3, "b": 5}
+    assert set(phases) == {"a", "b"}
+
+    finished = threading.Event()
+
+    def slow():
+        spark.range(1000).selectExpr("sum(id)").collect()
+        finished.set()
+
+    def broken():
+        raise RuntimeError("no such table")
+
+    with pytest.raises(RuntimeError, match="no such table"):
+        side_by_side(pool, {"slow": slow, "broken": broken}, {})
+    assert finished.is_set(), "the failure was raised while another job still ran"
+    pool.shutdown()
