@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
-from bench.latency import LEVELS
+from bench.latency import JVM_WARMUP_S, LEVELS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
@@ -625,7 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level-seconds", type=float, default=60.0, help="latency: measured s/level")
     p.add_argument("--level-warmup", type=float, default=15.0, help="latency: warm-up s/level")
     p.add_argument(
-        "--jvm-warmup", type=float, default=120.0, help="latency: warm-up s before the first level"
+        "--jvm-warmup",
+        type=float,
+        default=JVM_WARMUP_S,
+        help="latency: warm-up s before the first level",
     )
     p.add_argument("--trigger", default="1 second", help="latency: the stream's trigger")
     p.add_argument("--compaction-files", type=int, default=2_160, help="compaction: small files")
