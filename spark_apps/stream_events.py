@@ -2,8 +2,8 @@
 
 One streaming query (``lake``) reads each record once; the contract's rules
 (``include/events/validation.py``, run on the JVM by ``rtap.spark.Contract``) check it once,
-with one processing time per micro-batch; records inside an operator's quarantined offsets (``stream_quarantine``)
-are skipped unparsed; one stateful deduplication (``rtap.spark.FirstSeen``, ``spark_apps/jvm``)
+with one processing time per micro-batch; records inside an operator's quarantined offsets
+(``stream_quarantine``) are skipped unparsed; one stateful deduplication (``rtap.spark.FirstSeen``, ``spark_apps/jvm``)
 drops identical repeats of an ``event_id`` first seen within ``--dedupe-horizon`` of
 *processing* time and dead-letters a repeat with other content as ``conflicting_duplicate`` (no
 producer clock, Kafka timestamp or event time can make a valid event "late"). Each micro-batch

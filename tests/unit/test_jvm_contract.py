@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from include.events import contract, validation
 from include.events.generator import generate
 from spark_apps.transforms import events as tx
+from tests import strategies
 from tests.bad_inputs import _with, cases, purchase
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -160,21 +161,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-    | st.sampled_from(["NaN", " inf", "", "2026-12-01T11:59:00Z", "purchase", "USD", "\x00"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+json_values = strategies.json_values(text=20, width=3, leaves=8)
 events = st.builds(
     lambda replacements, event_type: json.dumps(
         {**e(event_type=event_type), **replacements}, allow_nan=True

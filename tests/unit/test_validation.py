@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from include.events import contract, validation
 from include.events.generator import generate
+from tests import strategies
 from tests.bad_inputs import cases, purchase
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -89,21 +90,7 @@ def test_a_validator_bug_dead_letters_the_record_instead_of_raising(monkeypatch)
 
 # --- property-based fuzz ------------------------------------------------------------------
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=40)
-    | st.sampled_from(["NaN", "Infinity", "", "2026-12-01T11:59:00Z", "purchase", "USD", "\x00"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+json_values = strategies.json_values()
 
 
 def fits_the_sinks(event: dict) -> None:
