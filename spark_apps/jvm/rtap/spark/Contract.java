@@ -42,9 +42,8 @@ import org.apache.spark.sql.types.StructType;
  * include/events/validation.py}, the executable definition) exactly: the order of the checks,
  * the strict JSON it accepts (one UTF-8 document, last value of a repeated name, the literals
  * NaN, Infinity and -Infinity read as numbers, at most 1,024 levels of nesting, integers of
- * at most 4,300 digits), RFC 3339 dates
- * checked against the calendar, lengths in code points, Python's whitespace around a "NaN"
- * string. {@code tests/unit/test_jvm_contract.py} checks that both agree, record by record, on
+ * at most 4,300 digits), RFC 3339 dates checked against the calendar, lengths in code points,
+ * Python's whitespace around a "NaN" string. {@code tests/unit/test_jvm_contract.py} checks that both agree, record by record, on
  * the named bad-input corpus and on fuzzed documents.
  *
  * <p>Why the JVM: the Python validator ran in Spark's Python workers through mapInArrow, and
@@ -136,11 +135,6 @@ public final class Contract implements Serializable {
               .build();
     }
     return factory;
-  }
-
-  /** The names of the contract's fields, in the order {@link #check} fills its output. */
-  public String[] fieldNames() {
-    return names.clone();
   }
 
   /**
