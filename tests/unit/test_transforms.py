@@ -54,8 +54,9 @@ def errors_of(spark, payloads: list) -> list[str | None]:
 
 
 def test_parse_runs_the_contracts_validator_with_the_batch_time(spark):
-    # Every rule is unit-tested in test_validation.py; here: the Spark plumbing (the JVM validator,
-    # typed columns, the processing time reaching the validator).
+    # Every rule is unit-tested in test_validation.py (and the JVM's agreement with it in
+    # test_jvm_contract.py); here: the Spark plumbing (typed columns, the processing time
+    # reaching the validator).
     page_view = event(
         event_id="e2",
         event_type="page_view",
@@ -306,13 +307,15 @@ def test_a_batch_s_outputs_run_side_by_side_and_a_failure_waits_for_the_others(s
     assert side_by_side(pool, {"a": job(3), "b": job(5)}, phases) == {"a": 3, "b": 5}
     assert set(phases) == {"a", "b"}
 
-    finished = threading.Event()
+    failing, finished = threading.Event(), threading.Event()
 
-    def slow():
+    def slow():  # starts its Spark job only once the other job is failing
+        assert failing.wait(60)
         spark.range(1000).selectExpr("sum(id)").collect()
         finished.set()
 
     def broken():
+        failing.set()
         raise RuntimeError("no such table")
 
     with pytest.raises(RuntimeError, match="no such table"):
