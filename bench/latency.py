@@ -244,8 +244,22 @@ def spark_ui(log_file, pid: int | None = None) -> str | None:
         for p in [root, *root.children(recursive=True)]:
             for c in p.net_connections(kind="tcp"):
                 if c.status == psutil.CONN_LISTEN and 4040 <= c.laddr.port < 4140:
-                    return f"http://{c.laddr.ip}:{c.laddr.port}"
+                    return f"http://{url_host(c.laddr.ip)}:{c.laddr.port}"
     return None
+
+
+def url_host(ip: str) -> str:
+    """A listening address as a URL's host: an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``,
+    how a JVM's sockets report IPv4) as its IPv4, another IPv6 address in brackets, a wildcard
+    as loopback."""
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    if addr.is_unspecified:
+        return "127.0.0.1"
+    if addr.version == 6:
+        return str(addr.ipv4_mapped) if addr.ipv4_mapped else f"[{addr}]"
+    return str(addr)
 
 
 def cpu_by_query(ui: str) -> dict[str, dict[str, float]]:

@@ -98,3 +98,12 @@ def test_a_partial_run_keeps_the_committed_figures_of_the_other_scenarios():
         h.split(" (")[0] for h in committed.splitlines() if h.startswith("## ")
     ]
     assert carry_sections(new, "") == new
+
+
+def test_the_driver_ui_is_addressed_by_a_valid_url_host():
+    # A JVM reports its IPv4 sockets as IPv4-mapped IPv6: used as is, Jetty answered 400.
+    assert latency.url_host("::ffff:127.0.0.1") == "127.0.0.1"
+    assert latency.url_host("127.0.0.1") == "127.0.0.1"
+    assert latency.url_host("::1") == "[::1]"
+    assert latency.url_host("0.0.0.0") == "127.0.0.1"
+    assert latency.url_host("::") == "127.0.0.1"
