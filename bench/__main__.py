@@ -15,6 +15,8 @@ Nothing here asserts a time. Scenarios:
 * ``pipeline``   events/s of the streaming app (validate, dedupe, enrich, land exactly once,
   aggregate into Postgres) draining the same backlog in bounded mode, timed from its first
   batch to the end of its last (JVM start excluded), and its ratio to the raw ceiling;
+* ``scaleout``   the same on a Spark standalone cluster of 1, then 2, one-core workers: events/s
+  per executor core, the figures of docs/deployment.md's capacity model;
 * ``latency``    produce->Parquet and produce->Postgres p50/p95/p99 at 25/50/75 % of the
   pipeline's capacity, the CPU per query, and the footprint idle / under load
   (``bench/latency.py``);
@@ -45,8 +47,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.latency import JVM_WARMUP_S, LEVELS
+
+if TYPE_CHECKING:
+    from devstack.scaleout import SparkStandalone
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"
@@ -190,10 +196,36 @@ def bench_raw_ceiling(events: int) -> Callable[[], int]:
     return run
 
 
-def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
+def task_cpu_seconds(event_log_dir: Path) -> float:
+    """The executors' CPU seconds of every task in the Spark event logs under a directory
+    (``Executor CPU Time`` of each ``SparkListenerTaskEnd``, in ns)."""
+    total = 0
+    for f in event_log_dir.rglob("*"):
+        if not f.is_file():
+            continue
+        with f.open() as fh:
+            for line in fh:
+                if '"SparkListenerTaskEnd"' in line:
+                    total += (json.loads(line).get("Task Metrics") or {}).get(
+                        "Executor CPU Time", 0
+                    )
+    return total / 1e9
+
+
+def bench_pipeline(
+    events: int, cluster: SparkStandalone | None = None, cpu: list[dict] | None = None
+) -> Callable[[], tuple[int, float]]:
     """spark_apps/stream_events.py in bounded mode on a fresh checkpoint, lake prefix and
-    Postgres schema each time; seconds from its first batch's start to its last batch's end."""
-    from devstack.spark import run_app
+    Postgres schema each time; seconds from its first batch's start to its last batch's end.
+    On the stack's master (``local[*]``), or on a standalone ``cluster``'s. With ``cpu``, each
+    run also appends its events, its tasks' CPU seconds (Spark's event log) and the CPU
+    seconds of spark-submit and the driver (the children's rusage: on ``local[*]`` this
+    includes the tasks)."""
+    import dataclasses
+    import resource
+    import tempfile
+
+    from devstack.spark import Submit, run_app
     from include import pipeline
     from include.analytics import migrations, store
     from include.events.catalog import build_catalog
@@ -201,6 +233,10 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
     from include.spark.jobs import StreamJob
 
     ctx, topic = _backlog(events)
+    secret = ""
+    if cluster is not None:
+        settings = dataclasses.replace(ctx.settings, spark_master=cluster.master_url)
+        ctx, secret = dataclasses.replace(ctx, settings=settings), cluster.secret
 
     def run() -> tuple[int, float]:
         sid = uuid.uuid4().hex[:8]
@@ -218,7 +254,14 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
             pg_schema=schema,
             mode="bounded",
         )
-        run_app(ctx, job, ctx.settings.logs_dir / "bench-pipeline.log")
+        log = ctx.settings.logs_dir / "bench-pipeline.log"
+        with tempfile.TemporaryDirectory(prefix="rtap-bench-eventlog-") as event_log:
+            conf = {} if cpu is None else _event_log_conf(event_log)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            run_app(ctx, job, log, how=Submit(secret=secret, extra_conf=conf))
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            tasks_s = task_cpu_seconds(Path(event_log)) if cpu is not None else 0.0
+        driver_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT extract(epoch FROM max(ts + batch_duration_ms * interval '1 ms') "
@@ -229,9 +272,60 @@ def bench_pipeline(events: int) -> Callable[[], tuple[int, float]]:
             cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.commit()
         conn.close()
+        if cpu is not None:
+            cpu.append({"rows": int(rows), "task_cpu_s": tasks_s, "driver_cpu_s": driver_s})
         return int(rows), float(seconds)
 
     return run
+
+
+def _event_log_conf(directory: str) -> dict[str, str]:
+    """Spark properties that write an uncompressed event log into ``directory``."""
+    return {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": Path(directory).as_uri(),
+        "spark.eventLog.compress": "false",
+    }
+
+
+SCALEOUT_WORKERS = (1, 2)
+
+
+def bench_scaleout(events: int, reps: int, warmup: int) -> dict:
+    """The pipeline (as :func:`bench_pipeline`) on a Spark standalone cluster of 1, then 2,
+    workers of one core each (devstack/scaleout.py) on the same backlog: events/s, and events/s
+    per executor core, the figures of the capacity model in docs/deployment.md."""
+    from devstack.scaleout import SparkStandalone, scaleout_ports
+
+    ctx, _ = _backlog(events)
+    out = {}
+    for workers in SCALEOUT_WORKERS:
+        cluster = SparkStandalone(ctx, scaleout_ports(os.environ), workers=workers, cores=1)
+        cluster.stop()  # leftovers of an interrupted run
+        cluster.start()
+        cpu: list[dict] = []
+        try:
+            cluster.wait_healthy()
+            r = measure(bench_pipeline(events, cluster, cpu), reps, warmup)
+        finally:
+            cluster.stop()
+        measured = cpu[warmup:]  # the warm-up runs' figures are not the measurement's
+        per_task_s = statistics.median(c["rows"] / c["task_cpu_s"] for c in measured)
+        driver_s = statistics.median(c["driver_cpu_s"] for c in measured)
+        out[str(workers)] = {
+            **r,
+            "executor_cores": workers,
+            "per_core": r["median"] / workers,
+            "events_per_task_cpu_s": per_task_s,
+            "driver_cpu_s": driver_s,
+        }
+        print(
+            f"    {workers} worker(s) x 1 core: median {r['median']:,.0f} events/s "
+            f"[{r['min']:,.0f} - {r['max']:,.0f}], {r['median'] / workers:,.0f} per core; "
+            f"{per_task_s:,.0f} events per task CPU second; driver {driver_s:.0f} CPU s a run",
+            flush=True,
+        )
+    return out
 
 
 def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
@@ -382,6 +476,35 @@ def to_markdown(results: dict, images: str) -> str:
     lines += _ratio(scen, "spark_floor", "Spark floor", FLOOR_RATIO_TARGET, floor_note)
     lines += _ratio(scen, "raw_ceiling", "raw ceiling", RATIO_TARGET)
     lines += ["", f"![throughput]({images}/throughput.png)"] if scen else []
+
+    so = results.get("scaleout")
+    if so:
+        lines += [
+            "",
+            f"## Scale-out ({results.get('scaleout_date')})",
+            "",
+            "The pipeline (as above) on a Spark standalone cluster of workers with one executor "
+            "core each (`python -m devstack scaleout`), same backlog; the driver, the broker "
+            "and MinIO share the same 2 cores. The figures of the capacity model "
+            "(docs/deployment.md).",
+            "",
+            "| workers x cores | median | spread | per executor core | events per task CPU "
+            "second | driver CPU s per run |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in so.values():
+            lines.append(
+                f"| {r['executor_cores']} x 1 | {r['median']:,.0f} events/s | "
+                f"[{r['min']:,.0f} - {r['max']:,.0f}] | {r['per_core']:,.0f} events/s | "
+                f"{r['events_per_task_cpu_s']:,.0f} | {r['driver_cpu_s']:,.0f} |"
+            )
+        lines += [
+            "",
+            "Events per task CPU second: the run's events over the CPU time of all its tasks "
+            "(Spark's event log), what one fully available executor core would drain; the "
+            "driver's CPU (spark-submit, the driver's JVM and Python, the JVM's start "
+            "included) is the children's rusage of a run.",
+        ]
 
     lat = results.get("latency")
     if lat:
@@ -563,14 +686,20 @@ def _sections(md: str) -> tuple[str, dict[str, str]]:
 
 
 def carry_sections(new: str, old: str) -> str:
-    """``new`` with the sections of ``old`` it lacks, in ``old``'s order: the record of
+    """``new`` with the sections of ``old`` it lacks, each after the section it followed in
+    ``old`` (``new``'s own in their order): the record of
     scenarios this run did not measure, when no ``latest.json`` holds them (a fresh clone
     runs ``make bench SCENARIOS=compaction`` and keeps the committed figures of the others)."""
     head, fresh = _sections(new)
     _, kept = _sections(old)
     if not kept:
         return new
-    names = list(kept) + [n for n in fresh if n not in kept]
+    names = list(fresh)
+    previous = None
+    for n in kept:  # each kept-only section right after the one it followed in ``old``
+        if n not in names:
+            names.insert(names.index(previous) + 1 if previous in names else 0, n)
+        previous = n
     body = [fresh.get(n) or kept[n] for n in names]
     return (
         "\n".join([head.rstrip("\n"), "", *(b.rstrip("\n") + "\n" for b in body)]).rstrip("\n")
@@ -578,7 +707,7 @@ def carry_sections(new: str, old: str) -> str:
     )
 
 
-SECTIONS = ("dag_parse", "latency", "compaction", "footprint")
+SECTIONS = ("dag_parse", "scaleout", "latency", "compaction", "footprint")
 DEFAULT_CAPACITY = 4_000.0  # events/s, when no pipeline figure was ever measured
 
 
@@ -617,7 +746,7 @@ def run_latency(results: dict, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench")
-    known = [*SCENARIOS, "latency", "compaction", "dag_parse"]
+    known = [*SCENARIOS, "scaleout", "latency", "compaction", "dag_parse"]
     p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(known)} (default: all)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=5)
@@ -631,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
         help="latency: warm-up s before the first level",
     )
     p.add_argument("--trigger", default="1 second", help="latency: the stream's trigger")
+    p.add_argument(
+        "--scaleout-reps", type=int, default=2, help="scaleout: repetitions per cluster size"
+    )
     p.add_argument("--compaction-files", type=int, default=2_160, help="compaction: small files")
     p.add_argument("--compaction-events", type=int, default=500_000, help="compaction: events")
     p.add_argument(
@@ -661,6 +793,14 @@ def main(argv: list[str] | None = None) -> int:
             results["dag_parse"] = bench_dag_parse(args.reps, args.warmup)
             for file, r in results["dag_parse"].items():
                 print(f"    {file:<28} median {r['median_s'] * 1000:,.0f} ms", flush=True)
+            continue
+        if name == "scaleout":
+            print(
+                f"==> scaleout: the pipeline on {' and '.join(map(str, SCALEOUT_WORKERS))} "
+                f"standalone worker(s), {args.scaleout_reps} x {args.events:,} events",
+                flush=True,
+            )
+            results["scaleout"] = bench_scaleout(args.events, args.scaleout_reps, args.warmup)
             continue
         if name == "latency":
             print(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack import environment
@@ -12,7 +14,13 @@ from devstack.services import Context
 from include.endpoints import S3Endpoint
 from include.reports import ReportMissing, read_report
 from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, RebuildMartsJob, ReconcileJob
-from include.spark.submit import BASE_CONF, connector_classpath, driver_conf
+from include.spark.submit import (
+    BASE_CONF,
+    connector_classpath,
+    driver_conf,
+    executor_env_file,
+    is_local_master,
+)
 
 
 class SparkAppError(RuntimeError):
@@ -32,15 +40,23 @@ def submit_env(ctx: Context, job: JobSpec | type[JobSpec] | str) -> dict[str, st
     }
 
 
-def submit_argv(ctx: Context, app: JobSpec | str, args: Sequence[str] = ()) -> list[str]:
+def submit_argv(
+    ctx: Context,
+    app: JobSpec | str,
+    args: Sequence[str] = (),
+    properties_file: str = "",
+    extra_conf: Mapping[str, str] | None = None,
+) -> list[str]:
     """spark-submit's command line for a job (its spec) or another script (a path and its
-    arguments)."""
+    arguments); ``properties_file``: :func:`cluster_properties`'; ``extra_conf``: more Spark
+    properties (e.g. the benchmark's event log)."""
     if isinstance(app, JobSpec):
         app, args = app.application(), app.to_argv()
     conf = {
         **BASE_CONF,
         **driver_conf(ctx.env),
         **S3Endpoint(ctx.settings.s3_endpoint).s3a_conf(),  # credentials: submit_env's
+        **(extra_conf or {}),
     }
     master = ctx.settings.spark_master
     argv = ["spark-submit", "--master", master]
@@ -49,34 +65,61 @@ def submit_argv(ctx: Context, app: JobSpec | str, args: Sequence[str] = ()) -> l
         argv += ["--jars", jars]
     if class_path:
         argv += ["--driver-class-path", class_path]
+    if properties_file:
+        argv += ["--properties-file", properties_file]
     for k, v in conf.items():
         argv += ["--conf", f"{k}={v}"]
     return [*argv, app, *args]
 
 
+@contextlib.contextmanager
+def cluster_properties(ctx: Context, env: dict[str, str], secret: str = "") -> Iterator[str]:
+    """On a cluster master (``ctx.settings.spark_master`` not ``local``), the private
+    properties file that gives the executors the S3 keys of ``env`` and makes the driver
+    authenticate with the cluster's shared ``secret``, as Airflow's operator does
+    (include/spark/submit.py); removed after. On a local master: no file (``""``)."""
+    if is_local_master(ctx.settings.spark_master):
+        yield ""
+        return
+    with executor_env_file(env, secret) as path:
+        yield path
+
+
+@dataclass(frozen=True)
+class Submit:
+    """How a run is submitted beyond the stack's defaults: a standalone cluster's shared
+    ``secret`` (:func:`cluster_properties`), more Spark properties (``extra_conf``)."""
+
+    secret: str = ""
+    extra_conf: Mapping[str, str] = field(default_factory=dict)
+
+
 def run_app_status(
-    ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900
+    ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900, how: Submit = Submit()
 ) -> tuple[int, str]:
     """Run a Spark app; return its exit code and stdout. ``log_file`` gets spark-submit's
     stderr, then its stdout: Spark hands the Python driver's stderr (its log, a traceback) to
     spark-submit's stdout."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w") as log:
+    env = submit_env(ctx, job)
+    with open(log_file, "w") as log, cluster_properties(ctx, env, how.secret) as properties:
         proc = subprocess.run(
-            submit_argv(ctx, job),
+            submit_argv(ctx, job, properties_file=properties, extra_conf=how.extra_conf),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
-            env=submit_env(ctx, job),
+            env=env,
             timeout=timeout,
         )
         log.write(proc.stdout)
     return proc.returncode, proc.stdout
 
 
-def run_app(ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900) -> str:
+def run_app(
+    ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900, how: Submit = Submit()
+) -> str:
     """Run a Spark app; return its stdout; raise if it fails."""
-    code, out = run_app_status(ctx, job, log_file, timeout)
+    code, out = run_app_status(ctx, job, log_file, timeout, how)
     if code != 0:
         raise SparkAppError(f"spark app {job.APP} failed (exit {code}); see {log_file}")
     return out

@@ -107,3 +107,27 @@ def test_the_driver_ui_is_addressed_by_a_valid_url_host():
     assert latency.url_host("::1") == "[::1]"
     assert latency.url_host("0.0.0.0") == "127.0.0.1"
     assert latency.url_host("::") == "127.0.0.1"
+
+
+def test_a_new_section_comes_before_the_committed_sections_that_followed_it():
+    """A scenario's first section (here Scale-out) lands where this run put it, before the
+    closing "What limits" text, and a committed section this run lacks keeps its place."""
+    from bench.__main__ import carry_sections
+
+    new = (
+        "# Benchmarks\n\nnow\n\n## Throughput\n\nt2\n\n## Scale-out (today)\n\ns\n\n"
+        "## What limits each figure\n\nw2\n"
+    )
+    old = (
+        "# Benchmarks\n\nthen\n\n## Throughput\n\nt1\n\n## Latency (then)\n\nl1\n\n"
+        "## What limits each figure\n\nw1\n"
+    )
+    merged = carry_sections(new, old)
+    order = [line for line in merged.splitlines() if line.startswith("## ")]
+    assert order == [
+        "## Throughput",
+        "## Latency (then)",
+        "## Scale-out (today)",
+        "## What limits each figure",
+    ]
+    assert "t2" in merged and "l1" in merged and "w2" in merged and "t1" not in merged
