@@ -9,8 +9,8 @@ drops identical repeats of an ``event_id`` first seen within ``--dedupe-horizon`
 producer clock, Kafka timestamp or event time can make a valid event "late"). Each micro-batch
 then fans out (``foreachBatch``), every output idempotent under a replay of the batch:
 
-* the lake:        valid events, enriched from the product catalog (Postgres ``products``),
-                   partitioned by ``event_date``/``event_hour``, written by Spark's own file
+* the lake:        valid events, enriched from the product catalog (Postgres ``products``,
+                   read again once a minute: ``CATALOG_MAX_AGE_S``), partitioned by ``event_date``/``event_hour``, written by Spark's own file
                    sink (its ``_spark_metadata`` log, keyed by the batch id: exactly once);
 * the dead letters: records that break the contract, with the reason, the original bytes and
                    their Kafka coordinates (the same file sink, its own log);
@@ -100,8 +100,9 @@ def read_kafka(spark: SparkSession, args: StreamJob, fail_on_data_loss: bool = T
 
 def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
     """A Postgres table (JDBC, libpq's PG* environment). As the static side of a stream-static
-    join it is read again for every micro-batch: the product catalog's changes and an
-    operator's quarantine reach the next batch (and the retry of a failed one)."""
+    join it is read again for every micro-batch: an operator's quarantine reaches the next
+    batch (and the retry of a failed one). The product catalog is read through a
+    :class:`Snapshot` instead."""
     pg = PostgresEndpoint.from_libpq_env()
     return (
         spark.read.format("jdbc")
@@ -114,6 +115,40 @@ def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
     )
 
 
+# How old the product catalog a batch enriches from may be. Read for every batch it cost a
+# JDBC connection and a Spark job (its broadcast) per micro-batch, the same few rows each time.
+CATALOG_MAX_AGE_S = 60.0
+
+
+class Snapshot:
+    """A small table held on the driver and read again once it is ``max_age_s`` old: a local
+    relation (its rows in the plan), whose broadcast Spark builds on the driver without a job,
+    instead of a read of the source for every micro-batch."""
+
+    def __init__(
+        self,
+        read: Callable[[SparkSession], DataFrame],
+        max_age_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read, self.max_age_s, self.clock = read, max_age_s, clock
+        self._df: DataFrame | None = None
+        self._read_at = 0.0
+
+    def get(self, session: SparkSession) -> DataFrame:
+        """The table, as of at most ``max_age_s`` ago, in ``session`` (the batch's)."""
+        now = self.clock()
+        if self._df is None or now - self._read_at >= self.max_age_s:
+            fresh = self.read(session)
+            # Collected and rebuilt on the JVM: createDataFrame(java.util.List<Row>, schema)
+            # makes a LocalRelation (PySpark's own createDataFrame would make an RDD).
+            jdf = session._jsparkSession.createDataFrame(
+                fresh._jdf.collectAsList(), fresh._jdf.schema()
+            )
+            self._df, self._read_at = DataFrame(jdf, session), now
+        return self._df
+
+
 def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
@@ -122,6 +157,9 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     dead = file_sink(spark, args.dead_letter_path, ("detected_date",))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
+    catalog = Snapshot(
+        partial(read_table, pg_schema=args.pg_schema, table="products"), CATALOG_MAX_AGE_S
+    )
     # The threads that run a batch's outputs after the lake's (side_by_side), kept for the run.
     pool = ThreadPoolExecutor(max_workers=1 + len(aggregates), thread_name_prefix="fan-out")
 
@@ -141,7 +179,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
         try:
             lap = stopwatch(phases)
             valid = tx.valid_events(batch)
-            products = read_table(batch.sparkSession, args.pg_schema, "products")
+            products = catalog.get(batch.sparkSession)
             # The lake's job computes the batch (the read, the checks, the deduplication's
             # state) and persists it; the other outputs read the persisted rows, at once.
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)

@@ -322,3 +322,35 @@ def test_a_batch_s_outputs_run_side_by_side_and_a_failure_waits_for_the_others(s
         side_by_side(pool, {"slow": slow, "broken": broken}, {})
     assert finished.is_set(), "the failure was raised while another job still ran"
     pool.shutdown()
+
+
+def test_the_catalog_snapshot_is_read_again_only_once_it_is_max_age_old(spark):
+    """The product catalog a batch enriches from: a local relation (its broadcast needs no
+    Spark job) taken from the source, kept until it is ``max_age_s`` old."""
+    from spark_apps.stream_events import Snapshot
+
+    source = {"price": 10.0}
+    reads: list[float] = []
+    now = [100.0]
+
+    def read(session):
+        reads.append(now[0])
+        # an RDD-backed DataFrame, like a JDBC read: not already a local relation
+        return session.createDataFrame(
+            spark.sparkContext.parallelize([("p1", source["price"])]),
+            "product_id string, price double",
+        )
+
+    snapshot = Snapshot(read, max_age_s=60.0, clock=lambda: now[0])
+    first = snapshot.get(spark)
+    plan = first._jdf.queryExecution().analyzed().getClass().getSimpleName()
+    assert plan == "LocalRelation", plan
+    assert [tuple(r) for r in first.collect()] == [("p1", 10.0)]
+
+    source["price"] = 12.0  # the source changes: the snapshot keeps its rows for a minute
+    now[0] = 159.9
+    assert [tuple(r) for r in snapshot.get(spark).collect()] == [("p1", 10.0)]
+    assert reads == [100.0]
+    now[0] = 160.0
+    assert [tuple(r) for r in snapshot.get(spark).collect()] == [("p1", 12.0)]
+    assert reads == [100.0, 160.0]
