@@ -209,8 +209,10 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
 
 
 def collect_partials(transform, valid: DataFrame, window: str) -> list[dict]:
-    """One batch's partial rows of a live aggregate, on the driver (a few hundred rows)."""
-    return [r.asDict() for r in transform(valid, window).collect()]
+    """One batch's partial rows of a live aggregate, on the driver (a few hundred rows): the
+    aggregation's shuffle partitions are read by one task (``coalesce(1)`` adds no shuffle),
+    not a task each for a handful of rows."""
+    return [r.asDict() for r in transform(valid, window).coalesce(1).collect()]
 
 
 def side_by_side(
@@ -378,6 +380,11 @@ BATCH_CONF = {
     # writes its rows as they come instead of sorting them by partition first (Spark falls
     # back to the sort beyond this many partitions in one task).
     "spark.sql.maxConcurrentOutputFileWriters": "16",
+    # The deduplication's state commits upload the batch's changed keys (a changelog file per
+    # state partition) instead of a RocksDB snapshot (its new SST files, a zip and checksums);
+    # snapshots are uploaded in the background by the state store's maintenance. Spark reads
+    # checkpoints written either way, so it can be turned on for a running stream.
+    "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
 }
 
 GRACEFUL_TIMEOUT_S = 600

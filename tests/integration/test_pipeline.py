@@ -118,6 +118,13 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     dead = observed("dead_letter", "dead_lettered")
     assert (landed, irrelevant, dead) == (report["rows"], kinds["irrelevant"], len(bad))
 
+    # The deduplication's state commits are changelogs of the batch's keys (BATCH_CONF), not a
+    # RocksDB snapshot per batch: a .changelog object per state partition and batch.
+    state = f"{sandbox.checkpoint_prefix}/{pipeline.STREAM_QUERY}/state/"
+    listed = ctx.s3_root.client().list_objects_v2(Bucket=ctx.settings.bucket, Prefix=state)
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert any(k.endswith(".changelog") for k in keys), keys
+
     # A second run with nothing new changes nothing (idempotent, resumes from checkpoints).
     again = run_stream(ctx, sandbox)
     assert again["rows"] == report["rows"] and postgres_sales(ctx, sandbox.pg_schema) == sales
