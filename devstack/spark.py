@@ -48,7 +48,7 @@ def submit_argv(
     extra_conf: Mapping[str, str] | None = None,
 ) -> list[str]:
     """spark-submit's command line for a job (its spec) or another script (a path and its
-    arguments); ``properties_file``: :func:`cluster_properties`'; ``extra_conf``: more Spark
+    arguments); ``properties_file``: from :func:`cluster_properties`; ``extra_conf``: more Spark
     properties (e.g. the benchmark's event log)."""
     if isinstance(app, JobSpec):
         app, args = app.application(), app.to_argv()

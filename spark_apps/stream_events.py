@@ -10,8 +10,9 @@ producer clock, Kafka timestamp or event time can make a valid event "late"). Ea
 then fans out (``foreachBatch``), every output idempotent under a replay of the batch:
 
 * the lake:        valid events, enriched from the product catalog (Postgres ``products``,
-                   read again once a minute: ``CATALOG_MAX_AGE_S``), partitioned by ``event_date``/``event_hour``, written by Spark's own file
-                   sink (its ``_spark_metadata`` log, keyed by the batch id: exactly once);
+                   read again once a minute: ``CATALOG_MAX_AGE_S``), partitioned by
+                   ``event_date``/``event_hour``, written by Spark's own file sink (its
+                   ``_spark_metadata`` log, keyed by the batch id: exactly once);
 * the dead letters: records that break the contract, with the reason, the original bytes and
                    their Kafka coordinates (the same file sink, its own log);
 * the live aggregates (``include/analytics/store.py`` ``AGGREGATES``, each naming its
