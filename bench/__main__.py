@@ -412,8 +412,10 @@ def machine() -> str:
     )
 
 
+P99_POSTGRES_GOAL_S = 3.0
+
 TARGET_TEXT = {
-    "p99_postgres_at_50": 3.0,  # s
+    "p99_postgres_at_50": 5.0,  # s (issue 17's target; its goal is P99_POSTGRES_GOAL_S)
     "file_reduction": 100.0,  # x fewer files
     "scan_speedup": 3.5,  # x faster scans
     "mb_per_s_per_core": 5.0,  # compaction throughput
@@ -543,7 +545,7 @@ def to_markdown(results: dict, images: str) -> str:
             lines += [
                 "",
                 f"p99 produce → Postgres at 50 %: **{p99:.1f} s** (target ≤ {target:.0f} s: "
-                f"{'met' if p99 <= target else 'missed'}).",
+                f"{'met' if p99 <= target else 'missed'}; goal {P99_POSTGRES_GOAL_S:.0f} s).",
             ]
         phases = lat.get("median_durations_ms") or {}
         if phases:
