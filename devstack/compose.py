@@ -122,6 +122,7 @@ def problems(
     found += secrets_on_command_lines(compose)
     found += public_ports(compose)
     found += unauthenticated_spark(resolve(compose, SCALE_OUT))
+    found += unauthenticated_kafka(resolve(compose, SCALE_OUT))
     found += disagreements(compose)
     if env_example is not None:
         found += filled_examples(env_example)
@@ -243,9 +244,13 @@ def default_credentials(compose: Mapping[str, Any]) -> list[str]:
         for key, value in _environment(svc).items():
             if key.startswith("AIRFLOW_CONN_"):
                 conn = json.loads(value)
-                password = str(conn.get("password", ""))
-                if password and not VAR_REF.fullmatch(password):
-                    out.append(f"service {name}: {key} has a literal password")
+                extra = conn.get("extra") or {}
+                for field, password in (
+                    ("password", conn.get("password")),
+                    ("extra.sasl.password", extra.get("sasl.password")),
+                ):
+                    if password and not REQUIRED_VAR.match(str(password)):
+                        out.append(f"service {name}: {key} has a literal or defaulted {field}")
     return out
 
 
@@ -372,6 +377,53 @@ def unauthenticated_spark(compose: Mapping[str, Any]) -> list[str]:
                 f"service {name}: a Spark daemon not started by include.spark.daemon with "
                 "SPARK_AUTH_SECRET (it would accept unauthenticated peers)"
             )
+    return out
+
+
+KAFKA_ENTRYPOINT = "/rtap/kafka-entrypoint.sh"  # docker/kafka-entrypoint.sh, mounted there
+KAFKA_SECRETS = ("RTAP_KAFKA_BROKER_PASSWORD", "RTAP_KAFKA_CLIENT_PASSWORD")
+
+
+def unauthenticated_kafka(compose: Mapping[str, Any]) -> list[str]:
+    """Kafka authenticates every connection: each listener of each broker maps to a ``SASL_*``
+    protocol, the broker starts through docker/kafka-entrypoint.sh (which creates the SCRAM
+    users and the broker's JAAS file) with both passwords, and the ``kafka_default``
+    connection the platform's clients use speaks SASL. Checked on the scale-out resolution
+    (three brokers)."""
+    from devstack.environment import CONNECTIONS_HOLDER
+
+    out = []
+    services = compose.get("services", {})
+    for name, svc in services.items():
+        env = _environment(svc)
+        if "KAFKA_LISTENERS" not in env:
+            continue
+        protocols = dict(
+            item.split(":", 1)
+            for item in env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "").split(",")
+            if ":" in item
+        )
+        for listener in env["KAFKA_LISTENERS"].split(","):
+            label = listener.split("://", 1)[0]
+            protocol = protocols.get(label, label)  # unmapped: the name is the protocol
+            if not protocol.startswith("SASL_"):
+                out.append(
+                    f"service {name}: listener {label} is {protocol}, which accepts "
+                    "unauthenticated connections (use SASL_PLAINTEXT or SASL_SSL)"
+                )
+        entrypoint = " ".join(map(str, svc.get("entrypoint") or []))
+        if KAFKA_ENTRYPOINT not in entrypoint:
+            out.append(f"service {name}: Kafka does not start through {KAFKA_ENTRYPOINT}")
+        for var in KAFKA_SECRETS:
+            if not env.get(var):
+                out.append(f"service {name}: lacks {var}")
+    holder = _environment(services.get(CONNECTIONS_HOLDER, {}))
+    kafka = json.loads(holder.get("AIRFLOW_CONN_KAFKA_DEFAULT") or "{}").get("extra") or {}
+    if not str(kafka.get("security.protocol", "")).startswith("SASL_"):
+        out.append(
+            f"service {CONNECTIONS_HOLDER}: AIRFLOW_CONN_KAFKA_DEFAULT has no SASL "
+            "security.protocol (the brokers refuse other clients)"
+        )
     return out
 
 

@@ -78,12 +78,56 @@ def test_a_default_credential_fails(doc, spec, service, key, value, expected):
     assert any(expected in p for p in found), found
 
 
-def test_a_literal_password_in_a_connection_fails(doc, spec):
+@pytest.mark.parametrize(
+    ("var", "path", "value"),
+    [
+        ("AIRFLOW_CONN_ANALYTICS_DB", ("password",), "hunter22"),
+        ("AIRFLOW_CONN_KAFKA_DEFAULT", ("extra", "sasl.password"), "hunter22"),
+        ("AIRFLOW_CONN_KAFKA_DEFAULT", ("extra", "sasl.password"), "${KAFKA_CLIENT_PASSWORD:-x}"),
+    ],
+)
+def test_a_literal_password_in_a_connection_fails(doc, spec, var, path, value):
     env = doc["services"]["airflow-api-server"]["environment"]
-    conn = json.loads(env["AIRFLOW_CONN_ANALYTICS_DB"])
-    conn["password"] = "hunter22"
-    env["AIRFLOW_CONN_ANALYTICS_DB"] = json.dumps(conn)
-    assert any("literal password" in p for p in compose.problems(doc, spec))
+    conn = json.loads(env[var])
+    (conn["extra"] if len(path) == 2 else conn)[path[-1]] = value
+    env[var] = json.dumps(conn)
+    field = ".".join(path)
+    assert f"service airflow-api-server: {var} has a literal or defaulted {field}" in (
+        compose.problems(doc, spec)
+    )
+
+
+def test_kafka_refuses_unauthenticated_connections(doc, spec):
+    """Every broker listener is SASL, the brokers start through the SCRAM entrypoint and the
+    platform's connection speaks SASL (tests/integration/test_compose_kafka.py runs them)."""
+    kafka = compose._environment(doc["services"]["kafka"])
+    assert set(kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")) == {
+        "CONTROLLER:SASL_PLAINTEXT",
+        "SASL_PLAINTEXT:SASL_PLAINTEXT",
+    }
+    env = doc["services"]["kafka"]["environment"]
+    env["KAFKA_LISTENERS"] = "SASL_PLAINTEXT://:9092,CONTROLLER://:9093,PLAINTEXT://:9094"
+    env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] = (
+        "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    )
+    del doc["services"]["kafka-3"]["entrypoint"]
+    del doc["services"]["kafka-2"]["environment"]["RTAP_KAFKA_CLIENT_PASSWORD"]
+    api = doc["services"]["airflow-api-server"]["environment"]
+    conn = json.loads(api["AIRFLOW_CONN_KAFKA_DEFAULT"])
+    del conn["extra"]["security.protocol"]
+    api["AIRFLOW_CONN_KAFKA_DEFAULT"] = json.dumps(conn)
+    found = compose.problems(doc, spec)
+    for problem in (
+        "service kafka: listener CONTROLLER is PLAINTEXT, which accepts unauthenticated "
+        "connections (use SASL_PLAINTEXT or SASL_SSL)",
+        "service kafka: listener PLAINTEXT is PLAINTEXT, which accepts unauthenticated "
+        "connections (use SASL_PLAINTEXT or SASL_SSL)",
+        "service kafka-3: Kafka does not start through /rtap/kafka-entrypoint.sh",
+        "service kafka-2: lacks RTAP_KAFKA_CLIENT_PASSWORD",
+        "service airflow-api-server: AIRFLOW_CONN_KAFKA_DEFAULT has no SASL security.protocol "
+        "(the brokers refuse other clients)",
+    ):
+        assert problem in found, found
 
 
 def test_a_filled_env_example_fails():
