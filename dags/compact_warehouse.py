@@ -4,9 +4,10 @@
 At 02:30 UTC, for the event day that just ended (the run's data interval starts on it),
 `spark_apps/compact_events.py` reads the day's committed raw files (through the file sink's
 metadata), dedupes them by `event_id`, checks the contract's expectations (no write when one
-fails), replaces the day in the Iceberg table `lake.<namespace>.events` (partitioned by day,
-sorted, files near `target_file_mb`), verifies it (rows = distinct source events, revenue,
-unique ids; otherwise the day is restored as it was, in a commit of its own), rebuilds the
+fails), writes the day on an audit branch of the Iceberg table `lake.<namespace>.events`
+(partitioned by day, sorted, files near `target_file_mb`), verifies it there (rows = distinct
+source events, revenue, unique ids) and only then publishes it to `main` (a failed check
+publishes nothing; write-audit-publish, docs/warehouse.md), rebuilds the
 day's marts (`daily_sales_by_category`, `daily_funnel`) and records the run in Postgres
 `compaction_runs`. Re-running a day gives the same tables. It then appends to every earlier
 day the events of the raw files it got since its last verified run (late events: found in the

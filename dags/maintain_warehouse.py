@@ -2,9 +2,9 @@
 ### Weekly warehouse maintenance (Iceberg)
 
 Sundays at 04:00 UTC, for every table of the warehouse and marts namespaces,
-`spark_apps/maintain_warehouse.py` rewrites manifests, expires snapshots older than
-`snapshot_days` (keeping `retain_last`) and removes orphan files older than `orphan_days`
-(left by killed writes; at least a day). The log has per-table figures.
+`spark_apps/maintain_warehouse.py` removes the audit branches of killed compaction runs,
+rewrites manifests, expires snapshots older than `snapshot_days` (keeping `retain_last`) and
+removes orphan files older than `orphan_days` (left by killed writes; at least a day). The log has per-table figures.
 
 Connections: `spark_default`, `warehouse_s3`, `analytics_db`.
 """

@@ -3,9 +3,11 @@
 Reads the day's raw events *through the file sink's metadata* (committed files only),
 deduplicates them by ``event_id``, checks the contract's expectations, and replaces the day in
 ``lake.<namespace>.events`` (Iceberg, partitioned by ``days(event_time)``, sorted by category,
-event type and time, files of ``--target-file-mb``). Then it verifies the table (rows =
-distinct source events, revenue equal, one row per id) and, if a check fails, restores the
-day as it was before the run (a commit of that day only), else rebuilds the day's marts
+event type and time, files of ``--target-file-mb``) by write-audit-publish: the day is written
+on a branch of the table that readers never see, verified there (rows = distinct source
+events, revenue equal, one row per id) and only then published to ``main`` (a fast-forward,
+or a cherry-pick when another day was committed meanwhile); a failed check drops the branch,
+so ``main`` never holds an unverified day. Then it rebuilds the day's marts
 (``daily_sales_by_category``, ``daily_funnel``); it records the run in ``compaction_runs``
 (and, once verified, the raw files it read in ``compaction_inputs``). Re-running a day replaces it: the same input gives the same tables.
 Then, unless ``--late-days=false``, it adds to every verified day the events of the files the
@@ -29,7 +31,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import Collection, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from time import monotonic
 
@@ -164,6 +168,99 @@ def replace_day(frame: DataFrame, table: str, condition, roll_bytes: int | None 
     writer.overwrite(condition)
 
 
+def write_day(frame: DataFrame, table: str, roll_bytes: int | None = None) -> None:
+    """Replace the partitions (days) ``frame`` holds rows of, in one Iceberg commit: a dynamic
+    overwrite, the kind of commit a cherry-pick can replay onto a ``main`` that moved on
+    (:func:`publish`; an overwrite by filter cannot be). The expectations ensure the frame
+    holds its day only."""
+    writer = frame.writeTo(table).option("distribution-mode", "none")
+    if roll_bytes:
+        writer = writer.option("target-file-size-bytes", str(roll_bytes))
+    writer.overwritePartitions()
+
+
+class PublishConflict(RuntimeError):
+    """``main`` changed the run's day while the run audited it (another run of that day)."""
+
+
+def _iceberg(spark: SparkSession, table: str):
+    """The Iceberg table object (its Java API: branches, fast-forward, cherry-pick), freshly
+    loaded. The Java API, not the SQL procedures, so it needs no session extensions."""
+    jvm = spark.sparkContext._jvm
+    return jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, table)
+
+
+def on_branch(table: str, branch: str) -> str:
+    """The identifier that reads or writes ``branch`` of ``table``."""
+    return f"{table}.branch_{branch}"
+
+
+AUDIT_PREFIX = "audit_"
+
+
+@contextmanager
+def audit_branch(spark: SparkSession, table: str, day: date) -> Iterator[str]:
+    """Write-audit-publish, write: a branch of its own for the day's run, at ``main``'s
+    current commit, dropped when the run ends whatever the outcome (once published, ``main``
+    holds its commit). An empty table first gets an empty commit on ``main``, so the branch
+    grows from ``main``'s history and a cherry-pick can publish it. A killed run's branch is
+    left behind; the weekly maintenance removes such branches (``AUDIT_PREFIX``)."""
+    if current_snapshot(spark, table) is None:
+        _iceberg(spark, table).newAppend().commit()
+    branch = f"{AUDIT_PREFIX}{day:%Y%m%d}_{uuid.uuid4().hex[:8]}"
+    main = current_snapshot(spark, table)
+    _iceberg(spark, table).manageSnapshots().createBranch(branch, main).commit()
+    try:
+        yield branch
+    finally:
+        try:
+            drop_branch(spark, table, branch)
+        except Exception:  # a JVM going down: the maintenance removes it
+            log.warning("could not drop the audit branch %s of %s", branch, table, exc_info=True)
+
+
+def drop_branch(spark: SparkSession, table: str, branch: str) -> None:
+    iceberg = _iceberg(spark, table)
+    if iceberg.refs().containsKey(branch):
+        iceberg.manageSnapshots().removeBranch(branch).commit()
+
+
+def publish(spark: SparkSession, table: str, branch: str) -> None:
+    """Write-audit-publish, publish: ``main`` takes the audited branch's commit. A fast-forward when ``main`` has not moved since the branch was
+    opened; else a cherry-pick of the branch's commit onto ``main``, which keeps what other
+    runs committed meanwhile (other days) and which Iceberg refuses when one of them
+    replaced the same day (:class:`PublishConflict`; ``main`` keeps the other run's day)."""
+    from py4j.protocol import Py4JJavaError
+
+    def refused(commit: Callable[[], object]) -> str | None:
+        """None once ``commit`` is done; Iceberg's reason when it refuses (validation)."""
+        try:
+            commit()
+            return None
+        except Py4JJavaError as exc:
+            if exc.java_exception.getClass().getSimpleName() != "ValidationException":
+                raise
+            return str(exc.java_exception.getMessage())
+
+    util = spark.sparkContext._jvm.org.apache.iceberg.util.SnapshotUtil
+    iceberg = _iceberg(spark, table)
+    ref = iceberg.refs().get(branch)
+    if ref is None:
+        raise PublishConflict(f"the audit branch {branch} is gone (removed by the maintenance?)")
+    head = ref.snapshotId()
+    if util.isAncestorOf(iceberg, head, iceberg.currentSnapshot().snapshotId()):
+        if (
+            refused(lambda: iceberg.manageSnapshots().fastForwardBranch("main", branch).commit())
+            is None
+        ):
+            return
+        iceberg = _iceberg(spark, table)  # main moved on between the check and the commit
+    # (The snapshot manager commits each operation as it is called.)
+    reason = refused(lambda: iceberg.manageSnapshots().cherrypick(head).commit())
+    if reason is not None:
+        raise PublishConflict(reason)
+
+
 def measured_bytes_per_row(spark: SparkSession, table: str) -> float | None:
     """What the table's live files hold per row (None for an empty table)."""
     row = spark.sql(
@@ -257,46 +354,50 @@ def compact(
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog.CATALOG}.{args.namespace}")
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog.CATALOG}.{args.marts_namespace}")
     ensure_table(spark, events_table, deduped.schema, target_bytes)
-    before = current_snapshot(spark, events_table)
     bytes_per_row = measured_bytes_per_row(spark, events_table) or args.bytes_per_row
     n_files = W.output_files(source["distinct_ids"], bytes_per_row, target_bytes)
     report["plan"] = {"files": n_files, "bytes_per_row": round(bytes_per_row, 1)}
-    log.info("writing %s: %s file(s), %.1f B/row", day, n_files, bytes_per_row)
-    replace_day(
-        deduped.repartitionByRange(n_files, "category", "event_type", "event_time"),
-        events_table,
-        _day_filter(day),
-        roll_bytes=int(target_bytes * ROLL_FACTOR),
-    )
-    after = current_snapshot(spark, events_table)
-    report["snapshot_id"] = after
-    lap("write")
-    report["seconds"] = {"read_dedupe_write": round(monotonic() - started, 3)}
-
-    stored = spark.table(events_table).where(_day_filter(day))
-    target = W.totals(stored)
-    report["target"] = {**target, **table_files(spark, events_table, day)}
-    problems = []
-    if target["rows"] != source["distinct_ids"]:
-        problems.append(f"rows {target['rows']} != distinct source events {source['distinct_ids']}")
-    if target["distinct_ids"] != target["rows"]:
-        problems.append(f"{target['rows'] - target['distinct_ids']} duplicate event_id(s)")
-    if abs(target["revenue"] - source["revenue"]) > 0.005:
-        problems.append(f"revenue {target['revenue']} != source {source['revenue']}")
-    if problems:
-        _roll_back(spark, events_table, before, day)
-        report["verification"] = problems
-        raise CompactionFailed(
-            f"{day}: verification failed, the day restored as it was before the run:\n"
-            + "\n".join(f"  - {p}" for p in problems)
+    with audit_branch(spark, events_table, day) as branch:
+        report["branch"] = branch
+        log.info(
+            "writing %s on branch %s: %s file(s), %.1f B/row", day, branch, n_files, bytes_per_row
         )
-    report["verification"] = []
+        write_day(
+            deduped.repartitionByRange(n_files, "category", "event_type", "event_time"),
+            on_branch(events_table, branch),
+            roll_bytes=int(target_bytes * ROLL_FACTOR),
+        )
+        lap("write")
+        report["seconds"] = {"read_dedupe_write": round(monotonic() - started, 3)}
+
+        # The audit, on the branch: readers of main see none of it yet.
+        target = W.totals(spark.table(on_branch(events_table, branch)).where(_day_filter(day)))
+        problems = []
+        if target["rows"] != source["distinct_ids"]:
+            problems.append(
+                f"rows {target['rows']} != distinct source events {source['distinct_ids']}"
+            )
+        if target["distinct_ids"] != target["rows"]:
+            problems.append(f"{target['rows'] - target['distinct_ids']} duplicate event_id(s)")
+        if abs(target["revenue"] - source["revenue"]) > 0.005:
+            problems.append(f"revenue {target['revenue']} != source {source['revenue']}")
+        if problems:
+            report["verification"] = problems
+            raise CompactionFailed(
+                f"{day}: verification failed; nothing was published (the table is as it was):\n"
+                + "\n".join(f"  - {p}" for p in problems)
+            )
+        report["verification"] = []
+        _publish(spark, events_table, branch, day)
+    report["snapshot_id"] = current_snapshot(spark, events_table)
+    report["target"] = {**target, **table_files(spark, events_table, day)}
     report["status"] = "verified"
     report["seconds"]["verify"] = round(
         monotonic() - started - report["seconds"]["read_dedupe_write"], 3
     )
     lap("verify")
 
+    stored = spark.table(events_table).where(_day_filter(day))
     report["marts"] = write_marts(spark, stored, args.marts_namespace, day, day)
     lap("marts")
     deduped.unpersist()
@@ -322,52 +423,53 @@ def append_late(
     rows = with_source_file(late)
     files, inputs = source_files(rows)
     report["source"] = {**files, **W.totals(rows)}
-    existing = spark.table(events_table).where(_day_filter(day))
-    before = W.totals(existing)
-    before_snapshot = current_snapshot(spark, events_table)
-    # The table's columns, in its order (a column the late rows lack is null).
-    new = existing.limit(0).unionByName(
-        W.dedupe_day(rows)
-        .drop(FILE_PATH, FILE_SIZE)
-        .join(existing.select("event_id"), "event_id", "left_anti"),
-        allowMissingColumns=True,
-    )
-    new = new.persist()
-    added = W.totals(new)
-    report["appended"] = added["rows"]
-    failures = W.expectations(new, day)
-    if failures:
-        report["expectations"] = [str(f) for f in failures]
-        raise CompactionFailed(
-            f"{day}: {len(failures)} expectation(s) failed on its late events; nothing was "
-            "written:\n" + "\n".join(f"  - {f}" for f in failures)
+    with audit_branch(spark, events_table, day) as branch:
+        report["branch"] = branch
+        existing = spark.table(on_branch(events_table, branch)).where(_day_filter(day))
+        before = W.totals(existing)
+        # The table's columns, in its order (a column the late rows lack is null).
+        new = existing.limit(0).unionByName(
+            W.dedupe_day(rows)
+            .drop(FILE_PATH, FILE_SIZE)
+            .join(existing.select("event_id"), "event_id", "left_anti"),
+            allowMissingColumns=True,
         )
-    report["expectations"] = []
-    if added["rows"]:
-        new.coalesce(1).writeTo(events_table).append()
-    report["snapshot_id"] = current_snapshot(spark, events_table)
-    stored = spark.table(events_table).where(_day_filter(day))
-    target = W.totals(stored)
-    report["target"] = {**target, **table_files(spark, events_table, day)}
-    problems = []
-    if target["rows"] != before["rows"] + added["rows"]:
-        problems.append(f"rows {target['rows']} != {before['rows']} + {added['rows']} appended")
-    if target["distinct_ids"] != target["rows"]:
-        problems.append(f"{target['rows'] - target['distinct_ids']} duplicate event_id(s)")
-    if abs(target["revenue"] - before["revenue"] - added["revenue"]) > 0.005:
-        problems.append(
-            f"revenue {target['revenue']} != {before['revenue']} + {added['revenue']} appended"
-        )
-    new.unpersist()
-    if problems:
+        new = new.persist()
+        added = W.totals(new)
+        report["appended"] = added["rows"]
+        failures = W.expectations(new, day)
+        if failures:
+            report["expectations"] = [str(f) for f in failures]
+            raise CompactionFailed(
+                f"{day}: {len(failures)} expectation(s) failed on its late events; nothing "
+                "was written:\n" + "\n".join(f"  - {f}" for f in failures)
+            )
+        report["expectations"] = []
         if added["rows"]:
-            _roll_back(spark, events_table, before_snapshot, day)
-        report["verification"] = problems
-        raise CompactionFailed(
-            f"{day}: verification of the late append failed, the day restored as it was:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
-    report["verification"] = []
+            new.coalesce(1).writeTo(on_branch(events_table, branch)).append()
+        target = W.totals(spark.table(on_branch(events_table, branch)).where(_day_filter(day)))
+        problems = []
+        if target["rows"] != before["rows"] + added["rows"]:
+            problems.append(f"rows {target['rows']} != {before['rows']} + {added['rows']} appended")
+        if target["distinct_ids"] != target["rows"]:
+            problems.append(f"{target['rows'] - target['distinct_ids']} duplicate event_id(s)")
+        if abs(target["revenue"] - before["revenue"] - added["revenue"]) > 0.005:
+            problems.append(
+                f"revenue {target['revenue']} != {before['revenue']} + {added['revenue']} appended"
+            )
+        new.unpersist()
+        if problems:
+            report["verification"] = problems
+            raise CompactionFailed(
+                f"{day}: verification of the late append failed; nothing was published (the "
+                "day is as it was):\n" + "\n".join(f"  - {p}" for p in problems)
+            )
+        report["verification"] = []
+        if added["rows"]:
+            _publish(spark, events_table, branch, day)
+    report["snapshot_id"] = current_snapshot(spark, events_table)
+    report["target"] = {**target, **table_files(spark, events_table, day)}
+    stored = spark.table(events_table).where(_day_filter(day))
     report["status"] = "verified"
     # Always: a run that appended and then died before the marts left them behind the table.
     report["marts"] = write_marts(spark, stored, args.marts_namespace, day, day)
@@ -375,18 +477,14 @@ def append_late(
     return report, inputs
 
 
-def _roll_back(spark: SparkSession, table: str, before: int | None, day: date) -> None:
-    """Undo this run's commit for its day only: the day's rows as they were at ``before``,
-    written as one more commit that replaces the day. A commit of another day made meanwhile
-    (a backfill beside the nightly run) stays; ``rollback_to_snapshot`` would discard it."""
-    if before is None:  # the table's first commit: remove what it wrote
-        spark.sql(
-            f"DELETE FROM {table} WHERE event_time >= TIMESTAMP '{day} 00:00:00' "
-            f"AND event_time < TIMESTAMP '{day + timedelta(days=1)} 00:00:00'"
-        )
-        return
-    previous = spark.sql(f"SELECT * FROM {table} VERSION AS OF {before}").where(_day_filter(day))
-    replace_day(previous, table, _day_filter(day))
+def _publish(spark: SparkSession, table: str, branch: str, day: date) -> None:
+    try:
+        publish(spark, table, branch)
+    except PublishConflict as exc:
+        raise CompactionFailed(
+            f"{day}: another run replaced the day while this one audited it; nothing was "
+            f"published, the other run's day stays ({exc})"
+        ) from exc
 
 
 def run_day(spark: SparkSession, conn, args: CompactJob, late_files: Collection[str] = ()) -> dict:

@@ -1,5 +1,6 @@
-"""Weekly Iceberg maintenance of the warehouse: rewrite manifests, expire snapshots, remove
-orphan files, for every table of the warehouse and marts namespaces.
+"""Weekly Iceberg maintenance of the warehouse: remove the audit branches of killed compaction
+runs, rewrite manifests, expire snapshots, remove orphan files, for every table of the
+warehouse and marts namespaces.
 
 * ``rewrite_manifests``: regroups manifests so planning reads few of them (a new snapshot).
 * ``expire_snapshots``: drops snapshots older than ``--snapshot-days`` (keeping at least
@@ -50,10 +51,25 @@ def _ts(moment: datetime) -> str:
     return moment.strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
 
 
+def remove_audit_branches(spark: SparkSession, table: str) -> list[str]:
+    """Drop the audit branches compaction runs left behind (a run drops its own when it ends;
+    one killed on the way leaves it, holding its snapshot and files from the expiry). A run
+    still going when this happens finds its branch gone and fails before publishing
+    anything; its retry starts over."""
+    from spark_apps.compact_events import AUDIT_PREFIX, drop_branch
+
+    rows = spark.sql(f"SELECT name FROM {table}.refs WHERE type = 'BRANCH'").collect()
+    left = sorted(r[0] for r in rows if r[0].startswith(AUDIT_PREFIX))
+    for branch in left:
+        drop_branch(spark, table, branch)
+    return left
+
+
 def maintain(spark: SparkSession, table: str, args: MaintainJob) -> dict:
     now = datetime.now(UTC).replace(tzinfo=None)
     system = f"{catalog.CATALOG}.system"
     table = f"{catalog.CATALOG}.{table}"
+    abandoned = remove_audit_branches(spark, table)
     # Manifests first: the rewrite is a snapshot of its own, which the expiry then counts.
     manifests = spark.sql(f"CALL {system}.rewrite_manifests(table => '{table}')").first()
     expired = spark.sql(
@@ -66,6 +82,7 @@ def maintain(spark: SparkSession, table: str, args: MaintainJob) -> dict:
         f"older_than => {_ts(now - timedelta(days=args.orphan_days))})"
     ).collect()
     return {
+        "audit_branches_removed": abandoned,
         "expired_data_files": expired["deleted_data_files_count"],
         "expired_manifests": expired["deleted_manifest_files_count"],
         "orphan_files_removed": len(orphans),

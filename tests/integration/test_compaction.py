@@ -443,16 +443,25 @@ def test_late_events_reach_the_warehouse_and_retention_deletes_only_what_it_hold
     assert_day_correct(ctx, wh, d1)  # the run of d1, all of its raw files expired, left it
 
 
-def test_a_failed_verification_undoes_its_own_day_only(ctx, tmp_path):
-    """The roll-back after a failed verification restores its day as it was before the run
-    and keeps another day's commit made meanwhile (a backfill beside the nightly run), on a
-    real Iceberg table (Spark's Iceberg runtime, a Hadoop catalog in a temporary directory)."""
+def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
+    """Compaction's write-audit-publish (spark_apps/compact_events.py) on a real Iceberg table
+    (Spark's Iceberg runtime, a Hadoop catalog in a temporary directory), runs interleaved as
+    a backfill beside the nightly run interleaves them:
+
+    * a run's day is on its own branch until published: ``main`` does not show it;
+    * a failed audit publishes nothing: no commit of ``main``'s history ever held the rejected
+      rows, and another day committed meanwhile stays;
+    * a day published after ``main`` moved on (another day committed meanwhile) is
+      cherry-picked: both days are there;
+    * two runs of one day: the second to publish is refused, ``main`` keeps the first's day;
+    * every run's branch is gone when it ends.
+    """
     from pyspark.sql import functions as F
 
-    from spark_apps import compact_events
+    from spark_apps import compact_events as E
 
     spark = reader(ctx)
-    name = f"rb_{uuid.uuid4().hex[:8]}"
+    name = f"wap_{uuid.uuid4().hex[:8]}"
     spark.conf.set(f"spark.sql.catalog.{name}", "org.apache.iceberg.spark.SparkCatalog")
     spark.conf.set(f"spark.sql.catalog.{name}.type", "hadoop")
     spark.conf.set(f"spark.sql.catalog.{name}.warehouse", f"file:{tmp_path}")
@@ -469,21 +478,59 @@ def test_a_failed_verification_undoes_its_own_day_only(ctx, tmp_path):
             [(i, at) for i in ids], "event_id string, event_time timestamp"
         )
 
-    def ids_of(day: date) -> list[str]:
-        frame = spark.table(table).where(F.to_date("event_time") == F.lit(day.isoformat()))
+    def ids_of(day: date, source: str = table, snapshot: int | None = None) -> list[str]:
+        reader_ = spark.read.option("versionAsOf", snapshot) if snapshot else spark.read
+        frame = reader_.table(source).where(F.to_date("event_time") == F.lit(day.isoformat()))
         return sorted(r[0] for r in frame.select("event_id").collect())
 
-    compact_events.replace_day(
-        rows(day_a, ["a1", "a2", "a3"]), table, compact_events._day_filter(day_a)
-    )
-    before = compact_events.current_snapshot(spark, table)
-    # This run's write of day A (the one its verification rejects) ...
-    compact_events.replace_day(rows(day_a, ["a1", "bad"]), table, compact_events._day_filter(day_a))
-    # ... and, before its verification ends, another run commits day B.
-    compact_events.replace_day(rows(day_b, ["b1", "b2"]), table, compact_events._day_filter(day_b))
-    compact_events._roll_back(spark, table, before, day_a)
+    def write(branch: str, day: date, ids: list[str]) -> None:
+        E.write_day(rows(day, ids), E.on_branch(table, branch))
+
+    def refs() -> set[str]:
+        return {r[0] for r in spark.sql(f"SELECT name FROM {table}.refs").collect()}
+
+    # The first day of an empty table.
+    with E.audit_branch(spark, table, day_a) as first:
+        write(first, day_a, ["a1", "a2", "a3"])
+        assert ids_of(day_a, E.on_branch(table, first)) == ["a1", "a2", "a3"]
+        assert ids_of(day_a) == [], "main shows a day before its audit"
+        E.publish(spark, table, first)
+    assert ids_of(day_a) == ["a1", "a2", "a3"]
+
+    # A rewrite of day A fails its audit while another run commits day B.
+    with pytest.raises(E.CompactionFailed), E.audit_branch(spark, table, day_a) as rejected:
+        write(rejected, day_a, ["a1", "bad"])
+        with E.audit_branch(spark, table, day_b) as other:
+            write(other, day_b, ["b1", "b2"])
+            E.publish(spark, table, other)
+        raise E.CompactionFailed("verification failed")  # what compact() does then
     assert ids_of(day_a) == ["a1", "a2", "a3"]
     assert ids_of(day_b) == ["b1", "b2"]
+    history = [r[0] for r in spark.sql(f"SELECT snapshot_id FROM {table}.history").collect()]
+    assert all("bad" not in ids_of(day_a, snapshot=s) for s in history)
+    assert refs() == {"main"}
+
+    # Day A audited while day B is committed again: A is cherry-picked onto the new main.
+    with E.audit_branch(spark, table, day_a) as late:
+        write(late, day_a, ["a1", "a2", "a3", "a4"])
+        with E.audit_branch(spark, table, day_b) as other:
+            write(other, day_b, ["b1", "b2", "b3"])
+            E.publish(spark, table, other)
+        E.publish(spark, table, late)
+    assert ids_of(day_a) == ["a1", "a2", "a3", "a4"]
+    assert ids_of(day_b) == ["b1", "b2", "b3"]
+
+    # Two runs of day B: the one that publishes second is refused.
+    with E.audit_branch(spark, table, day_b) as slow:
+        write(slow, day_b, ["x"])
+        with E.audit_branch(spark, table, day_b) as fast:
+            write(fast, day_b, ["y"])
+            E.publish(spark, table, fast)
+        with pytest.raises(E.PublishConflict, match="partition"):
+            E.publish(spark, table, slow)
+    assert ids_of(day_b) == ["y"]
+    assert ids_of(day_a) == ["a1", "a2", "a3", "a4"]
+    assert refs() == {"main"}
 
 
 def test_weekly_maintenance_through_airflow(ctx, wh):
@@ -491,6 +538,9 @@ def test_weekly_maintenance_through_airflow(ctx, wh):
     and tables that read the same; unreferenced data files are only the killed run's, younger
     than the orphan margin (Iceberg refuses a margin under a day), so they stay."""
     before = read_day(ctx, wh, "analytics.events", BIG_DAY, "event_date")
+    # The run killed mid-write left its audit branch (runs that ended dropped theirs).
+    left = set(iceberg(ctx, wh).load_table("analytics.events").metadata.refs) - {"main"}
+    assert [b.rsplit("_", 1)[0] for b in left] == [f"audit_{BIG_DAY.replace('-', '')}"], left
     conf = {
         "bucket": ctx.settings.bucket,
         "warehouse_prefix": wh.warehouse_prefix,
@@ -503,6 +553,7 @@ def test_weekly_maintenance_through_airflow(ctx, wh):
     cat = iceberg(ctx, wh)
     for name in ("analytics.events", "marts.daily_sales_by_category", "marts.daily_funnel"):
         assert len(cat.load_table(name).snapshots()) == 1, name
+        assert set(cat.load_table(name).metadata.refs) == {"main"}, name
     table = cat.load_table("analytics.events")
     referenced = {task.file.file_path.split("/", 3)[-1] for task in table.scan().plan_files()}
     stored = data_files(ctx, wh)
