@@ -243,7 +243,7 @@ def bench_pipeline(
         schema, prefix = f"bench_{sid}", sandbox_prefix(f"bench-pipeline-{sid}")
         conn = store.connect(ctx.analytics_db, schema=schema)
         migrations.migrate(conn, schema)
-        store.upsert_products(conn, build_catalog())
+        store.publish_catalog(conn, build_catalog())
         b = ctx.settings.bucket
         job = StreamJob(
             bootstrap_servers=ctx.settings.kafka_bootstrap,

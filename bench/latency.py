@@ -325,7 +325,7 @@ def run(
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
     conn = store.connect(ctx.analytics_db, schema=schema)
     migrations.migrate(conn, schema)
-    store.upsert_products(conn, build_catalog())
+    store.publish_catalog(conn, build_catalog())
     idle = footprint(ctx)
 
     b = s.bucket

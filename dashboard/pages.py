@@ -10,6 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from include.analytics.store import MIXED_CURRENCY
 from include.dashboard import queries as q
 from include.dashboard.config import Config
 
@@ -62,8 +63,37 @@ def _time_lines(frame: pd.DataFrame, value: str) -> alt.Chart:
     )
 
 
-def _money(x: float) -> str:
-    return f"{x:,.2f}"
+def _money(x: float, currency: str) -> str:
+    return f"{x:,.2f} {currency}"
+
+
+def _currency_note(cfg: Config, unconverted: list[str]) -> None:
+    """Say which currency the amounts are in, and which amounts no total includes."""
+    st.caption(
+        f"Amounts in {cfg.reporting_currency}: each currency's amounts are kept apart and "
+        f"converted at the newest rate on or before their day (the catalog's `fx_rates`)."
+    )
+    if unconverted:
+        mixed = (
+            f" ({MIXED_CURRENCY}: summed before amounts were kept per currency)"
+            if MIXED_CURRENCY in unconverted
+            else ""
+        )
+        st.warning(
+            f"No rate into {cfg.reporting_currency} for {', '.join(unconverted)}{mixed}: "
+            "those amounts are left out of the revenue totals and charts (see Revenue by "
+            "currency).",
+            icon=":material/currency_exchange:",
+        )
+
+
+def _currency_table(cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(
+        columns={
+            "revenue_native": "revenue (own currency)",
+            "revenue": f"revenue ({cfg.reporting_currency})",
+        }
+    )
 
 
 # --------------------------------------------------------------------------- Live
@@ -98,7 +128,7 @@ def live(cfg: Config) -> None:
         stages = q.funnel_stages(data.funnel)
         conversion = stages["from_first"].iloc[-1]
         c = st.columns(5)
-        c[0].metric(f"Revenue (last {minutes} min)", _money(t["revenue"]))
+        c[0].metric(f"Revenue (last {minutes} min)", _money(t["revenue"], cfg.reporting_currency))
         c[1].metric(f"Orders (last {minutes} min)", f"{t['orders']:,}")
         c[2].metric(f"Units (last {minutes} min)", f"{t['units']:,}")
         c[3].metric("Events/s (last 5 min)", f"{q.recent_rate(rates, datetime.now(UTC)):,.2f}")
@@ -107,9 +137,10 @@ def live(cfg: Config) -> None:
         if data.sales.empty:
             st.info(f"No purchases in the last {minutes} minutes yet.")
         else:
+            _currency_note(cfg, data.unconverted)
             left, right = st.columns(2)
             with left:
-                st.subheader("Revenue per minute by category")
+                st.subheader(f"Revenue per minute by category ({cfg.reporting_currency})")
                 st.altair_chart(
                     _time_lines(q.per_minute(data.sales, "revenue"), "revenue"), width="stretch"
                 )
@@ -122,9 +153,11 @@ def live(cfg: Config) -> None:
                 st.altair_chart(
                     _time_lines(q.per_minute(data.sales, "orders"), "orders"), width="stretch"
                 )
-                st.subheader("Top categories by revenue")
+                st.subheader(f"Top categories by revenue ({cfg.reporting_currency})")
                 top = q.top_categories(data.sales)
                 st.bar_chart(top["revenue"], horizontal=True)
+                st.subheader("Revenue by currency")
+                st.dataframe(_currency_table(cfg, q.by_currency(data.sales)), width="stretch")
         left, right = st.columns(2)
         with left:
             st.subheader("Event rate by type (events/s)")
@@ -196,13 +229,14 @@ def history(cfg: Config) -> None:
         sales = q.select_categories(data.sales, chosen)
         t = q.totals(sales)
         c = st.columns(4)
-        c[0].metric("Revenue", _money(t["revenue"]))
+        c[0].metric("Revenue", _money(t["revenue"], cfg.reporting_currency))
         c[1].metric("Orders", f"{t['orders']:,}")
         c[2].metric("Units", f"{t['units']:,}")
         c[3].metric("Days", f"{sales['day'].nunique() if not sales.empty else 0}")
+        _currency_note(cfg, data.unconverted)
         left, right = st.columns(2)
         with left:
-            st.subheader("Daily revenue by category")
+            st.subheader(f"Daily revenue by category ({cfg.reporting_currency})")
             st.altair_chart(
                 _daily(q.daily(sales, "revenue"), "revenue", bars=True), width="stretch"
             )
@@ -215,6 +249,8 @@ def history(cfg: Config) -> None:
             st.info("No funnel rows in this range.")
         else:
             st.altair_chart(_daily(conversions, "conversion"), width="stretch")
+        st.subheader("Revenue by currency")
+        st.dataframe(_currency_table(cfg, q.by_currency(sales)), width="stretch")
         with st.expander("Rows"):
             st.dataframe(sales, width="stretch", hide_index=True)
             st.dataframe(data.funnel, width="stretch", hide_index=True)

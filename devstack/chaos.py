@@ -685,7 +685,7 @@ def setup(soak: Soak, client) -> None:
     demo.run_dag(client, "kafka_topics")
     conn = soak.pg()
     try:
-        store.upsert_products(conn, build_catalog())  # what the stream enriches purchases with
+        store.publish_catalog(conn, build_catalog())  # what the stream enriches purchases with
         state = control.get(conn, soak.lease_name)
         if state.state != control.RUNNING:  # a previous soak or an operator stopped it
             control.set_state(conn, soak.lease_name, control.RUNNING, "chaos soak starts", "chaos")
@@ -739,19 +739,19 @@ def stop_stream(ctx: Context, timeout: float = 300) -> None:
         conn.close()
 
 
-def sales_snapshot(soak: Soak) -> dict[tuple[str, str], dict[str, float]]:
+def sales_snapshot(soak: Soak) -> dict[tuple[str, str, str], dict[str, float]]:
     rows = _rows(
         soak,
-        "SELECT window_start, category, purchases, units, revenue::float8 "
+        "SELECT window_start, category, currency, purchases, units, revenue::float8 "
         "FROM category_sales_minute",
     )
     return {
-        (ws.astimezone(UTC).replace(tzinfo=None).isoformat(), cat): {
+        (ws.astimezone(UTC).replace(tzinfo=None).isoformat(), cat, cur): {
             "purchases": n,
             "units": u,
             "revenue": r,
         }
-        for ws, cat, n, u, r in rows
+        for ws, cat, cur, n, u, r in rows
     }
 
 
@@ -1062,7 +1062,7 @@ def dead_letter_oracle(soak: Soak, reasons: dict[str, int]) -> dict:
 
 def aggregate_oracle(soak: Soak, before: dict) -> dict:
     after = sales_snapshot(soak)
-    added: dict[tuple[str, str], dict[str, float]] = {}
+    added: dict[tuple[str, str, str], dict[str, float]] = {}
     for key, row in after.items():
         old = before.get(key, {"purchases": 0, "units": 0, "revenue": 0.0})
         delta = {m: row[m] - old[m] for m in ("purchases", "units", "revenue")}
@@ -1074,12 +1074,17 @@ def aggregate_oracle(soak: Soak, before: dict) -> dict:
         a = added.get(key, {"purchases": 0, "units": 0, "revenue": 0.0})
         w = want.get(key, {"purchases": 0, "units": 0, "revenue": 0.0})
         if any(round(a[m], 2) != round(w[m], 2) for m in ("purchases", "units", "revenue")):
-            mismatches.append({"window": key[0], "category": key[1], "postgres": a, "sent": w})
+            mismatches.append(
+                {"window": key[0], "category": key[1], "currency": key[2], "postgres": a, "sent": w}
+            )
     return {
         "ok": not mismatches,
         "windows": len(want),
         "purchases_sent": sum(int(w["purchases"]) for w in want.values()),
-        "revenue_sent": round(sum(w["revenue"] for w in want.values()), 2),
+        "revenue_sent": {
+            currency: round(sum(w["revenue"] for k, w in want.items() if k[2] == currency), 2)
+            for currency in sorted({k[2] for k in want})
+        },
         "mismatches": mismatches[:20],
         "mismatched_windows": len(mismatches),
         "closed_by_watermark": [],  # the live aggregates add late events to their windows
@@ -1173,8 +1178,10 @@ def markdown(report: dict) -> str:
     agg = o["aggregates"]
     lines.append(
         f"| Postgres sales = purchases sent | {'ok' if agg['ok'] else 'FAIL'} | "
-        f"{agg['purchases_sent']:,} purchases, {agg['revenue_sent']:,.2f} revenue over "
-        f"{agg['windows']:,} minute x category windows; {agg['mismatched_windows']} differ |"
+        f"{agg['purchases_sent']:,} purchases, revenue "
+        + " + ".join(f"{c} {v:,.2f}" for c, v in agg["revenue_sent"].items())
+        + f" over {agg['windows']:,} minute x category x currency windows; "
+        f"{agg['mismatched_windows']} differ |"
     )
     wh = o["warehouse"]
     lines.append(

@@ -214,7 +214,10 @@ def summary(ctx: Context) -> bool:
         "lake has no duplicate event_id": lake["rows"] == lake["distinct_ids"],
         "Postgres purchases = purchases produced": agg["purchases"] == produced["purchases"],
         "Postgres units = units produced": agg["units"] == produced["units"],
-        "Postgres revenue = revenue produced": abs(agg["revenue"] - produced["revenue"]) < 0.01,
+        "Postgres revenue = revenue produced, per currency": all(
+            abs(agg["revenue"].get(c, 0.0) - produced["revenue"].get(c, 0.0)) < 0.01
+            for c in set(agg["revenue"]) | set(produced["revenue"])
+        ),
     }
     width = 44
     print()
@@ -233,9 +236,11 @@ def summary(ctx: Context) -> bool:
     print(
         f" {'purchases produced / in Postgres':<{width}} {produced['purchases']:>5,} / {agg['purchases']:,}"
     )
-    print(
-        f" {'revenue produced / in Postgres':<{width}} {produced['revenue']:>,.2f} / {agg['revenue']:,.2f}"
-    )
+    for currency in sorted(set(agg["revenue"]) | set(produced["revenue"])):
+        sent, kept = produced["revenue"].get(currency, 0.0), agg["revenue"].get(currency, 0.0)
+        print(
+            f" {'revenue ' + currency + ' produced / in Postgres':<{width}} {sent:>,.2f} / {kept:,.2f}"
+        )
     print(f" {'aggregate rows (category_sales_minute)':<{width}} {agg['rows']:>12,}")
     print("-" * 72)
     for name, ok in checks.items():

@@ -128,11 +128,18 @@ def ensure_table(spark: SparkSession, table: str, schema, target_bytes: int) -> 
 
 
 def ensure_mart(spark: SparkSession, table: str, frame: DataFrame) -> None:
+    """The mart's table, created if missing; a column its transform gained since (e.g. the
+    sales mart's ``currency``) is added, null in the days written before (``rebuild_marts``
+    rewrites them)."""
     columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in frame.schema.fields)
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS {table} ({columns}) USING iceberg PARTITIONED BY (day) "
         f"TBLPROPERTIES ('format-version'='2')"
     )
+    have = {f.name for f in spark.table(table).schema.fields}
+    for f in frame.schema.fields:
+        if f.name not in have:
+            spark.sql(f"ALTER TABLE {table} ADD COLUMN `{f.name}` {f.dataType.simpleString()}")
 
 
 def write_marts(

@@ -28,7 +28,11 @@ class Aggregate:
     Spark DataFrame); it yields one partial row per key with exactly ``partial_columns``. A
     name, not the function, so that this module (read by the dashboard, Airflow and the
     tests) never imports Spark. The table, its DDL, the upsert and the stream's fan-out all
-    derive from this one declaration."""
+    derive from this one declaration.
+
+    Money is kept per currency: an aggregate with ``money`` columns is keyed by ``currency``
+    too, so that amounts of different currencies are never added; readers convert them to a
+    reporting currency with the catalog's dated rates (``fx_rates``)."""
 
     table: str
     dimension: str
@@ -52,13 +56,18 @@ class Aggregate:
             )
 
     @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The key's columns after the window: the dimension, and the currency of money."""
+        return (self.dimension, CURRENCY_COLUMN) if self.money else (self.dimension,)
+
+    @property
     def key(self) -> tuple[str, ...]:
-        return ("window_start", self.dimension)
+        return ("window_start", *self.dimensions)
 
     @property
     def columns(self) -> tuple[str, ...]:
         """The table's value columns, in order (without sketches and bookkeeping)."""
-        return ("window_start", "window_end", self.dimension, *self.sums, *self.distinct)
+        return ("window_start", "window_end", *self.dimensions, *self.sums, *self.distinct)
 
     @property
     def sketches(self) -> tuple[str, ...]:
@@ -67,28 +76,55 @@ class Aggregate:
     @property
     def partial_columns(self) -> tuple[str, ...]:
         """What the stream's transform yields per key and batch."""
-        return ("window_start", "window_end", self.dimension, *self.sums, *self.sketches)
+        return ("window_start", "window_end", *self.dimensions, *self.sums, *self.sketches)
 
     def ddl(self) -> str:
-        """The table, created if missing (sketch columns added to tables made before them)."""
+        """The table, created if missing (sketch columns added to tables made before them; a
+        money table made before amounts were kept per currency is adopted: see
+        :func:`_currency_adoption`)."""
         columns = [
             "window_start timestamptz NOT NULL",
             "window_end timestamptz NOT NULL",
-            f"{self.dimension} text NOT NULL",
+            *(f"{d} text NOT NULL" for d in self.dimensions),
             *(f"{c} {MONEY_SQL_TYPE if c in self.money else 'bigint'} NOT NULL" for c in self.sums),
             *(f"{d} bigint NOT NULL" for d in self.distinct),
             *(f"{s} bytea" for s in self.sketches),
             "batch_id bigint NOT NULL",
             "updated_at timestamptz NOT NULL DEFAULT now()",
-            f"PRIMARY KEY (window_start, {self.dimension})",
+            f"PRIMARY KEY ({', '.join(self.key)})",
         ]
         body = ",\n    ".join(columns)
         added = "".join(
             f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {s} bytea;\n" for s in self.sketches
         )
+        if self.money:
+            added += _currency_adoption(self.table, self.key)
         return (
             f"-- {self.comment}\nCREATE TABLE IF NOT EXISTS {self.table} (\n    {body}\n);\n{added}"
         )
+
+
+CURRENCY_COLUMN = "currency"
+# The currency of rows summed before amounts were kept per currency: ISO 4217's code for "no
+# currency" (such a row may mix currencies; readers leave it unconverted and say so).
+MIXED_CURRENCY = "XXX"
+
+
+def _currency_adoption(table: str, key: Sequence[str]) -> str:
+    """Statements that give a money table made before per-currency amounts its ``currency``
+    column (existing rows: :data:`MIXED_CURRENCY`) and its per-currency key; nothing when it
+    has them. Applied with the other DDL, once at start."""
+    return f"""DO $adopt$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = '{table}' AND column_name = '{CURRENCY_COLUMN}') THEN
+        ALTER TABLE {table} ADD COLUMN {CURRENCY_COLUMN} text NOT NULL DEFAULT '{MIXED_CURRENCY}';
+        ALTER TABLE {table} ALTER COLUMN {CURRENCY_COLUMN} DROP DEFAULT;
+        ALTER TABLE {table} DROP CONSTRAINT {table}_pkey;
+        ALTER TABLE {table} ADD PRIMARY KEY ({", ".join(key)});
+    END IF;
+END $adopt$;
+"""
 
 
 # The live aggregates the stream keeps in Postgres (one declaration each).
@@ -184,8 +220,8 @@ def record_run(conn, record: RunRecord) -> None:
         cur.execute(
             """INSERT INTO ingest_runs (run_id, topic, events, valid, by_kind, by_partition,
                                         purchases, units, revenue, late, id_digest,
-                                        offset_ranges)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                        offset_ranges, revenue_by_currency)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (run_id) DO NOTHING""",
             (
                 record.run_id,
@@ -200,17 +236,22 @@ def record_run(conn, record: RunRecord) -> None:
                 record.late,
                 record.id_digest,
                 json.dumps(record.offset_ranges),
+                json.dumps(record.revenue_by_currency),
             ),
         )
     conn.commit()
 
 
-def upsert_products(conn, catalog) -> int:
-    """Write the catalog (idempotent: keyed by product id)."""
+def publish_catalog(conn, catalog, rates: Iterable | None = None) -> int:
+    """Write the catalog's products and the dated exchange rates (``rates``, default: the
+    catalog module's recent ones) in one transaction, idempotently (keyed by product id, and by
+    pair and day); the number of products."""
     from psycopg2.extras import execute_values
 
+    from include.events.catalog import recent_rates
+
     rows = [
-        (p.product_id, p.category, p.price, "USD", rank)
+        (p.product_id, p.category, p.price, p.currency, rank)
         for rank, p in enumerate(catalog.products, start=1)
     ]
     with conn.cursor() as cur:
@@ -221,6 +262,17 @@ def upsert_products(conn, catalog) -> int:
                price = EXCLUDED.price, currency = EXCLUDED.currency,
                popularity_rank = EXCLUDED.popularity_rank""",
             rows,
+        )
+        execute_values(
+            cur,
+            """INSERT INTO fx_rates (rate_date, currency, quote, rate) VALUES %s
+               ON CONFLICT (quote, currency, rate_date) DO UPDATE SET rate = EXCLUDED.rate
+               WHERE fx_rates.rate IS DISTINCT FROM EXCLUDED.rate""",
+            [
+                (r.day, r.currency, r.quote, r.rate)
+                for r in (recent_rates() if rates is None else rates)
+            ],
+            page_size=1000,
         )
     conn.commit()
     return len(rows)
@@ -476,7 +528,7 @@ def _current_rows(cur, agg: Aggregate, keys: Sequence[tuple]) -> dict[tuple, dic
         table=sql.Identifier(agg.table),
         key=sql.SQL(", ").join(map(sql.Identifier, agg.key)),
     )
-    template = "(%s::timestamptz, %s::text)"
+    template = "(%s::timestamptz" + ", %s::text" * len(agg.dimensions) + ")"
     rows = execute_values(cur, statement.as_string(cur), keys, template=template, fetch=True)
     found = {}
     for row in rows:
@@ -523,7 +575,7 @@ def merge_partial(
     return (
         _utc(partial["window_start"]),
         _utc(partial["window_end"]),
-        partial[agg.dimension],
+        *(partial[d] for d in agg.dimensions),
         *sums,
         *estimates,
         *sketches,
@@ -531,17 +583,28 @@ def merge_partial(
 
 
 def produced_totals(conn, topic: str) -> dict[str, Any]:
-    """What was produced to ``topic`` over all recorded runs."""
+    """What was produced to ``topic`` over all recorded runs; ``revenue``: per currency (runs
+    recorded before revenue was kept per currency count under ``MIXED_CURRENCY``)."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT count(*), coalesce(sum(events), 0), coalesce(sum(valid), 0),
                       coalesce(sum(purchases), 0), coalesce(sum(units), 0),
-                      coalesce(sum(revenue), 0),
                       coalesce(sum(events - valid - coalesce((by_kind->>'duplicate')::bigint, 0)), 0)
                FROM ingest_runs WHERE topic = %s""",
             (topic,),
         )
-        runs, events, valid, purchases, units, revenue, invalid = cur.fetchone()
+        runs, events, valid, purchases, units, invalid = cur.fetchone()
+        cur.execute(
+            """SELECT currency, sum(amount) FROM (
+                   SELECT e.key AS currency, e.value::numeric AS amount
+                   FROM ingest_runs, jsonb_each_text(revenue_by_currency) e WHERE topic = %s
+                   UNION ALL
+                   SELECT %s, revenue FROM ingest_runs
+                   WHERE topic = %s AND revenue_by_currency = '{}' AND revenue <> 0
+               ) t GROUP BY currency ORDER BY currency""",
+            (topic, MIXED_CURRENCY, topic),
+        )
+        revenue = {c: float(v) for c, v in cur.fetchall()}
     return {
         "runs": runs,
         "events": int(events),
@@ -549,22 +612,28 @@ def produced_totals(conn, topic: str) -> dict[str, Any]:
         "invalid": int(invalid),
         "purchases": int(purchases),
         "units": int(units),
-        "revenue": float(revenue),
+        "revenue": revenue,
     }
 
 
 def aggregate_totals(conn) -> dict[str, Any]:
+    """The live sales aggregate's totals; ``revenue``: per currency."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT count(*), coalesce(sum(purchases), 0), coalesce(sum(units), 0),
-                      coalesce(sum(revenue), 0), count(DISTINCT category)
+                      count(DISTINCT category)
                FROM category_sales_minute"""
         )
-        rows, purchases, units, revenue, categories = cur.fetchone()
+        rows, purchases, units, categories = cur.fetchone()
+        cur.execute(
+            "SELECT currency, sum(revenue) FROM category_sales_minute "
+            "GROUP BY currency ORDER BY currency"
+        )
+        revenue = {c: float(v) for c, v in cur.fetchall()}
     return {
         "rows": rows,
         "purchases": int(purchases),
         "units": int(units),
-        "revenue": float(revenue),
+        "revenue": revenue,
         "categories": categories,
     }

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from include.endpoints import DEFAULT_REGION, PostgresEndpoint, S3Endpoint
+from include.events.contract import Currency
 
 PREFIX = "RTAP_DASHBOARD_"
 
@@ -31,6 +32,9 @@ class Config:
     window_min: int = 60  # default span of the live page
     freshness_slo_s: float = 60.0  # green while the last batch is younger (or nothing waits)
     airflow_url: str = ""  # links from the health page to the supervising DAGs
+    # Amounts are kept per currency; the pages add them up in this one, converted with the
+    # catalog's dated rates (fx_rates).
+    reporting_currency: str = Currency.USD.value
 
     @property
     def where(self) -> str:
@@ -70,6 +74,12 @@ def from_env(env: Mapping[str, str]) -> Config:
         raise ConfigError(
             f"{PREFIX}WAREHOUSE={warehouse!r} is not a warehouse location (s3://bucket/prefix)"
         )
+    reporting = env.get(PREFIX + "REPORTING_CURRENCY", "").strip().upper() or Currency.USD.value
+    if reporting not in {c.value for c in Currency}:
+        raise ConfigError(
+            f"{PREFIX}REPORTING_CURRENCY={reporting!r} is not one of the contract's currencies "
+            f"{sorted(c.value for c in Currency)}"
+        )
     s3_endpoint = env.get(PREFIX + "S3_ENDPOINT", "").strip()
     s3_key = env.get(PREFIX + "S3_ACCESS_KEY", "").strip()
     s3_secret = env.get(PREFIX + "S3_SECRET_KEY", "").strip()
@@ -99,6 +109,7 @@ def from_env(env: Mapping[str, str]) -> Config:
         window_min=int(_number(env, "WINDOW_MIN", 60, 5, 24 * 60)),
         freshness_slo_s=_number(env, "FRESHNESS_SLO_S", 60.0, 5.0, 24 * 3600.0),
         airflow_url=env.get(PREFIX + "AIRFLOW_URL", "").strip().rstrip("/"),
+        reporting_currency=reporting,
     )
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 
+from include.analytics.store import MIXED_CURRENCY
 from include.dashboard.config import Config
 from include.events.contract import FUNNEL_STAGES
 
@@ -33,10 +34,19 @@ class Unavailable(RuntimeError):
 # --------------------------------------------------------------------------- reading Postgres
 
 LIVE_SALES_SQL = """
-SELECT window_start, category, revenue::float8 AS revenue, purchases AS orders, units, buyers
+SELECT window_start, category, currency, revenue::float8 AS revenue, purchases AS orders, units,
+       buyers
 FROM category_sales_minute
 WHERE window_start >= now() - make_interval(mins => %(minutes)s)
-ORDER BY window_start, category
+ORDER BY window_start, category, currency
+"""
+
+# The dated rates into the reporting currency (a few rows a day: the whole series is read).
+RATES_SQL = """
+SELECT currency, rate_date, rate::float8 AS rate
+FROM fx_rates
+WHERE quote = %(quote)s
+ORDER BY rate_date
 """
 
 LIVE_FUNNEL_SQL = """
@@ -128,8 +138,11 @@ def query(conn, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFra
 
 @dataclass
 class Live:
-    sales: pd.DataFrame  # window_start, category, revenue, orders, units, buyers
+    # window_start, category, currency, revenue (reporting currency), revenue_native (its own
+    # currency), orders, units, buyers
+    sales: pd.DataFrame
     funnel: pd.DataFrame  # window_start, event_type, events, sessions
+    unconverted: list[str] = field(default_factory=list)  # currencies without a rate
 
 
 @dataclass
@@ -145,9 +158,13 @@ def fetch_live(cfg: Config, minutes: int) -> Live:
     conn = connect(cfg)
     try:
         params = {"minutes": int(minutes)}
-        return Live(query(conn, LIVE_SALES_SQL, params), query(conn, LIVE_FUNNEL_SQL, params))
+        sales = query(conn, LIVE_SALES_SQL, params)
+        rates = query(conn, RATES_SQL, {"quote": cfg.reporting_currency})
+        funnel = query(conn, LIVE_FUNNEL_SQL, params)
     finally:
         conn.close()
+    sales, unconverted = to_reporting(sales, rates, cfg.reporting_currency, "window_start")
+    return Live(sales, funnel, unconverted)
 
 
 def fetch_health(cfg: Config, minutes: int = 60) -> PipelineHealth:
@@ -177,6 +194,65 @@ def _decode_health(row: dict[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
     return row
+
+
+# --------------------------------------------------------------------------- shaping: money
+
+
+def to_reporting(
+    sales: pd.DataFrame, rates: pd.DataFrame, quote: str, when: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """``sales`` (per-currency rows: ``currency``, ``revenue`` and the time column ``when``)
+    with ``revenue`` in ``quote``, converted at the newest rate on or before each row's day,
+    and the original amount in ``revenue_native``; ``rates``: ``currency, rate_date, rate``
+    into ``quote``. Also the currencies left without a rate (their ``revenue`` is NaN, so no
+    total includes them: a page names them instead of adding a foreign amount as if it were
+    the reporting currency)."""
+    if sales.empty:
+        return sales, []
+    out = sales.reset_index(drop=True)
+    out["revenue_native"] = out["revenue"].astype(float)
+    days = pd.to_datetime(out[when], utc=True).dt.tz_localize(None).dt.normalize()
+    left = pd.DataFrame({"_row": out.index, "currency": out["currency"], "_day": days})
+    if rates.empty:
+        left["rate"] = float("nan")
+    else:
+        right = pd.DataFrame(
+            {
+                "currency": rates["currency"],
+                "_day": pd.to_datetime(rates["rate_date"]).astype("datetime64[ns]"),
+                "rate": rates["rate"].astype(float),
+            }
+        ).sort_values("_day")
+        left = pd.merge_asof(
+            left.astype({"_day": "datetime64[ns]"}).sort_values("_day"),
+            right,
+            on="_day",
+            by="currency",
+            direction="backward",
+        ).sort_values("_row")
+    rate = left["rate"].to_numpy()
+    rate[(left["currency"] == quote).to_numpy()] = 1.0
+    out["revenue"] = (out["revenue_native"].to_numpy() * rate).round(2)
+    unconverted = sorted(out.loc[out["revenue"].isna(), "currency"].astype(str).unique())
+    return out, unconverted
+
+
+def by_currency(sales: pd.DataFrame) -> pd.DataFrame:
+    """Revenue and orders per currency, the revenue in that currency's own units and in the
+    reporting currency (NaN where no rate converts it)."""
+    if sales.empty:
+        return pd.DataFrame(columns=["revenue_native", "revenue", "orders"])
+    return (
+        sales.groupby("currency")
+        .agg(
+            revenue_native=("revenue_native", "sum"),
+            revenue=("revenue", lambda r: r.sum(min_count=len(r))),
+            orders=("orders", "sum"),
+        )
+        .round({"revenue_native": 2, "revenue": 2})
+        .sort_values("revenue_native", ascending=False)
+    )
 
 
 # --------------------------------------------------------------------------- shaping: live
@@ -372,9 +448,12 @@ def failed_runs(runs: pd.DataFrame) -> int:
 
 @dataclass
 class History:
-    sales: pd.DataFrame  # day, category, revenue, orders, units, buyers, avg_order_value
+    # day, category, currency, revenue (reporting currency), revenue_native, orders, units,
+    # buyers, avg_order_value (its own currency)
+    sales: pd.DataFrame
     funnel: pd.DataFrame  # day, views .. purchases, conversions
     categories: list[str]
+    unconverted: list[str] = field(default_factory=list)  # currencies without a rate
 
 
 def load_history(cfg: Config, start: date, end: date) -> History:
@@ -412,12 +491,23 @@ def load_history(cfg: Config, start: date, end: date) -> History:
         if catalog is not None:
             catalog.engine.dispose()  # the catalog's connection pool: one per read
     sales, funnel = (_numeric(f) for f in frames)
+    unconverted: list[str] = []
     if not sales.empty:
-        sales = sales.sort_values(["day", "category"]).reset_index(drop=True)
+        if "currency" not in sales.columns:  # a mart written before amounts were per currency
+            sales["currency"] = None
+        # Days written before amounts were kept per currency (rebuild_marts rewrites them).
+        sales["currency"] = sales["currency"].fillna(MIXED_CURRENCY)
+        sales = sales.sort_values(["day", "category", "currency"]).reset_index(drop=True)
+        conn = connect(cfg)
+        try:
+            rates = query(conn, RATES_SQL, {"quote": cfg.reporting_currency})
+        finally:
+            conn.close()
+        sales, unconverted = to_reporting(sales, rates, cfg.reporting_currency, "day")
     if not funnel.empty:
         funnel = funnel.sort_values("day").reset_index(drop=True)
     categories = sorted(sales["category"].unique()) if not sales.empty else []
-    return History(sales, funnel, categories)
+    return History(sales, funnel, categories, unconverted)
 
 
 def _numeric(frame: pd.DataFrame) -> pd.DataFrame:

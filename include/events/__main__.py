@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "by_kind": record.by_kind,
         "by_partition": record.by_partition,
         "purchases": record.purchases,
-        "revenue": record.revenue,
+        "revenue_by_currency": record.revenue_by_currency,
         "late": record.late,
         "id_digest": record.id_digest,
     }

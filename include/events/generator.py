@@ -35,7 +35,6 @@ from include.events.contract import (
     MAX_EVENT_BYTES,
     SCHEMA_VERSION,
     Channel,
-    Currency,
     Device,
     EventType,
     TrafficType,
@@ -82,6 +81,7 @@ class Produced:
     category: str | None = None
     late: bool = False  # event time 15-60 minutes back when sent
     event_time_ms: int = 0
+    currency: str | None = None  # of revenue (priced events)
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,6 @@ _REMOVE_FROM_CART = EventType.REMOVE_FROM_CART.value
 _CHECKOUT = EventType.CHECKOUT.value
 _PURCHASE = EventType.PURCHASE.value
 _HEARTBEAT = EventType.HEARTBEAT.value
-_USD = Currency.USD.value
 
 _SECOND_CACHE: dict[int, str] = {}
 
@@ -223,7 +222,7 @@ class _Simulation:
                 if qty is not None:
                     e["price"] = product.price
                     e["quantity"] = qty
-                    e["currency"] = _USD
+                    e["currency"] = product.currency
             return e
 
         yield event(_PAGE_VIEW)
@@ -255,7 +254,7 @@ class _Simulation:
             revenue = round(e["price"] * e["quantity"], 2)
             units = e["quantity"]
         # positional: the hot path (key, value, event_id, event_type, kind, revenue, units,
-        # category, late, event_time_ms)
+        # category, late, event_time_ms, currency)
         return Produced(
             e["user_id"].encode(),
             _dumps(e),
@@ -267,6 +266,7 @@ class _Simulation:
             e.get("category"),
             late,
             t,
+            e.get("currency"),
         )
 
     def _bad(self, kind: str, e: dict) -> Produced:

@@ -78,6 +78,7 @@ def produce(
     record = RunRecord(run_id=run_id or uuid.uuid4().hex, topic=topic)
     partitions: Counter[int] = Counter()
     kinds: Counter[str] = Counter()
+    by_currency: dict[str, float] = {}
     errors: list[str] = []
     digest = 0
     offsets = OffsetRanges()
@@ -113,6 +114,7 @@ def produce(
                 record.purchases += 1
                 record.units += ev.units
                 record.revenue += ev.revenue
+                by_currency[ev.currency] = by_currency.get(ev.currency, 0.0) + ev.revenue
         if sent % 2_000 == 0:
             producer.poll(0)
             pacer.wait(sent)
@@ -133,6 +135,7 @@ def produce(
     record.by_partition = dict(sorted(partitions.items()))
     record.offset_ranges = offsets.result()
     record.revenue = round(record.revenue, 2)
+    record.revenue_by_currency = {c: round(v, 2) for c, v in sorted(by_currency.items())}
     record.id_digest = f"{digest % DIGEST_MOD:032x}"
     return record
 

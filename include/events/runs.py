@@ -36,7 +36,8 @@ class RunRecord:
     by_partition: dict[int, int] = field(default_factory=dict)
     purchases: int = 0
     units: int = 0
-    revenue: float = 0.0
+    revenue: float = 0.0  # all currencies' amounts added: a checksum, not a sales figure
+    revenue_by_currency: dict[str, float] = field(default_factory=dict)  # the sales figures
     late: int = 0
     id_digest: str = ""
     seconds: float = 0.0

@@ -1,8 +1,8 @@
 """What the generator sent, tallied as it is sent: the independent oracle of the live
 aggregates and of the lake (no transform of the pipeline is involved).
 
-Per minute of event time and category, the valid purchases with their units and revenue as the
-generator computed them; per kind, how many events of each; the landable event ids' 128-bit
+Per minute of event time, category and currency, the valid purchases with their units and
+revenue as the generator computed them (amounts of different currencies are never added); per kind, how many events of each; the landable event ids' 128-bit
 hashes (``include/events/runs.id_hash``: the digest's terms), to find each one in a table.
 """
 
@@ -24,7 +24,7 @@ def minute_of(event_time_ms: int) -> str:
 
 class Tally:
     def __init__(self, keep_ids: bool = True) -> None:
-        self.sales: dict[tuple[str, str], dict[str, float]] = {}
+        self.sales: dict[tuple[str, str, str], dict[str, float]] = {}
         self.kinds: Counter[str] = Counter()
         self.ids: set[int] = set()
         self.days: set[str] = set()  # event days (UTC) of the landable events
@@ -37,7 +37,7 @@ class Tally:
             self.days.add(minute_of(p.event_time_ms)[:10])
         if p.kind == "valid" and p.event_type == "purchase" and p.category:
             row = self.sales.setdefault(
-                (minute_of(p.event_time_ms), p.category),
+                (minute_of(p.event_time_ms), p.category, p.currency or ""),
                 {"purchases": 0, "units": 0, "revenue": 0.0},
             )
             row["purchases"] += 1

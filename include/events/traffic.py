@@ -33,7 +33,7 @@ def send_traffic(
     if pg_connect is not None:
         conn = pg_connect()
         try:
-            store.upsert_products(conn, build_catalog())
+            store.publish_catalog(conn, build_catalog())
         finally:
             conn.close()
     record = produce(

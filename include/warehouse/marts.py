@@ -27,7 +27,8 @@ class Mart:
 SALES = Mart(
     "daily_sales_by_category",
     "daily_sales",
-    "a day and a category: revenue, orders, units, buyers, average order value",
+    "a day, a category and a currency: revenue (in that currency), orders, units, buyers, "
+    "average order value",
 )
 FUNNEL = Mart(
     "daily_funnel",

@@ -300,10 +300,10 @@ def _sketch(column: str) -> Column:
 
 
 def category_sales(events: DataFrame, window: str) -> DataFrame:
-    """One batch's purchases per event-time window and category: purchases, units, revenue
-    (exact decimals: each line rounded to cents, then summed) and the buyers' HyperLogLog
-    sketch. The stream adds these partials to Postgres (``store.add_batch``); every valid
-    purchase counts, however late or early its event time."""
+    """One batch's purchases per event-time window, category and currency: purchases, units,
+    revenue (exact decimals: each line rounded to cents, then summed; never across currencies)
+    and the buyers' HyperLogLog sketch. The stream adds these partials to Postgres
+    (``store.add_batch``); every valid purchase counts, however late or early its event time."""
     purchases = events.where(
         F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value)
     )
@@ -311,7 +311,7 @@ def category_sales(events: DataFrame, window: str) -> DataFrame:
         T.DecimalType(contract.MONEY_PRECISION, contract.MONEY_SCALE)
     )
     return (
-        purchases.groupBy(_window(window), F.col("category"))
+        purchases.groupBy(_window(window), F.col("category"), F.col("currency"))
         .agg(
             F.count(F.lit(1)).alias("purchases"),
             F.sum("quantity").alias("units"),
@@ -322,6 +322,7 @@ def category_sales(events: DataFrame, window: str) -> DataFrame:
             F.col("w.start").alias("window_start"),
             F.col("w.end").alias("window_end"),
             "category",
+            "currency",
             "purchases",
             "units",
             "revenue",

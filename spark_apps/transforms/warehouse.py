@@ -62,11 +62,12 @@ def totals(events: DataFrame) -> dict:
 
 
 def daily_sales(events: DataFrame) -> DataFrame:
-    """Per day and category: revenue, orders (purchase events), units, buyers (exact), average
-    order value. Amounts are in the events' own currencies, summed as the live view does."""
+    """Per day, category and currency: revenue, orders (purchase events), units, buyers
+    (exact), average order value. Amounts stay in their own currency (never added across
+    currencies); readers convert them with the catalog's dated rates, as for the live view."""
     return (
         events.where(_purchase())
-        .groupBy(F.col("event_date").alias("day"), "category")
+        .groupBy(F.col("event_date").alias("day"), "category", "currency")
         .agg(
             F.round(F.sum(F.col("price") * F.col("quantity")), 2).alias("revenue"),
             F.count(F.lit(1)).alias("orders"),

@@ -18,7 +18,7 @@ from include.events import contract
 
 
 def device_sales(events: DataFrame, window: str) -> DataFrame:
-    """One batch's relevant purchases per event-time window and device."""
+    """One batch's relevant purchases per event-time window, device and currency."""
     purchases = events.where(
         F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value)
     )
@@ -29,6 +29,7 @@ def device_sales(events: DataFrame, window: str) -> DataFrame:
         purchases.groupBy(
             F.window("event_time", window).alias("w"),
             F.coalesce(F.col("device"), F.lit("unknown")).alias("device"),
+            F.col("currency"),  # money is kept per currency (the registry keys it so)
         )
         .agg(
             F.count(F.lit(1)).alias("orders"),
@@ -39,6 +40,7 @@ def device_sales(events: DataFrame, window: str) -> DataFrame:
             F.col("w.start").alias("window_start"),
             F.col("w.end").alias("window_end"),
             "device",
+            "currency",
             "orders",
             "revenue",
             "buyers_sketch",

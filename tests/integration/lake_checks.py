@@ -37,20 +37,20 @@ def query(ctx, schema: str, sql: str, args: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def postgres_sales(ctx, schema: str) -> dict[tuple[str, str], dict]:
-    """The live category sales in Postgres, by (window start, category)."""
+def postgres_sales(ctx, schema: str) -> dict[tuple[str, str, str], dict]:
+    """The live category sales in Postgres, by (window start, category, currency)."""
     rows = query(
         ctx,
         schema,
-        "SELECT window_start, category, purchases, units, revenue::float8, buyers "
+        "SELECT window_start, category, currency, purchases, units, revenue::float8, buyers "
         "FROM category_sales_minute",
     )
     return {
-        (iso_minute(r[0]), r[1]): {
-            "purchases": r[2],
-            "units": r[3],
-            "revenue": r[4],
-            "buyers": r[5],
+        (iso_minute(r[0]), r[1], r[2]): {
+            "purchases": r[3],
+            "units": r[4],
+            "revenue": r[5],
+            "buyers": r[6],
         }
         for r in rows
     }
@@ -83,15 +83,16 @@ def iso_minute(ts) -> str:
     return ts.astimezone(UTC).replace(tzinfo=None).isoformat()
 
 
-def oracle_sales(produced: Iterable[Produced]) -> dict[tuple[str, str], dict]:
-    """Per minute and category, what the generator sent as valid purchases (its own record:
+def oracle_sales(produced: Iterable[Produced]) -> dict[tuple[str, str, str], dict]:
+    """Per minute, category and currency, what the generator sent as valid purchases (its own record:
     counts, units and revenue it computed, the buyers read from the bytes it sent). The
     independent oracle of the live aggregates: no transform of ours is involved."""
     tally = Tally(keep_ids=False)
-    buyers: dict[tuple[str, str], set] = defaultdict(set)
+    buyers: dict[tuple[str, str, str], set] = defaultdict(set)
     for p in tally.counted(produced):
         if p.kind == "valid" and p.event_type == "purchase":
-            buyers[(minute_of(p.event_time_ms), p.category)].add(json.loads(p.value)["user_id"])
+            key = (minute_of(p.event_time_ms), p.category, p.currency)
+            buyers[key].add(json.loads(p.value)["user_id"])
     out = tally.sales
     for key, row in out.items():
         row["buyers"] = len(buyers[key])

@@ -161,7 +161,7 @@ def read_day(ctx, wh: Warehouse, table: str, day: str, column: str) -> pd.DataFr
 def recompute_sales(events: pd.DataFrame) -> pd.DataFrame:
     p = events[events["is_relevant"] & (events["event_type"] == "purchase")].copy()
     p["amount"] = p["price"] * p["quantity"]
-    out = p.groupby("category").agg(
+    out = p.groupby(["category", "currency"]).agg(
         revenue=("amount", "sum"),
         orders=("event_id", "count"),
         units=("quantity", "sum"),
@@ -197,7 +197,7 @@ def assert_day_correct(ctx, wh: Warehouse, day: str) -> pd.DataFrame:
         seeded["revenue"], abs=0.01
     )
     sales = read_day(ctx, wh, "marts.daily_sales_by_category", day, "day")
-    mart = sales.set_index("category").sort_index()[
+    mart = sales.set_index(["category", "currency"]).sort_index()[
         ["revenue", "orders", "units", "buyers", "avg_order_value"]
     ]
     pd.testing.assert_frame_equal(

@@ -198,12 +198,12 @@ def test_postgres_refusals_are_set_aside_and_the_batch_completes(ctx, sandbox):
     every other row of the batch is upserted."""
     conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-    good = (t, t + timedelta(minutes=1), "books", 2, 3, 30.0, 2)
+    good = (t, t + timedelta(minutes=1), "books", "USD", 2, 3, 30.0, 2)
     rows = [
         good,
-        (t, t + timedelta(minutes=1), "toys", 1, 1, 1e17, 1),  # beyond numeric(18, 2)
-        (t, t + timedelta(minutes=1), "bad\x00", 1, 1, 1.0, 1),  # NUL: Postgres text refuses
-        (t, t + timedelta(minutes=1), "games", 1, 2, 5.0, 1),
+        (t, t + timedelta(minutes=1), "toys", "USD", 1, 1, 1e17, 1),  # beyond numeric(18, 2)
+        (t, t + timedelta(minutes=1), "bad\x00", "EUR", 1, 1, 1.0, 1),  # NUL: text refuses
+        (t, t + timedelta(minutes=1), "games", "GBP", 1, 2, 5.0, 1),
     ]
     result = store.upsert_aggregates(conn, "category_sales_minute", rows, batch_id=7)
     assert result.upserted == 2
@@ -233,6 +233,7 @@ def test_a_batch_is_added_once_per_stream(ctx, sandbox):
             "window_start": start,
             "window_end": start + timedelta(minutes=1),
             "category": category,
+            "currency": "EUR",
             "purchases": len(users),
             "units": len(users),
             "revenue": Decimal("2.50") * len(users),

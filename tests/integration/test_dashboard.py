@@ -17,7 +17,8 @@ import signal
 import socket
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -30,9 +31,10 @@ from devstack.services import Dashboard, streamlit_health
 from devstack.spark import compact, submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
-from include.events.catalog import build_catalog
+from include.events.catalog import build_catalog, usd_value
 from include.events.generator import generate
 from include.events.producer import produce
+from include.events.tally import Tally
 from include.spark.jobs import CompactJob
 from tests.integration.conftest import airflow_dags_test, spawn, stop_group
 from tests.integration.conftest import s3 as root_s3
@@ -185,6 +187,23 @@ def number(text: str) -> float:
     return float(text.replace(",", "").split()[0])
 
 
+def in_usd(produced, grain: int) -> float:
+    """What the generator sent as valid purchases, in USD: its own revenue per window (the
+    first ``grain`` characters of the minute: 16 a minute, 10 a day), category and currency,
+    each converted at its catalog's rate for the window's day (``usd_value``: the series the
+    catalog publishes as ``fx_rates``, not the dashboard's conversion)."""
+    tally = Tally(keep_ids=False)
+    for _ in tally.counted(produced):
+        pass
+    native: dict[tuple[str, str, str], float] = defaultdict(float)
+    for (minute, category, currency), row in tally.sales.items():
+        native[minute[:grain], category, currency] += row["revenue"]
+    return sum(
+        round(round(v, 2) * usd_value(c, date.fromisoformat(w[:10])), 2)
+        for (w, _, c), v in native.items()
+    )
+
+
 def charts(page) -> int:
     return page.locator('[data-testid="stVegaLiteChart"]').count()
 
@@ -207,7 +226,7 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
 
     # A stream runs on the sandbox; events are produced.
     conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
-    store.upsert_products(conn, build_catalog())
+    store.publish_catalog(conn, build_catalog())
     conn.close()
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=4)
     first = generate(1_500, seed=71, start=start)
@@ -229,7 +248,14 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
             300,
             f"the live page to show {r1.purchases} orders",
         )
-        assert number(metric(page, f"Revenue ({WINDOW})")) == pytest.approx(r1.revenue, abs=0.01)
+        # Amounts are kept per currency and shown in the reporting currency (USD), converted
+        # at each day's rate: never the sum of USD, EUR and GBP amounts.
+        assert len(r1.revenue_by_currency) > 1, "the demo sells in several currencies"
+        revenue = metric(page, f"Revenue ({WINDOW})")
+        assert revenue.endswith("USD") and number(revenue) == pytest.approx(
+            in_usd(first, 16), abs=0.02
+        )
+        assert "Amounts in USD" in page.inner_text("body")
         assert number(metric(page, f"Units ({WINDOW})")) == r1.units
         wait_for(page, lambda: charts(page) >= 6, 30, "the live page's six charts")
         shots.save(page, "live")
@@ -304,7 +330,8 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
         90,
         "the history page to show the compacted orders",
     )
-    assert number(metric(page, "Revenue")) == pytest.approx(r1.revenue + r2.revenue, abs=0.02)
+    assert number(metric(page, "Revenue")) == pytest.approx(in_usd([*first, *second], 10), abs=0.05)
+    assert "Amounts in USD" in page.inner_text("body")
     wait_for(page, lambda: charts(page) >= 3, 30, "the history charts")
     shots.save(page, "history")
 

@@ -75,7 +75,7 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     assert all(kinds[k] > 0 for k in [*EXPECTED_REASON_PREFIX, "irrelevant", "duplicate"])
 
     conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
-    store.upsert_products(conn, build_catalog())  # the catalog the stream enriches from
+    store.publish_catalog(conn, build_catalog())  # the catalog the stream enriches from
     conn.close()
 
     report = run_stream(ctx, sandbox)
@@ -164,15 +164,15 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
 
 
 def assert_device_sales_match(ctx, sandbox, sent: list[Produced]) -> None:
-    """The aggregate registered by tests/integration/device_aggregate.py holds, per minute and
-    device, what the generator sent as valid purchases (its own revenue; devices and buyers
-    read from the bytes it sent)."""
-    expected: dict[tuple[str, str], dict] = {}
-    buyers: dict[tuple[str, str], set] = defaultdict(set)
+    """The aggregate registered by tests/integration/device_aggregate.py holds, per minute,
+    device and currency, what the generator sent as valid purchases (its own revenue; devices
+    and buyers read from the bytes it sent)."""
+    expected: dict[tuple[str, str, str], dict] = {}
+    buyers: dict[tuple[str, str, str], set] = defaultdict(set)
     for p in sent:
         if p.kind == "valid" and p.event_type == "purchase":
             event = json.loads(p.value)
-            key = (minute_of(p.event_time_ms), event["device"])
+            key = (minute_of(p.event_time_ms), event["device"], p.currency)
             row = expected.setdefault(key, {"orders": 0, "revenue": 0.0})
             row["orders"] += 1
             row["revenue"] += p.revenue
@@ -182,10 +182,12 @@ def assert_device_sales_match(ctx, sandbox, sent: list[Produced]) -> None:
     rows = query(
         ctx,
         sandbox.pg_schema,
-        "SELECT window_start, device, orders, revenue::float8, buyers FROM device_sales_minute",
+        "SELECT window_start, device, currency, orders, revenue::float8, buyers "
+        "FROM device_sales_minute",
     )
     got = {
-        (iso_minute(r[0]), r[1]): {"orders": r[2], "revenue": r[3], "buyers": r[4]} for r in rows
+        (iso_minute(r[0]), r[1], r[2]): {"orders": r[3], "revenue": r[4], "buyers": r[5]}
+        for r in rows
     }
     assert expected and len(got) >= 2, "purchases on several devices and minutes"
     assert_aggregate_match(got, expected, ("orders", "revenue"), "buyers")

@@ -63,7 +63,7 @@ def kafka_cluster(ctx):
 
 def seed_catalog(ctx, pg_schema: str) -> None:
     conn = store.connect(ctx.analytics_db, schema=pg_schema)
-    store.upsert_products(conn, build_catalog())
+    store.publish_catalog(conn, build_catalog())
     conn.close()
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -116,3 +118,69 @@ def test_the_stream_refuses_a_schema_the_migrations_have_not_made(ctx, schema):
     assert f"Postgres schema {schema!r}: at migration 0 of" in out
     assert "make up" in out and "migrate task" in out
     assert tables(ctx, schema) == set(), "it created nothing"
+
+
+def test_a_sales_table_made_before_currencies_is_adopted_and_keeps_its_rows(ctx, schema):
+    """A deployment whose live sales were summed across currencies: its rows are kept under
+    ``XXX`` (no currency: readers leave them unconverted and say so) and new rows are keyed by
+    currency."""
+    sales = store.AGGREGATES["category_sales_minute"]
+    conn = store.connect(ctx.analytics_db, schema=schema)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {schema}")
+            cur.execute(f"SET search_path TO {schema}")
+            cur.execute(  # the table as the stream made it before
+                """CREATE TABLE category_sales_minute (
+                       window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,
+                       category text NOT NULL, purchases bigint NOT NULL, units bigint NOT NULL,
+                       revenue numeric(18, 2) NOT NULL, buyers bigint NOT NULL,
+                       buyers_sketch bytea, batch_id bigint NOT NULL,
+                       updated_at timestamptz NOT NULL DEFAULT now(),
+                       PRIMARY KEY (window_start, category))"""
+            )
+            cur.execute(
+                "INSERT INTO category_sales_minute VALUES ('2026-11-20 10:00Z', "
+                "'2026-11-20 10:01Z', 'books', 2, 3, 30.50, 2, NULL, 7)"
+            )
+        conn.commit()
+        migrations.migrate(conn, schema)
+        migrations.migrate(conn, schema)  # a second start changes nothing
+        migrations.check(conn, schema)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'category_sales_minute'::regclass "
+                "AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
+            )
+            assert tuple(r[0] for r in cur.fetchall()) == sales.key
+            cur.execute("SELECT category, currency, revenue FROM category_sales_minute")
+            assert cur.fetchall() == [("books", store.MIXED_CURRENCY, Decimal("30.50"))]
+        conn.commit()
+        # The same window and category in two currencies: two rows, never one sum.
+        partials = [
+            {
+                "window_start": datetime(2026, 11, 20, 10, 0, tzinfo=UTC),
+                "window_end": datetime(2026, 11, 20, 10, 1, tzinfo=UTC),
+                "category": "books",
+                "currency": currency,
+                "purchases": 1,
+                "units": 1,
+                "revenue": Decimal(amount),
+                "buyers_sketch": None,
+            }
+            for currency, amount in (("EUR", "4.00"), ("USD", "5.00"))
+        ]
+        store.add_batch(conn, "category_sales_minute", partials, batch_id=8, sink="s")
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT currency, revenue FROM category_sales_minute WHERE category = 'books' "
+                "ORDER BY currency"
+            )
+            assert cur.fetchall() == [
+                ("EUR", Decimal("4.00")),
+                ("USD", Decimal("5.00")),
+                (store.MIXED_CURRENCY, Decimal("30.50")),
+            ]
+    finally:
+        conn.close()

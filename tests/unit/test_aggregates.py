@@ -29,6 +29,7 @@ def partial(purchases: int, revenue: str, users) -> dict:
         "window_start": W0,
         "window_end": W1,
         "category": "books",
+        "currency": "EUR",
         "purchases": purchases,
         "units": purchases * 2,
         "revenue": Decimal(revenue),
@@ -44,7 +45,8 @@ def as_stored(row: tuple) -> dict:
 def test_every_live_aggregate_has_its_transform_and_columns():
     assert set(tx.live_aggregates()) == set(store.AGGREGATES)
     for agg in store.AGGREGATES.values():
-        assert agg.key == ("window_start", agg.dimension)
+        money_key = ("currency",) if agg.money else ()
+        assert agg.key == ("window_start", agg.dimension, *money_key)
         assert set(agg.key) <= set(agg.columns)
         assert agg.partial_columns[:3] == agg.columns[:3]
         assert all(f"{d}_sketch" in agg.partial_columns for d in agg.distinct)
@@ -59,6 +61,7 @@ def test_a_new_key_takes_the_partial_and_its_estimate():
         Decimal("30.10"),
         2,
     )
+    assert (row["category"], row["currency"]) == ("books", "EUR")
 
 
 def test_batches_add_up_to_the_whole_whatever_the_split():
@@ -86,7 +89,10 @@ def test_a_row_stored_without_a_sketch_keeps_its_count():
 def test_each_table_is_declared_once_and_its_ddl_follows():
     sales = store.AGGREGATES["category_sales_minute"].ddl()
     assert "revenue numeric(18, 2) NOT NULL" in sales and "purchases bigint NOT NULL" in sales
-    assert "buyers_sketch bytea" in sales and "PRIMARY KEY (window_start, category)" in sales
+    assert "buyers_sketch bytea" in sales
+    assert "PRIMARY KEY (window_start, category, currency)" in sales, "money kept per currency"
+    funnel = store.AGGREGATES["funnel_minute"].ddl()
+    assert "PRIMARY KEY (window_start, event_type)" in funnel and "currency" not in funnel
     from include.analytics import migrations
 
     hand_written = " ".join(m.sql for m in migrations.migrations())

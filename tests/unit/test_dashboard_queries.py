@@ -84,6 +84,15 @@ def test_a_wrong_setting_is_named(extra, named):
         from_env({**BASE_ENV, **extra})
 
 
+def test_the_reporting_currency_is_a_setting_of_the_contracts_currencies():
+    assert from_env(BASE_ENV).reporting_currency == "USD"
+    assert from_env(
+        {**BASE_ENV, "RTAP_DASHBOARD_REPORTING_CURRENCY": "eur"}
+    ).reporting_currency == ("EUR")
+    with pytest.raises(ConfigError, match="RTAP_DASHBOARD_REPORTING_CURRENCY='BTC' is not one"):
+        from_env({**BASE_ENV, "RTAP_DASHBOARD_REPORTING_CURRENCY": "BTC"})
+
+
 def test_s3a_warehouse_is_read_as_s3():
     env = {
         **BASE_ENV,
@@ -104,6 +113,43 @@ def test_totals_and_top_categories():
     top = q.top_categories(sales, k=2)
     assert list(top.index) == ["toys", "home"]
     assert top.loc["toys", "share"] == round(100 / 145.5, 4)
+
+
+def rates_frame() -> pd.DataFrame:
+    """EUR -> USD on two days (the 19th and the 21st), GBP never."""
+    return pd.DataFrame(
+        [("EUR", date(2026, 11, 19), 1.10), ("EUR", date(2026, 11, 21), 1.20)],
+        columns=["currency", "rate_date", "rate"],
+    )
+
+
+def test_amounts_are_converted_at_the_newest_rate_on_or_before_their_day():
+    sales = pd.DataFrame(
+        [
+            (minute(0), "books", "USD", 10.0, 1, 1),
+            (minute(0), "books", "EUR", 10.0, 1, 1),  # the 20th: the 19th's rate
+            (minute(0) + timedelta(days=1), "home", "EUR", 10.0, 2, 2),  # the 21st's own
+            (minute(0), "toys", "GBP", 7.0, 1, 1),  # no rate at all
+        ],
+        columns=["window_start", "category", "currency", "revenue", "orders", "units"],
+    )
+    out, unconverted = q.to_reporting(sales, rates_frame(), "USD", "window_start")
+    assert list(out["revenue"].iloc[:3]) == [10.0, 11.0, 12.0]
+    assert pd.isna(out["revenue"].iloc[3]) and unconverted == ["GBP"]
+    assert list(out["revenue_native"]) == [10.0, 10.0, 10.0, 7.0]
+    assert q.totals(out)["revenue"] == 33.0, "an amount without a rate is left out, not added"
+    by = q.by_currency(out)
+    assert by.loc["EUR", "revenue_native"] == 20.0 and by.loc["EUR", "revenue"] == 23.0
+    assert pd.isna(by.loc["GBP", "revenue"]) and by.loc["GBP", "revenue_native"] == 7.0
+    # A day before the first rate has none; days as dates (the marts) work the same.
+    history = pd.DataFrame(
+        [(date(2026, 11, 18), "EUR", 5.0), (date(2026, 11, 22), "EUR", 5.0)],
+        columns=["day", "currency", "revenue"],
+    )
+    out, unconverted = q.to_reporting(history, rates_frame(), "USD", "day")
+    assert pd.isna(out["revenue"].iloc[0]) and out["revenue"].iloc[1] == 6.0
+    assert unconverted == ["EUR"]
+    assert q.to_reporting(history.iloc[0:0], rates_frame(), "USD", "day")[1] == []
 
 
 def test_per_minute_fills_minutes_without_sales_with_zero():

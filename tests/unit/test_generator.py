@@ -101,3 +101,35 @@ def test_pacer_holds_the_rate():
     assert time.monotonic() - started >= 0.19
     with pytest.raises(ValueError, match="rate"):
         _Pacer(0, started)
+
+
+def test_sellers_price_in_several_currencies_and_the_record_keeps_them_apart():
+    from datetime import date, timedelta
+
+    from include.events.catalog import CURRENCY_SHARES, build_catalog, daily_rates, usd_value
+
+    catalog = build_catalog()
+    shares = Counter(p.currency for p in catalog.products)
+    assert set(shares) == {c for c, _ in CURRENCY_SHARES} and shares["USD"] > shares["EUR"]
+    purchases = [
+        p for p in generate(20_000, seed=5) if p.kind == "valid" and p.event_type == "purchase"
+    ]
+    for p in purchases:
+        sent = json.loads(p.value)
+        assert p.currency == sent["currency"]
+        assert p.revenue == round(sent["price"] * sent["quantity"], 2)
+    assert {p.currency for p in purchases} == set(shares), "the demo sells in every currency"
+    # Rates: every ordered pair each day, consistent both ways and through USD, the same on
+    # every load (a published rate never changes).
+    day = date(2026, 11, 20)
+    rates = {(r.currency, r.quote): r.rate for r in daily_rates(day, day)}
+    assert len(rates) == 6 and all(r > 0 for r in rates.values())
+    assert rates["EUR", "GBP"] * rates["GBP", "EUR"] == pytest.approx(1.0)
+    assert rates["EUR", "USD"] == pytest.approx(usd_value("EUR", day))
+    assert rates["EUR", "GBP"] == pytest.approx(rates["EUR", "USD"] / rates["GBP", "USD"])
+    assert list(daily_rates(day, day + timedelta(days=2))) == list(
+        daily_rates(day, day + timedelta(days=2))
+    )
+    assert 1.0 < usd_value("EUR", day) < 1.2 and usd_value("EUR", day) != usd_value(
+        "EUR", day + timedelta(days=1)
+    )

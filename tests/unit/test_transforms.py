@@ -169,15 +169,19 @@ def test_category_sales_sums_relevant_purchases_per_minute(spark):
         event(event_id="d", event_time=iso(t0), price=99.0, quantity=1, traffic_type="internal"),
         event(event_id="e", event_time=iso(t0), event_type="add_to_cart", price=1.0, quantity=1),
         event(event_id="a", event_time=iso(t0), price=10.0, quantity=1, user_id="u1"),  # duplicate
+        # Another currency in the same minute and category: kept apart, never added.
+        event(event_id="f", event_time=iso(t0), price=4.0, quantity=2, currency="EUR"),
     ]
     parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
     sales = tx.category_sales(tx.valid_events(parsed).dropDuplicates(["event_id"]), "1 minute")
+    t1 = (t0 + timedelta(minutes=1)).replace(tzinfo=None)
     expected = spark.createDataFrame(
         [
-            (t0.replace(tzinfo=None), "books", 2, 4, Decimal("25.00"), 2),
-            ((t0 + timedelta(minutes=1)).replace(tzinfo=None), "books", 1, 1, Decimal("7.00"), 1),
+            (t0.replace(tzinfo=None), "books", "EUR", 1, 2, Decimal("8.00"), 1),
+            (t0.replace(tzinfo=None), "books", "USD", 2, 4, Decimal("25.00"), 2),
+            (t1, "books", "USD", 1, 1, Decimal("7.00"), 1),
         ],
-        "window_start timestamp, category string, purchases long, units long, "
+        "window_start timestamp, category string, currency string, purchases long, units long, "
         "revenue decimal(28,2), buyers long",
     )
     estimated = with_estimates(sales, ("buyers",)).drop("window_end", "buyers_sketch")

@@ -81,6 +81,20 @@ def test_daily_sales_counts_relevant_purchases_only(spark):
         2,
     )
     assert r["revenue"] == 40.0 and r["avg_order_value"] == pytest.approx(13.33)
+    assert r["currency"] == "USD"
+
+
+def test_daily_sales_keeps_each_currency_apart(spark):
+    df = frame(
+        spark,
+        row("a", user="u1", price=10.0, qty=2),
+        row("b", user="u1", price=3.0, qty=1, currency="EUR"),
+        row("c", user="u2", price=2.0, qty=1, currency="EUR"),
+    )
+    got = {
+        r["currency"]: (r["revenue"], r["orders"], r["buyers"]) for r in W.daily_sales(df).collect()
+    }
+    assert got == {"USD": (20.0, 1, 1), "EUR": (5.0, 2, 2)}, "never 25 of no currency"
 
 
 def test_daily_funnel_counts_sessions_per_stage_and_conversions(spark):
