@@ -251,7 +251,7 @@ def by_currency(sales: pd.DataFrame) -> pd.DataFrame:
             orders=("orders", "sum"),
         )
         .round({"revenue_native": 2, "revenue": 2})
-        .sort_values("revenue_native", ascending=False)
+        .sort_values("revenue", ascending=False, na_position="last")
     )
 
 
