@@ -533,6 +533,54 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
     assert refs() == {"main"}
 
 
+def test_a_sales_mart_made_before_currencies_gains_them_and_keeps_its_days(ctx, tmp_path):
+    """Upgrading: the sales mart of a deployment from before amounts were kept per currency
+    (no ``currency`` column) is written by today's compaction (``ensure_mart`` then the
+    day's replacement, as ``write_marts`` does): the column is added, the old day keeps its
+    row (currency null: the dashboard shows it as unconverted ``XXX``), and the new day has a
+    row per currency, never their sum."""
+    from pyspark.sql import functions as F
+
+    from spark_apps import compact_events as E
+    from spark_apps.transforms import warehouse as W
+
+    spark = reader(ctx)
+    name = f"mart_{uuid.uuid4().hex[:8]}"
+    spark.conf.set(f"spark.sql.catalog.{name}", "org.apache.iceberg.spark.SparkCatalog")
+    spark.conf.set(f"spark.sql.catalog.{name}.type", "hadoop")
+    spark.conf.set(f"spark.sql.catalog.{name}.warehouse", f"file:{tmp_path}")
+    table = f"{name}.marts.daily_sales_by_category"
+    spark.sql(  # the mart as compaction made it before
+        f"CREATE TABLE {table} (day date, category string, revenue double, orders bigint, "
+        "units bigint, buyers bigint, avg_order_value double) USING iceberg PARTITIONED BY (day)"
+    )
+    old_day, new_day = date(2026, 11, 20), date(2026, 11, 21)
+    spark.sql(f"INSERT INTO {table} VALUES (DATE'{old_day}', 'books', 30.0, 2, 3, 2, 15.0)")
+    events = spark.createDataFrame(
+        [
+            ("u1", "books", 10.0, 2, "USD"),
+            ("u2", "books", 4.0, 1, "EUR"),
+            ("u3", "books", 6.0, 1, "EUR"),
+        ],
+        "user_id string, category string, price double, quantity long, currency string",
+    ).selectExpr(
+        f"DATE'{new_day}' AS event_date", "'purchase' AS event_type", "true AS is_relevant", "*"
+    )
+    frame = W.daily_sales(events)
+    E.ensure_mart(spark, table, frame)
+    E.ensure_mart(spark, table, frame)  # the next night: nothing more to add
+    E.replace_day(frame.coalesce(1), table, F.col("day") == F.lit(new_day.isoformat()).cast("date"))
+    got = {
+        (str(r["day"]), r["currency"]): (r["revenue"], r["orders"])
+        for r in spark.table(table).collect()
+    }
+    assert got == {
+        (str(old_day), None): (30.0, 2),
+        (str(new_day), "USD"): (20.0, 1),
+        (str(new_day), "EUR"): (10.0, 2),
+    }
+
+
 def test_weekly_maintenance_through_airflow(ctx, wh):
     """After the runs above (one killed mid-write), maintenance leaves one snapshot per table
     and tables that read the same; unreferenced data files are only the killed run's, younger
