@@ -2,7 +2,8 @@
 ### Weekly warehouse maintenance (Iceberg)
 
 Sundays at 04:00 UTC, for every table of the warehouse and marts namespaces,
-`spark_apps/maintain_warehouse.py` removes the audit branches of killed compaction runs,
+`spark_apps/maintain_warehouse.py` removes the audit branches of killed compaction runs
+(opened more than `audit_grace_hours` ago: a younger one may be a run in progress),
 rewrites manifests, expires snapshots older than `snapshot_days` (keeping `retain_last`) and
 removes orphan files older than `orphan_days` (left by killed writes; at least a day). The log has per-table figures.
 
@@ -43,6 +44,9 @@ with DAG(
         "snapshot_days": Param(MaintainJob.default("snapshot_days"), type="number", minimum=0),
         "retain_last": Param(MaintainJob.default("retain_last"), type="integer", minimum=1),
         "orphan_days": Param(MaintainJob.default("orphan_days"), type="number", minimum=1),
+        "audit_grace_hours": Param(
+            MaintainJob.default("audit_grace_hours"), type="number", minimum=0
+        ),
     },
 ) as dag:
     LakeSparkSubmitOperator(
@@ -55,5 +59,6 @@ with DAG(
             snapshot_days="{{ params.snapshot_days }}",
             retain_last="{{ params.retain_last }}",
             orphan_days="{{ params.orphan_days }}",
+            audit_grace_hours="{{ params.audit_grace_hours }}",
         ),
     )

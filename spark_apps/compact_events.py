@@ -34,7 +34,7 @@ import sys
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from time import monotonic
 
 from pyspark import StorageLevel
@@ -203,6 +203,31 @@ def on_branch(table: str, branch: str) -> str:
 
 
 AUDIT_PREFIX = "audit_"
+_OPENED = "%Y%m%d%H%M%S"  # when a run opened its branch (UTC), in the branch's name
+
+
+def audit_branch_name(day: date, opened: datetime, token: str) -> str:
+    """``audit_<day>_<opened, UTC>_<token>``: the day and when the run opened it, so that the
+    maintenance tells a killed run's branch from the branch of a run in progress."""
+    return f"{AUDIT_PREFIX}{day:%Y%m%d}_{opened.astimezone(UTC):{_OPENED}}_{token}"
+
+
+def abandoned_audit_branches(names: Sequence[str], opened_before: datetime) -> list[str]:
+    """The audit branches among ``names`` opened before ``opened_before`` (a run takes minutes:
+    an older branch is a killed run's), or whose name does not say when (older runs' names),
+    sorted; other refs and recent audit branches are kept."""
+    out = []
+    for name in names:
+        if not name.startswith(AUDIT_PREFIX):
+            continue
+        parts = name[len(AUDIT_PREFIX) :].split("_")
+        try:
+            opened = datetime.strptime(parts[1], _OPENED).replace(tzinfo=UTC)
+        except (IndexError, ValueError):
+            opened = None
+        if opened is None or opened < opened_before:
+            out.append(name)
+    return sorted(out)
 
 
 @contextmanager
@@ -211,10 +236,11 @@ def audit_branch(spark: SparkSession, table: str, day: date) -> Iterator[str]:
     current commit, dropped when the run ends whatever the outcome (once published, ``main``
     holds its commit). An empty table first gets an empty commit on ``main``, so the branch
     grows from ``main``'s history and a cherry-pick can publish it. A killed run's branch is
-    left behind; the weekly maintenance removes such branches (``AUDIT_PREFIX``)."""
+    left behind; the weekly maintenance removes such branches once they are older than a run
+    takes (:func:`abandoned_audit_branches`)."""
     if current_snapshot(spark, table) is None:
         _iceberg(spark, table).newAppend().commit()
-    branch = f"{AUDIT_PREFIX}{day:%Y%m%d}_{uuid.uuid4().hex[:8]}"
+    branch = audit_branch_name(day, datetime.now(UTC), uuid.uuid4().hex[:8])
     main = current_snapshot(spark, table)
     _iceberg(spark, table).manageSnapshots().createBranch(branch, main).commit()
     try:

@@ -51,15 +51,14 @@ def _ts(moment: datetime) -> str:
     return moment.strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
 
 
-def remove_audit_branches(spark: SparkSession, table: str) -> list[str]:
+def remove_audit_branches(spark: SparkSession, table: str, opened_before: datetime) -> list[str]:
     """Drop the audit branches compaction runs left behind (a run drops its own when it ends;
-    one killed on the way leaves it, holding its snapshot and files from the expiry). A run
-    still going when this happens finds its branch gone and fails before publishing
-    anything; its retry starts over."""
-    from spark_apps.compact_events import AUDIT_PREFIX, drop_branch
+    one killed on the way leaves it, holding its snapshot and files from the expiry): those
+    opened before ``opened_before``. A younger one may be a run in progress, and is kept."""
+    from spark_apps.compact_events import abandoned_audit_branches, drop_branch
 
     rows = spark.sql(f"SELECT name FROM {table}.refs WHERE type = 'BRANCH'").collect()
-    left = sorted(r[0] for r in rows if r[0].startswith(AUDIT_PREFIX))
+    left = abandoned_audit_branches([r[0] for r in rows], opened_before)
     for branch in left:
         drop_branch(spark, table, branch)
     return left
@@ -69,7 +68,9 @@ def maintain(spark: SparkSession, table: str, args: MaintainJob) -> dict:
     now = datetime.now(UTC).replace(tzinfo=None)
     system = f"{catalog.CATALOG}.system"
     table = f"{catalog.CATALOG}.{table}"
-    abandoned = remove_audit_branches(spark, table)
+    abandoned = remove_audit_branches(
+        spark, table, datetime.now(UTC) - timedelta(hours=args.audit_grace_hours)
+    )
     # Manifests first: the rewrite is a snapshot of its own, which the expiry then counts.
     manifests = spark.sql(f"CALL {system}.rewrite_manifests(table => '{table}')").first()
     expired = spark.sql(

@@ -411,9 +411,14 @@ class MaintainJob(JobSpec):
     snapshot_days: float = option(7.0, help="expire snapshots older than this")
     retain_last: int = option(5, help="keep at least this many snapshots")
     orphan_days: float = option(3.0, help="remove unreferenced files older than this")
+    audit_grace_hours: float = option(
+        6.0, help="remove compaction runs' audit branches opened longer ago than this"
+    )
     report: str | None = option(None, help=REPORT_HELP)
 
     def check(self) -> None:
+        if self.audit_grace_hours < 0:
+            raise JobSpecError(f"--audit-grace-hours={self.audit_grace_hours}: must be >= 0")
         if self.snapshot_days < 0:
             raise JobSpecError(f"--snapshot-days={self.snapshot_days}: must be >= 0")
         if self.orphan_days < 1:

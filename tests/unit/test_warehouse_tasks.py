@@ -65,3 +65,17 @@ def test_spark_catalog_settings_point_at_the_pipeline_schema_and_warehouse():
     assert conf["spark.sql.catalog.lake.type"] == "jdbc"
     with pytest.raises(ValueError, match="plain identifier"):
         catalog.spark_conf("s3a://lake/warehouse", "x; drop", env)
+
+
+def test_maintenance_removes_only_audit_branches_older_than_a_run_takes():
+    from spark_apps.compact_events import abandoned_audit_branches, audit_branch_name
+
+    day = date(2026, 11, 20)
+    killed = audit_branch_name(day, datetime(2026, 11, 21, 2, 31, tzinfo=UTC), "0a1b2c3d")
+    running = audit_branch_name(day, datetime(2026, 11, 29, 3, 55, tzinfo=UTC), "4e5f6a7b")
+    assert killed == "audit_20261120_20261121023100_0a1b2c3d"
+    legacy = "audit_20261120_9c8d7e6f"  # named before branches said when they were opened
+    names = ["main", "nightly-tag", running, killed, legacy]
+    cutoff = datetime(2026, 11, 29, 0, 0, tzinfo=UTC)  # maintenance at 04:00, 4 h grace
+    assert abandoned_audit_branches(names, cutoff) == sorted([killed, legacy])
+    assert running in abandoned_audit_branches(names, datetime(2026, 11, 29, 4, 0, tzinfo=UTC))
