@@ -263,19 +263,32 @@ def publish_catalog(conn, catalog, rates: Iterable | None = None) -> int:
                popularity_rank = EXCLUDED.popularity_rank""",
             rows,
         )
-        execute_values(
-            cur,
-            """INSERT INTO fx_rates (rate_date, currency, quote, rate) VALUES %s
-               ON CONFLICT (quote, currency, rate_date) DO UPDATE SET rate = EXCLUDED.rate
-               WHERE fx_rates.rate IS DISTINCT FROM EXCLUDED.rate""",
-            [
-                (r.day, r.currency, r.quote, r.rate)
-                for r in (recent_rates() if rates is None else rates)
-            ],
-            page_size=1000,
-        )
+    # The demo's series fills the days that have no rate yet: rates a deployment loaded
+    # (include/analytics/rates.py) are never overwritten by a producer run.
+    upsert_rates(conn, recent_rates() if rates is None else rates, replace=False)
     conn.commit()
     return len(rows)
+
+
+def upsert_rates(conn, rates: Iterable, *, replace: bool = True) -> None:
+    """Write dated rates (``include.events.catalog.Rate``) into ``fx_rates``, keyed by pair
+    and day, in the caller's transaction: ``replace`` a day's rate already there (an
+    unchanged one is not rewritten), or keep it."""
+    from psycopg2.extras import execute_values
+
+    on_conflict = (
+        "DO UPDATE SET rate = EXCLUDED.rate WHERE fx_rates.rate IS DISTINCT FROM EXCLUDED.rate"
+        if replace
+        else "DO NOTHING"
+    )
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "INSERT INTO fx_rates (rate_date, currency, quote, rate) VALUES %s "
+            f"ON CONFLICT (quote, currency, rate_date) {on_conflict}",
+            [(r.day, r.currency, r.quote, r.rate) for r in rates],
+            page_size=1000,
+        )
 
 
 PROGRESS_COLUMNS = (

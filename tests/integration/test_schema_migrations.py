@@ -3,11 +3,12 @@ the apps, safe when two start at once."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -182,5 +183,55 @@ def test_a_sales_table_made_before_currencies_is_adopted_and_keeps_its_rows(ctx,
                 ("USD", Decimal("5.00")),
                 (store.MIXED_CURRENCY, Decimal("30.50")),
             ]
+    finally:
+        conn.close()
+
+
+def test_a_deployments_rates_file_is_loaded_and_the_demo_never_overwrites_it(ctx, schema, tmp_path):
+    """``python -m include.analytics.rates`` loads a CSV into ``fx_rates`` (a bad file writes
+    nothing and names its line); a producer run's catalog afterwards fills only the days
+    without a rate."""
+    from include.events.catalog import build_catalog, usd_value
+
+    conn = store.connect(ctx.analytics_db, schema=schema)
+    migrations.migrate(conn, schema)
+    conn.close()
+    day = datetime.now(UTC).date()
+    good, bad = tmp_path / "rates.csv", tmp_path / "bad.csv"
+    good.write_text(f"day,currency,quote,rate\n{day},EUR,USD,1.5\n{day},GBP,USD,2.25\n")
+    bad.write_text(f"day,currency,quote,rate\n{day},EUR,USD,1.6\n{day},XBT,USD,9\n")
+    env = {**ctx.analytics_db.libpq_env(), "PATH": os.environ["PATH"]}
+
+    def load(path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "include.analytics.rates", str(path), "--schema", schema],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = load(good)
+    assert done.returncode == 0 and "2 rate(s) loaded" in done.stdout, done.stderr
+    refused = load(bad)
+    assert refused.returncode == 2 and "bad.csv:3: currency 'XBT'" in refused.stderr
+
+    conn = store.connect(ctx.analytics_db, schema=schema)
+    try:
+        store.publish_catalog(conn, build_catalog())
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT currency, rate::float8 FROM fx_rates WHERE quote = 'USD' "
+                "AND rate_date = %s ORDER BY 1",
+                (day,),
+            )
+            assert cur.fetchall() == [("EUR", 1.5), ("GBP", 2.25)], "the loaded rates stay"
+            cur.execute(
+                "SELECT rate::float8 FROM fx_rates WHERE quote = 'USD' AND currency = 'EUR' "
+                "AND rate_date = %s",
+                (day - timedelta(days=1),),
+            )
+            assert cur.fetchone()[0] == pytest.approx(usd_value("EUR", day - timedelta(days=1)))
     finally:
         conn.close()
