@@ -443,6 +443,16 @@ def test_late_events_reach_the_warehouse_and_retention_deletes_only_what_it_hold
     assert_day_correct(ctx, wh, d1)  # the run of d1, all of its raw files expired, left it
 
 
+def local_iceberg_catalog(spark, prefix: str, directory) -> str:
+    """A new Iceberg catalog of the session (Spark's Iceberg runtime, a Hadoop catalog in
+    ``directory``): its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    spark.conf.set(f"spark.sql.catalog.{name}", "org.apache.iceberg.spark.SparkCatalog")
+    spark.conf.set(f"spark.sql.catalog.{name}.type", "hadoop")
+    spark.conf.set(f"spark.sql.catalog.{name}.warehouse", f"file:{directory}")
+    return name
+
+
 def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
     """Compaction's write-audit-publish (spark_apps/compact_events.py) on a real Iceberg table
     (Spark's Iceberg runtime, a Hadoop catalog in a temporary directory), runs interleaved as
@@ -461,10 +471,7 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
     from spark_apps import compact_events as E
 
     spark = reader(ctx)
-    name = f"wap_{uuid.uuid4().hex[:8]}"
-    spark.conf.set(f"spark.sql.catalog.{name}", "org.apache.iceberg.spark.SparkCatalog")
-    spark.conf.set(f"spark.sql.catalog.{name}.type", "hadoop")
-    spark.conf.set(f"spark.sql.catalog.{name}.warehouse", f"file:{tmp_path}")
+    name = local_iceberg_catalog(spark, "wap", tmp_path)
     table = f"{name}.db.events"
     spark.sql(
         f"CREATE TABLE {table} (event_id string, event_time timestamp) USING iceberg "
@@ -545,10 +552,7 @@ def test_a_sales_mart_made_before_currencies_gains_them_and_keeps_its_days(ctx, 
     from spark_apps.transforms import warehouse as W
 
     spark = reader(ctx)
-    name = f"mart_{uuid.uuid4().hex[:8]}"
-    spark.conf.set(f"spark.sql.catalog.{name}", "org.apache.iceberg.spark.SparkCatalog")
-    spark.conf.set(f"spark.sql.catalog.{name}.type", "hadoop")
-    spark.conf.set(f"spark.sql.catalog.{name}.warehouse", f"file:{tmp_path}")
+    name = local_iceberg_catalog(spark, "mart", tmp_path)
     table = f"{name}.marts.daily_sales_by_category"
     spark.sql(  # the mart as compaction made it before
         f"CREATE TABLE {table} (day date, category string, revenue double, orders bigint, "
