@@ -48,17 +48,34 @@ def _purchase() -> Column:
     return F.col("is_relevant") & (F.col("event_type") == PURCHASE)
 
 
-def totals(events: DataFrame) -> dict:
-    """Rows, distinct ids and relevant purchase revenue: what verification compares."""
-    row = events.agg(
+def totals_columns() -> list[Column]:
+    """The one-pass aggregates of :func:`totals` (``rows``, ``revenue``), to compute them in a
+    pass that aggregates more. The distinct ids are counted apart (:func:`distinct_ids`):
+    beside other aggregates, Spark expands every row into one per distinct and one for the
+    rest, which made a pass over a day about twice as slow as the two jobs (make bench)."""
+    return [
         F.count(F.lit(1)).alias("rows"),
-        F.countDistinct("event_id").alias("distinct_ids"),
         F.round(
             F.coalesce(F.sum(F.when(_purchase(), F.col("price") * F.col("quantity"))), F.lit(0.0)),
             2,
         ).alias("revenue"),
-    ).first()
-    return {"rows": row["rows"], "distinct_ids": row["distinct_ids"], "revenue": row["revenue"]}
+    ]
+
+
+def distinct_ids(events: DataFrame) -> int:
+    """The distinct non-null ``event_id``s."""
+    return events.select("event_id").where(F.col("event_id").isNotNull()).distinct().count()
+
+
+def totals_of(row, distinct: int) -> dict:
+    """:func:`totals` from a row that aggregated :func:`totals_columns`, and the distinct
+    ids."""
+    return {"rows": row["rows"], "distinct_ids": distinct, "revenue": row["revenue"]}
+
+
+def totals(events: DataFrame) -> dict:
+    """Rows, distinct ids and relevant purchase revenue: what verification compares."""
+    return totals_of(events.agg(*totals_columns()).first(), distinct_ids(events))
 
 
 def daily_sales(events: DataFrame) -> DataFrame:
@@ -142,19 +159,27 @@ def _types_label(types: list[str]) -> str:
 def expectations(events: DataFrame, day: date) -> list[Failure]:
     """Every rule checked in one pass; returns the broken ones with their row counts.
     Also: ``event_id`` unique (the table must hold one row per event)."""
+    return checked(events, day)[1]
+
+
+def checked(events: DataFrame, day: date) -> tuple[dict, list[Failure]]:
+    """:func:`totals` and :func:`expectations` in one pass over ``events`` and a count of its
+    distinct ids (which serves both)."""
     rules = expectation_rules(day, events.columns)
     aliases = {f"r{i}": name for i, name in enumerate(rules)}
     row = events.agg(
+        *totals_columns(),
         *[
             F.sum(F.coalesce(cond, F.lit(False)).cast("long")).alias(alias)
             for alias, cond in zip(aliases, rules.values(), strict=True)
         ],
-        (F.count(F.lit(1)) - F.countDistinct("event_id")).alias("dup"),
     ).first()
+    totals = totals_of(row, distinct_ids(events))
     failures = [Failure(aliases[a], row[a]) for a in aliases if (row[a] or 0) > 0]
-    if (row["dup"] or 0) > 0:
-        failures.append(Failure("event_id not unique", row["dup"]))
-    return failures
+    dup = totals["rows"] - totals["distinct_ids"]
+    if dup > 0:
+        failures.append(Failure("event_id not unique", dup))
+    return totals, failures
 
 
 def output_files(rows: int, bytes_per_row: float, target_bytes: int) -> int:

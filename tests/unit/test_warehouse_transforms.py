@@ -133,6 +133,25 @@ def test_expectations_name_each_broken_rule_with_its_count(spark):
     assert any(rule.startswith("price is null for") for rule in failures)
 
 
+def test_totals_and_expectations_in_one_pass_agree_with_each_alone(spark):
+    df = frame(
+        spark,
+        row("a"),
+        row("a", "page_view", price=None),
+        row("b", price=2.5, qty=4),
+        row("bot", is_relevant=False),
+        row(None, "click", price=None),
+        row("neg", price=-1.0, qty=1),
+    )
+    totals, failures = W.checked(df, DAY)
+    # By hand: 6 rows; a, b, bot, neg (a null id is not an id); purchases of relevant
+    # events: a 10 x 2, b 2.5 x 4, neg -1 x 1.
+    assert totals == {"rows": 6, "distinct_ids": 4, "revenue": 29.0}
+    assert totals == W.totals(df)
+    assert failures == W.expectations(df, DAY)
+    assert {f.rule: f.rows for f in failures}["event_id not unique"] == 2
+
+
 def test_clean_rows_pass_every_expectation(spark):
     assert W.expectations(frame(spark, row("a"), row("b", "page_view", price=None)), DAY) == []
 
