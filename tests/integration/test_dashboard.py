@@ -255,7 +255,8 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
         assert revenue.endswith("USD") and number(revenue) == pytest.approx(
             in_usd(first, 16), abs=0.02
         )
-        assert "Amounts in USD" in page.inner_text("body")
+        # Streamlit sends the page element by element: the note follows the metrics.
+        wait_for(page, lambda: "Amounts in USD" in page.inner_text("body"), 30, "the USD note")
         assert number(metric(page, f"Units ({WINDOW})")) == r1.units
         wait_for(page, lambda: charts(page) >= 6, 30, "the live page's six charts")
         shots.save(page, "live")
@@ -331,7 +332,8 @@ def test_dashboard_pages_follow_the_pipeline(ctx, sandbox, dashboard, browser_pa
         "the history page to show the compacted orders",
     )
     assert number(metric(page, "Revenue")) == pytest.approx(in_usd([*first, *second], 10), abs=0.05)
-    assert "Amounts in USD" in page.inner_text("body")
+    # Streamlit sends the page element by element: the note follows the metrics.
+    wait_for(page, lambda: "Amounts in USD" in page.inner_text("body"), 30, "the USD note")
     wait_for(page, lambda: charts(page) >= 3, 30, "the history charts")
     shots.save(page, "history")
 
