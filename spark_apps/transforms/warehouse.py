@@ -52,7 +52,8 @@ def totals_columns() -> list[Column]:
     """The one-pass aggregates of :func:`totals` (``rows``, ``revenue``), to compute them in a
     pass that aggregates more. The distinct ids are counted apart (:func:`distinct_ids`):
     beside other aggregates, Spark expands every row into one per distinct and one for the
-    rest, which made a pass over a day about twice as slow as the two jobs (make bench)."""
+    rest, which made a pass over the benchmark's day about twice as slow as the two jobs
+    (bench/limits.md, compaction)."""
     return [
         F.count(F.lit(1)).alias("rows"),
         F.round(
