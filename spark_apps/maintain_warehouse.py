@@ -65,11 +65,12 @@ def remove_audit_branches(spark: SparkSession, table: str, opened_before: dateti
 
 
 def maintain(spark: SparkSession, table: str, args: MaintainJob) -> dict:
-    now = datetime.now(UTC).replace(tzinfo=None)
+    started = datetime.now(UTC)
+    now = started.replace(tzinfo=None)
     system = f"{catalog.CATALOG}.system"
     table = f"{catalog.CATALOG}.{table}"
     abandoned = remove_audit_branches(
-        spark, table, datetime.now(UTC) - timedelta(hours=args.audit_grace_hours)
+        spark, table, started - timedelta(hours=args.audit_grace_hours)
     )
     # Manifests first: the rewrite is a snapshot of its own, which the expiry then counts.
     manifests = spark.sql(f"CALL {system}.rewrite_manifests(table => '{table}')").first()
