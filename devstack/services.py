@@ -437,6 +437,7 @@ class S3Server(Service):
 
 STREAM_S3_LINK = "stream_s3"  # Toxiproxy's proxy between the stream (lake_s3) and MinIO
 PARTITION_TOXICS = ("partition_upstream", "partition_downstream")
+HEAL_TIMEOUT_S = 300.0  # a partition's removal, flushing what it held (see S3Link.heal)
 
 
 class S3Link(Service):
@@ -467,14 +468,16 @@ class S3Link(Service):
         env = environment.service_env(s, LOG_LEVEL="warn")
         self._run(ctx, self.name, [*argv, str(config)], env)
 
-    def api(self, ctx: Context, method: str, path: str, body: dict | None = None) -> dict:
+    def api(
+        self, ctx: Context, method: str, path: str, body: dict | None = None, timeout: float = 5
+    ) -> dict:
         req = urllib.request.Request(
             f"{ctx.settings.toxiproxy_url}{path}",
             data=json.dumps(body).encode() if body is not None else None,
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
         return json.loads(raw) if raw.strip() else {}
 
@@ -510,10 +513,17 @@ class S3Link(Service):
             )
 
     def heal(self, ctx: Context, link: str = STREAM_S3_LINK) -> None:
+        """Take the partition away, the held responses first: they answer requests sent before
+        the cut, so few are held. Toxiproxy flushes a removed toxic's bytes and, for a client
+        that hung up meanwhile, gives up on each held chunk only after 5 s (its ``WriteOutput``
+        timeout; issues #412, #558): removing the requests' side first would send them to S3
+        and hold every answer behind the other toxic, each a 5 s stall for a timed-out
+        client. The API answers a removal when the flush ends, so it is given minutes."""
         proxy = self.api(ctx, "GET", "/proxies").get(link) or {}
-        for toxic in proxy.get("toxics", []):
-            if toxic["name"] in PARTITION_TOXICS:
-                self.api(ctx, "DELETE", f"/proxies/{link}/toxics/{toxic['name']}")
+        held = {toxic["name"] for toxic in proxy.get("toxics", [])}
+        for name in reversed(PARTITION_TOXICS):  # partition_downstream first
+            if name in held:
+                self.api(ctx, "DELETE", f"/proxies/{link}/toxics/{name}", timeout=HEAL_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------- Kafka (KRaft)
