@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.latency import JVM_WARMUP_S, LEVELS
+from bench.sandbox import dropped_after
 
 if TYPE_CHECKING:
     from devstack.scaleout import SparkStandalone
@@ -255,7 +256,10 @@ def bench_pipeline(
             mode="bounded",
         )
         log = ctx.settings.logs_dir / "bench-pipeline.log"
-        with tempfile.TemporaryDirectory(prefix="rtap-bench-eventlog-") as event_log:
+        with (
+            tempfile.TemporaryDirectory(prefix="rtap-bench-eventlog-") as event_log,
+            dropped_after(ctx, prefix),
+        ):
             conf = {} if cpu is None else _event_log_conf(event_log)
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             run_app(ctx, job, log, how=Submit(secret=secret, extra_conf=conf))
@@ -351,7 +355,7 @@ def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
             "--path", prefix, "--result", str(result),
         ]  # fmt: skip
         result.unlink(missing_ok=True)
-        with open(log_file, "w") as log:
+        with open(log_file, "w") as log, dropped_after(ctx, root):
             argv = submit_argv(ctx, str(ROOT / "bench" / "spark_floor.py"), args)
             env = submit_env(ctx, connections.S3)
             code = subprocess.run(argv, stdout=log, stderr=log, env=env).returncode

@@ -73,6 +73,12 @@ with DAG(
             None, type=["null", "string"], format="date", description="override: YYYY-MM-DD"
         ),
         "target_file_mb": Param(float(pipeline.TARGET_FILE_MB), type="number", exclusiveMinimum=0),
+        "driver_memory": Param(
+            CompactJob.DRIVER_MEMORY,
+            type="string",
+            pattern=dag_params.MEMORY_PATTERN,
+            description="the compaction's heap (spark.driver.memory), e.g. 3g or 2560m",
+        ),
         "raw_retention_days": Param(
             int(_retention) if _retention else None,
             type=["null", "integer"],
@@ -93,6 +99,7 @@ with DAG(
         report=True,
         application=CompactJob.application(),
         name="compact_events",
+        conf={"spark.driver.memory": "{{ params.driver_memory }}"},
         application_args=CompactJob.templated(
             day="{{ ti.xcom_pull(task_ids='pick_day') }}",
             lake_path="s3a://{{ params.bucket }}/{{ params.lake_prefix }}",

@@ -126,14 +126,18 @@ def run_app(
 
 
 def run_reporting_app(
-    ctx: Context, job: JobSpec, log_file: Path, results: tuple[int, ...] = (0,)
+    ctx: Context,
+    job: JobSpec,
+    log_file: Path,
+    results: tuple[int, ...] = (0,),
+    how: Submit = Submit(),
 ) -> tuple[int, dict, str]:
     """Run an app that writes its report (``--report``, ``include/reports.py``); return its
     exit code, its report and its stdout. Exit codes in ``results`` are results (e.g.
     reconcile's 2: something is missing), any other is an error."""
     with tempfile.TemporaryDirectory(prefix="rtap-report-") as tmp:
         path = Path(tmp) / "report.json"
-        code, out = run_app_status(ctx, job.replace(report=str(path)), log_file)
+        code, out = run_app_status(ctx, job.replace(report=str(path)), log_file, how=how)
         if code not in results:
             raise SparkAppError(f"spark app {job.APP} failed (exit {code}); see {log_file}")
         try:
@@ -162,7 +166,8 @@ def compact(
     """Compact one event day (``spark_apps/compact_events.py``); return its exit code and its
     report. Exit 1 (an expectation or a verification failed) is a result, not an error."""
     log_file = ctx.settings.logs_dir / log_name
-    code, report, _ = run_reporting_app(ctx, job, log_file, results=(0, 1))
+    how = Submit(extra_conf={"spark.driver.memory": job.DRIVER_MEMORY})  # as the DAG's default
+    code, report, _ = run_reporting_app(ctx, job, log_file, results=(0, 1), how=how)
     return code, report
 
 

@@ -13,6 +13,9 @@ from airflow.sdk import Param
 
 from include import pipeline
 
+# A JVM size as Spark reads one (spark.driver.memory): a number and its unit.
+MEMORY_PATTERN = r"^[1-9][0-9]*[kKmMgGtT][bB]?$"
+
 _LOCATIONS = {
     "topic": lambda: Param(pipeline.EVENTS_TOPIC, type="string"),
     "bucket": lambda: Param(pipeline.BUCKET, type="string"),

@@ -534,18 +534,42 @@ def _publish(spark: SparkSession, table: str, branch: str, day: date) -> None:
         ) from exc
 
 
+# How Spark says a job ran out of memory: a task's (SparkOutOfMemoryError: an aggregation's or
+# a sort's memory), or the JVM's heap.
+OUT_OF_MEMORY_MARKERS = ("OutOfMemoryError", "OUT_OF_MEMORY", "UNABLE_TO_ACQUIRE_MEMORY")
+
+
+def out_of_memory(exc: BaseException, day: date, heap: str) -> str | None:
+    """The failure's reason when ``exc`` is Spark running out of memory, naming the setting
+    that gives it more (``None`` for any other failure)."""
+    if not any(marker in str(exc) for marker in OUT_OF_MEMORY_MARKERS):
+        return None
+    return (
+        f"{day}: the day did not fit in the compaction's memory (spark.driver.memory={heap}); "
+        "run it again with a larger driver_memory, the compact_warehouse param (a day's "
+        "compaction is idempotent)"
+    )
+
+
 def run_day(spark: SparkSession, conn, args: CompactJob, late_files: Collection[str] = ()) -> dict:
     """Compact one day, or add its ``late_files`` to it, and record the run (and, once
-    verified, the raw files it read)."""
+    verified, the raw files it read). A day too large for the memory fails with the setting
+    to raise (:func:`out_of_memory`), recorded like any other failed run."""
     try:
         if late_files:
             report, inputs = append_late(spark, args, late_files, runs.expired_files(conn))
         else:
             report, inputs = compact(spark, args, runs.expired_files(conn))
-    except CompactionFailed as exc:
-        report = {"day": args.day.isoformat(), "error": str(exc), "status": "failed"}
+    except Exception as exc:
+        heap = spark.sparkContext.getConf().get("spark.driver.memory", "1g")
+        reason = (
+            str(exc) if isinstance(exc, CompactionFailed) else out_of_memory(exc, args.day, heap)
+        )
+        if reason is None:
+            raise
+        report = {"day": args.day.isoformat(), "error": reason, "status": "failed"}
         runs.record(conn, args.day, "failed", report)
-        log.error("%s", exc)
+        log.error("%s", reason)
         return report
     status = report.get("status", "verified")
     if status == "verified":

@@ -167,3 +167,23 @@ def test_a_spark_tasks_rendered_command_line_is_one_its_app_reads(dagbag, dag_id
         job = JOBS[Path(task.application).name]
         spec = job.from_argv(argv)  # exits (SystemExit) naming the option it refuses
         assert job.from_argv(spec.to_argv()) == spec
+
+
+def test_the_compaction_runs_with_the_heap_of_its_param(dagbag):
+    """spark-submit gets ``spark.driver.memory`` from the ``driver_memory`` param, whose
+    default is the job spec's (a day too large for it fails naming the param)."""
+    import jinja2
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from include.spark.jobs import CompactJob
+
+    dag = dagbag.dags["compact_warehouse"]
+    conf = dag.get_task("compact").conf
+    params = dag.params.dump()
+    assert params["driver_memory"] == CompactJob.DRIVER_MEMORY
+    rendered = jinja2.Template(conf["spark.driver.memory"]).render(params=params)
+    assert rendered == CompactJob.DRIVER_MEMORY
+    rendered = jinja2.Template(conf["spark.driver.memory"]).render(params={"driver_memory": "6g"})
+    assert rendered == "6g"
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("driver_memory").resolve("3 gigabytes")

@@ -175,8 +175,9 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = N
 _READER = None
 
 
-def reader(ctx):
-    """The session's lake reader (created on first use; :func:`stop_reader` stops it)."""
+def reader(ctx, driver_memory: str | None = None):
+    """The session's lake reader (created on first use; :func:`stop_reader` stops it), with
+    Spark's default heap unless ``driver_memory`` is given (it applies when the JVM starts)."""
     global _READER
     if _READER is None:
         from pyspark.sql import SparkSession
@@ -203,6 +204,7 @@ def reader(ctx):
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
+            **({"spark.driver.memory": driver_memory} if driver_memory else {}),
         }
         builder = SparkSession.builder.master("local[2]").appName("it-lake-reader")
         for key, value in conf.items():

@@ -13,6 +13,7 @@ or a bug upstream would), for the compaction's checks.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
 
@@ -27,6 +28,18 @@ from tests.integration.phases import timed
 
 
 def kafka_rows(day: date, n: int, seed: int, duplicate_share: float) -> list[tuple]:
+    return [row for chunk in kafka_chunks(day, n, seed, duplicate_share, n) for row in chunk]
+
+
+# Rows handed to Spark at once: a local DataFrame is shipped inside its tasks, and 2,000,000
+# rows in one overflowed the driver's heap (a benchmark day).
+SEED_CHUNK = 250_000
+
+
+def kafka_chunks(
+    day: date, n: int, seed: int, duplicate_share: float, chunk: int = SEED_CHUNK
+) -> Iterator[list[tuple]]:
+    """The generator's first ``n`` events of ``day`` as Kafka rows, ``chunk`` at a time."""
     cfg = GeneratorConfig(
         seed=seed,
         users=2_000,
@@ -34,11 +47,15 @@ def kafka_rows(day: date, n: int, seed: int, duplicate_share: float) -> list[tup
         span_seconds=22 * 3600,
         duplicate_share=duplicate_share,
     )
-    rows = []
+    rows: list[tuple] = []
     for i, p in enumerate(islice(iter_events(cfg), n)):
         ts = datetime.fromtimestamp(p.event_time_ms / 1000 + 1 + i % 5, UTC).replace(tzinfo=None)
         rows.append((p.key, p.value, "seed", i % 3, i, ts))
-    return rows
+        if len(rows) == chunk:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
 
 
 @timed
@@ -57,25 +74,22 @@ def seed(
         [(x.product_id, x.price, rank) for rank, x in enumerate(build_catalog().products, 1)],
         "product_id string, price double, popularity_rank int",
     )
-    landed = None
-    for i, (day, n) in enumerate(days.items()):
-        raw = spark.createDataFrame(
-            kafka_rows(day, n, generator_seed + i, duplicate_share), E.KAFKA_SCHEMA
-        )
-        now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
-        valid = E.enrich(E.valid_events(E.parse(raw, now)), products)
-        landed = valid if landed is None else landed.unionByName(valid)
-    if break_day:
-        hit = (
-            (F.col("event_date") == F.lit(break_day.isoformat()).cast("date"))
-            & (F.col("event_type") == "purchase")
-            & (F.abs(F.hash("event_id")) % 10 == 0)
-        )
-        landed = landed.withColumn(
-            "price", F.when(hit, -F.abs(F.col("price"))).otherwise(F.col("price"))
-        )
     with tempfile.TemporaryDirectory() as tmp:
-        landed.write.parquet(f"{tmp}/staging")
+        for i, (day, n) in enumerate(days.items()):
+            now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
+            for rows in kafka_chunks(day, n, generator_seed + i, duplicate_share):
+                raw = spark.createDataFrame(rows, E.KAFKA_SCHEMA)
+                landed = E.enrich(E.valid_events(E.parse(raw, now)), products)
+                if break_day:
+                    hit = (
+                        (F.col("event_date") == F.lit(break_day.isoformat()).cast("date"))
+                        & (F.col("event_type") == "purchase")
+                        & (F.abs(F.hash("event_id")) % 10 == 0)
+                    )
+                    landed = landed.withColumn(
+                        "price", F.when(hit, -F.abs(F.col("price"))).otherwise(F.col("price"))
+                    )
+                landed.write.mode("append").parquet(f"{tmp}/staging")
         staged = spark.read.parquet(f"{tmp}/staging")
         stats = {
             str(r["event_date"]): {

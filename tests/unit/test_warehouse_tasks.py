@@ -79,3 +79,22 @@ def test_maintenance_removes_only_audit_branches_older_than_a_run_takes():
     cutoff = datetime(2026, 11, 29, 0, 0, tzinfo=UTC)  # maintenance at 04:00, 4 h grace
     assert abandoned_audit_branches(names, cutoff) == sorted([killed, legacy])
     assert running in abandoned_audit_branches(names, datetime(2026, 11, 29, 4, 0, tzinfo=UTC))
+
+
+def test_running_out_of_memory_names_the_setting_and_other_failures_stay_as_they_are():
+    from spark_apps.compact_events import out_of_memory
+
+    day = date(2026, 11, 20)
+    # as Spark 4 raised them on a 2,000,000-event day with a 1g heap (bench/limits.md)
+    for message in (
+        "An error occurred while calling o788.count.\n: org.apache.spark.SparkException: Job "
+        "aborted ... org.apache.spark.memory.SparkOutOfMemoryError: [AGGREGATE_OUT_OF_MEMORY] "
+        "No enough memory for aggregation SQLSTATE: 82001",
+        "[UNABLE_TO_ACQUIRE_MEMORY] Unable to acquire 262144 bytes of memory, got 0.",
+        "java.lang.OutOfMemoryError: Java heap space",
+    ):
+        reason = out_of_memory(RuntimeError(message), day, "1g")
+        assert reason is not None
+        assert reason.startswith("2026-11-20:")
+        assert "spark.driver.memory=1g" in reason and "driver_memory" in reason
+    assert out_of_memory(RuntimeError("Connection refused: lake:9000"), day, "1g") is None
