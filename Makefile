@@ -33,8 +33,9 @@ reconcile: install ## account for every produced event (SINCE=/UNTIL= ISO times;
 	@$(PY) -m devstack reconcile $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL))
 
 DAY ?=
-compact: install ## compact one event day into the Iceberg warehouse and marts (DAY=YYYY-MM-DD; default yesterday)
-	@$(PY) -m devstack compact $(if $(DAY),--day $(DAY))
+MEMORY ?=
+compact: install ## compact one event day into the Iceberg warehouse and marts (DAY=YYYY-MM-DD; default yesterday; MEMORY=6g for a large day)
+	@$(PY) -m devstack compact $(if $(DAY),--day $(DAY)) $(if $(MEMORY),--driver-memory $(MEMORY))
 
 marts: install ## rebuild marts from the Iceberg events table (SINCE=, UNTIL=: YYYY-MM-DD; MARTS=a,b; default all)
 	@$(PY) -m devstack marts $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL)) $(if $(MARTS),--marts $(MARTS))

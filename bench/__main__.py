@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.latency import JVM_WARMUP_S, LEVELS
-from bench.sandbox import dropped_after
+from bench.sandbox import analytics_schema, dropped_after
 
 if TYPE_CHECKING:
     from devstack.scaleout import SparkStandalone
@@ -228,7 +228,7 @@ def bench_pipeline(
 
     from devstack.spark import Submit, run_app
     from include import pipeline
-    from include.analytics import migrations, store
+    from include.analytics import store
     from include.events.catalog import build_catalog
     from include.lake.s3 import sandbox_prefix
     from include.spark.jobs import StreamJob
@@ -242,8 +242,10 @@ def bench_pipeline(
     def run() -> tuple[int, float]:
         sid = uuid.uuid4().hex[:8]
         schema, prefix = f"bench_{sid}", sandbox_prefix(f"bench-pipeline-{sid}")
-        conn = store.connect(ctx.analytics_db, schema=schema)
-        migrations.migrate(conn, schema)
+        with analytics_schema(ctx, schema) as conn:
+            return _pipeline_run(conn, schema, prefix)
+
+    def _pipeline_run(conn, schema: str, prefix: str) -> tuple[int, float]:
         store.publish_catalog(conn, build_catalog())
         b = ctx.settings.bucket
         job = StreamJob(
@@ -273,9 +275,6 @@ def bench_pipeline(
                 "FROM stream_progress WHERE input_rows > 0"
             )
             seconds, rows = cur.fetchone()
-            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        conn.commit()
-        conn.close()
         if cpu is not None:
             cpu.append({"rows": int(rows), "task_cpu_s": tasks_s, "driver_cpu_s": driver_s})
         return int(rows), float(seconds)

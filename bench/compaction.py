@@ -20,9 +20,8 @@ import os
 import statistics
 import time
 import uuid
-from contextlib import closing
 
-from bench.sandbox import dropped_after
+from bench.sandbox import analytics_schema, dropped_after
 
 COLUMNS = ["category", "event_type", "price", "quantity"]
 
@@ -101,19 +100,24 @@ def run(ctx, *, files: int, events: int, reps: int = 5, warmup: int = 1) -> dict
 
 
 def _run(ctx, root: str, sid: str, files: int, events: int, reps: int, warmup: int) -> dict:
+    from include import pipeline
+
+    lake_prefix = seed_day(ctx, root, files, events)
+    warehouse = pipeline.s3a(ctx.settings.bucket, f"{root}/warehouse")
+    schema = f"bench_c_{sid}"
+    with analytics_schema(ctx, schema):  # the catalog's and the runs' tables
+        return _measure(ctx, lake_prefix, schema, warehouse, reps, warmup)
+
+
+def _measure(ctx, lake_prefix: str, schema: str, warehouse: str, reps: int, warmup: int) -> dict:
     from devstack import spark as spark_cli
     from include import pipeline
-    from include.analytics import migrations, store
     from include.spark.jobs import CompactJob
     from include.warehouse import catalog
 
     b = ctx.settings.bucket
     s3 = _s3fs(ctx)
-    lake_prefix = seed_day(ctx, root, files, events)
     day = DAY
-    schema, warehouse = f"bench_c_{sid}", pipeline.s3a(b, f"{root}/warehouse")
-    with closing(store.connect(ctx.analytics_db, schema=schema)) as conn:
-        migrations.migrate(conn, schema)
     job = CompactJob.parse(
         day=str(day), lake_path=pipeline.s3a(b, lake_prefix), warehouse=warehouse, pg_schema=schema
     )
@@ -147,13 +151,6 @@ def _run(ctx, root: str, sid: str, files: int, events: int, reps: int, warmup: i
     raw_total, ice_total = scan_raw(), scan_iceberg()
     before = _timed(scan_raw, reps, warmup)
     after = _timed(scan_iceberg, reps, warmup)
-    try:
-        from psycopg2 import connect
-
-        with connect(**ctx.analytics_db.psycopg2_kwargs()) as conn, conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    except Exception as exc:
-        print(f"    (could not drop {schema}: {exc})")
     return {
         "day": day,
         "rows": dst["rows"],

@@ -17,3 +17,25 @@ def dropped_after(ctx, root: str) -> Iterator[None]:
             ctx.s3_root.pyarrow_filesystem().delete_dir(f"{ctx.settings.bucket}/{root}")
         except OSError as exc:  # never written
             print(f"    (could not delete {root}: {exc})", flush=True)
+
+
+@contextlib.contextmanager
+def analytics_schema(ctx, schema: str) -> Iterator[object]:
+    """A repetition's own Postgres schema, migrated (a psycopg2 connection to it), dropped
+    when the repetition ends, failed or not."""
+    from include.analytics import migrations, store
+
+    conn = store.connect(ctx.analytics_db, schema=schema)
+    try:
+        migrations.migrate(conn, schema)
+        yield conn
+    finally:
+        try:
+            conn.rollback()  # a failed statement's transaction would refuse the drop
+            with conn.cursor() as cur:
+                cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.commit()
+        except Exception as exc:  # the figures stand without it
+            print(f"    (could not drop {schema}: {exc})", flush=True)
+        finally:
+            conn.close()

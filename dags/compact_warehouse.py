@@ -100,6 +100,7 @@ with DAG(
         application=CompactJob.application(),
         name="compact_events",
         conf={"spark.driver.memory": "{{ params.driver_memory }}"},
+        memory_param="driver_memory",  # named when the driver runs out of heap
         application_args=CompactJob.templated(
             day="{{ ti.xcom_pull(task_ids='pick_day') }}",
             lake_path="s3a://{{ params.bucket }}/{{ params.lake_prefix }}",

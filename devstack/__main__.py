@@ -61,6 +61,17 @@ def _reconcile(ctx, args) -> int:
     return 0 if report["ok"] else 1
 
 
+def _memory(value: str) -> str:
+    """A JVM size for ``--driver-memory`` (``6g``, ``4096m``)."""
+    import re
+
+    from include.spark.jobs import MEMORY_PATTERN
+
+    if not re.match(MEMORY_PATTERN, value):
+        raise argparse.ArgumentTypeError(f"{value!r}: a size such as 6g or 4096m")
+    return value
+
+
 def _compact(ctx, args) -> int:
     from datetime import UTC, datetime, timedelta
 
@@ -75,7 +86,7 @@ def _compact(ctx, args) -> int:
         warehouse=pipeline.s3a(ctx.settings.bucket, pipeline.WAREHOUSE_PREFIX),
         target_file_mb=args.target_file_mb or None,
     )
-    code, report = compact(ctx, job)
+    code, report = compact(ctx, job, driver_memory=args.driver_memory)
     if code != 0:
         print(report.get("error", report))
         return 1
@@ -156,6 +167,8 @@ def _print_stream(ctx) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from include.spark.jobs import CompactJob
+
     p = argparse.ArgumentParser(prog="devstack", description="The local, Docker-free stack.")
     sub = p.add_subparsers(dest="command", required=True)
     inst = sub.add_parser("install", help="fetch and build everything into the cache (idempotent)")
@@ -177,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compact", help="compact one event day into the Iceberg warehouse")
     comp.add_argument("--day", default=None, help="YYYY-MM-DD (default: yesterday, UTC)")
     comp.add_argument("--target-file-mb", default=None)
+    comp.add_argument(
+        "--driver-memory",
+        default=None,
+        type=_memory,
+        help=f"the app's heap, e.g. 6g (default: {CompactJob.DRIVER_MEMORY}, as the DAG's param)",
+    )
     mrt = sub.add_parser("marts", help="rebuild marts from the Iceberg events table")
     mrt.add_argument("--since", default=None, help="YYYY-MM-DD (default: the table's first day)")
     mrt.add_argument("--until", default=None, help="YYYY-MM-DD (default: the table's last day)")

@@ -16,6 +16,7 @@ from include.reports import ReportMissing, read_report
 from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, RebuildMartsJob, ReconcileJob
 from include.spark.submit import (
     BASE_CONF,
+    HEAP_EXHAUSTED,
     connector_classpath,
     driver_conf,
     executor_env_file,
@@ -115,13 +116,24 @@ def run_app_status(
     return proc.returncode, proc.stdout
 
 
+def failed(job: JobSpec, code: int, log_file: Path, how: Submit) -> SparkAppError:
+    """The error of a run that exited ``code``; it says so when the driver's heap ran out
+    (:data:`~include.spark.submit.HEAP_EXHAUSTED` in its log), with the heap it had."""
+    why = ""
+    with contextlib.suppress(OSError):
+        if any(marker in log_file.read_text(errors="replace") for marker in HEAP_EXHAUSTED):
+            heap = how.extra_conf.get("spark.driver.memory", "1g, Spark's default")
+            why = f": the driver ran out of heap (spark.driver.memory={heap}); give it more"
+    return SparkAppError(f"spark app {job.APP} failed (exit {code}){why}; see {log_file}")
+
+
 def run_app(
     ctx: Context, job: JobSpec, log_file: Path, timeout: float = 900, how: Submit = Submit()
 ) -> str:
     """Run a Spark app; return its stdout; raise if it fails."""
     code, out = run_app_status(ctx, job, log_file, timeout, how)
     if code != 0:
-        raise SparkAppError(f"spark app {job.APP} failed (exit {code}); see {log_file}")
+        raise failed(job, code, log_file, how)
     return out
 
 
@@ -139,7 +151,7 @@ def run_reporting_app(
         path = Path(tmp) / "report.json"
         code, out = run_app_status(ctx, job.replace(report=str(path)), log_file, how=how)
         if code not in results:
-            raise SparkAppError(f"spark app {job.APP} failed (exit {code}); see {log_file}")
+            raise failed(job, code, log_file, how)
         try:
             return code, read_report(path), out
         except ReportMissing as exc:
@@ -161,12 +173,16 @@ def lake_report(ctx: Context, lake_path: str, dead_letter_path: str) -> dict:
 
 
 def compact(
-    ctx: Context, job: CompactJob, log_name: str = "compact_events.log"
+    ctx: Context,
+    job: CompactJob,
+    log_name: str = "compact_events.log",
+    driver_memory: str | None = None,
 ) -> tuple[int, dict]:
-    """Compact one event day (``spark_apps/compact_events.py``); return its exit code and its
-    report. Exit 1 (an expectation or a verification failed) is a result, not an error."""
+    """Compact one event day (``spark_apps/compact_events.py``) with ``driver_memory`` (by
+    default the DAG's default); return its exit code and its report. Exit 1 (an expectation
+    or a verification failed) is a result, not an error."""
     log_file = ctx.settings.logs_dir / log_name
-    how = Submit(extra_conf={"spark.driver.memory": job.DRIVER_MEMORY})  # as the DAG's default
+    how = Submit(extra_conf={"spark.driver.memory": driver_memory or job.DRIVER_MEMORY})
     code, report, _ = run_reporting_app(ctx, job, log_file, results=(0, 1), how=how)
     return code, report
 

@@ -12,9 +12,9 @@ from typing import Any
 from airflow.sdk import Param
 
 from include import pipeline
+from include.spark import jobs
 
-# A JVM size as Spark reads one (spark.driver.memory): a number and its unit.
-MEMORY_PATTERN = r"^[1-9][0-9]*[kKmMgGtT][bB]?$"
+MEMORY_PATTERN = jobs.MEMORY_PATTERN  # a JVM size, as spark.driver.memory takes one
 
 _LOCATIONS = {
     "topic": lambda: Param(pipeline.EVENTS_TOPIC, type="string"),

@@ -339,6 +339,10 @@ def duration_ms(text: str) -> int:
     return int(parts[0]) * _UNIT_MS[unit]
 
 
+# A JVM size as Spark reads one (``spark.driver.memory``): a number and its unit.
+MEMORY_PATTERN = r"^[1-9][0-9]*[kKmMgGtT][bB]?$"
+
+
 @dataclasses.dataclass(frozen=True)
 class CompactJob(JobSpec):
     """Nightly compaction: one event day of the lake -> the Iceberg warehouse and its marts."""
@@ -347,8 +351,9 @@ class CompactJob(JobSpec):
     S3_CONN: ClassVar[str] = connections.WAREHOUSE_S3
     # The driver's heap (``spark.driver.memory``; on a local master every task runs in it).
     # Spark's default, 1g, failed on a day of 2,000,000 events (235 MiB of Parquet in 2,070
-    # files; the day's cache left the distinct-id count no memory); 2g compacted it. The
-    # compact_warehouse DAG's ``driver_memory`` param overrides it for a larger day.
+    # files; the day's cache left the distinct-id count no memory, or the heap ran out); 2g
+    # compacted it. The compact_warehouse DAG's ``driver_memory`` param overrides it for a
+    # larger day (``make compact MEMORY=...`` on the local stack).
     DRIVER_MEMORY: ClassVar[str] = "3g"
 
     day: date = option(help="event day, YYYY-MM-DD")

@@ -33,7 +33,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +117,37 @@ def submit_environment(inherited: Mapping[str, str], role: Mapping[str, str]) ->
     return {**base, **role}
 
 
+# What a driver JVM prints when its heap ran out (Spark's uncaught-exception handler, before
+# it exits with 52): the same input needs as much heap again, so a retry at the same size fails
+# the same way. Other OutOfMemoryErrors (no native thread left, direct buffers) come from the
+# machine's state at the time and keep the task's retries.
+HEAP_EXHAUSTED = (
+    "java.lang.OutOfMemoryError: Java heap space",
+    "java.lang.OutOfMemoryError: GC overhead limit exceeded",
+)
+
+
 class ScopedSparkSubmitHook(SparkSubmitHook):
     """The provider's hook starts spark-submit with a copy of the task's whole environment plus
-    ``env_vars``; this one with :func:`submit_environment` instead."""
+    ``env_vars``; this one with :func:`submit_environment` instead. It also notes whether the
+    driver's output said its heap ran out (:data:`HEAP_EXHAUSTED`)."""
+
+    heap_exhausted = False
 
     def submit(self, application: str = "", **kwargs: Any) -> str | None:
         # Filled by _build_spark_submit_command, which the provider's submit calls before Popen.
         self._scoped_env: dict[str, str] = {}
+        self.heap_exhausted = False
         return super().submit(application, env=self._scoped_env, **kwargs)
+
+    def _process_spark_submit_log(self, itr: Iterator[Any]) -> None:
+        def watched() -> Iterator[Any]:
+            for line in itr:
+                if not self.heap_exhausted and any(m in str(line) for m in HEAP_EXHAUSTED):
+                    self.heap_exhausted = True
+                yield line
+
+        super()._process_spark_submit_log(watched())
 
     def _build_spark_submit_command(self, application: str) -> list[str]:
         command = super()._build_spark_submit_command(application)
@@ -148,13 +171,16 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         kafka_conn_id: str | None = None,
         report: bool = False,
         before_submit: str | None = None,
+        memory_param: str | None = None,
         **kwargs: Any,
     ) -> None:
         """``s3_conn_id``: by default the one the app's job spec names (``S3_CONN``,
         ``include/spark/jobs.py``). ``report``: the app writes its result (``--report``,
         ``include/reports.py``) under the bucket's ``_reports/`` and the task returns it (its
         XCom ``return_value``). ``before_submit``: ``"module:function"`` called with the task's
-        params before each try submits (resolved when the task runs: DAG files stay light)."""
+        params before each try submits (resolved when the task runs: DAG files stay light).
+        ``memory_param``: the DAG param that sets the driver's heap, named when a reporting
+        app's driver ran out of heap (:meth:`heap_exhausted`)."""
         kwargs.setdefault("conn_id", connections.SPARK)
         super().__init__(**kwargs)
         job = JOBS.get(Path(str(kwargs.get("application", ""))).name)
@@ -163,6 +189,7 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         self.kafka_conn_id = kafka_conn_id
         self.report_uri = REPORT_URI_TEMPLATE if report else ""
         self.before_submit = before_submit
+        self.memory_param = memory_param
 
     def _get_hook(self) -> SparkSubmitHook:
         hook = super()._get_hook()
@@ -187,16 +214,29 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         try:
             self._submit(context, s3)
         except Exception:
-            reported = self._reported_error(s3)
+            reported = self._reported_error(s3) or self.heap_exhausted()
             if reported:
                 from airflow.sdk.exceptions import AirflowFailException
 
                 # The app ended on a condition it diagnosed (a check failed, a table is
-                # missing): the same input gives the same verdict, so retries would only
-                # repeat it. A crash (no report) keeps the task's retries.
+                # missing), or its heap ran out: the same input gives the same verdict, so
+                # retries would only repeat it. Any other crash keeps the task's retries.
                 raise AirflowFailException(f"{self.task_id}: {reported}") from None
             raise
         return read_report(self.report_uri, s3.client())
+
+    def heap_exhausted(self) -> str:
+        """Why the try failed when its driver ran out of heap before it could report (the
+        setting to raise, and its value), else ''."""
+        if not getattr(self._hook, "heap_exhausted", False):
+            return ""
+        heap = (self.conf or {}).get("spark.driver.memory") or self._driver_memory
+        where = f"the {self.memory_param} param" if self.memory_param else "spark.driver.memory"
+        return (
+            f"the Spark driver ran out of heap (spark.driver.memory="
+            f"{heap or '1g, Spark default'}), and would again at that size: it is not retried. "
+            f"Raise {where} and run it again."
+        )
 
     def _reported_error(self, s3: S3Endpoint) -> str:
         """The ``error`` of the report this try's app wrote before exiting non-zero ('' when

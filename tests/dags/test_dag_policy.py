@@ -187,3 +187,23 @@ def test_the_compaction_runs_with_the_heap_of_its_param(dagbag):
     assert rendered == "6g"
     with pytest.raises(ParamValidationError):
         dag.params.get_param("driver_memory").resolve("3 gigabytes")
+    # a driver that runs out of heap before it reports fails naming that param
+    assert dag.get_task("compact").memory_param == "driver_memory"
+
+
+def test_a_memory_param_named_in_a_heap_failure_sets_that_heap(dagbag):
+    """A task that names a param in its out-of-heap failure (``memory_param``) has that param,
+    and it is what sets its driver's heap."""
+    from include.spark.submit import LakeSparkSubmitOperator
+
+    named = [
+        (dag, task)
+        for dag in dagbag.dags.values()
+        for task in dag.tasks
+        if isinstance(task, LakeSparkSubmitOperator) and task.memory_param
+    ]
+    assert named, "no task names its memory param"
+    for dag, task in named:
+        assert task.memory_param in dag.params, (dag.dag_id, task.task_id)
+        heap = (task.conf or {}).get("spark.driver.memory", "")
+        assert heap.replace(" ", "") == f"{{{{params.{task.memory_param}}}}}", (dag.dag_id, heap)

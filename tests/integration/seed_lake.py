@@ -74,21 +74,22 @@ def seed(
         [(x.product_id, x.price, rank) for rank, x in enumerate(build_catalog().products, 1)],
         "product_id string, price double, popularity_rank int",
     )
+    broken = None
+    if break_day:  # a tenth of the day's purchases with a negative price
+        hit = (
+            (F.col("event_date") == F.lit(break_day.isoformat()).cast("date"))
+            & (F.col("event_type") == "purchase")
+            & (F.abs(F.hash("event_id")) % 10 == 0)
+        )
+        broken = F.when(hit, -F.abs(F.col("price"))).otherwise(F.col("price"))
     with tempfile.TemporaryDirectory() as tmp:
         for i, (day, n) in enumerate(days.items()):
             now = F.lit(datetime.combine(day + timedelta(days=1), time(12)))
             for rows in kafka_chunks(day, n, generator_seed + i, duplicate_share):
                 raw = spark.createDataFrame(rows, E.KAFKA_SCHEMA)
                 landed = E.enrich(E.valid_events(E.parse(raw, now)), products)
-                if break_day:
-                    hit = (
-                        (F.col("event_date") == F.lit(break_day.isoformat()).cast("date"))
-                        & (F.col("event_type") == "purchase")
-                        & (F.abs(F.hash("event_id")) % 10 == 0)
-                    )
-                    landed = landed.withColumn(
-                        "price", F.when(hit, -F.abs(F.col("price"))).otherwise(F.col("price"))
-                    )
+                if broken is not None:
+                    landed = landed.withColumn("price", broken)
                 landed.write.mode("append").parquet(f"{tmp}/staging")
         staged = spark.read.parquet(f"{tmp}/staging")
         stats = {

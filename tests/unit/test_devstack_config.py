@@ -269,3 +269,22 @@ def test_a_kafka_cluster_id_never_reads_as_an_option(monkeypatch):
     cluster_id = services.new_cluster_id()
     assert cluster_id == base64.urlsafe_b64encode(b"\x01" + bytes(15)).decode().rstrip("=")
     assert len(cluster_id) == 22
+
+
+def test_a_local_run_whose_driver_ran_out_of_heap_says_so(tmp_path):
+    """``make compact`` and the other local runs: a failure names the heap it had when the
+    driver's log says its heap ran out, and only then."""
+    from devstack.spark import Submit, failed
+    from include.spark.jobs import CompactJob
+
+    job = CompactJob.parse(day="2026-11-20", lake_path="s3a://b/raw", warehouse="s3a://b/wh")
+    log = tmp_path / "compact.log"
+    log.write_text(
+        "ERROR Executor: Exception in task 1.0\njava.lang.OutOfMemoryError: Java heap space\n"
+    )
+    error = str(failed(job, 52, log, Submit(extra_conf={"spark.driver.memory": "3g"})))
+    assert "exit 52" in error and "ran out of heap (spark.driver.memory=3g)" in error
+    assert "Spark's default" in str(failed(job, 52, log, Submit()))
+    log.write_text("py4j.protocol.Py4JNetworkError: Answer from Java side is empty\n")
+    assert "heap" not in str(failed(job, 1, log, Submit()))
+    assert "heap" not in str(failed(job, 1, tmp_path / "never-written.log", Submit()))

@@ -94,3 +94,71 @@ def test_a_failure_the_app_reported_is_not_retried_a_crash_is(monkeypatch):
     with pytest.raises(AirflowException) as other:
         op.execute({})
     assert not isinstance(other.value, AirflowFailException)
+
+
+class _Driver:
+    """What ``subprocess.Popen`` gives the provider's hook: the driver's output, its exit."""
+
+    def __init__(self, lines: list[str], code: int) -> None:
+        self.stdout, self.code = [f"{line}\n" for line in lines], code
+
+    def wait(self) -> int:
+        return self.code
+
+
+@pytest.mark.parametrize(
+    ("last_words", "code", "not_retried"),
+    [
+        ("java.lang.OutOfMemoryError: Java heap space", 52, True),
+        ("java.lang.OutOfMemoryError: GC overhead limit exceeded", 52, True),
+        # the machine's state at the time, not the input: the retries apply
+        ("java.lang.OutOfMemoryError: unable to create native thread: possibly out of", 1, False),
+        ("py4j.protocol.Py4JNetworkError: Answer from Java side is empty", 1, False),
+    ],
+)
+def test_a_driver_out_of_heap_before_it_reported_is_not_retried(
+    monkeypatch, last_words, code, not_retried
+):
+    """The driver's JVM died of its heap before the app could write its report: a retry at the
+    same size would die the same way, so the task fails at once, naming the setting to raise
+    (the DAG's param when it has one) and its value. Other deaths keep the retries."""
+    from airflow.exceptions import AirflowException
+    from airflow.providers.apache.spark.hooks import spark_submit as provider
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.reports import ReportMissing
+    from include.spark import submit
+
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
+    monkeypatch.setenv("AIRFLOW_CONN_LAKE_S3", json.dumps({"conn_type": "aws", "login": "k"}))
+    output = [
+        "26/12/04 16:00:00 ERROR SparkUncaughtExceptionHandler: Uncaught exception",
+        last_words,
+    ]
+    monkeypatch.setattr(provider.subprocess, "Popen", lambda argv, **kw: _Driver(output, code))
+
+    def no_report(uri, client):
+        raise ReportMissing(f"no report at {uri}")
+
+    monkeypatch.setattr(submit, "read_report", no_report)
+    op = submit.LakeSparkSubmitOperator(
+        task_id="compact",
+        application="app.py",
+        report=True,
+        conf={"spark.driver.memory": "3g"},
+        memory_param="driver_memory",
+    )
+    op.report_uri = "s3a://lake/_reports/d/t/1.json"
+    # the provider's own submit, through our hook (_submit adds the endpoints' settings)
+    monkeypatch.setattr(op, "_submit", lambda ctx, s3: submit.SparkSubmitOperator.execute(op, ctx))
+    with pytest.raises(AirflowException, match=f"Error code is: {code}|heap") as failed:
+        op.execute({})
+    assert isinstance(failed.value, AirflowFailException) is not_retried
+    if not_retried:
+        message = str(failed.value)
+        assert "spark.driver.memory=3g" in message and "driver_memory param" in message
+    # the next try starts clean: a driver that failed otherwise is retried
+    monkeypatch.setattr(provider.subprocess, "Popen", lambda argv, **kw: _Driver(["bye"], 1))
+    with pytest.raises(AirflowException) as next_try:
+        op.execute({})
+    assert not isinstance(next_try.value, AirflowFailException)
