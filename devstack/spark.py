@@ -17,11 +17,11 @@ from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, RebuildMartsJ
 from include.spark.submit import (
     BASE_CONF,
     HEAP_EXHAUSTED,
-    SPARK_DEFAULT_HEAP,
     connector_classpath,
     driver_conf,
     executor_env_file,
     is_local_master,
+    out_of_heap,
 )
 
 
@@ -123,8 +123,7 @@ def failed(job: JobSpec, code: int, log_file: Path, how: Submit) -> SparkAppErro
     why = ""
     with contextlib.suppress(OSError):
         if any(marker in log_file.read_text(errors="replace") for marker in HEAP_EXHAUSTED):
-            heap = how.extra_conf.get("spark.driver.memory", SPARK_DEFAULT_HEAP)
-            why = f": the driver ran out of heap (spark.driver.memory={heap}); give it more"
+            why = f": {out_of_heap(how.extra_conf.get('spark.driver.memory'))}"
     return SparkAppError(f"spark app {job.APP} failed (exit {code}){why}; see {log_file}")
 
 

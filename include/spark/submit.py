@@ -121,11 +121,20 @@ def submit_environment(inherited: Mapping[str, str], role: Mapping[str, str]) ->
 # it exits with 52): the same input needs as much heap again, so a retry at the same size fails
 # the same way. Other OutOfMemoryErrors (no native thread left, direct buffers) come from the
 # machine's state at the time and keep the task's retries.
-SPARK_DEFAULT_HEAP = "1g, Spark's default"  # spark.driver.memory when nothing sets it
 HEAP_EXHAUSTED = (
     "java.lang.OutOfMemoryError: Java heap space",
     "java.lang.OutOfMemoryError: GC overhead limit exceeded",
 )
+SPARK_DEFAULT_HEAP = "1g, Spark's default"  # spark.driver.memory when nothing sets it
+
+
+def out_of_heap(heap: str | None, setting: str = "spark.driver.memory") -> str:
+    """What to tell whoever ran an app whose driver ran out of ``heap``: which ``setting``
+    gives it more."""
+    return (
+        f"the Spark driver ran out of heap (spark.driver.memory={heap or SPARK_DEFAULT_HEAP}), "
+        f"and would again at that size: raise {setting} and run it again"
+    )
 
 
 class ScopedSparkSubmitHook(SparkSubmitHook):
@@ -231,17 +240,9 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
         setting to raise, and its value), else ''."""
         if not getattr(self._hook, "heap_exhausted", False):
             return ""
-        heap = (
-            (self.conf or {}).get("spark.driver.memory")
-            or self._driver_memory
-            or SPARK_DEFAULT_HEAP
-        )
+        heap = (self.conf or {}).get("spark.driver.memory") or self._driver_memory
         where = f"the {self.memory_param} param" if self.memory_param else "spark.driver.memory"
-        return (
-            f"the Spark driver ran out of heap (spark.driver.memory="
-            f"{heap}), and would again at that size: it is not retried. "
-            f"Raise {where} and run it again."
-        )
+        return f"{out_of_heap(heap, where)} (not retried)"
 
     def _reported_error(self, s3: S3Endpoint) -> str:
         """The ``error`` of the report this try's app wrote before exiting non-zero ('' when
