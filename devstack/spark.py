@@ -90,10 +90,12 @@ def cluster_properties(ctx: Context, env: dict[str, str], secret: str = "") -> I
 @dataclass(frozen=True)
 class Submit:
     """How a run is submitted beyond the stack's defaults: a standalone cluster's shared
-    ``secret`` (:func:`cluster_properties`), more Spark properties (``extra_conf``)."""
+    ``secret`` (:func:`cluster_properties`), more Spark properties (``extra_conf``), and what
+    a failure names to raise when the driver runs out of heap (``heap_setting``)."""
 
     secret: str = ""
     extra_conf: Mapping[str, str] = field(default_factory=dict)
+    heap_setting: str = "spark.driver.memory"  # named when the driver runs out of heap
 
 
 def run_app_status(
@@ -123,7 +125,7 @@ def failed(job: JobSpec, code: int, log_file: Path, how: Submit) -> SparkAppErro
     why = ""
     with contextlib.suppress(OSError):
         if any(marker in log_file.read_text(errors="replace") for marker in HEAP_EXHAUSTED):
-            why = f": {out_of_heap(how.extra_conf.get('spark.driver.memory'))}"
+            why = f": {out_of_heap(how.extra_conf.get('spark.driver.memory'), how.heap_setting)}"
     return SparkAppError(f"spark app {job.APP} failed (exit {code}){why}; see {log_file}")
 
 
@@ -182,7 +184,10 @@ def compact(
     default the DAG's default); return its exit code and its report. Exit 1 (an expectation
     or a verification failed) is a result, not an error."""
     log_file = ctx.settings.logs_dir / log_name
-    how = Submit(extra_conf={"spark.driver.memory": driver_memory or job.DRIVER_MEMORY})
+    how = Submit(
+        extra_conf={"spark.driver.memory": driver_memory or job.DRIVER_MEMORY},
+        heap_setting="it (make compact MEMORY=6g, python -m devstack compact --driver-memory)",
+    )
     code, report, _ = run_reporting_app(ctx, job, log_file, results=(0, 1), how=how)
     return code, report
 

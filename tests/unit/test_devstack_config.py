@@ -285,6 +285,7 @@ def test_a_local_run_whose_driver_ran_out_of_heap_says_so(tmp_path):
     error = str(failed(job, 52, log, Submit(extra_conf={"spark.driver.memory": "3g"})))
     assert "exit 52" in error and "ran out of heap (spark.driver.memory=3g)" in error
     assert "Spark's default" in str(failed(job, 52, log, Submit()))
+    assert "raise MEMORY=" in str(failed(job, 52, log, Submit(heap_setting="MEMORY=")))
     log.write_text("py4j.protocol.Py4JNetworkError: Answer from Java side is empty\n")
     assert "heap" not in str(failed(job, 1, log, Submit()))
     assert "heap" not in str(failed(job, 1, tmp_path / "never-written.log", Submit()))
