@@ -523,7 +523,8 @@ def to_markdown(results: dict, images: str) -> str:
             f"{lat['seconds_per_level']:.0f} s measured per level"
             + (
                 f" (the first level after {lat['jvm_warmup_s']:.0f} s: a fresh driver's JIT "
-                "compiles Spark's hot paths for minutes)"
+                "compiles Spark's hot paths for minutes, and the deduplication's state fills "
+                "its horizon)"
                 if lat.get("jvm_warmup_s")
                 else ""
             )

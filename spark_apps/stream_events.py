@@ -320,6 +320,13 @@ def sink_rejected_path(dead_letter_path: str, sink: str, batch_id: int) -> str:
     return f"{dead_letter_path.rstrip('/')}/_sink_rejected/{sink}/batch_id={batch_id}"
 
 
+def stateful_operators(spark: SparkSession, checkpoint: str) -> set[str]:
+    """The stateful operators a query's checkpoint holds state of, by the names Spark's state
+    metadata gives them (none for a new checkpoint)."""
+    rows = spark.read.format("state-metadata").load(checkpoint).select("operatorName").collect()
+    return {r[0] for r in rows}
+
+
 def start_queries(
     spark: SparkSession,
     args: StreamJob,
@@ -332,10 +339,20 @@ def start_queries(
         read_kafka(spark, args, fail_on_data_loss),
         quarantine=read_table(spark, args.pg_schema, control.QUARANTINE_TABLE),
     )
+    checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
+    legacy = tx.LEGACY_DEDUPE_OPERATOR in stateful_operators(spark, checkpoint)
+    if legacy:
+        log.warning(
+            "the checkpoint %s holds the earlier releases' deduplication state (%s): the stream "
+            "keeps that operator, whose cost per event grows with the dedupe horizon over the "
+            "trigger interval; a new checkpoint uses the current one (docs/architecture.md)",
+            checkpoint,
+            tx.LEGACY_DEDUPE_OPERATOR,
+        )
     writer = (
-        tx.observe(tx.first_seen(checked, args.dedupe_horizon))
+        tx.observe(tx.first_seen(checked, args.dedupe_horizon, legacy=legacy))
         .writeStream.queryName(pipeline.STREAM_QUERY)
-        .option("checkpointLocation", f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}")
+        .option("checkpointLocation", checkpoint)
         .outputMode("append")
         .foreachBatch(fan_out(spark, args, owner))
     )

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # run of 2,000 events: ~33 s of CPU against ~46 s with the JVM's defaults. The stack's own
 # services, and the drivers `make run` launches, keep the defaults. Every driver, the tests' as
 # the stack's, also maps the stack's class-data archive (devstack/class_archive.py).
+STATE_STORE = "spark.sql.streaming.stateStore.providerClass"
 TEST_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
 
 
@@ -78,6 +79,7 @@ def spark():
     from pyspark.sql import SparkSession
 
     from devstack import install, settings
+    from include.spark.submit import BASE_CONF
 
     operators = install.build_operators(settings.load())
 
@@ -91,6 +93,8 @@ def spark():
         .appName("unit-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
+        # The stream's state store: its deduplication (transformWithState) needs RocksDB.
+        .config(STATE_STORE, BASE_CONF[STATE_STORE])
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraClassPath", str(operators))
         .config("spark.driver.extraJavaOptions", TEST_JAVA_OPTS)

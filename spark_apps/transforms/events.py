@@ -216,7 +216,12 @@ def content_digest() -> Column:
     return F.xxhash64(F.to_json(F.struct(*CONTENT_FIELDS)))
 
 
-def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
+# The name Spark's state metadata gives the deduplication operator of the earlier releases (a
+# ``flatMapGroupsWithState``): a checkpoint it wrote keeps it (:func:`first_seen`, ``legacy``).
+LEGACY_DEDUPE_OPERATOR = "flatMapGroupsWithState"
+
+
+def first_seen(checked: DataFrame, horizon: str, legacy: bool = False) -> DataFrame:
     """Checked records with the repeats of an ``event_id`` first seen within ``horizon`` of
     processing time resolved: the first record is kept; a later one with the same content
     (:func:`content_digest`) is a copy and dropped; a later one with different content is kept
@@ -228,7 +233,9 @@ def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
     timestamp or event time can make a record "late", so no valid first-seen event is ever
     dropped. A repeat that arrives after the horizon lands again; compaction drops it and
     reconcile counts it. On a stream the state is kept by ``rtap.spark.FirstSeen``
-    (``spark_apps/jvm``: one JVM call per key and batch), which also stamps
+    (``spark_apps/jvm``: one JVM call per key and batch; a ``transformWithState`` whose keys
+    expire after the horizon, or with ``legacy`` the ``flatMapGroupsWithState`` that earlier
+    releases' checkpoints hold, :data:`LEGACY_DEDUPE_OPERATOR`), which also stamps
     :data:`INGESTED_AT` with the micro-batch's processing time (Spark's batch timestamp, the
     same when a batch is replayed) and applies the contract's event-time bounds against it
     (:func:`parse` left them out on a stream); on a batch DataFrame every repeat is resolved
@@ -239,9 +246,9 @@ def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
     )
     if checked.isStreaming:
         spark = checked.sparkSession
-        # Processing-time timeouts make Spark run an empty micro-batch after every batch, for
-        # ever (an availableNow run would never end); the horizon's keys are evicted by the
-        # next batch with data instead.
+        # A processing-time stateful operator makes Spark run an empty micro-batch after every
+        # batch, for ever (an availableNow run would never end); the horizon's keys are
+        # evicted by the next batch with data instead.
         spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
         jvm = spark._jvm  # type: ignore[union-attr]
         bounds = jvm.rtap.spark.FirstSeen.Bounds(
@@ -261,6 +268,7 @@ def first_seen(checked: DataFrame, horizon: str) -> DataFrame:
             CONFLICTING_DUPLICATE,
             duration_ms(horizon),
             bounds,
+            legacy,
         )
         resolved = (
             DataFrame(jdf, spark)

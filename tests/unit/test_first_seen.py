@@ -8,6 +8,8 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from include.events import contract
 from spark_apps.transforms import events as tx
 from tests.bad_inputs import purchase
@@ -26,8 +28,8 @@ class Stream:
     """Kafka-shaped rows appended to a directory, drained by ``availableNow`` runs of one query
     (a fresh start from the checkpoint each time, as after a driver restart)."""
 
-    def __init__(self, spark, root, horizon: str) -> None:
-        self.spark, self.root, self.horizon = spark, root, horizon
+    def __init__(self, spark, root, horizon: str, legacy: bool = False) -> None:
+        self.spark, self.root, self.horizon, self.legacy = spark, root, horizon, legacy
         self.batches: list[list[tuple]] = []
         self.ingested: set[datetime] = set()
 
@@ -46,7 +48,7 @@ class Stream:
             self.ingested.update(r[0] for r in batch.select(tx.INGESTED_AT).distinct().collect())
 
         query = (
-            tx.first_seen(tx.parse(raw), self.horizon)
+            tx.first_seen(tx.parse(raw), self.horizon, legacy=self.legacy)
             .writeStream.foreachBatch(collect)
             .option("checkpointLocation", str(self.root / "checkpoint"))
             .trigger(availableNow=True)
@@ -62,8 +64,16 @@ class Stream:
         return sorted(seen, key=lambda r: (r[2], r[3]))
 
 
-def test_the_stream_keeps_the_first_drops_copies_and_dead_letters_conflicts(spark, tmp_path):
-    stream = Stream(spark, tmp_path, "20 seconds")
+# Both operators: the current one (transformWithState, keys that expire) and the earlier
+# releases' (flatMapGroupsWithState, processing-time timeouts), which their checkpoints keep.
+OPERATORS = pytest.mark.parametrize("legacy", [False, True], ids=["ttl", "legacy"])
+
+
+@OPERATORS
+def test_the_stream_keeps_the_first_drops_copies_and_dead_letters_conflicts(
+    spark, tmp_path, legacy
+):
+    stream = Stream(spark, tmp_path, "20 seconds", legacy)
     stream.send(
         [
             (0, 0, record("e1")),
@@ -130,11 +140,12 @@ def at(event_time: datetime, event_id: str) -> bytes:
     return json.dumps(purchase(event_time, event_id=event_id)).encode()
 
 
-def test_the_stream_judges_event_times_against_its_batch_time(spark, tmp_path):
+@OPERATORS
+def test_the_stream_judges_event_times_against_its_batch_time(spark, tmp_path, legacy):
     """On a stream the contract's event-time bounds are applied by the operator, at the
     micro-batch's processing time (Spark's batch timestamp), which it also stamps as
     ``ingested_at``: one instant for every row of the batch."""
-    stream = Stream(spark, tmp_path, "10 minutes")
+    stream = Stream(spark, tmp_path, "10 minutes", legacy)
     now = datetime.now(UTC)
     ahead = timedelta(seconds=contract.MAX_FUTURE_SKEW_SECONDS)
     age = timedelta(days=contract.MAX_PAST_AGE_DAYS)
@@ -166,15 +177,45 @@ def test_the_stream_judges_event_times_against_its_batch_time(spark, tmp_path):
     assert [(r[0], r[4]) for r in stream.drain()] == [("future", None)]
 
 
-def test_a_micro_batch_compiles_no_new_code(spark, tmp_path):
+@OPERATORS
+def test_a_micro_batch_compiles_no_new_code(spark, tmp_path, legacy):
     """Nothing batch-specific (a ``current_timestamp()`` literal, a watermark) is in the
     stream's generated code: Spark's code cache serves every batch after the first, instead of
     generating and compiling the classes again (a third of a small batch's CPU, measured)."""
     metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics
-    stream = Stream(spark, tmp_path, "10 minutes")
+    stream = Stream(spark, tmp_path, "10 minutes", legacy)
     compiled = []
     for i in range(3):
         stream.send([(0, i, record(f"c{i}")), (0, 100 + i, b"{not json")])
         stream.drain()
         compiled.append(metrics.METRIC_COMPILATION_TIME().getCount())
     assert compiled[2] == compiled[1], compiled
+
+
+def test_a_checkpoint_keeps_the_operator_that_wrote_it(spark, tmp_path):
+    """The stream reads which deduplication a checkpoint holds state of (Spark's state
+    metadata): a checkpoint of the earlier releases' operator goes on with it and its state,
+    and a new checkpoint gets the current one."""
+    from spark_apps.stream_events import stateful_operators
+
+    checkpoint = str(tmp_path / "checkpoint")
+    assert stateful_operators(spark, checkpoint) == set()  # a new checkpoint
+
+    old = Stream(spark, tmp_path, "10 minutes", legacy=True)
+    old.send([(0, 0, record("e1"))])
+    assert [r[0] for r in old.drain()] == ["e1"]
+    assert stateful_operators(spark, checkpoint) == {tx.LEGACY_DEDUPE_OPERATOR}
+
+    # A restart as the stream makes it: the operator chosen from the checkpoint, the state kept.
+    legacy = tx.LEGACY_DEDUPE_OPERATOR in stateful_operators(spark, checkpoint)
+    restarted = Stream(spark, tmp_path, "10 minutes", legacy=legacy)
+    restarted.send([(0, 1, record("e1", sent=1)), (0, 2, record("e1", price=99.0))])
+    assert restarted.drain() == [("e1", 99.0, 0, 2, CONFLICT)]
+
+    new = Stream(spark, tmp_path / "new", "10 minutes")
+    new.send([(0, 0, record("e1"))])
+    new.drain()
+    assert stateful_operators(spark, str(tmp_path / "new" / "checkpoint")) not in (
+        set(),
+        {tx.LEGACY_DEDUPE_OPERATOR},
+    )

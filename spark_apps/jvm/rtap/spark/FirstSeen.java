@@ -1,5 +1,6 @@
 package rtap.spark;
 
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Comparator;
@@ -9,13 +10,20 @@ import org.apache.spark.api.java.function.FlatMapGroupsWithStateFunction;
 import org.apache.spark.api.java.function.MapFunction;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.KeyValueGroupedDataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.streaming.GroupState;
 import org.apache.spark.sql.streaming.GroupStateTimeout;
 import org.apache.spark.sql.streaming.OutputMode;
+import org.apache.spark.sql.streaming.StatefulProcessor;
+import org.apache.spark.sql.streaming.TTLConfig;
+import org.apache.spark.sql.streaming.TimeMode;
+import org.apache.spark.sql.streaming.TimerValues;
+import org.apache.spark.sql.streaming.ValueState;
 import org.apache.spark.sql.types.StructType;
 import scala.Tuple2;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
  * The stream's deduplication: the first record of each key within a horizon of processing time
@@ -33,10 +41,16 @@ import scala.Tuple2;
  *
  * <p>Records whose error column is already set (dead letters, keyed by their Kafka
  * coordinates) always pass and keep no state. Within one micro-batch, "first" means the lowest
- * (partition, offset). The state per key is (digest, first seen at, epoch ms); it times out on
- * processing time once the horizon has passed since the first sighting. The Python side
- * (spark_apps/transforms/events.py, first_seen) names the columns and passes the bounds from
- * the contract (include/events/contract.py).
+ * (partition, offset). The Python side (spark_apps/transforms/events.py, first_seen) names the
+ * columns and passes the bounds from the contract (include/events/contract.py).
+ *
+ * <p>Two operators apply these rules. The stream's is a {@code transformWithState} whose state
+ * per key is the first version's digest with a time to live of the horizon: Spark indexes the
+ * keys by expiry, so a batch evicts only the keys that expired. The other, the
+ * {@code flatMapGroupsWithState} of the earlier releases (state: digest, first seen at; a
+ * processing-time timeout), serves the checkpoints it wrote: Spark finds that operator's timed-out
+ * keys by reading every key of the state in every batch, a cost per event of the horizon over
+ * the trigger interval (docs/architecture.md).
  *
  * <p>Why the JVM: Spark's Python stateful operators call Python once per key (and reach the
  * state through a socket), which costs more per record than the whole validator; here a key
@@ -61,6 +75,12 @@ public final class FirstSeen {
     }
   }
 
+  /**
+   * The deduplication: a {@code transformWithState} (state: the first digest, with a time to
+   * live), or with {@code legacy} the earlier releases' {@code flatMapGroupsWithState} (state:
+   * the first digest and when it was seen; a processing-time timeout), for the checkpoints it
+   * wrote.
+   */
   public static Dataset<Row> apply(
       Dataset<Row> rows,
       String keyColumn,
@@ -71,31 +91,39 @@ public final class FirstSeen {
       String offsetColumn,
       String conflictReason,
       long horizonMs,
-      Bounds bounds) {
+      Bounds bounds,
+      boolean legacy) {
     StructType schema = rows.schema();
-    final int key = schema.fieldIndex(keyColumn);
-    Dedupe dedupe =
-        new Dedupe(
-            schema.fieldIndex(digestColumn),
-            schema.fieldIndex(seenMsColumn),
-            schema.fieldIndex(errorColumn),
-            schema.fieldIndex(partitionColumn),
-            schema.fieldIndex(offsetColumn),
+    Rules rules =
+        new Rules(
+            schema,
+            digestColumn,
+            seenMsColumn,
+            errorColumn,
+            partitionColumn,
+            offsetColumn,
             conflictReason,
-            horizonMs,
-            schema.fieldIndex(bounds.eventTimeColumn),
             bounds);
-    return rows.groupByKey((MapFunction<Row, String>) r -> r.getString(key), Encoders.STRING())
-        .flatMapGroupsWithState(
-            dedupe,
-            OutputMode.Append(),
-            Encoders.tuple(Encoders.LONG(), Encoders.LONG()),
-            Encoders.row(schema),
-            GroupStateTimeout.ProcessingTimeTimeout());
+    final int key = schema.fieldIndex(keyColumn);
+    KeyValueGroupedDataset<String, Row> byKey =
+        rows.groupByKey((MapFunction<Row, String>) r -> r.getString(key), Encoders.STRING());
+    if (legacy) {
+      return byKey.flatMapGroupsWithState(
+          new Legacy(rules, horizonMs),
+          OutputMode.Append(),
+          Encoders.tuple(Encoders.LONG(), Encoders.LONG()),
+          Encoders.row(schema),
+          GroupStateTimeout.ProcessingTimeTimeout());
+    }
+    return byKey.transformWithState(
+        new Processor(rules, horizonMs),
+        TimeMode.ProcessingTime(),
+        OutputMode.Append(),
+        Encoders.row(schema));
   }
 
-  static final class Dedupe
-      implements FlatMapGroupsWithStateFunction<String, Row, Tuple2<Long, Long>, Row> {
+  /** The rules for one key's records of a batch, whatever keeps the state. */
+  static final class Rules implements java.io.Serializable {
     private static final long serialVersionUID = 1L;
     private final int digest;
     private final int seenMs;
@@ -103,38 +131,35 @@ public final class FirstSeen {
     private final int partition;
     private final int offset;
     private final String conflictReason;
-    private final long horizonMs;
     private final int eventTime;
     private final Bounds bounds;
 
-    Dedupe(
-        int digest,
-        int seenMs,
-        int error,
-        int partition,
-        int offset,
+    Rules(
+        StructType schema,
+        String digestColumn,
+        String seenMsColumn,
+        String errorColumn,
+        String partitionColumn,
+        String offsetColumn,
         String conflictReason,
-        long horizonMs,
-        int eventTime,
         Bounds bounds) {
-      this.digest = digest;
-      this.seenMs = seenMs;
-      this.error = error;
-      this.partition = partition;
-      this.offset = offset;
+      this.digest = schema.fieldIndex(digestColumn);
+      this.seenMs = schema.fieldIndex(seenMsColumn);
+      this.error = schema.fieldIndex(errorColumn);
+      this.partition = schema.fieldIndex(partitionColumn);
+      this.offset = schema.fieldIndex(offsetColumn);
       this.conflictReason = conflictReason;
-      this.horizonMs = horizonMs;
-      this.eventTime = eventTime;
+      this.eventTime = schema.fieldIndex(bounds.eventTimeColumn);
       this.bounds = bounds;
     }
 
-    @Override
-    public Iterator<Row> call(String key, Iterator<Row> values, GroupState<Tuple2<Long, Long>> state) {
-      if (state.hasTimedOut()) {
-        state.remove();
-        return Collections.emptyIterator();
-      }
-      final long now = state.getCurrentProcessingTimeMs();
+    /**
+     * Resolve one key's records at processing time {@code now} against the first digest kept
+     * for it ({@code null}: none within the horizon). The output rows go to {@code out}; the
+     * return value is the digest to keep when this batch saw the key's first valid record, else
+     * {@code null} (the state unchanged).
+     */
+    Long resolve(Iterator<Row> values, long now, Long first, List<Row> out) {
       List<Row> rows = new ArrayList<>();
       values.forEachRemaining(rows::add);
       if (rows.size() > 1) {
@@ -142,36 +167,22 @@ public final class FirstSeen {
             Comparator.comparingInt((Row r) -> r.getInt(partition))
                 .thenComparingLong(r -> r.getLong(offset)));
       }
-      Tuple2<Long, Long> first = state.exists() ? state.get() : null;
-      if (first != null && first._2() + horizonMs <= now) {
-        first = null; // past the horizon, not yet evicted: this key is new again
-      }
-      boolean changed = false;
-      List<Row> out = new ArrayList<>(rows.size());
+      Long kept = first;
+      Long added = null;
       for (Row r : rows) {
         if (!r.isNullAt(error)) {
           out.add(seen(r, now, null)); // a dead letter: every one is kept
         } else if (outOfBounds(r, now)) {
           out.add(seen(r, now, bounds.reason));
-        } else if (first == null) {
-          first = new Tuple2<>(r.getLong(digest), now);
-          changed = true;
+        } else if (kept == null) {
+          kept = added = r.getLong(digest);
           out.add(seen(r, now, null));
-        } else if (first._1() != r.getLong(digest)) {
+        } else if (kept != r.getLong(digest)) {
           out.add(seen(r, now, conflictReason));
         }
         // else: a copy of the first record, dropped
       }
-      if (first == null) {
-        state.remove(); // nothing valid under this key within the horizon
-      } else {
-        if (changed) {
-          state.update(first);
-        }
-        // set on every call, or the timeout is cleared; the horizon has not passed (above)
-        state.setTimeoutDuration(first._2() + horizonMs - now);
-      }
-      return out.iterator();
+      return added;
     }
 
     private boolean outOfBounds(Row r, long now) {
@@ -204,6 +215,86 @@ public final class FirstSeen {
         values[error] = reason;
       }
       return RowFactory.create(values);
+    }
+  }
+
+  /**
+   * The state per key: the first valid version's digest, which expires {@code horizonMs} after
+   * it was written (the key's first sighting; a copy or a conflict does not extend it). An
+   * expired value reads as absent before Spark has evicted it.
+   */
+  static final class Processor extends StatefulProcessor<String, Row, Row> {
+    private static final long serialVersionUID = 1L;
+    private final Rules rules;
+    private final long horizonMs;
+    private transient ValueState<Long> first;
+
+    Processor(Rules rules, long horizonMs) {
+      this.rules = rules;
+      this.horizonMs = horizonMs;
+    }
+
+    @Override
+    public void init(OutputMode outputMode, TimeMode timeMode) {
+      first =
+          getHandle()
+              .getValueState(
+                  "first_digest", Encoders.LONG(), TTLConfig.apply(Duration.ofMillis(horizonMs)));
+    }
+
+    @Override
+    public scala.collection.Iterator<Row> handleInputRows(
+        String key, scala.collection.Iterator<Row> values, TimerValues timerValues) {
+      List<Row> out = new ArrayList<>();
+      Long added =
+          rules.resolve(
+              CollectionConverters.asJava(values),
+              timerValues.getCurrentProcessingTimeInMs(),
+              first.get(), // null: none, or expired
+              out);
+      if (added != null) {
+        first.update(added);
+      }
+      return CollectionConverters.asScala(out.iterator());
+    }
+  }
+
+  /** The earlier releases' operator: state (digest, first seen at), a processing-time timeout. */
+  static final class Legacy
+      implements FlatMapGroupsWithStateFunction<String, Row, Tuple2<Long, Long>, Row> {
+    private static final long serialVersionUID = 1L;
+    private final Rules rules;
+    private final long horizonMs;
+
+    Legacy(Rules rules, long horizonMs) {
+      this.rules = rules;
+      this.horizonMs = horizonMs;
+    }
+
+    @Override
+    public Iterator<Row> call(String key, Iterator<Row> values, GroupState<Tuple2<Long, Long>> state) {
+      if (state.hasTimedOut()) {
+        state.remove();
+        return Collections.emptyIterator();
+      }
+      final long now = state.getCurrentProcessingTimeMs();
+      Tuple2<Long, Long> first = state.exists() ? state.get() : null;
+      if (first != null && first._2() + horizonMs <= now) {
+        first = null; // past the horizon, not yet evicted: this key is new again
+      }
+      List<Row> out = new ArrayList<>();
+      Long added = rules.resolve(values, now, first == null ? null : first._1(), out);
+      if (added != null) {
+        first = new Tuple2<>(added, now);
+        state.update(first);
+      }
+      if (first == null) {
+        state.remove(); // nothing valid under this key within the horizon
+      } else {
+        // set on every call, or the timeout is cleared; the horizon has not passed (above)
+        state.setTimeoutDuration(first._2() + horizonMs - now);
+      }
+      return out.iterator();
     }
   }
 }
