@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # run of 2,000 events: ~33 s of CPU against ~46 s with the JVM's defaults. The stack's own
 # services, and the drivers `make run` launches, keep the defaults. Every driver, the tests' as
 # the stack's, also maps the stack's class-data archive (devstack/class_archive.py).
-STATE_STORE = "spark.sql.streaming.stateStore.providerClass"
 TEST_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
+STATE_STORE = "spark.sql.streaming.stateStore.providerClass"
 
 
 # Integration modules, slowest first: ``make test`` spreads the modules over two workers
