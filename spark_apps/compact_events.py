@@ -45,7 +45,7 @@ from include import pipeline
 from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.events import contract
-from include.spark.jobs import CompactJob
+from include.spark.jobs import SPARK_DEFAULT_HEAP, CompactJob
 from include.warehouse import catalog, marts, runs
 from spark_apps.file_sinks import files_by_day, logged_files, read_sink
 from spark_apps.reports import stopwatch, write_report
@@ -572,7 +572,7 @@ def run_day(spark: SparkSession, conn, args: CompactJob, late_files: Collection[
         else:
             report, inputs = compact(spark, args, runs.expired_files(conn))
     except Exception as exc:
-        heap = spark.sparkContext.getConf().get("spark.driver.memory", "1g")
+        heap = spark.sparkContext.getConf().get("spark.driver.memory") or SPARK_DEFAULT_HEAP
         reason = (
             str(exc) if isinstance(exc, CompactionFailed) else out_of_memory(exc, args.day, heap)
         )

@@ -343,6 +343,10 @@ def duration_ms(text: str) -> int:
 MEMORY_PATTERN = r"^[1-9][0-9]*[kKmMgGtT][bB]?$"
 
 
+# spark.driver.memory when nothing sets it (the apps' and the operator's out-of-heap messages).
+SPARK_DEFAULT_HEAP = "1g, Spark's default"
+
+
 @dataclasses.dataclass(frozen=True)
 class CompactJob(JobSpec):
     """Nightly compaction: one event day of the lake -> the Iceberg warehouse and its marts."""

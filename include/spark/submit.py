@@ -43,7 +43,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from include import connections
 from include.endpoints import S3Endpoint
 from include.reports import REPORT_URI_TEMPLATE, read_report
-from include.spark.jobs import JOBS
+from include.spark.jobs import JOBS, SPARK_DEFAULT_HEAP
 
 # Settings every job of the platform runs with (sized for one machine; see docs/footprint.md).
 # The drivers' JVM logging: warnings and errors only (Spark's INFO would flood the task logs).
@@ -125,7 +125,6 @@ HEAP_EXHAUSTED = (
     "java.lang.OutOfMemoryError: Java heap space",
     "java.lang.OutOfMemoryError: GC overhead limit exceeded",
 )
-SPARK_DEFAULT_HEAP = "1g, Spark's default"  # spark.driver.memory when nothing sets it
 
 
 def out_of_heap(heap: str | None, setting: str = "spark.driver.memory") -> str:
