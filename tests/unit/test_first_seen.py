@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from include.events import contract
 from spark_apps.transforms import events as tx
@@ -134,6 +136,40 @@ def test_a_batch_gets_the_same_rules(spark):
         tuple(r) for r in out.select("kafka_partition", "kafka_offset", tx.ERROR).collect()
     )
     assert rows == [(0, 0, None), (0, 2, CONFLICT), (0, 3, "not_an_object")]
+
+
+def test_the_digest_tells_contents_apart_and_ignores_the_send_stamp(spark):
+    """A re-stamped copy, a changed price, and one value moved between two neighbouring
+    columns with a null left behind: the digest hashes the fields' JSON because Spark's
+    ``xxhash64`` of the columns skips a null, so it cannot tell those two apart."""
+    values = [record("e1"), record("e1", sent=1), record("e1", price=99.0)]
+    kafka = spark.createDataFrame(
+        [(b"k", v, "events", 0, o, None) for o, v in enumerate(values)], tx.KAFKA_SCHEMA
+    )
+    parsed = tx.parse(kafka)
+    first = parsed.where("kafka_offset = 0")
+    text = T.StringType()
+    moved = first.withColumn("device", F.lit(None).cast(text)).withColumn("channel", F.lit("x"))
+    moved_back = first.withColumn("device", F.lit("x")).withColumn(
+        "channel", F.lit(None).cast(text)
+    )
+    rows = [
+        df.select(
+            tx.content_digest().alias("digest"),
+            F.xxhash64(*tx.CONTENT_FIELDS).alias("columns"),
+        ).first()
+        for df in (
+            first,
+            parsed.where("kafka_offset = 1"),
+            parsed.where("kafka_offset = 2"),
+            moved,
+            moved_back,
+        )
+    ]
+    digests = [r.digest for r in rows]
+    assert digests[0] == digests[1]
+    assert len({digests[0], *digests[2:]}) == 4
+    assert rows[3].columns == rows[4].columns  # why the digest is of the JSON
 
 
 def at(event_time: datetime, event_id: str) -> bytes:
