@@ -49,7 +49,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.latency import JVM_WARMUP_S, LEVELS
+from bench.latency import JVM_WARMUP_S, LEVEL_SECONDS, LEVELS
 from bench.sandbox import analytics_schema, dropped_after
 
 if TYPE_CHECKING:
@@ -757,7 +757,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--level-seconds", type=float, default=60.0, help="latency: measured s/level")
+    p.add_argument(
+        "--level-seconds",
+        type=float,
+        default=LEVEL_SECONDS,
+        help="latency: measured s/level (default: one snapshot interval of the stream's state)",
+    )
     p.add_argument("--level-warmup", type=float, default=15.0, help="latency: warm-up s/level")
     p.add_argument(
         "--jvm-warmup",

@@ -51,6 +51,9 @@ SCHEDULER_SETTINGS = {
 }
 # The stream drops repeats of an event_id first seen within this much processing time.
 STREAM_DEDUPE_HORIZON = "10 minutes"
+# How often, in processing time, the deduplication's state is snapshotted (each snapshot
+# uploads the whole state: spark_apps/stream_events.py, batch_conf).
+STREAM_STATE_SNAPSHOT_INTERVAL_S = 300
 STREAM_WINDOW = "1 minute"
 
 

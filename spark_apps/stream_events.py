@@ -72,7 +72,7 @@ from include import pipeline
 from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.kafka import security as kafka_security
-from include.spark.jobs import StreamJob
+from include.spark.jobs import StreamJob, duration_ms
 from include.supervision import control, lease
 from spark_apps.file_sinks import file_sink
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
@@ -403,7 +403,32 @@ BATCH_CONF = {
     # snapshots are uploaded in the background by the state store's maintenance. Spark reads
     # checkpoints written either way, so it can be turned on for a running stream.
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+    # Every checkpoint entry (the offset and commit logs, the sinks' logs, the state's
+    # changelogs) written straight to its object, without the temporary file and the rename
+    # (on S3A a copy and a delete): spark_apps/jvm/rtap/spark/DirectCheckpointFileManager.java.
+    "spark.sql.streaming.checkpointFileManagerClass": "rtap.spark.DirectCheckpointFileManager",
 }
+
+# The deduplication's state is snapshotted every pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S of
+# processing time, not every 10 batches (Spark's default). A snapshot uploads the whole state,
+# not what changed since the last one: with random ids every RocksDB compaction rewrites its
+# files, so a snapshot reuses none of the previous one's (Spark's log: "0 files reused without
+# copying"; ~100 B per id held). Every 10 batches, the maintenance thread uploaded the whole
+# state once a minute at a 1 s trigger, and the batches beside the upload took 2-3 times
+# their usual time (bench/limits.md, latency). In between, each batch's changelog is the
+# checkpoint; a restart replays the changelogs since the last snapshot (at most one interval
+# of new ids) before its first batch.
+
+
+def batch_conf(trigger: str) -> dict[str, str]:
+    """Spark settings of each micro-batch (:data:`BATCH_CONF`) and the state's snapshot
+    interval in batches of ``trigger`` (at least Spark's default, 10)."""
+    every = -(-pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S * 1000 // duration_ms(trigger))
+    return {
+        **BATCH_CONF,
+        "spark.sql.streaming.stateStore.minDeltasForSnapshot": str(max(10, every)),
+    }
+
 
 GRACEFUL_TIMEOUT_S = 600
 # How long a driver waits in place for a dependency that went away before it gives up and fails
@@ -536,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Spark's INFO chatter (a progress dump per batch, every task) would grow the Airflow task
     # log by megabytes an hour; progress is in stream_progress, our own log stays at INFO.
     spark.sparkContext.setLogLevel(os.environ.get("RTAP_SPARK_LOG_LEVEL", "WARN"))
-    for key, value in BATCH_CONF.items():
+    for key, value in batch_conf(args.trigger).items():
         spark.conf.set(key, value)
     stopping = threading.Event()  # set when an operator's stop or restart request arrives
 

@@ -358,3 +358,20 @@ def test_the_catalog_snapshot_is_read_again_only_once_it_is_max_age_old(spark):
     now[0] = 160.0
     assert [tuple(r) for r in snapshot.get(spark).collect()] == [("p1", 12.0)]
     assert reads == [100.0, 160.0]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "batches"),
+    [("1 second", 300), ("10 seconds", 30), ("7 seconds", 43), ("2 minutes", 10), ("1 hour", 10)],
+)
+def test_the_state_is_snapshotted_every_five_minutes_of_batches_at_least_every_ten(
+    trigger, batches
+):
+    """A snapshot uploads the whole deduplication state: every STREAM_STATE_SNAPSHOT_INTERVAL_S of
+    batches, never more often than Spark's default (10 batches); the rest of the batch
+    settings unchanged."""
+    from spark_apps.stream_events import BATCH_CONF, batch_conf
+
+    conf = batch_conf(trigger)
+    assert conf.pop("spark.sql.streaming.stateStore.minDeltasForSnapshot") == str(batches)
+    assert conf == BATCH_CONF
