@@ -1,8 +1,8 @@
 """The stream's checkpoint file manager (``rtap.spark.DirectCheckpointFileManager``) on the real
 S3 server: an entry is written straight to its object, which appears whole when the writer
 closes and never if it is cancelled; an existing entry is never replaced unless the writer asks
-to; a failure reaches the writer. The stream itself (test_pipeline, test_crash_recovery) runs
-with it, so its exactly-once tests cover it too."""
+to, and the refusal reaches the writer. The stream itself (test_pipeline, test_crash_recovery)
+runs with it, so its exactly-once tests cover it too."""
 
 from __future__ import annotations
 

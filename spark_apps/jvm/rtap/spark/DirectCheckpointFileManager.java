@@ -18,8 +18,8 @@ import org.apache.spark.sql.execution.streaming.checkpointing.FileContextBasedCh
  * whose output streams can be aborted (S3A), a file is written straight to its final name and
  * becomes visible whole when its stream closes (one PUT), or never, if the writer is cancelled or
  * dies. Spark's default manager writes a temporary file and renames it, which S3A does as a copy
- * and a delete of the object after a HEAD of each name: five or six requests for every log entry,
- * several per micro-batch (bench/limits.md, latency).
+ * and a delete of the object after a HEAD of each name, for every entry, several entries per
+ * micro-batch (bench/limits.md, latency: the offset log's write went from ~30 ms to ~14 ms).
  *
  * <p>Spark's own {@code AbortableStreamBasedCheckpointFileManager} (spark-hadoop-cloud) does the
  * same, but its {@code close()} logs and swallows every failure, the failed upload of an offset
@@ -53,7 +53,9 @@ public final class DirectCheckpointFileManager extends FileContextBasedCheckpoin
       return super.createAtomic(path, overwriteIfPossible);
     }
     EnumSet<CreateFlag> flags =
-        overwriteIfPossible ? EnumSet.of(CreateFlag.CREATE, CreateFlag.OVERWRITE) : EnumSet.of(CreateFlag.CREATE);
+        overwriteIfPossible
+            ? EnumSet.of(CreateFlag.CREATE, CreateFlag.OVERWRITE)
+            : EnumSet.of(CreateFlag.CREATE);
     try {
       return new InPlace(
           fc().create(path, flags, Options.CreateOpts.createParent()), path, overwriteIfPossible);
