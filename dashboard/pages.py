@@ -4,7 +4,7 @@ in place and is retried on the next refresh, so the page recovers by itself."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import altair as alt
 import pandas as pd
@@ -199,10 +199,8 @@ def history(cfg: Config) -> None:
         "Daily marts of the Iceberg warehouse, built by the nightly compaction "
         "(`compact_warehouse`, 02:30 UTC)."
     )
-    today = datetime.now(UTC).date()
-    picked = st.date_input(
-        "Days", value=(today - timedelta(days=30), today), max_value=today, key="history_days"
-    )
+    first, last = q.history_days(datetime.now(UTC))
+    picked = st.date_input("Days", value=(first, last), max_value=last, key="history_days")
     if not isinstance(picked, tuple | list) or len(picked) != 2:
         st.info("Pick the last day of the range.")
         return

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
 from include.analytics.store import MIXED_CURRENCY
 from include.dashboard.config import Config
-from include.events.contract import FUNNEL_STAGES
+from include.events.contract import FUNNEL_STAGES, MAX_FUTURE_SKEW_SECONDS
 
 GREEN, AMBER, RED = "green", "amber", "red"
 SALES_MEASURES = ("revenue", "orders", "units")
@@ -454,6 +454,15 @@ class History:
     funnel: pd.DataFrame  # day, views .. purchases, conversions
     categories: list[str]
     unconverted: list[str] = field(default_factory=list)  # currencies without a rate
+
+
+def history_days(now: datetime, days: int = 30) -> tuple[date, date]:
+    """The History page's default range of days: ``days`` days back from the newest day an
+    accepted event can belong to. The contract accepts event times up to
+    ``MAX_FUTURE_SKEW_SECONDS`` ahead of the clock, so in the last minutes before midnight UTC
+    the warehouse can already hold tomorrow; a range ending today would hide that day."""
+    newest = (now + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)).date()
+    return newest - timedelta(days=days), newest
 
 
 def load_history(cfg: Config, start: date, end: date) -> History:

@@ -12,6 +12,7 @@ import pytest
 
 from include.dashboard import queries as q
 from include.dashboard.config import ConfigError, from_env
+from include.events.contract import MAX_FUTURE_SKEW_SECONDS
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -277,6 +278,19 @@ def test_history_shaping():
         {"day": [date(2026, 11, 1)], "views": [10], "views_to_clicks": [0.5], "purchases": [1]}
     )
     assert list(q.funnel_conversions(funnel).columns) == ["views_to_clicks"]
+
+
+def test_history_range_covers_the_newest_day_an_accepted_event_can_have():
+    # At 23:50 UTC the contract accepts events of 00:05 tomorrow: their day is in the range.
+    late_evening = datetime(2026, 12, 4, 23, 50, tzinfo=UTC)
+    assert q.history_days(late_evening) == (date(2026, 11, 5), date(2026, 12, 5))
+    newest_accepted = late_evening + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
+    assert q.history_days(late_evening)[1] == newest_accepted.date()
+    # Otherwise the range ends today.
+    assert q.history_days(datetime(2026, 12, 4, 12, 0, tzinfo=UTC), days=7) == (
+        date(2026, 11, 27),
+        date(2026, 12, 4),
+    )
 
 
 def test_history_without_a_warehouse_is_reported():
