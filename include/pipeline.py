@@ -14,6 +14,8 @@ RAW_EVENTS_PREFIX = "raw/events"
 LAKE_PARTITIONS = ("event_date", "event_hour")
 DAY_PARTITION = LAKE_PARTITIONS[0]
 DEAD_LETTER_PREFIX = "dead_letter/events"
+# The dead letters' partition: the day the stream detected them (its processing time's date).
+DEAD_LETTER_DAY_PARTITION = "detected_date"
 CHECKPOINT_PREFIX = "_checkpoints/stream_events"
 WAREHOUSE_PREFIX = "warehouse"
 WAREHOUSE_NAMESPACE = "analytics"

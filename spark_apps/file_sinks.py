@@ -70,14 +70,17 @@ def read_sink(
     skip_files: Collection[str] = (),
     skip_days: Sequence[date] = (),
     days: Collection[date] = (),
+    day_partition: str = DAY_PARTITION,
 ) -> DataFrame | None:
     """The committed rows of a file sink (``None`` before its first commit).
 
     ``skip_files``: files raw retention deleted (the sink's log still lists them; a filter on
     ``_metadata.file_path`` prunes them before any is opened). ``skip_days``: event days
     whose files were all deleted before retention recorded files (pruned by partition).
-    ``days``: only these event days (``None`` when none of their files is committed): only
-    their files' footers are read for the schema, not every file the lake holds."""
+    ``days``: only these days (``None`` when none of their files is committed): only their
+    files are opened, and only their footers are read for the schema, not every file the sink
+    holds. ``day_partition``: the sink's day partition column (the lake's event day by
+    default; the dead letters' is their detection day)."""
     try:
         if not skip_files and not skip_days and not days:
             return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
@@ -88,8 +91,8 @@ def read_sink(
             f
             for f in logged_files(spark, path) or []
             if f not in skip
-            and partition_value(f, DAY_PARTITION) not in skipped
-            and (not wanted or partition_value(f, DAY_PARTITION) in wanted)
+            and partition_value(f, day_partition) not in skipped
+            and (not wanted or partition_value(f, day_partition) in wanted)
         ]
         if not live:
             return None
@@ -103,9 +106,9 @@ def read_sink(
         )
         frame = spark.read.schema(schema).parquet(path)
         if skipped:
-            frame = frame.where(~F.col(DAY_PARTITION).cast("string").isin(*sorted(skipped)))
+            frame = frame.where(~F.col(day_partition).cast("string").isin(*sorted(skipped)))
         if wanted:
-            frame = frame.where(F.col(DAY_PARTITION).cast("string").isin(*sorted(wanted)))
+            frame = frame.where(F.col(day_partition).cast("string").isin(*sorted(wanted)))
         if skip:
             frame = frame.where(~F.col("_metadata.file_path").isin(*sorted(skip)))
         return frame

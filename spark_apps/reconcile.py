@@ -4,7 +4,9 @@ For the producer runs recorded in Postgres ``ingest_runs`` within ``[--since, --
 the lake and dead-letter rows at the Kafka coordinates each run was given (read through the
 file sinks' metadata: committed files only) and account for every event: landed, dead-lettered,
 a dropped duplicate copy, or missing; and events landed more than once
-(``include/supervision/reconcile.py`` has the rules).
+(``include/supervision/reconcile.py`` has the rules). Only the day partitions the runs' events
+can be in are read (``read_days``), so an hourly run reads about nine days of the lake, not all
+of it.
 
 Usage::
 
@@ -20,16 +22,26 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from include import pipeline
 from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.events.runs import DIGEST_MOD, id_hash
 from include.spark.jobs import ReconcileJob
-from include.supervision.reconcile import COLUMNS, Account, Found, Produced, account, summarize
+from include.supervision.reconcile import (
+    COLUMNS,
+    Account,
+    Found,
+    Produced,
+    ReadDays,
+    account,
+    read_days,
+    summarize,
+)
 from include.warehouse import runs as runs_table
 from spark_apps.file_sinks import read_sink
 from spark_apps.reports import write_report
@@ -43,7 +55,8 @@ def load_runs(
         migrations.check(conn, pg_schema, aggregates=())  # names what to run when it is not
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT run_id, events, by_kind, id_digest, offset_ranges FROM ingest_runs "
+                "SELECT run_id, events, by_kind, id_digest, offset_ranges, produced_at, seconds "
+                "FROM ingest_runs "
                 "WHERE topic = %s AND produced_at >= %s AND produced_at < %s ORDER BY produced_at",
                 (topic, since, until),
             )
@@ -51,7 +64,15 @@ def load_runs(
     finally:
         conn.close()
     return [
-        {"run_id": r[0], "events": r[1], "by_kind": r[2], "id_digest": r[3], "ranges": r[4]}
+        {
+            "run_id": r[0],
+            "events": r[1],
+            "by_kind": r[2],
+            "id_digest": r[3],
+            "ranges": r[4],
+            "produced_at": r[5],
+            "seconds": r[6],
+        }
         for r in rows
     ]
 
@@ -99,16 +120,38 @@ def digests(pairs: DataFrame) -> dict[str, str]:
     return {k: f"{v:032x}" for k, v in out.items()}
 
 
+def read_lake(
+    spark: SparkSession,
+    lake_path: str,
+    days: ReadDays | None,
+    expired: tuple[Sequence[str], Sequence[date]] = ((), ()),
+) -> DataFrame | None:
+    """The lake's committed rows, of ``days`` only (``None``: every day)."""
+    wanted = ReadDays.span(*days.lake) if days else ()
+    return read_sink(spark, lake_path, skip_files=expired[0], skip_days=expired[1], days=wanted)
+
+
+def read_dead_letters(
+    spark: SparkSession, dead_path: str, days: ReadDays | None
+) -> DataFrame | None:
+    """The dead letters' committed rows, of ``days`` only (``None``: every day)."""
+    wanted = ReadDays.span(*days.dead_letters) if days else ()
+    return read_sink(
+        spark, dead_path, days=wanted, day_partition=pipeline.DEAD_LETTER_DAY_PARTITION
+    )
+
+
 def measure(
     spark: SparkSession,
     runs: list[dict],
     lake_path: str,
     dead_path: str,
     expired: tuple[Sequence[str], Sequence[date]] = ((), ()),
+    days: ReadDays | None = None,
 ) -> dict:
     """Per run, what the lake and the dead-letter path hold at its coordinates (``expired``:
     raw files retention removed, and days it removed wholly before it recorded files; their
-    events count as missing)."""
+    events count as missing). ``days``: the day partitions read (``None``: all)."""
     ranges = ranges_frame(spark, runs)
     found = {
         r["run_id"]: {
@@ -122,7 +165,7 @@ def measure(
         }
         for r in runs
     }
-    lake = read_sink(spark, lake_path, skip_files=expired[0], skip_days=expired[1])
+    lake = read_lake(spark, lake_path, days, expired)
     if lake is not None:
         lake = lake.select("event_id", "kafka_partition", "kafka_offset")
         mine = at_coordinates(lake, ranges).cache()
@@ -146,7 +189,7 @@ def measure(
         ):
             found[row.run_id]["landed_elsewhere_too"] = row["count"]
         mine.unpersist()
-    dead = read_sink(spark, dead_path)
+    dead = read_dead_letters(spark, dead_path, days)
     if dead is not None:
         mine = at_coordinates(dead.select("kafka_partition", "kafka_offset", "reason"), ranges)
         quarantined = F.when(
@@ -167,10 +210,12 @@ def measure(
     return found
 
 
-def dead_letter_reasons(spark: SparkSession, runs: list[dict], dead_path: str) -> dict[str, int]:
+def dead_letter_reasons(
+    spark: SparkSession, runs: list[dict], dead_path: str, days: ReadDays | None = None
+) -> dict[str, int]:
     """How many dead letters of each reason lie at the runs' coordinates (one per
     coordinate: a re-written batch's copy is counted by ``measure`` as duplicated)."""
-    dead = read_sink(spark, dead_path)
+    dead = read_dead_letters(spark, dead_path, days)
     if dead is None or not runs:
         return {}
     mine = at_coordinates(
@@ -206,11 +251,17 @@ def reconcile(
     runs = [r for r in runs if r["ranges"]]
     accounts: list[Account] = []
     reasons: dict[str, int] = {}
+    days = read_days(((r["produced_at"], r["seconds"]) for r in runs), datetime.now(UTC))
     if runs:
         found = measure(
-            spark, runs, args.lake_path, args.dead_letter_path, expired(args.pg_schema, pg)
+            spark,
+            runs,
+            args.lake_path,
+            args.dead_letter_path,
+            expired(args.pg_schema, pg),
+            days,
         )
-        reasons = dead_letter_reasons(spark, runs, args.dead_letter_path)
+        reasons = dead_letter_reasons(spark, runs, args.dead_letter_path, days)
         for r in runs:
             produced = Produced(r["run_id"], r["events"], r["by_kind"], r["id_digest"])
             accounts.append(account(produced, Found(**found[r["run_id"]])))
@@ -220,6 +271,8 @@ def reconcile(
         "until": args.until.isoformat(),
         **summarize(accounts),
         "skipped": skipped,
+        # The day partitions read (None: every day; a run recorded without its duration).
+        "read_days": days.as_dict() if days else None,
         "dead_letter_reasons": dict(sorted(reasons.items())),
         "accounts": [a.as_dict() for a in accounts],
     }

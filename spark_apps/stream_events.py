@@ -155,7 +155,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
     Postgres writes are fenced by the single-writer lease of ``owner``."""
     lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS)
-    dead = file_sink(spark, args.dead_letter_path, ("detected_date",))
+    dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
     catalog = Snapshot(

@@ -220,8 +220,8 @@ def record_run(conn, record: RunRecord) -> None:
         cur.execute(
             """INSERT INTO ingest_runs (run_id, topic, events, valid, by_kind, by_partition,
                                         purchases, units, revenue, late, id_digest,
-                                        offset_ranges, revenue_by_currency)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                        offset_ranges, revenue_by_currency, seconds)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (run_id) DO NOTHING""",
             (
                 record.run_id,
@@ -237,6 +237,7 @@ def record_run(conn, record: RunRecord) -> None:
                 record.id_digest,
                 json.dumps(record.offset_ranges),
                 json.dumps(record.revenue_by_currency),
+                record.seconds,
             ),
         )
     conn.commit()

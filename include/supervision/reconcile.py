@@ -14,9 +14,12 @@ accounted for, in their own column, and the run's other checks make room for the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from include.events import contract
 from include.events.runs import LANDABLE_KINDS as LANDABLE
 
 
@@ -143,12 +146,65 @@ def summarize(accounts: list[Account]) -> dict[str, Any]:
     }
 
 
+# Beyond the contract's bounds, how far from a run the day partitions holding its events may
+# be: the clocks of the producer's host, of Postgres (which stamps a run when it is recorded)
+# and of the stream's driver may differ, and a run may be recorded after it ended.
+READ_MARGIN = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ReadDays:
+    """The day partitions a reconciliation reads, first and last (inclusive): the lake's
+    event days and the dead letters' detection days."""
+
+    lake: tuple[date, date]
+    dead_letters: tuple[date, date]
+
+    @staticmethod
+    def span(first: date, last: date) -> list[date]:
+        return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "lake": [d.isoformat() for d in self.lake],
+            "dead_letters": [d.isoformat() for d in self.dead_letters],
+        }
+
+
+def read_days(runs: Iterable[tuple[datetime, float | None]], now: datetime) -> ReadDays | None:
+    """The day partitions that can hold the events of ``runs`` (each: when it was recorded,
+    and how many seconds it ran), read at ``now``; ``None`` (read every day) when a run's
+    duration was not recorded (before migration 0007) or there is no run.
+
+    A run's events are processed from its start on, and no later than ``now``. The stream
+    lands an event only if its event time lies within the contract's bounds around the batch's
+    processing time (``MAX_PAST_AGE_DAYS`` before, ``MAX_FUTURE_SKEW_SECONDS`` after), and
+    the lake's day partition is the event time's date: so the lake's days run from the first
+    start less the maximum age to ``now`` plus the skew. A dead letter's day is its processing
+    time's: from the first start to ``now``. Each side is widened by :data:`READ_MARGIN`.
+    Copies of an event share its event time, hence its day: an event landed twice is found.
+    Without the bounds, an hourly reconciliation opened every file the lake ever held."""
+    starts = []
+    for recorded, seconds in runs:
+        if seconds is None:
+            return None
+        starts.append(recorded.astimezone(UTC) - timedelta(seconds=seconds))
+    if not starts:
+        return None
+    now = now.astimezone(UTC)  # the partitions are UTC days
+    first = min(starts) - READ_MARGIN
+    oldest = first - timedelta(days=contract.MAX_PAST_AGE_DAYS)
+    newest = now + timedelta(seconds=contract.MAX_FUTURE_SKEW_SECONDS) + READ_MARGIN
+    return ReadDays(
+        lake=(oldest.date(), newest.date()),
+        dead_letters=(first.date(), (now + READ_MARGIN).date()),
+    )
+
+
 def window(params: dict, interval_start: Any = None, interval_end: Any = None) -> dict[str, str]:
     """The reconciliation window: ``since``/``until`` params if given, else the run's data
     interval shifted back by ``settle_minutes`` (a manual run without an interval: the last
     24 hours before now - settle)."""
-    from datetime import UTC, datetime, timedelta
-
     settle = timedelta(minutes=int(params.get("settle_minutes") or 0))
     if interval_end is None:
         interval_end = datetime.now(UTC)

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from include import pipeline
 from include.events import contract, validation
 from include.spark.jobs import duration_ms
 
@@ -187,7 +188,7 @@ def dead_letters(validated: DataFrame) -> DataFrame:
         "kafka_offset",
         "kafka_timestamp",
         detected.alias("detected_at"),
-        F.to_date(detected).alias("detected_date"),
+        F.to_date(detected).alias(pipeline.DEAD_LETTER_DAY_PARTITION),
     )
 
 

@@ -1,18 +1,23 @@
 """Reconciliation on the real stack: every produced event is found (lake, dead letters, dropped
 duplicate copy), and events the stream has not processed are reported missing, with a failure
-of the DAG task and a non-zero result of the command."""
+of the DAG task and a non-zero result of the command. It reads only the days its runs' events
+can be in: a day of the lake outside them is never opened."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from include import pipeline
 from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
+from include.supervision.reconcile import read_days
+from tests.integration import seed_lake
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
-from tests.integration.lake_checks import reconcile
+from tests.integration.lake_checks import reader, reconcile
 
 
 def test_every_event_is_accounted_for(ctx, sandbox):
@@ -44,6 +49,10 @@ def test_every_event_is_accounted_for(ctx, sandbox):
     kinds = Counter(p.kind for p in batch)
     report = run()
     assert report["ok"], report["problems"]
+    # The run's duration was recorded, so only the days its events can be in were read.
+    today = datetime.now(UTC).date().isoformat()
+    lake_days, dead_days = report["read_days"]["lake"], report["read_days"]["dead_letters"]
+    assert lake_days[0] < today <= lake_days[1] and dead_days[0] < today <= dead_days[1]
     assert report["produced"] == r1.events
     assert report["landed"] == r1.valid
     assert report["dropped_copies"] == kinds["duplicate"] > 0
@@ -77,3 +86,32 @@ def test_every_event_is_accounted_for(ctx, sandbox):
     assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(bucket)) == "success"
     report = run()
     assert report["ok"] and report["landed"] == r1.valid + r2.valid
+
+
+def test_only_the_days_a_run_can_reach_are_read(ctx, sandbox):
+    """A lake with a recent day and one 40 days old whose files are gone from S3 (their sink
+    log still lists them): the reconciliation of a run recorded an hour ago counts the recent
+    day's rows at its coordinates and never opens the old day's files; read without bounds
+    (a run recorded before runs kept their duration), the same lake fails on them."""
+    from spark_apps import reconcile as app
+
+    b = ctx.settings.bucket
+    today = datetime.now(UTC).date()
+    recent, old = today - timedelta(days=2), today - timedelta(days=40)
+    lake = pipeline.s3a(b, sandbox.lake_prefix)
+    # The seeder gives each day's events the same coordinates (partition i % 3, offset i).
+    seeded = seed_lake.seed(reader(ctx), lake, {recent: 600, old: 600}, 1)
+    fs = ctx.s3_root.pyarrow_filesystem()
+    fs.delete_dir(f"{b}/{sandbox.lake_prefix}/{pipeline.DAY_PARTITION}={old.isoformat()}")
+    now = datetime.now(UTC)
+    runs = [{"run_id": "r", "ranges": {str(p): [[0, 599]] for p in range(3)}}]
+    days = read_days([(now - timedelta(hours=1), 60.0)], now)
+    assert days.lake[0] <= recent and old < days.lake[0]
+    dead = pipeline.s3a(b, sandbox.dead_letter_prefix)  # none written
+
+    found = app.measure(reader(ctx), runs, lake, dead, days=days)["r"]
+    want = seeded[recent.isoformat()]
+    assert (found["lake_rows"], found["lake_ids"]) == (want["rows"], want["distinct_ids"])
+    assert found["landed_elsewhere_too"] == found["dead_rows"] == 0
+    with pytest.raises(Exception, match=r"(?i)(FileNotFound|No such file|does not exist)"):
+        app.measure(reader(ctx), runs, lake, dead, days=None)

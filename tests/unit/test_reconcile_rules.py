@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from include.events import contract
 from include.events.runs import OffsetRanges
-from include.supervision.reconcile import Found, Produced, account, summarize, window
+from include.supervision.reconcile import (
+    READ_MARGIN,
+    Found,
+    Produced,
+    ReadDays,
+    account,
+    read_days,
+    summarize,
+    window,
+)
 
 RUN = Produced(
     "r1",
@@ -96,3 +106,37 @@ def test_window_from_params_or_interval():
     }
     with pytest.raises(ValueError, match="param `since`"):
         window({"since": "yesterday", "until": "2026-11-02T00:00Z"}, start, end)
+
+
+def test_read_days_cover_every_event_time_the_contract_lets_land():
+    now = datetime(2026, 12, 5, 23, 50, tzinfo=UTC)
+    # Two runs: the earlier one ran 2 hours and was recorded at 10:00 on the 4th.
+    runs = [(datetime(2026, 12, 4, 10, 0, tzinfo=UTC), 7200.0), (now, 30.0)]
+    days = read_days(runs, now)
+    start = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+    # The extremes: the earliest event processed at the first run's start, 7 days old; the
+    # newest processed now, 15 minutes ahead (the next day's date here).
+    oldest = start - timedelta(days=contract.MAX_PAST_AGE_DAYS)
+    newest = now + timedelta(seconds=contract.MAX_FUTURE_SKEW_SECONDS)
+    first, last = days.lake
+    assert first <= oldest.date() and newest.date() == date(2026, 12, 6) <= last
+    # ... and a day of margin either side, no more.
+    assert first == (oldest - READ_MARGIN).date() == date(2026, 11, 26)
+    assert last == (newest + READ_MARGIN).date() == date(2026, 12, 7)
+    # Dead letters are filed under the day the stream saw them: from the first start to now.
+    assert days.dead_letters == (date(2026, 12, 3), date(2026, 12, 6))
+    assert len(ReadDays.span(*days.lake)) == 12
+    assert days.as_dict()["lake"] == ["2026-11-26", "2026-12-07"]
+
+
+def test_read_days_are_utc_days():
+    # 00:30 at +02:00 is 22:30 UTC the day before.
+    recorded = datetime(2026, 12, 5, 0, 30, tzinfo=timezone(timedelta(hours=2)))
+    days = read_days([(recorded, 0.0)], recorded)
+    assert days.dead_letters[0] == date(2026, 12, 3)
+
+
+def test_read_days_read_everything_without_a_run_duration():
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+    assert read_days([(now, 10.0), (now, None)], now) is None  # recorded before 0007
+    assert read_days([], now) is None
