@@ -131,3 +131,24 @@ def test_a_new_section_comes_before_the_committed_sections_that_followed_it():
         "## What limits each figure",
     ]
     assert "t2" in merged and "l1" in merged and "w2" in merged and "t1" not in merged
+
+
+def test_the_limits_text_is_refreshed_without_the_figures_file(tmp_path, monkeypatch):
+    """``bench --report-only`` on a fresh clone (no bench-results/latest.json): the committed
+    figures stay, the closing section becomes bench/limits.md's text."""
+    import bench.__main__ as bench_main
+
+    limits = tmp_path / "limits.md"
+    limits.write_text("## What limits each figure\n\nnew text\n")
+    monkeypatch.setattr(bench_main, "LIMITS", limits)
+    doc = "# Benchmarks\n\n## Throughput\n\nfigures\n\n## What limits each figure\n\nold text\n"
+    refreshed = bench_main.with_limits(doc)
+    assert (
+        refreshed
+        == "# Benchmarks\n\n## Throughput\n\nfigures\n\n## What limits each figure\n\nnew text\n"
+    )
+    assert bench_main.with_limits(refreshed) == refreshed
+
+    committed = (bench_main.ROOT / "docs" / "benchmarks.md").read_text()
+    monkeypatch.setattr(bench_main, "LIMITS", bench_main.ROOT / "bench" / "limits.md")
+    assert bench_main.with_limits(committed) == committed  # the committed page is up to date
