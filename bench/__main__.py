@@ -20,6 +20,8 @@ Nothing here asserts a time. Scenarios:
 * ``latency``    produce->Parquet and produce->Postgres p50/p95/p99 at 25/50/75 % of the
   pipeline's capacity, the CPU per query, and the footprint idle / under load
   (``bench/latency.py``);
+* ``restart``    a stream SIGKILLed just before its first state snapshot and started again:
+  what replaying the state's changelogs adds to its first batch (``bench/restart.py``);
 * ``compaction`` a synthetic day of ~2,160 small files (the stream's transforms through Spark's
   file sink) compacted into Iceberg: files, bytes, MB/s per core, seconds per phase, scan time
   before / after (``bench/compaction.py``).
@@ -38,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -584,6 +587,31 @@ def to_markdown(results: dict, images: str) -> str:
                 )
         lines += ["", f"![latency]({images}/latency.png)"]
 
+    r = results.get("restart")
+    if r:
+        st = r["state"]
+        lines += [
+            "",
+            f"## Restart after a crash ({results.get('restart_date')})",
+            "",
+            f"The stream (trigger {r['trigger']}) ran at {r['rate']:,.0f} events/s (half the "
+            f"pipeline's capacity) for {r['loaded_s']:.0f} s ({r['events']:,} events) and was "
+            f"SIGKILLed after batch {r['killed_after_batch']}, just before its first state "
+            f"snapshot (one every {r['snapshot_every']} batches): the checkpoint held "
+            f"{st['changelogs']:,} changelogs ({st['changelog_mib']:,.1f} MiB) for the new "
+            f"driver to replay. Each start got a burst of {restart_burst():,} events.",
+            "",
+            "| | fresh start | restart after the kill |",
+            "|---|---:|---:|",
+            f"| spawn to the end of the first batch | {r['fresh']['to_first_batch_s']:.1f} s | "
+            f"{r['restart']['to_first_batch_s']:.1f} s |",
+            f"| the first batch | {r['fresh']['first_batch_s']:.1f} s | "
+            f"{r['restart']['first_batch_s']:.1f} s |",
+            "",
+            f"The replay: **{r['replay_s']:.1f} s** more in the restarted driver's first batch "
+            "(the health check lets a batch run at least 120 s before it calls the stream stalled).",
+        ]
+
     c = results.get("compaction")
     if c:
         lines += [
@@ -724,7 +752,15 @@ def carry_sections(new: str, old: str) -> str:
     )
 
 
-SECTIONS = ("dag_parse", "scaleout", "latency", "compaction", "footprint")
+SECTIONS = ("dag_parse", "scaleout", "latency", "restart", "compaction", "footprint")
+
+
+def restart_burst() -> int:
+    from bench.restart import BURST
+
+    return BURST
+
+
 DEFAULT_CAPACITY = 4_000.0  # events/s, when no pipeline figure was ever measured
 
 
@@ -737,7 +773,19 @@ def capacity(results: dict) -> tuple[float, str]:
         prior = json.loads(latest_file.read_text()).get("scenarios", {}).get("pipeline")
         if prior:
             return prior["median"], f"pipeline figure of {prior.get('date')}"
+    docs = ROOT / "docs" / "benchmarks.md"
+    committed = committed_pipeline(docs.read_text()) if docs.exists() else None
+    if committed:  # a fresh clone: the figure on the page
+        return committed
     return DEFAULT_CAPACITY, "default (no pipeline figure yet)"
+
+
+def committed_pipeline(md: str) -> tuple[float, str] | None:
+    """The pipeline's events/s and date in docs/benchmarks.md's throughput table."""
+    match = re.search(r"^\| pipeline \| ([\d,]+) events/s \|.*\| ([^|]+) \|$", md, re.M)
+    if not match:
+        return None
+    return float(match[1].replace(",", "")), f"pipeline figure of {match[2].strip()} (docs)"
 
 
 def run_latency(results: dict, args: argparse.Namespace) -> dict:
@@ -763,7 +811,7 @@ def run_latency(results: dict, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench")
-    known = [*SCENARIOS, "scaleout", "latency", "compaction", "dag_parse"]
+    known = [*SCENARIOS, "scaleout", "latency", "restart", "compaction", "dag_parse"]
     p.add_argument("scenarios", nargs="*", help=f"any of {', '.join(known)} (default: all)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--reps", type=int, default=5)
@@ -845,6 +893,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"{pg_['p95']:.1f}/{pg_['p99']:.1f} s",
                     flush=True,
                 )
+            continue
+        if name == "restart":
+            from bench import restart
+            from devstack import stack
+
+            ctx = stack.context(sandbox=True)
+            if not stack.is_up(ctx):
+                stack.up(ctx)
+            cap, source = capacity(results)
+            print(f"==> restart: capacity {cap:,.0f} events/s ({source})", flush=True)
+            results["restart"] = restart.run(ctx, cap, trigger=args.trigger)
+            print(f"    the replay: {results['restart']['replay_s']:.1f} s", flush=True)
             continue
         if name == "compaction":
             from bench import compaction

@@ -152,3 +152,47 @@ def test_the_limits_text_is_refreshed_without_the_figures_file(tmp_path, monkeyp
     committed = (bench_main.ROOT / "docs" / "benchmarks.md").read_text()
     monkeypatch.setattr(bench_main, "LIMITS", bench_main.ROOT / "bench" / "limits.md")
     assert bench_main.with_limits(committed) == committed  # the committed page is up to date
+
+
+def test_a_fresh_clone_takes_the_capacity_from_the_committed_page():
+    from bench.__main__ import ROOT, committed_pipeline
+
+    row = "| pipeline | 9,739 events/s | [9,604 - 10,116] |  | 2026-12-04 22:50 UTC |"
+    assert committed_pipeline(f"# B\n\n{row}\n") == (
+        9739.0,
+        "pipeline figure of 2026-12-04 22:50 UTC (docs)",
+    )
+    assert committed_pipeline("no table") is None
+    assert committed_pipeline((ROOT / "docs" / "benchmarks.md").read_text()) is not None
+
+
+def test_report_gives_the_restart_against_a_fresh_start():
+    side = {"to_first_batch_s": 14.1, "batch_id": 0, "first_batch_s": 4.2, "add_batch_s": 3.0}
+    restart = {
+        "trigger": "1 second",
+        "rate": 4869.5,
+        "loaded_s": 301.0,
+        "events": 1_400_000,
+        "killed_after_batch": 290,
+        "snapshot_every": 300,
+        "state": {"changelogs": 580, "changelog_mib": 80.5, "snapshots": 2},
+        "fresh": side,
+        "restart": {**side, "to_first_batch_s": 27.6, "first_batch_s": 21.4},
+        "replay_s": 17.2,
+    }
+    md = to_markdown(
+        {
+            "date": "d",
+            "machine": {},
+            "events": 1,
+            "reps": 1,
+            "warmup": 0,
+            "scenarios": {},
+            "restart": restart,
+            "restart_date": "2026-12-05 03:00 UTC",
+        },
+        "img",
+    )
+    assert "## Restart after a crash (2026-12-05 03:00 UTC)" in md
+    assert "| spawn to the end of the first batch | 14.1 s | 27.6 s |" in md
+    assert "580 changelogs (80.5 MiB)" in md and "**17.2 s**" in md
