@@ -28,16 +28,10 @@ import uuid
 
 from bench.latency import MIX, Level, _has_progress, _pace
 from include import pipeline
+from include.spark.jobs import snapshot_every_batches
 
 BATCHES_SHORT = 10  # the kill comes this many batches before the first state snapshot
 BURST = 2_000  # events sent right after each spawn: the first batch's input
-
-
-def snapshot_every(trigger: str) -> int:
-    """Batches between two snapshots of the stream's state at ``trigger``."""
-    from spark_apps.stream_events import batch_conf
-
-    return int(batch_conf(trigger)["spark.sql.streaming.stateStore.minDeltasForSnapshot"])
 
 
 def _first_batch(conn, proc, after_batch: int, log_file, timeout: float = 900) -> dict:
@@ -106,7 +100,7 @@ def run(ctx, capacity: float, *, trigger: str = "1 second") -> dict:
     sid = uuid.uuid4().hex[:8]
     topic, schema = f"bench.restart.{sid}", f"bench_r_{sid}"
     prefix = sandbox_prefix(f"bench-restart-{sid}")
-    every = snapshot_every(trigger)
+    every = snapshot_every_batches(trigger)
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
     b = s.bucket

@@ -72,7 +72,7 @@ from include import pipeline
 from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.kafka import security as kafka_security
-from include.spark.jobs import StreamJob, duration_ms
+from include.spark.jobs import StreamJob, snapshot_every_batches
 from include.supervision import control, lease
 from spark_apps.file_sinks import file_sink
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
@@ -422,11 +422,10 @@ BATCH_CONF = {
 
 def batch_conf(trigger: str) -> dict[str, str]:
     """Spark settings of each micro-batch (:data:`BATCH_CONF`) and the state's snapshot
-    interval in batches of ``trigger`` (at least Spark's default, 10)."""
-    every = -(-pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S * 1000 // duration_ms(trigger))
+    interval in batches of ``trigger`` (``include.spark.jobs.snapshot_every_batches``)."""
     return {
         **BATCH_CONF,
-        "spark.sql.streaming.stateStore.minDeltasForSnapshot": str(max(10, every)),
+        "spark.sql.streaming.stateStore.minDeltasForSnapshot": str(snapshot_every_batches(trigger)),
     }
 
 

@@ -329,6 +329,15 @@ _UNIT_MS = {
 }
 
 
+def snapshot_every_batches(trigger: str) -> int:
+    """How many micro-batches of ``trigger`` the stream's state is snapshotted after:
+    :data:`~include.pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S` of them, at least Spark's own
+    default (10). The stream sets it (``spark_apps/stream_events.py``, ``batch_conf``); the
+    restart benchmark kills the stream just before it."""
+    every = -(-pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S * 1000 // duration_ms(trigger))
+    return max(10, every)
+
+
 def duration_ms(text: str) -> int:
     """``"10 minutes"`` -> 600000: a positive whole number and a unit (millisecond(s), ms,
     second(s), minute(s), hour(s), day(s)), as Spark's interval strings write them."""
