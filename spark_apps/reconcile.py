@@ -5,7 +5,7 @@ the lake and dead-letter rows at the Kafka coordinates each run was given (read 
 file sinks' metadata: committed files only) and account for every event: landed, dead-lettered,
 a dropped duplicate copy, or missing; and events landed more than once
 (``include/supervision/reconcile.py`` has the rules). Only the day partitions the runs' events
-can be in are read (``read_days``), so an hourly run reads about nine days of the lake, not all
+can be in are read (``read_days``), so an hourly run reads about ten days of the lake, not all
 of it.
 
 Usage::
