@@ -640,9 +640,22 @@ def to_markdown(results: dict, images: str) -> str:
             "Where the run's time goes (seconds per phase, `phases` of its report): "
             + ", ".join(f"{k} {v:.1f}" for k, v in (c.get("phases") or {}).items())
             + ".",
-            "",
-            f"![compaction]({images}/compaction.png)",
         ]
+        a = c.get("arrow_probe")
+        if a:
+            same = "equal to" if a["agrees"] else "**different from**"
+            lines += [
+                "",
+                "The same day through a data path in Arrow (a probe, not the product: "
+                "`arrow_probe` in `bench/compaction.py`: pyarrow's reader, the first copy of "
+                "each id by a sort, three of the checks, the sorted write by pyiceberg's append "
+                f"and commit; no audit branch, no marts): {a['rows']:,} rows and revenue "
+                f"{same} the Spark run's, in {a['seconds']:.1f} s = "
+                f"**{a['mb_per_s_per_core']:.2f} MB/s per core** ("
+                + ", ".join(f"{k} {v:.1f}" for k, v in a["phases"].items())
+                + ").",
+            ]
+        lines += ["", f"![compaction]({images}/compaction.png)"]
 
     f = results.get("footprint")
     if f:

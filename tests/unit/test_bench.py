@@ -196,3 +196,44 @@ def test_report_gives_the_restart_against_a_fresh_start():
     assert "## Restart after a crash (2026-12-05 03:00 UTC)" in md
     assert "| spawn to the end of the first batch | 14.1 s | 27.6 s |" in md
     assert "580 changelogs (80.5 MiB)" in md and "**17.2 s**" in md
+
+
+def test_report_gives_the_arrow_probe_beside_the_compaction():
+    probe = {
+        "seconds": 6.7,
+        "phases": {"read": 3.2, "dedupe": 1.8, "checks": 0.5, "sort": 0.5, "write": 0.7},
+        "rows": 484_930,
+        "revenue": 2866351.41,
+        "mb_per_s_per_core": 5.22,
+        "agrees": True,
+    }
+    compaction = {
+        "day": "2026-11-20",
+        "rows": 484_930,
+        "files_before": 1923,
+        "files_after": 1,
+        "bytes_before": 72_945_886,
+        "bytes_after": 27_907_352,
+        "file_reduction": 1923.0,
+        "scan_before": {"median_s": 3.5},
+        "scan_after": {"median_s": 0.04},
+        "scan_speedup": 87.5,
+        "seconds": 27.8,
+        "cores": 2,
+        "mb_per_s_per_core": 1.25,
+        "phases": {"scan": 14.6},
+    }
+    base = {"date": "d", "machine": {}, "events": 1, "reps": 1, "warmup": 0, "scenarios": {}}
+    md = to_markdown({**base, "compaction": compaction, "compaction_date": "x"}, "img")
+    section = md.split("## Compaction")[1].split("\n## ")[0]
+    assert "1.25 MB/s per core" in section and "Arrow" not in section
+    md = to_markdown(
+        {**base, "compaction": {**compaction, "arrow_probe": probe}, "compaction_date": "x"}, "img"
+    )
+    assert "484,930 rows and revenue equal to the Spark run's, in 6.7 s" in md
+    assert "**5.22 MB/s per core** (read 3.2, dedupe 1.8" in md
+    probe["agrees"] = False
+    md = to_markdown(
+        {**base, "compaction": {**compaction, "arrow_probe": probe}, "compaction_date": "x"}, "img"
+    )
+    assert "revenue **different from** the Spark run's" in md
