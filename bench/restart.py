@@ -32,6 +32,7 @@ from include.spark.jobs import snapshot_every_batches
 
 BATCHES_SHORT = 10  # the kill comes this many batches before the first state snapshot
 BURST = 2_000  # events sent right after each spawn: the first batch's input
+PACE_STEP_S = 2.0  # the load is sent in steps this long, the batch count read between them
 
 
 def _first_batch(
@@ -159,13 +160,15 @@ def run(ctx, capacity: float, *, trigger: str = "1 second") -> dict:
             while _last_batch(conn) < kill_at:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the stream exited ({proc.returncode}); see {log_file}")
-                _pace(producer, events, topic, level, 0.0, 10.0)
+                _pace(producer, events, topic, level, 0.0, PACE_STEP_S)
                 level.records.clear()  # the delivery reports: latency's, not needed here
                 level.purchases.clear()
             loaded_s = time.monotonic() - started
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(60)
             last = _last_batch(conn)
+            if last >= every:  # a snapshot may have been taken: the figure would be no worst case
+                raise RuntimeError(f"killed after batch {last}, not before batch {every}")
             state = _state_files(ctx.s3_root.pyarrow_filesystem(), f"{b}/{prefix}/_checkpoints/")
             print(f"    SIGKILLed after batch {last}: {state}", flush=True)
             proc, log_file, spawned = spawn(2)
