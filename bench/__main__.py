@@ -620,7 +620,9 @@ def to_markdown(results: dict, images: str) -> str:
             "",
             f"A synthetic day ({c['day']}: {c['rows']:,} distinct events in "
             f"{c['files_before']:,} small files, landed through the stream's transforms and "
-            "Spark's file sink), compacted into Iceberg (`compact_events.py`, verified); the "
+            "Spark's file sink), compacted into Iceberg (`compact_events.py`"
+            + (f", its {c['engine']} engine" if c.get("engine") else "")
+            + ", verified); the "
             "scan is the same pyarrow query (revenue by category) over the day's files before "
             "and after.",
             "",
@@ -639,22 +641,13 @@ def to_markdown(results: dict, images: str) -> str:
             f"{c['cores']} cores (target ≥ {TARGET_TEXT['mb_per_s_per_core']} MB/s per core). "
             "Where the run's time goes (seconds per phase, `phases` of its report): "
             + ", ".join(f"{k} {v:.1f}" for k, v in (c.get("phases") or {}).items())
+            + (
+                f"; {sum(c['phases'].values()):.1f} s in all from the read to the marts"
+                if c.get("phases")
+                else ""
+            )
             + ".",
         ]
-        a = c.get("arrow_probe")
-        if a:
-            same = "equal to" if a["agrees"] else "**different from**"
-            lines += [
-                "",
-                "The same day through a data path in Arrow (a probe, not the product: "
-                "`arrow_probe` in `bench/compaction.py`: pyarrow's reader, the first copy of "
-                "each id by a sort, three of the checks, the sorted write by pyiceberg's append "
-                f"and commit; no audit branch, no marts): {a['rows']:,} rows and revenue "
-                f"{same} the Spark run's, in {a['seconds']:.1f} s = "
-                f"**{a['mb_per_s_per_core']:.2f} MB/s per core** ("
-                + ", ".join(f"{k} {v:.1f}" for k, v in a["phases"].items())
-                + ").",
-            ]
         lines += ["", f"![compaction]({images}/compaction.png)"]
 
     f = results.get("footprint")

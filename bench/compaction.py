@@ -12,12 +12,6 @@ write (JVM start left out) and per phase. The scan is the same query with the sa
 times, pyarrow's dataset over the day's files: a per-category revenue sum over four columns.
 "Before" lists the day's prefix in S3 (what a reader of the raw lake must do); "after" plans the
 files from Iceberg's metadata (pyiceberg), as a warehouse reader does.
-
-Beside it, :func:`arrow_probe` runs the same day through a data path in Arrow (a probe, not the
-product): pyarrow's reader, the first landed copy of each id by a sort, a few of the checks,
-the write for reading (sorted by category, event type and time) and pyiceberg's append and
-commit into a table of its own. Its rows and revenue must equal the Spark run's; its seconds
-say what the compaction costs without a cold JVM (bench/limits.md, compaction).
 """
 
 from __future__ import annotations
@@ -55,94 +49,6 @@ def _raw_files(s3, bucket: str, prefix: str, day: str) -> list[str]:
 
     infos = s3.get_file_info(fs.FileSelector(f"{bucket}/{prefix}/event_date={day}", recursive=True))
     return [i.path for i in infos if i.type == fs.FileType.File and i.path.endswith(".parquet")]
-
-
-# The first landed copy of an event (spark_apps/transforms/warehouse.py, dedupe_day).
-FIRST_COPY_ORDER = ("event_id", "kafka_timestamp", "kafka_partition", "kafka_offset")
-WRITE_ORDER = ("category", "event_type", "event_time")
-
-
-def arrow_probe(ctx, files: list[str], day: str, pg_schema: str, warehouse: str) -> dict:
-    """Compact ``files`` (the day's raw files) with pyarrow and pyiceberg; seconds per step
-    (imports and the table's creation left out, as the Spark run leaves out its JVM's start),
-    the rows and relevant purchase revenue written, and what was read."""
-    from datetime import UTC, datetime, timedelta
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    from include.warehouse import catalog
-
-    s3 = _s3fs(ctx)
-    laps: dict[str, float] = {}
-    mark = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        laps[name] = round(now - mark, 3)
-        mark = now
-
-    table = ds.dataset(files, filesystem=s3, format="parquet", partitioning="hive").to_table()
-    lap("read")
-    table = table.sort_by([(c, "ascending") for c in FIRST_COPY_ORDER])
-    ids = table["event_id"].combine_chunks()
-    later = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).fill_null(False)
-    day_rows = table.filter(pa.concat_arrays([pa.array([True]), pc.invert(later)]))
-    day_rows = day_rows.drop_columns(["event_hour"])
-    lap("dedupe")
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    when = day_rows["event_time"]
-    outside = pc.or_(
-        pc.less(when, pa.scalar(start, when.type)),
-        pc.greater_equal(when, pa.scalar(start + timedelta(days=1), when.type)),
-    )
-    broken = {
-        "event_id is null": pc.sum(pc.is_null(day_rows["event_id"]).cast("int64")).as_py(),
-        "event_time outside the day": pc.sum(outside.cast("int64")).as_py(),
-        "price below 0": pc.sum(pc.less(day_rows["price"], 0).cast("int64")).as_py(),
-    }
-    purchase = pc.and_(day_rows["is_relevant"], pc.equal(day_rows["event_type"], "purchase"))
-    amounts = pc.multiply(
-        pc.filter(day_rows["price"], purchase),
-        pc.filter(day_rows["quantity"], purchase).cast("double"),
-    )
-    revenue = round(pc.sum(amounts).as_py() or 0.0, 2)
-    distinct = len(pc.unique(day_rows["event_id"]))
-    lap("checks")
-    out = day_rows.sort_by([(c, "ascending") for c in WRITE_ORDER])
-    # Spark's INT96 timestamps read as nanoseconds; Iceberg keeps microseconds.
-    out = out.cast(
-        pa.schema(
-            pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
-            for f in out.schema
-        )
-    )
-    lap("sort")
-    cat = catalog.load_pyiceberg(ctx.analytics_db, pg_schema, warehouse, ctx.s3_root)
-    cat.create_namespace_if_not_exists("arrow_probe")
-    target = cat.create_table(
-        "arrow_probe.events",
-        schema=out.schema,
-        properties={"write.parquet.compression-codec": "zstd"},
-    )
-    mark = time.perf_counter()  # the table's creation is not the day's work
-    target.append(out)
-    lap("write")
-    seconds = sum(laps.values())
-    nbytes = sum(i.size for i in s3.get_file_info(files))
-    return {
-        "seconds": round(seconds, 3),
-        "phases": laps,
-        "rows": out.num_rows,
-        "distinct_ids": distinct,
-        "revenue": revenue,
-        "broken": broken,
-        "bytes_read": nbytes,
-        "bytes_written": sum(t.file.file_size_in_bytes for t in target.scan().plan_files()),
-        "mb_per_s_per_core": nbytes / 1024**2 / seconds / (os.cpu_count() or 1),
-    }
 
 
 def _timed(fn, reps: int, warmup: int) -> dict:
@@ -245,10 +151,9 @@ def _measure(ctx, lake_prefix: str, schema: str, warehouse: str, reps: int, warm
     raw_total, ice_total = scan_raw(), scan_iceberg()
     before = _timed(scan_raw, reps, warmup)
     after = _timed(scan_iceberg, reps, warmup)
-    probe = arrow_probe(ctx, _raw_files(s3, b, lake_prefix, day), day, schema, warehouse)
-    probe["agrees"] = (probe["rows"], probe["revenue"]) == (dst["rows"], dst["revenue"])
     return {
         "day": day,
+        "engine": report.get("engine"),
         "rows": dst["rows"],
         "files_before": src["files"],
         "bytes_before": src["bytes"],
@@ -263,5 +168,4 @@ def _measure(ctx, lake_prefix: str, schema: str, warehouse: str, reps: int, warm
         "scan_revenue": {"raw": raw_total, "iceberg": ice_total},
         "file_reduction": src["files"] / max(1, dst["files"]),
         "scan_speedup": before["median_s"] / after["median_s"],
-        "arrow_probe": probe,
     }

@@ -205,10 +205,11 @@ class S3Endpoint:
         from pyarrow import fs
 
         scheme, _, host = self.endpoint_url.partition("://")
+        keys = {"access_key": self.access_key, "secret_key": self.secret_key}
         return fs.S3FileSystem(
-            access_key=self.access_key,
-            secret_key=self.secret_key,
             region=self.region,
+            # No keys: AWS's default chain (an instance profile, IRSA), as Spark's S3A.
+            **(keys if self.access_key else {}),
             **({"endpoint_override": host, "scheme": scheme} if self.endpoint_url else {}),
         )
 

@@ -23,6 +23,10 @@ MARTS_NAMESPACE = "marts"
 TARGET_FILE_MB = 128  # compaction's target file size
 # Compacted bytes per event row of a new table (zstd, sorted; measured, see docs/warehouse.md).
 FIRST_BYTES_PER_ROW = 64.0
+# Compaction: a day whose committed raw files hold at most this many MiB goes through Arrow in
+# the driver (fast; the day's rows in its memory, ~3.6x the raw bytes at the peak); a larger one
+# through Spark's executors (distributed). docs/warehouse.md.
+COMPACTION_ARROW_MAX_MB = 1024
 PG_SCHEMA = "public"
 
 # The streaming app's query (one: each record is read, checked and deduplicated once, then

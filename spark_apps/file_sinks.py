@@ -13,6 +13,7 @@ from datetime import date
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 from pyspark.sql.utils import AnalysisException
 
 from include.pipeline import DAY_PARTITION
@@ -64,6 +65,39 @@ def files_by_day(files: Iterable[str]) -> dict[date, set[str]]:
     return out
 
 
+def live_files(
+    logged: Iterable[str],
+    skip_files: Collection[str] = (),
+    skip_days: Sequence[date] = (),
+    days: Collection[date] = (),
+    day_partition: str = DAY_PARTITION,
+) -> list[str]:
+    """Of a sink's ``logged`` files, those not in ``skip_files`` nor of ``skip_days``, and of
+    ``days`` only when given (see :func:`read_sink`)."""
+    skip = set(skip_files)
+    skipped = {d.isoformat() for d in skip_days}
+    wanted = {d.isoformat() for d in days}
+    return [
+        f
+        for f in logged
+        if f not in skip
+        and partition_value(f, day_partition) not in skipped
+        and (not wanted or partition_value(f, day_partition) in wanted)
+    ]
+
+
+def sink_schema(spark: SparkSession, path: str, files: Sequence[str]) -> StructType:
+    """The sink's schema (its partition columns included) from a sample of ``files``' footers
+    (:func:`schema_sample`): the files of one sink share the schema of the stream version that
+    wrote them, and every footer of a day of 2,000 small files took ~70 s on 2 cores."""
+    return (
+        spark.read.option("mergeSchema", "true")
+        .option("basePath", path)
+        .parquet(*schema_sample(files))
+        .schema
+    )
+
+
 def read_sink(
     spark: SparkSession,
     path: str,
@@ -84,33 +118,22 @@ def read_sink(
     try:
         if not skip_files and not skip_days and not days:
             return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
-        skip = set(skip_files)
-        skipped = {d.isoformat() for d in skip_days}
-        wanted = {d.isoformat() for d in days}
-        live = [
-            f
-            for f in logged_files(spark, path) or []
-            if f not in skip
-            and partition_value(f, day_partition) not in skipped
-            and (not wanted or partition_value(f, day_partition) in wanted)
-        ]
+        live = live_files(
+            logged_files(spark, path) or [], skip_files, skip_days, days, day_partition
+        )
         if not live:
             return None
         # The schema from a sample of the live files' footers (a deleted file fails the
         # inference whatever ignore* option is set), then the log read strictly with it.
-        schema = (
-            spark.read.option("mergeSchema", "true")
-            .option("basePath", path)
-            .parquet(*schema_sample(live))
-            .schema
-        )
-        frame = spark.read.schema(schema).parquet(path)
+        frame = spark.read.schema(sink_schema(spark, path, live)).parquet(path)
+        skipped = sorted(d.isoformat() for d in skip_days)
+        wanted = sorted(d.isoformat() for d in days)
         if skipped:
-            frame = frame.where(~F.col(day_partition).cast("string").isin(*sorted(skipped)))
+            frame = frame.where(~F.col(day_partition).cast("string").isin(*skipped))
         if wanted:
-            frame = frame.where(F.col(day_partition).cast("string").isin(*sorted(wanted)))
-        if skip:
-            frame = frame.where(~F.col("_metadata.file_path").isin(*sorted(skip)))
+            frame = frame.where(F.col(day_partition).cast("string").isin(*wanted))
+        if skip_files:
+            frame = frame.where(~F.col("_metadata.file_path").isin(*sorted(skip_files)))
         return frame
     except AnalysisException as exc:
         if _nothing_committed(exc):
@@ -118,8 +141,7 @@ def read_sink(
         raise
 
 
-# Footers read for a sink's schema. Every file's took ~70 s for a day of 2,000 small files on
-# 2 cores (an S3 open each), for a schema the stream's files share.
+# Footers read for a sink's schema (:func:`sink_schema`).
 SCHEMA_SAMPLE = 32
 
 

@@ -380,6 +380,11 @@ class CompactJob(JobSpec):
         pipeline.FIRST_BYTES_PER_ROW,
         help="compacted size of a row for a new table (later runs measure the table's files)",
     )
+    arrow_max_mb: float = option(
+        float(pipeline.COMPACTION_ARROW_MAX_MB),
+        help="a day whose raw files hold at most this many MiB is compacted by Arrow in the "
+        "driver, a larger one by Spark's executors (0: always Spark)",
+    )
     late_days: bool = option(
         True,
         help="then append to every verified day the events of the raw files its partition "
@@ -391,6 +396,8 @@ class CompactJob(JobSpec):
         for name in ("target_file_mb", "bytes_per_row"):
             if getattr(self, name) <= 0:
                 raise JobSpecError(f"{flag(name)}={getattr(self, name)}: must be positive")
+        if self.arrow_max_mb < 0:
+            raise JobSpecError(f"{flag('arrow_max_mb')}={self.arrow_max_mb}: must be 0 or more")
         _identifiers(self, "namespace", "marts_namespace", "pg_schema")
 
 

@@ -1,14 +1,12 @@
-"""Pure transforms of the nightly compaction: one day of landed events -> warehouse rows, marts,
-expectations. DataFrame in, DataFrame (or plain values) out; no I/O.
-
-The expectations derive from :mod:`include.events.contract` (required fields per type, enums,
-minimums), like the stream's validator: a rule added to the contract is checked here too.
+"""Pure transforms of the warehouse in Spark: the events table's totals (what a compaction
+verifies), the marts, the files a day is written as, and the compaction's data path for a day
+too large for the driver's memory (dedupe, expectations: the same rules as the Arrow path of
+:mod:`spark_apps.transforms.compaction`, which compacts the days that fit). DataFrame in,
+DataFrame (or plain values) out; no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from itertools import pairwise
 
@@ -16,67 +14,71 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from include.events import contract
+from spark_apps.transforms import compaction as C
 
 PURCHASE = contract.EventType.PURCHASE.value
 # Funnel stages of the daily mart, in order (shared with the dashboard's live funnel).
 FUNNEL_STAGES = contract.FUNNEL_STAGES
-# Columns of the raw lake that the warehouse does not keep (the hour is a raw-layout detail).
-RAW_ONLY = ("event_hour",)
-
-
-def day_slice(raw: DataFrame, day: date) -> DataFrame:
-    """The landed rows of one event day (partition pruning on the lake's ``event_date``)."""
-    return raw.where(F.col("event_date") == F.lit(day.isoformat()).cast("date"))
-
-
-def dedupe_day(events: DataFrame) -> DataFrame:
-    """One row per ``event_id``: the first landed copy (Kafka timestamp, partition, offset).
-
-    The stream dedupes within a horizon; copies further apart (a replay days later) are
-    removed here, deterministically, so a re-run picks the same row."""
-    first = Window.partitionBy("event_id").orderBy(
-        "kafka_timestamp", "kafka_partition", "kafka_offset"
-    )
-    return (
-        events.withColumn("_n", F.row_number().over(first))
-        .where(F.col("_n") == 1)
-        .drop("_n", *[c for c in RAW_ONLY if c in events.columns])
-    )
 
 
 def _purchase() -> Column:
     return F.col("is_relevant") & (F.col("event_type") == PURCHASE)
 
 
-def totals_columns() -> list[Column]:
-    """The one-pass aggregates of :func:`totals` (``rows``, ``revenue``), to compute them in a
-    pass that aggregates more. The distinct ids are counted apart (:func:`distinct_ids`):
-    beside other aggregates, Spark expands every row into one per distinct and one for the
-    rest, which made a pass over the benchmark's day about twice as slow as the two jobs
-    (bench/limits.md, compaction)."""
-    return [
+def totals(events: DataFrame) -> dict:
+    """Rows, distinct non-null ids and relevant purchase revenue: what verification compares
+    (with :func:`spark_apps.transforms.compaction.totals` of the rows written). The distinct
+    ids are their own job: beside other aggregates, Spark expands every row into one per
+    distinct and one for the rest, about twice as slow (bench/limits.md, compaction)."""
+    row = events.agg(
         F.count(F.lit(1)).alias("rows"),
         F.round(
             F.coalesce(F.sum(F.when(_purchase(), F.col("price") * F.col("quantity"))), F.lit(0.0)),
             2,
         ).alias("revenue"),
-    ]
-
-
-def distinct_ids(events: DataFrame) -> int:
-    """The distinct non-null ``event_id``s."""
-    return events.select("event_id").where(F.col("event_id").isNotNull()).distinct().count()
-
-
-def totals_of(row, distinct: int) -> dict:
-    """:func:`totals` from a row that aggregated :func:`totals_columns`, and the distinct
-    ids."""
+    ).first()
+    distinct = events.select("event_id").where(F.col("event_id").isNotNull()).distinct().count()
     return {"rows": row["rows"], "distinct_ids": distinct, "revenue": row["revenue"]}
 
 
-def totals(events: DataFrame) -> dict:
-    """Rows, distinct ids and relevant purchase revenue: what verification compares."""
-    return totals_of(events.agg(*totals_columns()).first(), distinct_ids(events))
+def dedupe_day(events: DataFrame) -> DataFrame:
+    """:func:`~spark_apps.transforms.compaction.first_copies` in Spark: one row per
+    ``event_id``, the first landed copy (Kafka timestamp, partition, offset), without the
+    raw-only columns; every row of a null id is kept (an expectation fails them)."""
+    first = Window.partitionBy("event_id").orderBy(*C.FIRST_COPY_ORDER[1:])
+    return (
+        events.withColumn("_n", F.row_number().over(first))
+        .where((F.col("_n") == 1) | F.col("event_id").isNull())
+        .drop("_n", *[c for c in C.RAW_ONLY if c in events.columns])
+    )
+
+
+SPARK = C.Dialect(
+    col=F.col,
+    is_null=lambda c: c.isNull(),
+    is_valid=lambda c: c.isNotNull(),
+    isin=lambda c, values: c.isin(*values),
+    date_of=F.to_date,  # in the session's time zone: UTC (include/spark/submit.py)
+)
+
+
+def checked(events: DataFrame, day: date) -> tuple[dict, list[C.Failure]]:
+    """:func:`~spark_apps.transforms.compaction.checked` in Spark: :func:`totals` and every
+    expectation (the same rules, in Spark's columns), the rules in one pass."""
+    rules = C.expectation_rules(day, events.columns, SPARK)
+    aliases = {f"r{i}": name for i, name in enumerate(rules)}
+    row = events.agg(
+        *[
+            F.sum(F.coalesce(cond, F.lit(False)).cast("long")).alias(alias)
+            for alias, cond in zip(aliases, rules.values(), strict=True)
+        ],
+    ).first()
+    summary = totals(events)
+    failures = [C.Failure(aliases[a], row[a]) for a in aliases if (row[a] or 0) > 0]
+    dup = summary["rows"] - summary["distinct_ids"]
+    if dup > 0:
+        failures.append(C.Failure("event_id not unique", dup))
+    return summary, failures
 
 
 def daily_sales(events: DataFrame) -> DataFrame:
@@ -115,72 +117,6 @@ def _rate(numerator: str, denominator: str) -> Column:
     return F.when(
         F.col(denominator) > 0, F.round(F.col(numerator) / F.col(denominator), 4)
     ).otherwise(F.lit(None).cast("double"))
-
-
-@dataclass(frozen=True)
-class Failure:
-    rule: str
-    rows: int
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.rows} row(s)"
-
-
-def expectation_rules(day: date, columns: Sequence[str] | None = None) -> dict[str, Column]:
-    """Rule name -> a condition that is true for a row that *breaks* the rule. With
-    ``columns``, contract fields the data lacks are skipped (a frame of selected columns)."""
-    rules: dict[str, Column] = {
-        "event_id is null": F.col("event_id").isNull(),
-        "event_time outside the day": F.col("event_time").isNull()
-        | (F.to_date("event_time") != F.lit(day.isoformat()).cast("date")),
-        "event_date differs from event_time's date": F.col("event_date") != F.to_date("event_time"),
-    }
-    for f in contract.FIELDS:
-        if columns is not None and f.name not in columns:
-            continue
-        column = F.col(f.name)
-        if f.required_for:
-            types = sorted(t.value for t in f.required_for)
-            rules[f"{f.name} is null for {_types_label(types)}"] = column.isNull() & F.col(
-                "event_type"
-            ).isin(*types)
-        if f.enum is not None:
-            rules[f"{f.name} not one of {sorted(e.value for e in f.enum)}"] = (
-                column.isNotNull() & ~column.isin(*[e.value for e in f.enum])
-            )
-        if f.minimum is not None:
-            rules[f"{f.name} below {f.minimum:g}"] = column.isNotNull() & (column < f.minimum)
-    return rules
-
-
-def _types_label(types: list[str]) -> str:
-    return "all types" if len(types) == len(contract.ALL_TYPES) else ", ".join(types)
-
-
-def expectations(events: DataFrame, day: date) -> list[Failure]:
-    """Every rule checked in one pass; returns the broken ones with their row counts.
-    Also: ``event_id`` unique (the table must hold one row per event)."""
-    return checked(events, day)[1]
-
-
-def checked(events: DataFrame, day: date) -> tuple[dict, list[Failure]]:
-    """:func:`totals` and :func:`expectations` in one pass over ``events`` and a count of its
-    distinct ids (which serves both)."""
-    rules = expectation_rules(day, events.columns)
-    aliases = {f"r{i}": name for i, name in enumerate(rules)}
-    row = events.agg(
-        *totals_columns(),
-        *[
-            F.sum(F.coalesce(cond, F.lit(False)).cast("long")).alias(alias)
-            for alias, cond in zip(aliases, rules.values(), strict=True)
-        ],
-    ).first()
-    totals = totals_of(row, distinct_ids(events))
-    failures = [Failure(aliases[a], row[a]) for a in aliases if (row[a] or 0) > 0]
-    dup = totals["rows"] - totals["distinct_ids"]
-    if dup > 0:
-        failures.append(Failure("event_id not unique", dup))
-    return totals, failures
 
 
 def output_files(rows: int, bytes_per_row: float, target_bytes: int) -> int:

@@ -129,11 +129,13 @@ def scheduled_wh(ctx):
 
 
 @timed
-def compact(ctx, wh: Warehouse, day: str, which: str = "big", log_name: str = "compact.log"):
-    return spark_cli.compact(ctx, compact_job(ctx, wh, day, which), log_name=log_name)
+def compact(
+    ctx, wh: Warehouse, day: str, which: str = "big", log_name: str = "compact.log", **options
+):
+    return spark_cli.compact(ctx, compact_job(ctx, wh, day, which, **options), log_name=log_name)
 
 
-def compact_job(ctx, wh: Warehouse, day: str, which: str = "big") -> CompactJob:
+def compact_job(ctx, wh: Warehouse, day: str, which: str = "big", **options) -> CompactJob:
     b = ctx.settings.bucket
     return CompactJob(
         day=date.fromisoformat(day),
@@ -141,6 +143,7 @@ def compact_job(ctx, wh: Warehouse, day: str, which: str = "big") -> CompactJob:
         warehouse=pipeline.s3a(b, wh.warehouse_prefix),
         pg_schema=wh.pg_schema,
         target_file_mb=TARGET_MB,
+        **options,
     )
 
 
@@ -235,6 +238,7 @@ def run_record(ctx, wh: Warehouse, day: str) -> tuple:
 def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, wh):
     code, first = compact(ctx, wh, BIG_DAY)
     assert code == 0, first
+    assert first["engine"] == "arrow"  # a day this size goes through Arrow in the driver
     src, dst = first["source"], first["target"]
     assert src["files"] >= 600, f"the seed landed only {src['files']} files"
     assert dst["files"] * 100 <= src["files"], (src["files"], dst["files"])
@@ -263,10 +267,13 @@ def test_a_day_of_small_files_compacts_verified_idempotent_and_crash_safe(ctx, w
     assert after_kill == before, "the killed run committed: it was not killed mid-write"
     assert set(data_files(ctx, wh)) - written, "the killed run's files stay, unreferenced"
 
-    # The re-run completes, to the same tables. Its plan uses the bytes per row the table
-    # measured, so every file lands within +-25 % of the target.
-    code, again = compact(ctx, wh, BIG_DAY)
+    # The re-run completes, to the same tables, here through Spark's engine (the one for a
+    # day larger than the driver's memory): the same rows either way. Its plan uses the
+    # bytes per row the table measured, so every file lands within +-25 % of the target.
+    code, again = compact(ctx, wh, BIG_DAY, arrow_max_mb=0.0)
     assert code == 0, again
+    assert again["engine"] == "spark"
+    assert {k: again["source"][k] for k in src} == src, "both engines read the same day"
     assert again["target"]["rows"] == dst["rows"]
     assert all(0.75 * TARGET <= size <= 1.25 * TARGET for size in again["target"]["file_bytes"]), (
         again["target"]["file_bytes"]
@@ -463,14 +470,19 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
       rows, and another day committed meanwhile stays;
     * a day published after ``main`` moved on (another day committed meanwhile) is
       cherry-picked: both days are there;
+    * a fast-forward refused because another run published between its check and its commit
+      falls back to the cherry-pick;
     * two runs of one day: the second to publish is refused, ``main`` keeps the first's day;
     * every run's branch is gone when it ends.
     """
+    import pyarrow as pa
+    from pyarrow import fs
     from pyspark.sql import functions as F
 
     from spark_apps import compact_events as E
 
     spark = reader(ctx)
+    local = fs.LocalFileSystem()  # the compaction's Arrow writer, on the catalog's directory
     name = local_iceberg_catalog(spark, "wap", tmp_path)
     table = f"{name}.db.events"
     spark.sql(
@@ -479,10 +491,10 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
     )
     day_a, day_b = date(2026, 11, 20), date(2026, 11, 21)
 
-    def rows(day: date, ids: list[str]):
-        at = datetime.combine(day, datetime.min.time()) + timedelta(hours=5)
-        return spark.createDataFrame(
-            [(i, at) for i in ids], "event_id string, event_time timestamp"
+    def rows(day: date, ids: list[str]) -> pa.Table:
+        at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5)
+        return pa.table(
+            {"event_id": ids, "event_time": pa.array([at] * len(ids), pa.timestamp("us", "UTC"))}
         )
 
     def ids_of(day: date, source: str = table, snapshot: int | None = None) -> list[str]:
@@ -491,7 +503,7 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
         return sorted(r[0] for r in frame.select("event_id").collect())
 
     def write(branch: str, day: date, ids: list[str]) -> None:
-        E.write_day(rows(day, ids), E.on_branch(table, branch))
+        E.write_files(spark, table, branch, local, day, [rows(day, ids)], replace=True)
 
     def refs() -> set[str]:
         return {r[0] for r in spark.sql(f"SELECT name FROM {table}.refs").collect()}
@@ -527,6 +539,20 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
     assert ids_of(day_a) == ["a1", "a2", "a3", "a4"]
     assert ids_of(day_b) == ["b1", "b2", "b3"]
 
+    # Two runs publishing at once: day A's run checked that main had not moved, then day B's
+    # published before A's fast-forward committed. Iceberg refuses that fast-forward (it
+    # re-checks at the commit); A's publication then cherry-picks.
+    with E.audit_branch(spark, table, day_a) as racing:
+        write(racing, day_a, ["a1", "a2", "a3", "a5"])
+        checked = E._iceberg(spark, table)  # A's view of main when it checked
+        with E.audit_branch(spark, table, day_b) as other:
+            write(other, day_b, ["b1", "b2", "b3", "b4"])
+            E.publish(spark, table, other)
+        assert "Cannot fast-forward" in (E.fast_forward(checked, racing) or "")
+        E.publish(spark, table, racing)
+    assert ids_of(day_a) == ["a1", "a2", "a3", "a5"]
+    assert ids_of(day_b) == ["b1", "b2", "b3", "b4"]
+
     # Two runs of day B: the one that publishes second is refused.
     with E.audit_branch(spark, table, day_b) as slow:
         write(slow, day_b, ["x"])
@@ -536,7 +562,7 @@ def test_write_audit_publish_never_shows_an_unverified_day(ctx, tmp_path):
         with pytest.raises(E.PublishConflict, match="partition"):
             E.publish(spark, table, slow)
     assert ids_of(day_b) == ["y"]
-    assert ids_of(day_a) == ["a1", "a2", "a3", "a4"]
+    assert ids_of(day_a) == ["a1", "a2", "a3", "a5"]
     assert refs() == {"main"}
 
 

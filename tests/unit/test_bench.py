@@ -198,15 +198,7 @@ def test_report_gives_the_restart_against_a_fresh_start():
     assert "580 changelogs (80.5 MiB)" in md and "**17.2 s**" in md
 
 
-def test_report_gives_the_arrow_probe_beside_the_compaction():
-    probe = {
-        "seconds": 6.7,
-        "phases": {"read": 3.2, "dedupe": 1.8, "checks": 0.5, "sort": 0.5, "write": 0.7},
-        "rows": 484_930,
-        "revenue": 2866351.41,
-        "mb_per_s_per_core": 5.22,
-        "agrees": True,
-    }
+def test_report_gives_the_compaction_rate_and_its_phases():
     compaction = {
         "day": "2026-11-20",
         "rows": 484_930,
@@ -218,22 +210,19 @@ def test_report_gives_the_arrow_probe_beside_the_compaction():
         "scan_before": {"median_s": 3.5},
         "scan_after": {"median_s": 0.04},
         "scan_speedup": 87.5,
-        "seconds": 27.8,
+        "seconds": 7.0,
         "cores": 2,
-        "mb_per_s_per_core": 1.25,
-        "phases": {"scan": 14.6},
+        "mb_per_s_per_core": 4.97,
+        "phases": {"read": 4.0, "dedupe_check": 1.5, "write": 1.5, "verify": 3.5, "marts": 4.0},
     }
     base = {"date": "d", "machine": {}, "events": 1, "reps": 1, "warmup": 0, "scenarios": {}}
     md = to_markdown({**base, "compaction": compaction, "compaction_date": "x"}, "img")
     section = md.split("## Compaction")[1].split("\n## ")[0]
-    assert "1.25 MB/s per core" in section and "Arrow" not in section
+    assert "484,930 rows in 7.0 s" in section and "**4.97 MB/s per core**" in section
+    assert "read 4.0, dedupe_check 1.5, write 1.5, verify 3.5, marts 4.0" in section
+    assert "14.5 s in all from the read to the marts" in section  # 4 + 1.5 + 1.5 + 3.5 + 4
+    assert "(`compact_events.py`, verified)" in section
     md = to_markdown(
-        {**base, "compaction": {**compaction, "arrow_probe": probe}, "compaction_date": "x"}, "img"
+        {**base, "compaction": {**compaction, "engine": "arrow"}, "compaction_date": "x"}, "img"
     )
-    assert "484,930 rows and revenue equal to the Spark run's, in 6.7 s" in md
-    assert "**5.22 MB/s per core** (read 3.2, dedupe 1.8" in md
-    probe["agrees"] = False
-    md = to_markdown(
-        {**base, "compaction": {**compaction, "arrow_probe": probe}, "compaction_date": "x"}, "img"
-    )
-    assert "revenue **different from** the Spark run's" in md
+    assert "(`compact_events.py`, its arrow engine, verified)" in md

@@ -94,6 +94,10 @@ def test_s3_client_and_filesystem_point_at_the_endpoint():
     assert client.meta.config.s3["addressing_style"] == "path"
     fs = S3.pyarrow_filesystem()
     assert fs.region == DEFAULT_REGION
+    # Without keys (an instance profile, IRSA): AWS's default chain, not empty credentials.
+    aws = S3Endpoint(region="eu-west-1").pyarrow_filesystem()
+    assert aws.region == "eu-west-1" and aws.__reduce__()[1][0]["access_key"] is None
+    assert S3.pyarrow_filesystem().__reduce__()[1][0]["access_key"] == S3.access_key
 
 
 def test_kafka_renderings():

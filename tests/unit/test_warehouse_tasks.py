@@ -98,3 +98,7 @@ def test_running_out_of_memory_names_the_setting_and_other_failures_stay_as_they
         assert reason.startswith("2026-11-20:")
         assert "spark.driver.memory=1g" in reason and "driver_memory" in reason
     assert out_of_memory(RuntimeError("Connection refused: lake:9000"), day, "1g") is None
+    import pyarrow as pa
+
+    arrow = out_of_memory(pa.ArrowMemoryError("malloc of size 4096 failed"), day, "1g")
+    assert arrow is not None and "malloc of size 4096 failed" in arrow and "idempotent" in arrow

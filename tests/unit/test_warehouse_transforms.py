@@ -1,66 +1,22 @@
-"""Compaction's pure transforms on tiny inline DataFrames (local SparkSession)."""
+"""The warehouse's Spark transforms (marts, totals) on tiny inline DataFrames (local
+SparkSession); the compaction's Arrow data path: test_compaction_transforms.py."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
 from include.warehouse import marts
 from spark_apps.transforms import warehouse as W
+from tests.unit import test_compaction_transforms as A
 
 DAY = date(2026, 11, 20)
-COLUMNS = (
-    "event_id string, event_type string, event_time timestamp, event_date date, user_id string, "
-    "session_id string, category string, price double, quantity long, currency string, "
-    "is_relevant boolean, kafka_timestamp timestamp, kafka_partition int, kafka_offset long, "
-    "event_hour int"
-)
-
-
-def row(eid, etype="purchase", *, t=None, session="s1", user="u1", price=10.0, qty=2, **kw):
-    t = t or datetime(2026, 11, 20, 10, 0)
-    base = {
-        "event_id": eid,
-        "event_type": etype,
-        "event_time": t,
-        "event_date": t.date(),
-        "user_id": user,
-        "session_id": session,
-        "category": "books",
-        "price": price,
-        "quantity": qty,
-        "currency": "USD",
-        "is_relevant": True,
-        "kafka_timestamp": t,
-        "kafka_partition": 0,
-        "kafka_offset": 0,
-        "event_hour": t.hour,
-    }
-    base.update(kw)
-    return tuple(base.values())
+row = A.row  # one event of the day, as the Arrow path's tests build it
 
 
 def frame(spark, *rows):
-    return spark.createDataFrame(list(rows), COLUMNS)
-
-
-def test_dedupe_keeps_the_first_landed_copy_and_drops_raw_only_columns(spark):
-    late = datetime(2026, 11, 20, 11, 0)
-    df = frame(
-        spark,
-        row("a", kafka_offset=9, kafka_timestamp=late, price=99.0),
-        row("a", kafka_offset=3),
-        row("b"),
-    )
-    out = {r["event_id"]: r for r in W.dedupe_day(df).collect()}
-    assert sorted(out) == ["a", "b"] and out["a"]["price"] == 10.0
-    assert "event_hour" not in W.dedupe_day(df).columns
-
-
-def test_day_slice_keeps_one_event_date(spark):
-    df = frame(spark, row("a"), row("b", t=datetime(2026, 11, 21, 0, 0)))
-    assert [r["event_id"] for r in W.day_slice(df, DAY).collect()] == ["a"]
+    return spark.createDataFrame(A.table(*rows))
 
 
 def test_daily_sales_counts_relevant_purchases_only(spark):
@@ -113,49 +69,6 @@ def test_daily_funnel_counts_sessions_per_stage_and_conversions(spark):
     assert r["carts_to_checkouts"] == 0.0 and r["checkouts_to_purchases"] is None
 
 
-def test_expectations_name_each_broken_rule_with_its_count(spark):
-    df = frame(
-        spark,
-        row("ok"),
-        row("neg", price=-1.0),
-        row("cur", currency="XXX"),
-        row("late", t=datetime(2026, 11, 21, 1, 0)),
-        row("ok"),
-        row(None),
-        row("noprice", price=None),
-    )
-    failures = {f.rule: f.rows for f in W.expectations(df, DAY)}
-    assert failures["price below 0"] == 1
-    assert failures["currency not one of ['EUR', 'GBP', 'USD']"] == 1
-    assert failures["event_time outside the day"] == 1
-    assert failures["event_id is null"] == 1
-    assert failures["event_id not unique"] == 2  # the duplicate "ok" and the null id
-    assert any(rule.startswith("price is null for") for rule in failures)
-
-
-def test_totals_and_expectations_in_one_pass_agree_with_each_alone(spark):
-    df = frame(
-        spark,
-        row("a"),
-        row("a", "page_view", price=None),
-        row("b", price=2.5, qty=4),
-        row("bot", is_relevant=False),
-        row(None, "click", price=None),
-        row("neg", price=-1.0, qty=1),
-    )
-    totals, failures = W.checked(df, DAY)
-    # By hand: 6 rows; a, b, bot, neg (a null id is not an id); purchases of relevant
-    # events: a 10 x 2, b 2.5 x 4, neg -1 x 1.
-    assert totals == {"rows": 6, "distinct_ids": 4, "revenue": 29.0}
-    assert totals == W.totals(df)
-    assert failures == W.expectations(df, DAY)
-    assert {f.rule: f.rows for f in failures}["event_id not unique"] == 2
-
-
-def test_clean_rows_pass_every_expectation(spark):
-    assert W.expectations(frame(spark, row("a"), row("b", "page_view", price=None)), DAY) == []
-
-
 def test_output_files_rounds_the_expected_size_to_target_sized_files():
     assert W.output_files(0, 60, 1024) == 1
     assert W.output_files(100_000, 60, 1_000_000) == 6
@@ -190,17 +103,81 @@ def test_a_sink_read_for_some_days_opens_only_their_files(spark, tmp_path):
 
     lake = f"file:{tmp_path}/lake"
     sink = file_sink(spark, lake, ["event_date", "event_hour"])
-    old = spark.createDataFrame([row("a"), row("b")], COLUMNS)
+    old = frame(spark, row("a"), row("b"))
     sink.addBatch(0, old._jdf)
-    later = datetime(2026, 11, 21, 9, 0)
-    newer = spark.createDataFrame([row("c", t=later)], COLUMNS).withColumn("extra", F.lit(1))
+    later = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    newer = frame(spark, row("c", t=later)).withColumn("extra", F.lit(1))
     sink.addBatch(1, newer._jdf)
     # The later day's file is made unreadable: reading the first day must not open it.
     for f in logged_files(spark, lake) or []:
         if "event_date=2026-11-21" in f:
             with open(f.removeprefix("file:"), "wb") as fh:
                 fh.write(b"not parquet")
-    frame = read_sink(spark, lake, days=[DAY])
-    assert sorted(r["event_id"] for r in frame.collect()) == ["a", "b"]
-    assert "extra" not in frame.columns
+    read = read_sink(spark, lake, days=[DAY])
+    assert sorted(r["event_id"] for r in read.collect()) == ["a", "b"]
+    assert "extra" not in read.columns
     assert read_sink(spark, lake, days=[date(2026, 11, 22)]) is None
+
+
+def test_totals_count_rows_non_null_ids_and_relevant_purchase_revenue(spark):
+    df = frame(
+        spark,
+        row("a"),
+        row("a", "page_view", price=None),
+        row("b", price=2.5, qty=4),
+        row("bot", is_relevant=False),
+        row(None, "click", price=None),
+        row("neg", price=-1.0, qty=1),
+    )
+    # By hand: 6 rows; a, b, bot, neg (a null id is not an id); purchases of relevant
+    # events: a 10 x 2, b 2.5 x 4, neg -1 x 1.
+    assert W.totals(df) == {"rows": 6, "distinct_ids": 4, "revenue": 29.0}
+
+
+def test_dedupe_keeps_the_first_landed_copy_and_drops_raw_only_columns(spark):
+    late = datetime(2026, 11, 20, 11, 0)
+    df = frame(
+        spark,
+        row("a", kafka_offset=9, kafka_timestamp=late, price=99.0),
+        row("a", kafka_offset=3),
+        row("b"),
+    )
+    out = {r["event_id"]: r for r in W.dedupe_day(df).collect()}
+    assert sorted(out) == ["a", "b"] and out["a"]["price"] == 10.0
+    assert "event_hour" not in W.dedupe_day(df).columns
+
+
+def test_spark_engine_keeps_the_same_rows_and_breaks_the_same_rules_as_arrows(spark):
+    """Spark's engine (a day larger than the driver's memory) against the Arrow path's, on
+    rows that break every kind of rule and hold copies: the same first copies, the same
+    totals, the same failures (each engine's own figures are worked out by hand in
+    test_compaction_transforms.py)."""
+    from spark_apps.transforms import compaction as C
+
+    next_day = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
+    rows = A.table(
+        A.row("ok"),
+        A.row("ok", kafka_offset=4, price=3.0),
+        A.row("neg", price=-1.0),
+        A.row("cur", currency="XXX"),
+        A.row("late", t=next_day, event_date=DAY),
+        A.row(None),
+        A.row(None, price=7.0),
+        A.row("noprice", price=None),
+        A.row("kind", "teleport"),
+        A.row("bot", is_relevant=False),
+    )
+    frame_ = spark.createDataFrame(rows)
+    first_spark = sorted(
+        (r["event_id"] or "", r["price"] or 0.0) for r in W.dedupe_day(frame_).collect()
+    )
+    first_arrow = sorted(
+        (r["event_id"] or "", r["price"] or 0.0) for r in C.first_copies(rows).to_pylist()
+    )
+    assert first_spark == first_arrow
+    deduped = C.first_copies(rows)
+    spark_totals, spark_failures = W.checked(spark.createDataFrame(deduped), DAY)
+    arrow_totals, arrow_failures = C.checked(deduped, DAY)
+    assert spark_totals == arrow_totals
+    assert sorted(map(str, spark_failures)) == sorted(map(str, arrow_failures))
+    assert len(arrow_failures) >= 7  # the rules these rows break, so the comparison says much
