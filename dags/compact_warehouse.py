@@ -73,6 +73,13 @@ with DAG(
             None, type=["null", "string"], format="date", description="override: YYYY-MM-DD"
         ),
         "target_file_mb": Param(float(pipeline.TARGET_FILE_MB), type="number", exclusiveMinimum=0),
+        "arrow_max_mb": Param(
+            float(pipeline.COMPACTION_ARROW_MAX_MB),
+            type="number",
+            minimum=0,
+            description="a day of at most this many MiB of raw files is compacted by Arrow in "
+            "the driver, a larger one by Spark's executors (0: always Spark)",
+        ),
         "driver_memory": Param(
             CompactJob.DRIVER_MEMORY,
             type="string",
@@ -106,6 +113,7 @@ with DAG(
             lake_path="s3a://{{ params.bucket }}/{{ params.lake_prefix }}",
             **catalog.WAREHOUSE_TEMPLATES,
             target_file_mb="{{ params.target_file_mb }}",
+            arrow_max_mb="{{ params.arrow_max_mb }}",
         ),
     )
 

@@ -1,7 +1,8 @@
 """Nightly compaction: one event day of the lake -> the Iceberg warehouse and its marts.
 
 Reads the day's raw events *through the file sink's metadata* (committed files only),
-deduplicates them by ``event_id``, checks the contract's expectations, and replaces the day in
+deduplicates them by ``event_id``, checks the contract's expectations (in Arrow, in the
+driver; a day above ``--arrow-max-mb`` in Spark, on its executors), and replaces the day in
 ``lake.<namespace>.events`` (Iceberg, partitioned by ``days(event_time)``, sorted by category,
 event type and time, files of ``--target-file-mb``) by write-audit-publish: the day is written
 on a branch of the table that readers never see, verified there (rows = distinct source
@@ -723,8 +724,8 @@ def compact(
 
 
 def _empty(report: dict, inputs: list[str]) -> tuple[dict, list[str]]:
-    """Nothing (more) landed for the day (or the lake is new): the tables are left as they
-    are; a day whose raw files were all expired keeps its warehouse rows."""
+    """Nothing (more) landed for the day (or the lake is new): the tables' rows are left as
+    they are; a day whose raw files were all expired keeps its warehouse rows."""
     report["status"] = "empty"
     log.warning("%s: no committed raw events for the day; tables left unchanged", report["day"])
     return report, inputs
