@@ -1,8 +1,8 @@
 """The lake's and the warehouse's files through pyarrow, in a Spark app's driver: the
 compaction reads a day's committed raw files and writes its Iceberg data files with pyarrow's
 C++ Parquet reader and writer (bench/limits.md, compaction: ~5x Spark's read of small files in
-a cold JVM). Which files to read comes from the sink's log and where to write from Iceberg's
-table, both through Spark (``spark_apps/file_sinks.py``, ``spark_apps/compact_events.py``).
+a cold JVM). Which files to read comes from the sink's log (read here, :func:`sink_log`);
+where to write, from Iceberg's table through Spark's JVM (``spark_apps/compact_events.py``).
 
 S3 is the endpoint the session's ``fs.s3a`` settings name, with the driver's ``AWS_*``
 credentials (the environment the operator gives the app; never its command line).
@@ -170,7 +170,7 @@ def sink_log(s3: pafs.FileSystem, path: str, attempts: int = 3) -> dict[str, int
                     lines = entries.read().decode().splitlines()
                 if lines[:1] != ["v1"]:
                     raise ValueError(f"{batches[batch]}: not a v1 file sink log ({lines[:1]})")
-                for line in lines[1:]:
+                for line in filter(str.strip, lines[1:]):
                     entry = json.loads(line)
                     if entry.get("action", "add") == "add":
                         files[entry["path"]] = int(entry["size"])

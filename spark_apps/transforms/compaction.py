@@ -3,9 +3,11 @@ events -> its first copies, their expectations and totals, the rows in the wareh
 Table in, table (or plain values) out; no I/O.
 
 The compaction reads a day's thousands of small raw files with pyarrow's C++ reader and keeps
-the rows in Arrow: the same day through Spark took 34 s against ~7 s (bench/limits.md,
-compaction), most of it a cold JVM reading small files. Spark still plans the Iceberg commits,
-verifies what the table holds and builds the marts (``spark_apps/compact_events.py``).
+the rows in Arrow: the same day through Spark took 24-34 s against 6-7.6 s (bench/limits.md,
+compaction), most of it a cold JVM reading small files. Iceberg's Java API commits the files,
+and Spark verifies what the table holds and builds the marts (``spark_apps/compact_events.py``);
+a day larger than the driver's memory goes through Spark's engine, with the same rules
+(:class:`Dialect`; :mod:`spark_apps.transforms.warehouse`).
 
 The expectations derive from :mod:`include.events.contract` (required fields per type, enums,
 minimums), like the stream's validator: a rule added to the contract is checked here too.
