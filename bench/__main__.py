@@ -716,7 +716,11 @@ def merge_latest(results: dict) -> dict:
     date), kept in ``bench-results/latest.json``: ``make bench SCENARIOS=x`` updates x only."""
     latest_file = RESULTS / "latest.json"
     latest = json.loads(latest_file.read_text()) if latest_file.exists() else {}
-    merged = {**results, "scenarios": dict(latest.get("scenarios", {}))}
+    # Without a latest.json (a fresh clone), the committed page's throughput rows stand for
+    # the scenarios this run did not measure, as its other sections do (carry_sections).
+    docs = ROOT / "docs" / "benchmarks.md"
+    committed = committed_throughput(docs.read_text()) if docs.exists() else {}
+    merged = {**results, "scenarios": {**committed, **latest.get("scenarios", {})}}
     for name, r in results["scenarios"].items():
         merged["scenarios"][name] = {**r, "date": results["date"]}
     for section in SECTIONS:
@@ -786,12 +790,38 @@ def capacity(results: dict) -> tuple[float, str]:
     return DEFAULT_CAPACITY, "default (no pipeline figure yet)"
 
 
+# A row of the page's throughput table (:func:`to_markdown`): name, median and unit, spread,
+# target, when it was measured.
+_THROUGHPUT_ROW = re.compile(
+    r"^\| (\w+) \| ([\d,.]+) ([^|]+?) \| \[([\d,.]+) - ([\d,.]+)\] \|[^|]*\| ([^|]+?) \|$", re.M
+)
+
+
+def committed_throughput(md: str) -> dict[str, dict]:
+    """The scenarios' figures in docs/benchmarks.md's throughput table, by name."""
+    _, sections = _sections(md)
+
+    def number(text: str) -> float:
+        return float(text.replace(",", ""))
+
+    return {
+        m[1]: {
+            "median": number(m[2]),
+            "unit": m[3],
+            "min": number(m[4]),
+            "max": number(m[5]),
+            "date": m[6],
+        }
+        for m in _THROUGHPUT_ROW.finditer(sections.get("Throughput", ""))
+    }
+
+
 def committed_pipeline(md: str) -> tuple[float, str] | None:
     """The pipeline's events/s and date in docs/benchmarks.md's throughput table."""
-    match = re.search(r"^\| pipeline \| ([\d,]+) events/s \|.*\| ([^|]+) \|$", md, re.M)
-    if not match:
+    pipeline = committed_throughput(md).get("pipeline")
+    if pipeline is None:
         return None
-    return float(match[1].replace(",", "")), f"pipeline figure of {match[2].strip()} (docs)"
+    return pipeline["median"], f"pipeline figure of {pipeline['date']} (docs)"
 
 
 def run_latency(results: dict, args: argparse.Namespace) -> dict:

@@ -158,12 +158,60 @@ def test_a_fresh_clone_takes_the_capacity_from_the_committed_page():
     from bench.__main__ import ROOT, committed_pipeline
 
     row = "| pipeline | 9,739 events/s | [9,604 - 10,116] |  | 2026-12-04 22:50 UTC |"
-    assert committed_pipeline(f"# B\n\n{row}\n") == (
+    assert committed_pipeline(f"# B\n\n## Throughput\n\n{row}\n") == (
         9739.0,
         "pipeline figure of 2026-12-04 22:50 UTC (docs)",
     )
     assert committed_pipeline("no table") is None
+    assert committed_pipeline(f"# B\n\n## Scale-out\n\n{row}\n") is None  # not throughput
     assert committed_pipeline((ROOT / "docs" / "benchmarks.md").read_text()) is not None
+
+
+def test_a_partial_run_on_a_fresh_clone_keeps_the_committed_throughput_rows(tmp_path, monkeypatch):
+    """``make bench SCENARIOS="spark_floor pipeline"`` without a latest.json keeps the raw
+    ceiling's committed row (and its ratio, flagged as from another run)."""
+    import bench.__main__ as bench_main
+
+    page = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "## Throughput",
+            "",
+            "| scenario | median | spread | target | measured |",
+            "|---|---:|---:|---:|---|",
+            "| raw_ceiling | 147,790 events/s | [146,405 - 150,903] |  | 2026-12-04 19:56 UTC |",
+            "| spark_floor | 21,162 events/s | [20,606 - 21,664] |  | 2026-12-04 22:50 UTC |",
+            "| pipeline | 9,739 events/s | [9,604 - 10,116] |  | 2026-12-04 22:50 UTC |",
+            "",
+        ]
+    )
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "benchmarks.md").write_text(page)
+    monkeypatch.setattr(bench_main, "ROOT", tmp_path)
+    monkeypatch.setattr(bench_main, "RESULTS", tmp_path)  # no latest.json there
+    run = {"median": 10_000.0, "min": 9_000.0, "max": 11_000.0, "unit": "events/s"}
+    results = {
+        "date": "2026-12-05 07:22 UTC",
+        "machine": "m",
+        "scenarios": {"spark_floor": {**run, "median": 20_000.0}, "pipeline": run},
+    }
+    merged = bench_main.merge_latest(results)
+
+    assert list(merged["scenarios"]) == ["raw_ceiling", "spark_floor", "pipeline"]
+    assert merged["scenarios"]["raw_ceiling"] == {
+        "median": 147_790.0,
+        "unit": "events/s",
+        "min": 146_405.0,
+        "max": 150_903.0,
+        "date": "2026-12-04 19:56 UTC",
+    }
+    assert merged["scenarios"]["pipeline"]["date"] == "2026-12-05 07:22 UTC"
+    md = bench_main.to_markdown(merged, "img")
+    assert "Pipeline / Spark floor: **0.50x**" in md and "same run" in md
+    assert "Pipeline / raw ceiling: **0.07x**" in md and "figures from different runs" in md
+    # and the page it writes reads back the same figures
+    assert bench_main.committed_throughput(md) == merged["scenarios"]
 
 
 def test_report_gives_the_restart_against_a_fresh_start():
