@@ -83,13 +83,19 @@ log = logging.getLogger("stream_events")
 T = TypeVar("T")
 
 
+def kafka_options(args: StreamJob) -> dict[str, str]:
+    """The Kafka connection's options for Spark's source: the brokers and the TLS / SASL
+    settings (``RTAP_KAFKA_*``, set by the operator)."""
+    return {
+        "kafka.bootstrap.servers": args.bootstrap_servers,
+        **kafka_security.spark_options(os.environ),
+    }
+
+
 def read_kafka(spark: SparkSession, args: StreamJob, fail_on_data_loss: bool = True) -> DataFrame:
-    # TLS / SASL settings of the Kafka connection (RTAP_KAFKA_*, set by the operator).
-    security = kafka_security.spark_options(os.environ)
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", args.bootstrap_servers)
-        .options(**security)
+        .options(**kafka_options(args))
         .option("subscribe", args.topic)
         .option("startingOffsets", args.starting_offsets)
         # Never skip offsets silently; the launch DAG's retention guard names any gap first.
@@ -97,6 +103,49 @@ def read_kafka(spark: SparkSession, args: StreamJob, fail_on_data_loss: bool = T
         .option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)
         .load()
     )
+
+
+def read_records(
+    spark: SparkSession, args: StreamJob, coordinates: Sequence[tuple[str, int, int]]
+) -> DataFrame:
+    """The Kafka records at ``coordinates`` (topic, partition, offset), read again: a batch
+    read of each partition from the lowest to the highest of its offsets (the records of one
+    micro-batch, still in the topic: the stream has just read them)."""
+    ranges: dict[str, dict[str, tuple[int, int]]] = {}
+    for topic, partition, offset in coordinates:
+        lo, hi = ranges.setdefault(topic, {}).get(str(partition), (offset, offset))
+        ranges[topic][str(partition)] = (min(lo, offset), max(hi, offset))
+    return (
+        spark.read.format("kafka")
+        .options(**kafka_options(args))
+        .option("assign", json.dumps({t: [int(p) for p in ps] for t, ps in ranges.items()}))
+        .option(
+            "startingOffsets",
+            json.dumps({t: {p: lo for p, (lo, _) in ps.items()} for t, ps in ranges.items()}),
+        )
+        .option(
+            "endingOffsets",
+            json.dumps({t: {p: hi + 1 for p, (_, hi) in ps.items()} for t, ps in ranges.items()}),
+        )
+        .load()
+    )
+
+
+def dead_letters_of(spark: SparkSession, args: StreamJob, batch: DataFrame) -> DataFrame:
+    """A micro-batch's dead letters, each with its original bytes: the deduplication's own
+    (a conflicting version, an event time out of bounds) had theirs dropped before its shuffle
+    (``tx.without_raw_bytes_of_valid_events``) and get them again from the topic. A batch
+    without such records costs one small job over the persisted batch."""
+    dead = tx.dead_letters(batch)
+    coordinates = [
+        (r[0], r[1], r[2])
+        for r in dead.where(tx.without_bytes())
+        .select("kafka_topic", "kafka_partition", "kafka_offset")
+        .collect()
+    ]
+    if not coordinates:
+        return dead
+    return tx.with_original_bytes(dead, read_records(spark, args, coordinates))
 
 
 def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
@@ -175,7 +224,6 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
 
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
         phases: dict[str, float] = {}
-        batch = tx.without_raw_bytes_of_valid_events(batch)
         batch.persist()
         try:
             lap = stopwatch(phases)
@@ -186,7 +234,9 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
             lap("lake")
             jobs: dict[str, Callable[[], object]] = {
-                "dead_letters": lambda: dead.addBatch(batch_id, tx.dead_letters(batch)._jdf)
+                "dead_letters": lambda: dead.addBatch(
+                    batch_id, dead_letters_of(spark, args, batch)._jdf
+                )
             }
             for table, transform in aggregates.items():
                 jobs[table] = partial(collect_partials, transform, valid, args.window)
@@ -349,8 +399,13 @@ def start_queries(
             checkpoint,
             tx.LEGACY_DEDUPE_OPERATOR,
         )
+    # The valid records' raw bytes are dropped before the deduplication's shuffle; the few it
+    # dead-letters get theirs again from the topic (dead_letters_of).
+    deduplicated = tx.first_seen(
+        tx.without_raw_bytes_of_valid_events(checked), args.dedupe_horizon, legacy=legacy
+    )
     writer = (
-        tx.observe(tx.first_seen(checked, args.dedupe_horizon, legacy=legacy))
+        tx.observe(deduplicated)
         .writeStream.queryName(pipeline.STREAM_QUERY)
         .option("checkpointLocation", checkpoint)
         .outputMode("append")

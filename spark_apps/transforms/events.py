@@ -163,9 +163,12 @@ def enrich(events: DataFrame, catalog: DataFrame) -> DataFrame:
 
 
 def without_raw_bytes_of_valid_events(checked: DataFrame) -> DataFrame:
-    """Checked records with the original key and value bytes kept only where a record is
-    dead-lettered (the only output that keeps them): a valid event's bytes are its typed
-    fields again, and carrying them would double what a micro-batch holds in memory."""
+    """Checked records with the original key and value bytes kept only where the contract
+    dead-lettered a record (the only output that keeps them): a valid event's bytes are its
+    typed fields again, and carrying them through the deduplication's shuffle and operator
+    cost a tenth of the stream's throughput (bench/limits.md). The few valid records that the
+    deduplication dead-letters afterwards (:data:`REREAD_REASONS`) get their bytes back from
+    the topic (:func:`with_original_bytes`)."""
     dead = F.col(ERROR).isNotNull()
     return checked.withColumns(
         {
@@ -173,6 +176,45 @@ def without_raw_bytes_of_valid_events(checked: DataFrame) -> DataFrame:
             "raw_value": F.when(dead, F.col("raw_value")),
         }
     )
+
+
+# The reasons the deduplication gives, after the contract passed a record (so after its raw
+# bytes were dropped): a dead letter with one of these and no bytes is read again from Kafka.
+REREAD_REASONS = (contract.CONFLICTING_DUPLICATE, contract.ABSURD_TIMESTAMP)
+
+
+def without_bytes() -> Column:
+    """Dead letters (:func:`dead_letters`) whose original bytes were dropped before the
+    deduplication judged them (a record the contract passes always has a value)."""
+    return F.col("reason").isin(*REREAD_REASONS) & F.col("raw_value").isNull()
+
+
+def with_original_bytes(dead: DataFrame, originals: DataFrame) -> DataFrame:
+    """Dead letters with :func:`without_bytes` given their ``key`` and ``value`` from
+    ``originals`` (Kafka rows: ``topic``, ``partition``, ``offset``, ``key``, ``value``;
+    at least those records). Every other dead letter keeps its own bytes."""
+    o = originals.select(
+        F.col("topic").alias("_o_topic"),
+        F.col("partition").alias("_o_partition"),
+        F.col("offset").alias("_o_offset"),
+        F.col("key").alias("_o_key"),
+        F.col("value").alias("_o_value"),
+    )
+    joined = dead.join(
+        o,
+        (dead["kafka_topic"] == o["_o_topic"])
+        & (dead["kafka_partition"] == o["_o_partition"])
+        & (dead["kafka_offset"] == o["_o_offset"])
+        & without_bytes(),
+        "left",
+    )
+    filled = joined.withColumns(
+        {
+            "raw_key": F.coalesce("raw_key", "_o_key"),
+            "raw_value": F.coalesce("raw_value", "_o_value"),
+        }
+    )
+    return filled.select(*dead.columns)
 
 
 def dead_letters(validated: DataFrame) -> DataFrame:

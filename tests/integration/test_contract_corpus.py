@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from confluent_kafka import Producer
+from pyspark.sql import functions as F
 
 from devstack.spark import submit_argv, submit_env
 from include import pipeline
@@ -28,6 +29,8 @@ from include.analytics import store
 from include.events.contract import CONFLICTING_DUPLICATE
 from include.events.generator import generate
 from include.events.producer import produce, producer_config
+from spark_apps.file_sinks import read_sink
+from spark_apps.transforms.events import REREAD_REASONS
 from tests.bad_inputs import DROPPED, cases, duplicate_cases
 from tests.integration.conftest import airflow_dags_run, airflow_dags_test
 from tests.integration.lake_checks import (
@@ -35,6 +38,7 @@ from tests.integration.lake_checks import (
     latest_ends,
     lease_holder,
     query,
+    reader,
     reconcile,
     wait_for,
 )
@@ -166,6 +170,14 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
     expected_reasons = Counter(c.reason for c in corpus if c.reason not in (None, DROPPED))
     expected_reasons["quarantined"] = last - first + 1
     assert Counter(report["dead_letter_reasons"]) == expected_reasons
+    # The deduplication's dead letters keep the bytes that were sent, though the stream drops
+    # a valid record's bytes before the deduplication (they are read again from the topic).
+    judged = read_sink(reader(ctx), pipeline.s3a(bucket, sandbox.dead_letter_prefix)).where(
+        F.col("reason").isin(*REREAD_REASONS)
+    )
+    assert Counter(
+        (r.reason, bytes(r.raw_value)) for r in judged.select("reason", "raw_value").collect()
+    ) == Counter((c.reason, c.value) for c in corpus if c.reason in REREAD_REASONS)
     accounted, _ = reconcile(
         ctx,
         (start - timedelta(hours=1)).isoformat(),

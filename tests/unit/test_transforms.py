@@ -12,6 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from include.events import contract
 from include.events.generator import generate
 from spark_apps.transforms import events as tx
 
@@ -134,18 +135,35 @@ def test_dead_letters_keep_reason_bytes_and_coordinates(spark):
     )
 
 
-def test_only_dead_letters_keep_their_bytes_through_a_batch(spark):
-    first, copy = event(), event(price=99.0)  # the copy conflicts: dead-lettered with its bytes
-    values = [json.dumps(first).encode(), b"not json", json.dumps(copy).encode()]
-    checked = tx.first_seen(tx.parse(kafka_rows(spark, values), now=F.lit(NOW)), "10 minutes")
-    rows = tx.without_raw_bytes_of_valid_events(checked).orderBy("kafka_offset").collect()
+def test_dead_letters_keep_their_original_bytes_through_a_batch(spark):
+    # The stream's order: the valid records' bytes are dropped before the deduplication, and
+    # the records it dead-letters get theirs again from the topic (here: the same Kafka rows).
+    first, copy = event(), event(price=99.0)  # the copy conflicts: dead-lettered
+    ancient = event(event_id="old", event_time="1970-01-01T00:00:00Z")
+    values = [json.dumps(p).encode() for p in (first, copy, ancient)]
+    values.insert(1, b"not json")
+    kafka = kafka_rows(spark, values)
+    checked = tx.first_seen(
+        tx.without_raw_bytes_of_valid_events(tx.parse(kafka, now=F.lit(NOW))), "10 minutes"
+    )
+    rows = checked.orderBy("kafka_offset").collect()
     assert [(r.error, r.raw_value and bytes(r.raw_value)) for r in rows] == [
         (None, None),
-        ("malformed_json", values[1]),
-        (tx.CONFLICTING_DUPLICATE, values[2]),
+        ("malformed_json", values[1]),  # the contract's own dead letter keeps its bytes
+        (tx.CONFLICTING_DUPLICATE, None),
+        (contract.ABSURD_TIMESTAMP, values[3]),  # on a batch the contract judges the time
     ]
-    dead = tx.dead_letters(tx.without_raw_bytes_of_valid_events(checked)).collect()
-    assert sorted(bytes(r.raw_value) for r in dead) == sorted(values[1:])
+    dead = tx.dead_letters(checked)
+    assert [r.kafka_offset for r in dead.where(tx.without_bytes()).collect()] == [2]
+    # Other bytes at the contract's own dead letter's offset: they are not taken.
+    other = kafka_rows(spark, [b"x", b"other", values[2], b"y"])
+    filled = tx.with_original_bytes(dead, other).orderBy("kafka_offset").collect()
+    assert [(r.reason, bytes(r.raw_value), bytes(r.raw_key)) for r in filled] == [
+        ("malformed_json", values[1], b"k"),
+        (tx.CONFLICTING_DUPLICATE, values[2], b"k"),
+        (contract.ABSURD_TIMESTAMP, values[3], b"k"),
+    ]
+    assert tx.with_original_bytes(dead, other).columns == dead.columns
 
 
 def test_category_sales_sums_relevant_purchases_per_minute(spark):
