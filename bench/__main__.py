@@ -451,12 +451,21 @@ def _ratio(scen: dict, base: str, label: str, target: float, note: str = "") -> 
     return ["", f"Pipeline / {label}: **{ratio:.2f}x** (target ≥ {target}x{note}){where}"]
 
 
+def _scope(results: dict) -> str:
+    """What the latest run measured, when it was a partial one (``make bench SCENARIOS=...``):
+    the page's other figures are older, each with its own date."""
+    measured = results.get("measured")
+    if not measured or set(measured) >= {*SCENARIOS, *SECTIONS}:
+        return ""
+    return f" (of {', '.join(measured)}; every other figure says when it was measured)"
+
+
 def to_markdown(results: dict, images: str) -> str:
     """The report; ``images`` is the plots' directory relative to the Markdown file."""
     lines = [
         "# Benchmarks",
         "",
-        f"Latest run of `make bench` on {results['date']} — {results['machine']}.",
+        f"Latest run of `make bench` on {results['date']}{_scope(results)} — {results['machine']}.",
         "Each throughput figure is the median of several repetitions after a warm-up (200,000 "
         "events per repetition by default); min-max in brackets; the last column says when it "
         "was measured. Shared machines are noisy: compare figures of one run, not across runs. "
@@ -723,6 +732,7 @@ def merge_latest(results: dict) -> dict:
     merged = {**results, "scenarios": {**committed, **latest.get("scenarios", {})}}
     for name, r in results["scenarios"].items():
         merged["scenarios"][name] = {**r, "date": results["date"]}
+    merged["measured"] = [*results["scenarios"], *(s for s in SECTIONS if s in results)]
     for section in SECTIONS:
         if section in results:
             merged[f"{section}_date"] = results["date"]

@@ -212,6 +212,13 @@ def test_a_partial_run_on_a_fresh_clone_keeps_the_committed_throughput_rows(tmp_
     assert "Pipeline / raw ceiling: **0.07x**" in md and "figures from different runs" in md
     # and the page it writes reads back the same figures
     assert bench_main.committed_throughput(md) == merged["scenarios"]
+    # its first line says the run was a partial one
+    assert md.splitlines()[2] == (
+        "Latest run of `make bench` on 2026-12-05 07:22 UTC (of spark_floor, pipeline; every "
+        "other figure says when it was measured) — m."
+    )
+    everything = {**results, "measured": [*bench_main.SCENARIOS, *bench_main.SECTIONS]}
+    assert "(of" not in bench_main.to_markdown(everything, "img").splitlines()[2]
 
 
 def test_report_gives_the_restart_against_a_fresh_start():
