@@ -164,18 +164,31 @@ def enrich(events: DataFrame, catalog: DataFrame) -> DataFrame:
 
 def without_raw_bytes_of_valid_events(checked: DataFrame) -> DataFrame:
     """Checked records with the original key and value bytes kept only where the contract
-    dead-lettered a record (the only output that keeps them): a valid event's bytes are its
-    typed fields again, and carrying them through the deduplication's shuffle and operator
-    cost a tenth of the stream's throughput (bench/limits.md). The few valid records that the
-    deduplication dead-letters afterwards (:data:`REREAD_REASONS`) get their bytes back from
-    the topic (:func:`with_original_bytes`)."""
-    dead = F.col(ERROR).isNotNull()
+    dead-lettered a record (the only output that keeps them) or where the deduplication may
+    (:func:`may_be_out_of_bounds`): a valid event's bytes are its typed fields again, and
+    carrying them through the deduplication's shuffle and operator cost a tenth of the
+    stream's throughput (bench/limits.md). A record the deduplication dead-letters without
+    its bytes (:data:`REREAD_REASONS`) gets them back from the topic
+    (:func:`with_original_bytes`)."""
+    kept = F.col(ERROR).isNotNull() | F.coalesce(may_be_out_of_bounds(), F.lit(False))
     return checked.withColumns(
         {
-            "raw_key": F.when(dead, F.col("raw_key")),
-            "raw_value": F.when(dead, F.col("raw_value")),
+            "raw_key": F.when(kept, F.col("raw_key")),
+            "raw_value": F.when(kept, F.col("raw_value")),
         }
     )
+
+
+def may_be_out_of_bounds() -> Column:
+    """A valid record whose event time lies beyond half the contract's bounds around its Kafka
+    timestamp (more than half the allowed skew ahead, or older than the allowed age less a
+    day): the deduplication may dead-letter it as ``absurd_timestamp`` against the batch's
+    time. A hint that keeps such a record's bytes, never a decision: the Kafka timestamp is a
+    producer's clock, and a record the hint misses is read again from the topic."""
+    skew_us = contract.MAX_FUTURE_SKEW_SECONDS * 1_000_000 // 2
+    age_us = (contract.MAX_PAST_AGE_DAYS - 1) * 86_400 * 1_000_000
+    lead = F.unix_micros("event_time") - F.unix_micros("kafka_timestamp")
+    return (lead > F.lit(skew_us)) | (lead < F.lit(-age_us))
 
 
 # The reasons the deduplication gives, after the contract passed a record (so after its raw

@@ -166,6 +166,30 @@ def test_dead_letters_keep_their_original_bytes_through_a_batch(spark):
     assert tx.with_original_bytes(dead, other).columns == dead.columns
 
 
+def test_records_the_deduplication_may_judge_out_of_bounds_keep_their_bytes(spark):
+    # Event times against each record's Kafka timestamp (NOW): half the allowed skew ahead or
+    # older than the allowed age less a day keeps the bytes (a hint: the contract passed all).
+    offsets = {
+        "on_time": timedelta(0),
+        "late_an_hour": -timedelta(hours=1),
+        "ten_minutes_ahead": timedelta(minutes=10),
+        "six_and_a_half_days_old": -timedelta(days=6, hours=12),
+    }
+    values = [
+        json.dumps(event(event_id=name, event_time=iso(NOW + lead))).encode()
+        for name, lead in offsets.items()
+    ]
+    rows = [(b"k", v, "events", 0, i, NOW) for i, v in enumerate(values)]
+    checked = tx.parse(spark.createDataFrame(rows, tx.KAFKA_SCHEMA), now=F.lit(NOW))
+    kept = tx.without_raw_bytes_of_valid_events(checked).orderBy("kafka_offset").collect()
+    assert [(r.event_id, r.error, r.raw_value is not None) for r in kept] == [
+        ("on_time", None, False),
+        ("late_an_hour", None, False),
+        ("ten_minutes_ahead", None, True),
+        ("six_and_a_half_days_old", None, True),
+    ]
+
+
 def test_category_sales_sums_relevant_purchases_per_minute(spark):
     t0 = NOW - timedelta(minutes=3)
     payloads = [
