@@ -111,14 +111,14 @@ def read_records(
     """The Kafka records at ``coordinates`` (topic, partition, offset), read again: a batch
     read of each partition from the lowest to the highest of its offsets (the records of one
     micro-batch, still in the topic: the stream has just read them)."""
-    ranges: dict[str, dict[str, tuple[int, int]]] = {}
+    ranges: dict[str, dict[int, tuple[int, int]]] = {}  # JSON writes the partitions as keys
     for topic, partition, offset in coordinates:
-        lo, hi = ranges.setdefault(topic, {}).get(str(partition), (offset, offset))
-        ranges[topic][str(partition)] = (min(lo, offset), max(hi, offset))
+        lo, hi = ranges.setdefault(topic, {}).get(partition, (offset, offset))
+        ranges[topic][partition] = (min(lo, offset), max(hi, offset))
     return (
         spark.read.format("kafka")
         .options(**kafka_options(args))
-        .option("assign", json.dumps({t: [int(p) for p in ps] for t, ps in ranges.items()}))
+        .option("assign", json.dumps({t: list(ps) for t, ps in ranges.items()}))
         .option(
             "startingOffsets",
             json.dumps({t: {p: lo for p, (lo, _) in ps.items()} for t, ps in ranges.items()}),
