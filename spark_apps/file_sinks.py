@@ -35,6 +35,17 @@ def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
     )
 
 
+def plain_encoded(columns: Collection[str]) -> dict[str, str]:
+    """Session settings that make Spark's Parquet writer (parquet-java) write ``columns``
+    without a dictionary (``parquet.enable.dictionary#<column>``). A column whose values are
+    nearly all distinct (ids, offsets, timestamps) gains nothing from one, but the writer
+    hashes each value into it until it outgrows its page limit and falls back to plain for
+    the rest of the file: on the lake's write that hashing was the largest single cost of a
+    warm micro-batch (bench/limits.md). Readers see no difference. Session settings, not the
+    sink's options: those reached the string columns but not the INT96 timestamps."""
+    return {f"parquet.enable.dictionary#{c}": "false" for c in sorted(columns)}
+
+
 def logged_files(spark: SparkSession, path: str) -> list[str] | None:
     """The files a sink's log lists as committed (``None`` before its first commit), as
     ``_metadata.file_path`` names them; no file is opened."""

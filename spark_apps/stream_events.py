@@ -74,7 +74,7 @@ from include.endpoints import PostgresEndpoint
 from include.kafka import security as kafka_security
 from include.spark.jobs import StreamJob, snapshot_every_batches
 from include.supervision import control, lease
-from spark_apps.file_sinks import file_sink
+from spark_apps.file_sinks import file_sink, plain_encoded
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.reports import stopwatch
 from spark_apps.transforms import events as tx
@@ -481,6 +481,8 @@ def batch_conf(trigger: str) -> dict[str, str]:
     return {
         **BATCH_CONF,
         "spark.sql.streaming.stateStore.minDeltasForSnapshot": str(snapshot_every_batches(trigger)),
+        # The lake's ids, offsets and timestamps written without a Parquet dictionary.
+        **plain_encoded(tx.DISTINCT_VALUED_COLUMNS),
     }
 
 

@@ -35,6 +35,18 @@ KAFKA_SCHEMA = T.StructType(
 # Columns the lake keeps besides the contract's fields (lineage and partitioning).
 LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 
+# The lake's columns whose values are (nearly) all distinct within a file: written without
+# a Parquet dictionary (spark_apps/file_sinks.py, writer_options).
+DISTINCT_VALUED_COLUMNS = (
+    "event_id",
+    "user_id",
+    "session_id",
+    "event_time",
+    "ingestion_time",
+    "kafka_offset",
+    "kafka_timestamp",
+)
+
 # What the validator yields, in Spark's types (one definition: the validator's Arrow schema).
 CHECKED_SCHEMA: T.StructType = from_arrow_schema(validation.output_schema())
 

@@ -119,6 +119,46 @@ def test_a_sink_read_for_some_days_opens_only_their_files(spark, tmp_path):
     assert read_sink(spark, lake, days=[date(2026, 11, 22)]) is None
 
 
+def test_the_lakes_distinct_valued_columns_are_written_without_a_dictionary(spark, tmp_path):
+    """The stream's session settings (``batch_conf``): the lake's distinct-valued columns
+    are plain-encoded (no dictionary to hash every id into), strings and INT96 timestamps
+    alike; the others keep Parquet's dictionary. Every named column is one the lake writes,
+    so a rename cannot leave the setting on nothing."""
+    import glob
+
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    from include.events import contract
+    from spark_apps.file_sinks import file_sink, plain_encoded
+    from spark_apps.stream_events import batch_conf
+    from spark_apps.transforms import events as tx
+
+    assert set(tx.DISTINCT_VALUED_COLUMNS) <= {*contract.FIELD_NAMES, *tx.LINEAGE_COLUMNS}
+    settings = plain_encoded(tx.DISTINCT_VALUED_COLUMNS)
+    assert settings.items() <= batch_conf("1 second").items()
+    lake = f"{tmp_path}/lake"
+    rows = [row(f"e{i}", kafka_offset=i, session=f"s{i}", user=f"u{i}") for i in range(50)]
+    batch = frame(spark, *rows).withColumn("ingestion_time", F.col("event_time"))
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        file_sink(spark, f"file:{lake}", []).addBatch(0, batch._jdf)
+    finally:
+        for key in settings:
+            spark.conf.unset(key)
+    dictionary: dict[str, bool] = {}
+    for path in glob.glob(f"{lake}/*.parquet"):
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        for i in range(meta.num_columns):
+            column = meta.column(i)
+            encoded = any("DICTIONARY" in e for e in column.encodings)
+            dictionary[column.path_in_schema] = dictionary.get(column.path_in_schema) or encoded
+    assert set(tx.DISTINCT_VALUED_COLUMNS) <= dictionary.keys()
+    assert not any(dictionary[c] for c in tx.DISTINCT_VALUED_COLUMNS), dictionary
+    assert dictionary["category"] and dictionary["event_type"], dictionary
+
+
 def test_totals_count_rows_non_null_ids_and_relevant_purchase_revenue(spark):
     df = frame(
         spark,
