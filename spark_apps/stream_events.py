@@ -462,6 +462,9 @@ BATCH_CONF = {
     # changelogs) written straight to its object, without the temporary file and the rename
     # (on S3A a copy and a delete): spark_apps/jvm/rtap/spark/DirectCheckpointFileManager.java.
     "spark.sql.streaming.checkpointFileManagerClass": "rtap.spark.DirectCheckpointFileManager",
+    # The lake's ids, offsets and timestamps written without a Parquet dictionary (each file's
+    # dictionary of distinct values was the largest single cost of a warm batch).
+    **plain_encoded(tx.DISTINCT_VALUED_COLUMNS),
 }
 
 # The deduplication's state is snapshotted every pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S of
@@ -481,8 +484,6 @@ def batch_conf(trigger: str) -> dict[str, str]:
     return {
         **BATCH_CONF,
         "spark.sql.streaming.stateStore.minDeltasForSnapshot": str(snapshot_every_batches(trigger)),
-        # The lake's ids, offsets and timestamps written without a Parquet dictionary.
-        **plain_encoded(tx.DISTINCT_VALUED_COLUMNS),
     }
 
 
