@@ -36,7 +36,8 @@ KAFKA_SCHEMA = T.StructType(
 LINEAGE_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 
 # The lake's columns whose values are (nearly) all distinct within a file: written without
-# a Parquet dictionary (spark_apps/file_sinks.py, writer_options).
+# a Parquet dictionary (spark_apps/file_sinks.py, plain_encoded; the stream sets it in
+# its BATCH_CONF).
 DISTINCT_VALUED_COLUMNS = (
     "event_id",
     "user_id",
