@@ -608,7 +608,11 @@ def to_markdown(results: dict, images: str) -> str:
 
     r = results.get("restart")
     if r:
+        from include import pipeline
+
         st = r["state"]
+        replay_mib = st.get("replay_mib", st["changelog_mib"])  # the health check's reading
+        first_batch_limit = pipeline.STALL_AFTER_S + replay_mib / pipeline.REPLAY_MIB_PER_S
         lines += [
             "",
             f"## Restart after a crash ({results.get('restart_date')})",
@@ -627,8 +631,11 @@ def to_markdown(results: dict, images: str) -> str:
             f"| the first batch | {r['fresh']['first_batch_s']:.1f} s | "
             f"{r['restart']['first_batch_s']:.1f} s |",
             "",
-            f"The replay: **{r['replay_s']:.1f} s** more in the restarted driver's first batch "
-            "(the health check lets a batch run at least 120 s before it calls the stream stalled).",
+            f"The replay: **{r['replay_s']:.1f} s** more in the restarted driver's first batch. "
+            f"The health check lets that batch run {first_batch_limit:.0f} s before it calls "
+            f"the query wedged ({pipeline.STALL_AFTER_S} s, plus the replay of "
+            f"{replay_mib:,.1f} MiB at {pipeline.REPLAY_MIB_PER_S:g} MiB/s: "
+            "`include/supervision/health.py`).",
         ]
 
     c = results.get("compaction")

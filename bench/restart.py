@@ -71,17 +71,22 @@ def _last_batch(conn) -> int:
     return out
 
 
-def _state_files(fs, root: str) -> dict:
-    """The changelogs (and their bytes) and snapshots in the checkpoint's state."""
+def _state_files(fs, root: str, committed_batch: int) -> dict:
+    """The changelogs (and their bytes) and snapshots in the checkpoint's state, and what the
+    health check counts as the restarted driver's replay (``checkpoint.replay_bytes``)."""
     from pyarrow.fs import FileSelector
+
+    from include.supervision.checkpoint import replay_bytes
 
     infos = fs.get_file_info(FileSelector(root, recursive=True, allow_not_found=True))
     state = [i for i in infos if "/state/" in i.path and i.size is not None]
     changelogs = [i for i in state if i.path.endswith(".changelog")]
+    replay = replay_bytes(((i.path, i.size) for i in state), committed_batch)
     return {
         "changelogs": len(changelogs),
         "changelog_mib": round(sum(i.size for i in changelogs) / 1024**2, 1),
         "snapshots": sum(i.path.endswith(".zip") for i in state),
+        "replay_mib": round(replay / 1024**2, 1),
     }
 
 
@@ -169,7 +174,9 @@ def run(ctx, capacity: float, *, trigger: str = "1 second") -> dict:
             last = _last_batch(conn)
             if last >= every:  # a snapshot may have been taken: the figure would be no worst case
                 raise RuntimeError(f"killed after batch {last}, not before batch {every}")
-            state = _state_files(ctx.s3_root.pyarrow_filesystem(), f"{b}/{prefix}/_checkpoints/")
+            state = _state_files(
+                ctx.s3_root.pyarrow_filesystem(), f"{b}/{prefix}/_checkpoints/", last
+            )
             print(f"    SIGKILLed after batch {last}: {state}", flush=True)
             proc, log_file, spawned = spawn(2)
             burst()

@@ -11,9 +11,11 @@ what the broker holds (log-end offsets), and classifies the stream
   before, a high dead-letter rate, failed runs recently (alert: warning);
 * **stalled** — the driver stopped heart-beating, a query's planned batch is not committed
   past its limit (wedged), or data waits for a query that neither ran a batch nor reported
-  itself idle for `stall_after_s`: its driver is killed so the launcher (`stream_events`) restarts it from its checkpoints. After
-  `max_restarts` failed runs within `restart_window_min` it stops restarting, halts the stream
-  (the launcher's gate waits) and fails with an alert;
+  itself idle for `stall_after_s` (a relaunched driver's first batch also gets the time to
+  replay its state's changelogs at `replay_mib_per_s`): its driver is killed so the launcher
+  (`stream_events`) restarts it from its checkpoints. After `max_restarts` failed runs within
+  `restart_window_min` it stops restarting, halts the stream (the launcher's gate waits) and
+  fails with an alert;
 * **down** (no driver; the launcher relaunches it) and **stopped** (by an operator).
 
 Every result goes to Postgres `stream_health`; restarts to `stream_restarts`. Lag per
@@ -54,6 +56,12 @@ DAG_ID = "stream_health"
             "restart_window_min",
         ),
         "stall_after_s": Param(pipeline.STALL_AFTER_S, type="integer", minimum=5),
+        "replay_mib_per_s": Param(
+            pipeline.REPLAY_MIB_PER_S,
+            type="number",
+            exclusiveMinimum=0,
+            description="state replay rate assumed for a relaunched driver's first batch",
+        ),
         "restart": Param(True, type="boolean", description="restart a stalled driver"),
     },
 )

@@ -42,6 +42,11 @@ STREAM_TRIGGER = "10 seconds"
 # restarting. A failed driver is relaunched after STREAM_RETRY_DELAY_S (RTAP_STREAM_RETRY_DELAY_S
 # overrides it; the integration tests shorten it).
 STALL_AFTER_S = 120
+# A relaunched driver's first batch replays the state's changelogs since its last snapshot
+# before it runs; the health check allows it this replay rate on top of its batch limit (on 2
+# shared cores the replay ran at ~5 MiB/s: docs/benchmarks.md, restart). Assuming less only
+# delays calling that one batch wedged; assuming more restarts a driver mid-replay, in a loop.
+REPLAY_MIB_PER_S = 2.0
 STREAM_RETRY_DELAY_S = 30
 MAX_RESTARTS = 3
 RESTART_WINDOW_MIN = 30

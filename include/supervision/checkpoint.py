@@ -111,10 +111,66 @@ def sink_log_batch(path: str, list_keys: Callable[[str], Iterable[str]]) -> int 
     return ids[-1] if ids else None
 
 
+def _state_file(key: str) -> tuple[str, int, str] | None:
+    """``(partition directory, version, kind)`` of a state store file
+    (``<dir>/<version>.changelog`` or ``<dir>/<version>.zip``, with an optional ``_<id>``
+    after the version); None for anything else (checksums, schemas, metadata)."""
+    folder, _, name = key.rpartition("/")
+    stem, dot, kind = name.partition(".")
+    version = stem.split("_", 1)[0]
+    if not dot or kind not in ("changelog", "zip") or not version.isdigit():
+        return None
+    return folder, int(version), kind
+
+
+def replay_bytes(objects: Iterable[tuple[str, int]], committed_batch: int | None) -> int:
+    """Bytes of state changelogs a restarted query replays before its next batch can run.
+
+    ``objects`` are the ``(key, size)`` of the files under a query's ``state/`` directory.
+    The batch after ``committed_batch`` loads state version ``committed_batch + 1``: per
+    state partition, its newest snapshot (``<v>.zip``) at or below that version, then every
+    changelog after the snapshot up to it, applied one by one (RocksDB's changelog
+    checkpointing). Versions beyond it belong to the uncommitted batch and are not read.
+    """
+    if committed_batch is None:
+        return 0
+    target = committed_batch + 1
+    snapshots: dict[str, int] = {}
+    changelogs: dict[str, list[tuple[int, int]]] = {}
+    for key, size in objects:
+        parsed = _state_file(key)
+        if parsed is None or parsed[1] > target:
+            continue
+        folder, version, kind = parsed
+        if kind == "zip":
+            snapshots[folder] = max(version, snapshots.get(folder, 0))
+        else:
+            changelogs.setdefault(folder, []).append((version, size))
+    return sum(
+        size
+        for folder, logs in changelogs.items()
+        for version, size in logs
+        if version > snapshots.get(folder, 0)
+    )
+
+
+def s3_sizes(client, bucket: str) -> Callable[[str], list[tuple[str, int]]]:
+    """``(key, size)`` of every object under a prefix of an S3 bucket (keys relative to it)."""
+
+    def list_sizes(prefix: str) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []))
+        return out
+
+    return list_sizes
+
+
 def s3_reader(
     client, bucket: str
 ) -> tuple[Callable[[str], str | None], Callable[[str], list[str]]]:
     """``read`` and ``list_keys`` over an S3 bucket (keys are relative to the bucket)."""
+    list_sizes = s3_sizes(client, bucket)
 
     def read(key: str) -> str | None:
         try:
@@ -124,9 +180,6 @@ def s3_reader(
         return body.decode("utf-8", errors="replace")
 
     def list_keys(prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(o["Key"] for o in page.get("Contents", []))
-        return keys
+        return [key for key, _ in list_sizes(prefix)]
 
     return read, list_keys

@@ -9,7 +9,8 @@ gathers the inputs and acts on the status.
 * **stalled** — a driver holds the lease but stopped heart-beating (frozen, e.g. ``SIGSTOP``);
   or one query has a batch planned (``offsets/<n>`` in its checkpoint) and not committed for
   longer than the batch limit (a wedged sink; counted from the driver's start when a
-  relaunched driver re-runs it); or records wait for a query that has neither
+  relaunched driver re-runs it, and extended for that driver's first batch by the time its
+  state changelogs take to replay: ``replay_bytes_per_s``); or records wait for a query that has neither
   planned a batch nor reported itself idle for ``stall_after_s``. Each query is judged on its
   own. The health DAG restarts it.
 * **down** — no live driver holds the lease and no operator stopped it: the launch DAG
@@ -36,16 +37,22 @@ from datetime import datetime
 from statistics import median
 from typing import Any
 
+from include import pipeline
+
 HEALTHY, DEGRADED, STALLED, DOWN, STOPPED = "healthy", "degraded", "stalled", "down", "stopped"
 
 
 @dataclass(frozen=True)
 class Policy:
-    stall_after_s: float = 120.0  # no heartbeat; or data waiting and no sign of life
+    stall_after_s: float = pipeline.STALL_AFTER_S  # no heartbeat; or data waiting, no sign of life
     max_dead_letter_rate: float = 0.05  # share of input rows dead-lettered, recent batches
     slow_batch_factor: float = 3.0  # recent median batch duration vs the earlier median
-    max_restarts: int = 3  # failed driver runs within restart_window_min: restarts stop
-    restart_window_min: float = 30.0
+    # failed driver runs within restart_window_min: restarts stop
+    max_restarts: int = pipeline.MAX_RESTARTS
+    restart_window_min: float = pipeline.RESTART_WINDOW_MIN
+    # A relaunched driver's first batch may run its batch limit plus its state's replay at
+    # this rate (pipeline.REPLAY_MIB_PER_S).
+    replay_bytes_per_s: float = pipeline.REPLAY_MIB_PER_S * 2**20
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class Query:
     committed: Mapping[int, int] | None  # partition -> next offset (checkpoint); None: none yet
     in_flight_s: float | None = None  # a batch planned and not committed: seconds since planned
     last_alive: datetime | None = None  # its newest batch end or idle report
+    replay_bytes: int = 0  # state changelogs a restarted driver replays before the batch runs
 
 
 def lag_per_partition(
@@ -124,13 +132,22 @@ def _stalled_query(
 ) -> str | None:
     if q.in_flight_s is not None:
         running = q.in_flight_s
+        limit = _batch_limit_s(q.name, batches, policy)
+        replay = ""
         if driver_started is not None:  # a relaunched driver re-runs the planned batch anew
             running = min(running, (now - driver_started).total_seconds())
-        limit = _batch_limit_s(q.name, batches, policy)
+            first = q.last_alive is None or q.last_alive < driver_started
+            if first and q.replay_bytes > 0:  # its state is replayed before the batch runs
+                allowance = q.replay_bytes / policy.replay_bytes_per_s
+                limit += allowance
+                replay = (
+                    f", {allowance:.0f}s of it for the first batch's replay of "
+                    f"{q.replay_bytes / 2**20:.0f} MiB of state changelogs"
+                )
         if running > limit:
             return (
                 f"query {q.name}: a batch has run {running:.0f}s without committing "
-                f"(limit {limit:.0f}s): wedged"
+                f"(limit {limit:.0f}s{replay}): wedged"
             )
         return None
     if lag <= 0:
@@ -172,6 +189,7 @@ def assess(
             q.name: {
                 "lag": sum(lags[q.name].values()),
                 "batch_in_flight_s": None if q.in_flight_s is None else round(q.in_flight_s, 1),
+                "replay_bytes": q.replay_bytes,
                 "last_alive_age_s": None
                 if q.last_alive is None
                 else round((now - q.last_alive).total_seconds(), 1),

@@ -171,6 +171,10 @@ def policy_from(params: dict) -> health.Policy:
         stall_after_s=float(params.get("stall_after_s", defaults.stall_after_s)),
         max_restarts=int(params.get("max_restarts", defaults.max_restarts)),
         restart_window_min=float(params.get("restart_window_min", defaults.restart_window_min)),
+        replay_bytes_per_s=float(
+            params.get("replay_mib_per_s", defaults.replay_bytes_per_s / 2**20)
+        )
+        * 2**20,
     )
 
 
@@ -346,8 +350,9 @@ def _recent_batches(conn, topic: str, minutes: float = 60, per_query: int = 30) 
 
 def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
     """Each query's facts, whatever the traffic: committed offsets and a planned, uncommitted
-    batch from its checkpoint (S3; the planned batch's age on the server's clock), its last
-    sign of life from Postgres (newest batch end, newest idle report)."""
+    batch from its checkpoint (S3; the planned batch's age on the server's clock) and, for such a
+    batch, the state changelogs a relaunched driver replays before it runs; its last sign of
+    life from Postgres (newest batch end, newest idle report)."""
     from include.analytics import store
 
     alive = store.last_signs_of_life(conn)
@@ -359,7 +364,7 @@ def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
     queries = []
     for name in pipeline.STREAM_QUERIES:
         pos = positions.get(name)
-        in_flight = None
+        in_flight, replay = None, 0
         if (
             pos is not None
             and pos.planned_batch is not None
@@ -368,8 +373,10 @@ def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
             key = f"{root}/{name}/offsets/{pos.planned_batch}"
             planned_at = s3.head_object(Bucket=params["bucket"], Key=key)["LastModified"]
             in_flight = max(0.0, (now - planned_at).total_seconds())
+            state = checkpoint.s3_sizes(s3, params["bucket"])(f"{root}/{name}/state/")
+            replay = checkpoint.replay_bytes(state, pos.committed_batch)
         committed = None if pos is None else pos.offsets.get(params["topic"])
-        queries.append(health.Query(name, committed, in_flight, alive.get(name)))
+        queries.append(health.Query(name, committed, in_flight, alive.get(name), replay))
     return queries
 
 

@@ -74,6 +74,28 @@ def test_absent_checkpoint_and_damaged_checkpoint():
         checkpoint.query_position("lake", "cp", read, list_keys)
 
 
+def test_replay_bytes_are_the_changelogs_after_each_partitions_snapshot():
+    # Two state partitions as RocksDB's changelog checkpointing leaves them; batch 6 is
+    # committed, so the next batch loads version 7.
+    part0 = "cp/lake/state/0/0"
+    part1 = "cp/lake/state/0/1"
+    objects = [
+        (f"{part0}/1.zip", 900),  # snapshot of version 1 (after batch 0)
+        *((f"{part0}/{v}.changelog", 10 * v) for v in range(2, 9)),  # 8: the running batch's
+        *((f"{part0}/{v}.changelog.crc", 1) for v in range(2, 9)),
+        (f"{part1}/5_0f3a.zip", 900),  # a snapshot named with a unique id
+        *((f"{part1}/{v}_0f3a.changelog", 100) for v in range(1, 8)),
+        ("cp/lake/state/0/_metadata/v2/0", 50),
+        ("cp/lake/state/0/_stateSchema/default/0_aebf", 50),
+        (f"{part0}/SSTs/000012-8a2c.sst", 5000),
+    ]
+    expected = sum(10 * v for v in range(2, 8)) + 2 * 100  # part0: 2..7; part1: 6, 7
+    assert checkpoint.replay_bytes(objects, committed_batch=6) == expected
+    # A snapshot beyond the version loaded is not used: part1 replays from scratch.
+    assert checkpoint.replay_bytes(objects, committed_batch=3) == 20 + 30 + 40 + 4 * 100
+    assert checkpoint.replay_bytes(objects, committed_batch=None) == 0  # no state yet
+
+
 def test_a_checkpoint_behind_its_sink_log_is_refused():
     from include.supervision import preflight
 

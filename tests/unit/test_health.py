@@ -68,6 +68,31 @@ def test_a_relaunched_driver_re_running_a_planned_batch_is_not_wedged():
     assert assess([replay], [], {0: 500}, driver_started=relaunched).status == health.HEALTHY
 
 
+def test_a_relaunched_drivers_first_batch_gets_the_time_to_replay_its_state():
+    # Killed 5 minutes after its last snapshot at ~10,000 events/s: 631 MiB of changelogs to
+    # replay (~2 min on 2 cores) before the re-run batch can commit. At 2 MiB/s the first
+    # batch may run 120 s + 316 s; a batch of that driver that runs later gets 120 s again.
+    relaunched = NOW - timedelta(seconds=200)
+    policy = Policy(replay_bytes_per_s=2 * 2**20)
+    replaying = Query("lake", {0: 0}, 600, NOW - timedelta(seconds=600), 631 * 2**20)
+    h = assess([replaying], [], {0: 500}, driver_started=relaunched, policy=policy)
+    assert h.status == health.HEALTHY and h.metrics["queries"]["lake"]["replay_bytes"] > 0
+    late = NOW - timedelta(seconds=440)
+    h = assess([replaying], [], {0: 500}, driver_started=late, policy=policy)
+    assert h.status == health.STALLED and h.reasons == [
+        "query lake: a batch has run 440s without committing (limit 436s, 316s of it for the "
+        "first batch's replay of 631 MiB of state changelogs): wedged"
+    ]
+    # The driver already finished a batch: no replay left, its batches get the usual limit.
+    later = Query("lake", {0: 0}, 130, NOW - timedelta(seconds=130), 631 * 2**20)
+    h = assess([later], [batch(age_s=130)], {0: 500}, driver_started=relaunched, policy=policy)
+    assert h.status == health.STALLED and "(limit 120s): wedged" in h.reasons[0]
+    # Without state to replay, a relaunched driver's first batch gets the usual limit too.
+    bare = Query("lake", {0: 0}, 600, NOW - timedelta(seconds=600), 0)
+    h = assess([bare], [], {0: 500}, driver_started=relaunched, policy=policy)
+    assert h.status == health.STALLED and "(limit 120s): wedged" in h.reasons[0]
+
+
 def test_each_query_is_judged_on_its_own():
     other = q("other", in_flight_s=900, alive_s=900)  # wedged in its sink
     h = assess([q(), other], [batch(), batch("other", age_s=900)], {0: 100})

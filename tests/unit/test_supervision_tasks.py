@@ -175,6 +175,10 @@ def test_queries_report_committed_offsets_and_the_age_of_a_planned_batch(monkeyp
         s3 = S3Endpoint(access_key="k" * 16, secret_key="s" * 32).client()
         ensure_bucket(s3, "lake")
         _checkpoint(s3, "lake", planned=3, committed=2)  # batch 3 planned, not committed
+        state = f"{PARAMS['checkpoint_prefix']}/lake/state/0/0"
+        for version, size in ((1, 7), (2, 5), (3, 11), (4, 13)):  # batch 3 loads version 3
+            s3.put_object(Bucket="lake", Key=f"{state}/{version}.changelog", Body=b"x" * size)
+        s3.put_object(Bucket="lake", Key=f"{state}/1.zip", Body=b"x" * 99)
         planned_at = s3.head_object(
             Bucket="lake", Key=f"{PARAMS['checkpoint_prefix']}/lake/offsets/3"
         )["LastModified"]
@@ -185,6 +189,7 @@ def test_queries_report_committed_offsets_and_the_age_of_a_planned_batch(monkeyp
     assert lake.committed == {0: 300, 1: 150}  # batch 2's end: where batch 3 starts
     assert lake.in_flight_s == pytest.approx(42, abs=1)
     assert lake.last_alive == alive
+    assert lake.replay_bytes == 5 + 11  # the changelogs after the snapshot, up to version 3
 
 
 def test_queries_without_a_batch_in_flight(monkeypatch):
