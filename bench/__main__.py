@@ -52,7 +52,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.latency import JVM_WARMUP_S, LEVEL_SECONDS, LEVELS
+from bench.latency import JVM_WARMUP_S, LEVEL_SECONDS, LEVELS, TRIGGER
 from bench.sandbox import analytics_schema, dropped_after
 
 if TYPE_CHECKING:
@@ -899,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         default=JVM_WARMUP_S,
         help="latency: warm-up s before the first level",
     )
-    p.add_argument("--trigger", default="1 second", help="latency: the stream's trigger")
+    p.add_argument("--trigger", default=TRIGGER, help="latency and restart: the stream's trigger")
     p.add_argument(
         "--scaleout-reps", type=int, default=2, help="scaleout: repetitions per cluster size"
     )

@@ -38,6 +38,11 @@ from include import pipeline
 from include.spark import jobs
 
 LEVELS = (0.25, 0.5, 0.75)
+# The stream's trigger in the latency and restart benchmarks. At 50 % of the warm capacity a
+# 1 s trigger kept the 2 cores 96 % busy with each batch's fixed cost and queued batches
+# behind every slow one; 2 s measured p99 4.9-7.4 s against 12.0 s (3 s: 9.2 s;
+# bench/limits.md, latency step 6).
+TRIGGER = "2 seconds"
 # Seconds the stream runs at the first level's rate before anything is measured: a fresh
 # driver's JIT compiles Spark's hot paths for minutes (its C1/C2 threads still took ~0.6 of a
 # core after 2.5 min on 2026-12-04, JFR); a long-running stream pays that once. And the
@@ -311,7 +316,7 @@ def run(
     seconds: float = LEVEL_SECONDS,
     warmup: float = 15.0,
     jvm_warmup: float = JVM_WARMUP_S,
-    trigger: str = "1 second",
+    trigger: str = TRIGGER,
     levels: tuple[float, ...] = LEVELS,
 ) -> dict:
     """Run the stream at each level; return the latencies and the footprint."""

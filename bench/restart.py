@@ -26,7 +26,7 @@ import subprocess
 import time
 import uuid
 
-from bench.latency import MIX, Level, _has_progress, _pace
+from bench.latency import MIX, TRIGGER, Level, _has_progress, _pace
 from include import pipeline
 from include.spark.jobs import snapshot_every_batches
 
@@ -90,7 +90,7 @@ def _state_files(fs, root: str, committed_batch: int) -> dict:
     }
 
 
-def run(ctx, capacity: float, *, trigger: str = "1 second") -> dict:
+def run(ctx, capacity: float, *, trigger: str = TRIGGER) -> dict:
     """The fresh start, the load, the kill and the restart; their figures."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
