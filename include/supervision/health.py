@@ -10,9 +10,9 @@ gathers the inputs and acts on the status.
   or one query has a batch planned (``offsets/<n>`` in its checkpoint) and not committed for
   longer than the batch limit (a wedged sink; counted from the driver's start when a
   relaunched driver re-runs it, and extended for that driver's first batch by the time its
-  state changelogs take to replay: ``replay_bytes_per_s``); or records wait for a query that has neither
-  planned a batch nor reported itself idle for ``stall_after_s``. Each query is judged on its
-  own. The health DAG restarts it.
+  state changelogs take to replay: ``replay_bytes_per_s``); or records wait for a query that
+  has neither planned a batch nor reported itself idle for ``stall_after_s``. Each query is
+  judged on its own. The health DAG restarts it.
 * **down** — no live driver holds the lease and no operator stopped it: the launch DAG
   should be starting one (its retries and its next run do); reported, not restarted.
 * **degraded** — it runs, but something trends wrong: lag growing while processing is slower
