@@ -609,10 +609,14 @@ def to_markdown(results: dict, images: str) -> str:
     r = results.get("restart")
     if r:
         from include import pipeline
+        from include.supervision import health
 
         st = r["state"]
         replay_mib = st.get("replay_mib", st["changelog_mib"])  # the health check's reading
-        first_batch_limit = pipeline.STALL_AFTER_S + replay_mib / pipeline.REPLAY_MIB_PER_S
+        policy = health.Policy()
+        first_batch_limit = policy.stall_after_s + health.replay_allowance_s(
+            int(replay_mib * 2**20), policy
+        )
         lines += [
             "",
             f"## Restart after a crash ({results.get('restart_date')})",

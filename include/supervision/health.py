@@ -122,6 +122,12 @@ def _batch_limit_s(query: str, batches: Sequence[Batch], policy: Policy) -> floa
     return max(policy.stall_after_s, policy.slow_batch_factor * typical)
 
 
+def replay_allowance_s(replay_bytes: int, policy: Policy) -> float:
+    """Seconds a relaunched driver's first batch gets on top of its batch limit to replay
+    ``replay_bytes`` of state changelogs."""
+    return replay_bytes / policy.replay_bytes_per_s
+
+
 def _stalled_query(
     now: datetime,
     q: Query,
@@ -138,7 +144,7 @@ def _stalled_query(
             running = min(running, (now - driver_started).total_seconds())
             first = q.last_alive is None or q.last_alive < driver_started
             if first and q.replay_bytes > 0:  # its state is replayed before the batch runs
-                allowance = q.replay_bytes / policy.replay_bytes_per_s
+                allowance = replay_allowance_s(q.replay_bytes, policy)
                 limit += allowance
                 replay = (
                     f", {allowance:.0f}s of it for the first batch's replay of "
