@@ -128,6 +128,13 @@ def replay_allowance_s(replay_bytes: int, policy: Policy) -> float:
     return replay_bytes / policy.replay_bytes_per_s
 
 
+def first_batch_of_driver(last_alive: datetime | None, driver_started: datetime) -> bool:
+    """Whether a query's batch in flight is the first of the driver started at
+    ``driver_started``: the query has shown no sign of life since (the only batch that
+    replays the state's changelogs before it runs)."""
+    return last_alive is None or last_alive < driver_started
+
+
 def _stalled_query(
     now: datetime,
     q: Query,
@@ -142,8 +149,9 @@ def _stalled_query(
         replay = ""
         if driver_started is not None:  # a relaunched driver re-runs the planned batch anew
             running = min(running, (now - driver_started).total_seconds())
-            first = q.last_alive is None or q.last_alive < driver_started
-            if first and q.replay_bytes > 0:  # its state is replayed before the batch runs
+            if (
+                first_batch_of_driver(q.last_alive, driver_started) and q.replay_bytes > 0
+            ):  # its state is replayed before the batch runs
                 allowance = replay_allowance_s(q.replay_bytes, policy)
                 limit += allowance
                 replay = (

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include import connections, pipeline
 from include.supervision import checkpoint, control, health, notify, retention
 from include.supervision import preflight as checks
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 log = logging.getLogger(__name__)
 
@@ -348,11 +351,14 @@ def _recent_batches(conn, topic: str, minutes: float = 60, per_query: int = 30) 
     return batches
 
 
-def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
+def _queries(
+    conn, s3: Any, params: dict, driver_started: datetime | None = None
+) -> list[health.Query]:
     """Each query's facts, whatever the traffic: committed offsets and a planned, uncommitted
-    batch from its checkpoint (S3; the planned batch's age on the server's clock) and, for such a
-    batch, the state changelogs a relaunched driver replays before it runs; its last sign of
-    life from Postgres (newest batch end, newest idle report)."""
+    batch from its checkpoint (S3; the planned batch's age on the server's clock) and, when
+    that batch is the first of the driver started at ``driver_started``, the state changelogs
+    the driver replays before it runs (listed only then); its last sign of life from Postgres
+    (newest batch end, newest idle report)."""
     from include.analytics import store
 
     alive = store.last_signs_of_life(conn)
@@ -373,8 +379,11 @@ def _queries(conn, s3: Any, params: dict) -> list[health.Query]:
             key = f"{root}/{name}/offsets/{pos.planned_batch}"
             planned_at = s3.head_object(Bucket=params["bucket"], Key=key)["LastModified"]
             in_flight = max(0.0, (now - planned_at).total_seconds())
-            state = checkpoint.s3_sizes(s3, params["bucket"])(f"{root}/{name}/state/")
-            replay = checkpoint.replay_bytes(state, pos.committed_batch)
+            if driver_started is not None and health.first_batch_of_driver(
+                alive.get(name), driver_started
+            ):
+                state = checkpoint.s3_sizes(s3, params["bucket"])(f"{root}/{name}/state/")
+                replay = checkpoint.replay_bytes(state, pos.committed_batch)
         committed = None if pos is None else pos.offsets.get(params["topic"])
         queries.append(health.Query(name, committed, in_flight, alive.get(name), replay))
     return queries
@@ -403,10 +412,11 @@ def assess_health(params: dict) -> dict:
             holder.owner if holder else None,
             _window_start(conn, name, state),
         )
+        driver_started = holder.acquired_at if holder else None
         report = health.assess(
             now=_db_now(conn),
             driver=driver,
-            queries=_queries(conn, _s3(), params),
+            queries=_queries(conn, _s3(), params, driver_started),
             batches=_recent_batches(conn, params["topic"]),
             log_end=retention.log_end_offsets(_kafka_admin(), params["topic"]),
             failures_in_window=failures,
@@ -415,7 +425,7 @@ def assess_health(params: dict) -> dict:
             else f"{state.state} by {state.set_by or 'an operator'}: {state.reason} "
             "(stream_control)",
             policy=policy,
-            driver_started=holder.acquired_at if holder else None,
+            driver_started=driver_started,
         ).as_dict()
         report["metrics"]["failures_in_window"] = failures
         control.record_health(conn, name, report)

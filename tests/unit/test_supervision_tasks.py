@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from include.endpoints import S3Endpoint
 from include.lake.s3 import ensure_bucket
-from include.supervision import health, tasks
+from include.supervision import checkpoint, health, tasks
 
 PARAMS = {
     "topic": "events",
@@ -183,13 +183,29 @@ def test_queries_report_committed_offsets_and_the_age_of_a_planned_batch(monkeyp
             Bucket="lake", Key=f"{PARAMS['checkpoint_prefix']}/lake/offsets/3"
         )["LastModified"]
         now = planned_at + timedelta(seconds=42)  # the database's clock, read by the task
-        queries = tasks._queries(FakeConn([(now,)]), s3, PARAMS)
+        relaunched = alive + timedelta(minutes=1)  # no sign of life since: its first batch
+        queries = tasks._queries(FakeConn([(now,)]), s3, PARAMS, driver_started=relaunched)
+        # the same batch, from a driver that has committed a batch since it started, or with
+        # no driver: the state is not listed (only a driver's first batch replays it)
+        listed = []
+        sizes = checkpoint.s3_sizes
+
+        def spied(client, bucket):
+            listing = sizes(client, bucket)
+            return lambda prefix: (listed.append(prefix), listing(prefix))[1]
+
+        monkeypatch.setattr(checkpoint, "s3_sizes", spied)
+        running = tasks._queries(FakeConn([(now,)]), s3, PARAMS, driver_started=alive)
+        driverless = tasks._queries(FakeConn([(now,)]), s3, PARAMS)
     assert [q.name for q in queries] == list(pipeline.STREAM_QUERIES)
     lake = queries[0]
     assert lake.committed == {0: 300, 1: 150}  # batch 2's end: where batch 3 starts
     assert lake.in_flight_s == pytest.approx(42, abs=1)
     assert lake.last_alive == alive
     assert lake.replay_bytes == 5 + 11  # the changelogs after the snapshot, up to version 3
+    for later in (running[0], driverless[0]):
+        assert (later.in_flight_s is not None, later.replay_bytes) == (True, 0)
+    assert not [p for p in listed if "/state/" in p]
 
 
 def test_queries_without_a_batch_in_flight(monkeypatch):
