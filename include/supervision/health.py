@@ -149,9 +149,8 @@ def _stalled_query(
         replay = ""
         if driver_started is not None:  # a relaunched driver re-runs the planned batch anew
             running = min(running, (now - driver_started).total_seconds())
-            if (
-                first_batch_of_driver(q.last_alive, driver_started) and q.replay_bytes > 0
-            ):  # its state is replayed before the batch runs
+            first = first_batch_of_driver(q.last_alive, driver_started)
+            if first and q.replay_bytes > 0:  # its state is replayed before the batch runs
                 allowance = replay_allowance_s(q.replay_bytes, policy)
                 limit += allowance
                 replay = (

@@ -195,7 +195,8 @@ def test_queries_report_committed_offsets_and_the_age_of_a_planned_batch(monkeyp
             return lambda prefix: (listed.append(prefix), listing(prefix))[1]
 
         monkeypatch.setattr(checkpoint, "s3_sizes", spied)
-        running = tasks._queries(FakeConn([(now,)]), s3, PARAMS, driver_started=alive)
+        started_earlier = alive - timedelta(minutes=1)
+        running = tasks._queries(FakeConn([(now,)]), s3, PARAMS, driver_started=started_earlier)
         driverless = tasks._queries(FakeConn([(now,)]), s3, PARAMS)
     assert [q.name for q in queries] == list(pipeline.STREAM_QUERIES)
     lake = queries[0]
