@@ -224,6 +224,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
 
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
         phases: dict[str, float] = {}
+        compiled_before = compiled_classes(spark)
         batch.persist()
         try:
             lap = stopwatch(phases)
@@ -254,9 +255,28 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
             lap("postgres")
         finally:
             batch.unpersist()
-        log.info("batch %s: %s", batch_id, ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+        log.info(
+            "batch %s: %s; %s",
+            batch_id,
+            ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()),
+            COMPILED_FORMAT % (compiled_classes(spark) - compiled_before),
+        )
 
     return write
+
+
+# How a batch's log line ends: the generated classes Spark compiled while it ran. A warm stream
+# compiles none (its plans are the same each batch and Spark's code cache holds their classes:
+# BASE_CONF's spark.sql.codegen.cache.maxEntries); a batch that does is paying a compile and
+# the JIT's warm-up again (a batch-specific literal in a plan, or the cache too small).
+COMPILED_FORMAT = "compiled %d generated classes"
+
+
+def compiled_classes(spark: SparkSession) -> int:
+    """Spark's compilations of generated code so far in the driver's JVM (code cache misses;
+    on a local master the executors' too, which run in it)."""
+    metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics  # type: ignore[union-attr]
+    return int(metrics.METRIC_COMPILATION_TIME().getCount())
 
 
 def collect_partials(transform, valid: DataFrame, window: str) -> list[dict]:

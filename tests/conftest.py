@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # the stack's, also maps the stack's class-data archive (devstack/class_archive.py).
 TEST_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC"
 STATE_STORE = "spark.sql.streaming.stateStore.providerClass"
+CODEGEN_CACHE = "spark.sql.codegen.cache.maxEntries"
 
 
 # Integration modules, slowest first: ``make test`` spreads the modules over two workers
@@ -95,6 +96,8 @@ def spark():
         .config("spark.sql.shuffle.partitions", "2")
         # The stream's state store: its deduplication (transformWithState) needs RocksDB.
         .config(STATE_STORE, BASE_CONF[STATE_STORE])
+        # The platform's bound on Spark's code cache: the suite's plans fit, compiled once.
+        .config(CODEGEN_CACHE, BASE_CONF[CODEGEN_CACHE])
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.extraClassPath", str(operators))
         .config("spark.driver.extraJavaOptions", TEST_JAVA_OPTS)

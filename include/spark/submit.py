@@ -57,6 +57,14 @@ BASE_CONF: dict[str, str] = {
     # whatever the batch's size; 4 on 2 cores made the p99 latency 6.9 s instead of 4.0 s
     # (bench/limits.md). A stateful query keeps the value its checkpoint recorded.
     "spark.sql.shuffle.partitions": str(os.cpu_count() or 2),
+    # Spark's cache of compiled generated classes (static: set at launch). Its default, 100
+    # entries, is a Guava cache of 4 segments that evicts within a segment of ~25: the stream's
+    # ~80 classes (the read, the checks, the lake's write, the dead letters, the aggregates)
+    # did not fit, so every micro-batch generated and compiled ~40 of them again and the JIT
+    # compiled them again after that. 1,000,000-event drains, alternated: 21,402-22,998
+    # events/s against 19,276-20,613 (bench/limits.md). The stream logs what each batch
+    # compiled (spark_apps/stream_events.py) and a test holds it at nothing once warm.
+    "spark.sql.codegen.cache.maxEntries": "1000",
     "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
     "spark.hadoop.fs.s3a.path.style.access": "true",
     "spark.hadoop.fs.s3a.aws.credentials.provider": "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider",

@@ -5,13 +5,14 @@ Airflow passes), over a backlog large enough for many small batches; once a few 
 committed, the driver's whole process group is killed at a state read from the checkpoint: a
 batch planned (its offsets written) and not yet committed. A bounded run then resumes from the
 checkpoints: the lake holds every valid event exactly once, Postgres equals the generator's
-record and
-the reconciliation accounts for every produced event.
+record and the reconciliation accounts for every produced event. Before the kill, the driver's
+log shows that its warm batches compiled no generated code.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from include.supervision import checkpoint
+from spark_apps.stream_events import COMPILED_FORMAT
 from tests.integration.conftest import airflow_dags_test, s3, spawn
 from tests.integration.lake_checks import (
     assert_sales_match,
@@ -29,6 +31,19 @@ from tests.integration.lake_checks import (
     postgres_sales,
     reconcile,
 )
+
+# The batches a fresh driver may compile code in: the first plans every path, and the second
+# the dead letters' read of their bytes from the topic, planned once some need it.
+WARM = 2
+
+
+def compiled_per_batch(log_file) -> dict[int, int]:
+    """Batch id -> the generated classes it compiled, from the driver's per-batch log lines."""
+    pattern = re.compile(
+        r"stream_events: batch (\d+): .*; " + COMPILED_FORMAT.replace("%d", r"(\d+)") + "$"
+    )
+    found = (pattern.search(line) for line in log_file.read_text().splitlines())
+    return {int(m[1]): int(m[2]) for m in found if m}
 
 
 def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
@@ -56,7 +71,7 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
                 pipeline.STREAM_QUERY, sandbox.checkpoint_prefix, read, list_keys
             )
             committed = -1 if pos is None or pos.committed_batch is None else pos.committed_batch
-            if committed >= 2 and pos.planned_batch > committed:
+            if committed >= WARM + 3 and pos.planned_batch > committed:
                 break
             assert driver.poll() is None, "the stream exited before it was killed"
             assert time.monotonic() < deadline, "the stream made no progress"
@@ -68,6 +83,11 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
         pipeline.STREAM_QUERY, sandbox.checkpoint_prefix, read, list_keys
     )
     assert pos.planned_batch > pos.committed_batch, "killed between a batch's plan and commit"
+    # Once warm, a batch compiles no generated code: its plans are the last batch's and
+    # Spark's code cache holds their classes (include/spark/submit.py BASE_CONF).
+    compiled = compiled_per_batch(ctx.settings.logs_dir / f"crash-test-{sandbox.id}.log")
+    assert set(range(pos.committed_batch + 1)) <= set(compiled), compiled
+    assert all(n == 0 for batch, n in compiled.items() if batch >= WARM), compiled
     # What the relaunched driver replays before its first batch, as the health check reads it
     # to extend that batch's limit (include/supervision/health.py): Spark's own file names.
     state = checkpoint.s3_sizes(s3(ctx), b)(
