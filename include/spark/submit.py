@@ -60,7 +60,7 @@ BASE_CONF: dict[str, str] = {
     # Spark's cache of compiled generated classes (static: set at launch). Its default, 100
     # entries, is a Guava cache of 4 segments that evicts within a segment of ~25: the stream's
     # ~80 classes (the read, the checks, the lake's write, the dead letters, the aggregates)
-    # did not fit, so every micro-batch generated and compiled ~40 of them again and the JIT
+    # did not fit, so every micro-batch generated and compiled ~20-40 of them again and the JIT
     # compiled them again after that. 1,000,000-event drains, alternated: 21,402-22,998
     # events/s against 19,276-20,613 (bench/limits.md). The stream logs what each batch
     # compiled (spark_apps/stream_events.py) and a test holds it at nothing once warm.
