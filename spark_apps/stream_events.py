@@ -215,6 +215,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
+    side_outputs = tx.SideOutputs(aggregates, args.window)
     catalog = Snapshot(
         partial(read_table, pg_schema=args.pg_schema, table="products"), CATALOG_MAX_AGE_S
     )
@@ -234,8 +235,7 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
         phases: dict[str, float] = {}
         compiled_before = compiled_classes(spark)
         lap = stopwatch(phases)
-        observed = tx.observe_dead_letters(batch)
-        valid = tx.observe_partials(tx.valid_events(observed), aggregates, args.window)
+        valid = side_outputs.valid_events(batch)
         products = catalog.get(batch.sparkSession)
         lake_rows = tx.enrich(valid, products)
         write_observed(lake, batch_id, lake_rows)
