@@ -215,7 +215,6 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
-    side_outputs = tx.SideOutputs(aggregates, args.window)
     catalog = Snapshot(
         partial(read_table, pg_schema=args.pg_schema, table="products"), CATALOG_MAX_AGE_S
     )
@@ -235,7 +234,8 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
         phases: dict[str, float] = {}
         compiled_before = compiled_classes(spark)
         lap = stopwatch(phases)
-        valid = side_outputs.valid_events(batch)
+        observed = tx.observe_dead_letters(batch)
+        valid = tx.observe_partials(tx.valid_events(observed), aggregates, args.window)
         products = catalog.get(batch.sparkSession)
         lake_rows = tx.enrich(valid, products)
         write_observed(lake, batch_id, lake_rows)

@@ -484,12 +484,6 @@ def observe_partials(events: DataFrame, measures: dict[str, Measures], window: s
     they pass, as the observed metric :data:`PARTIALS_METRIC` (``rtap.spark.SideOutputs``:
     grouped by window and dimensions, sums and HyperLogLog sketches in ``hll_sketch_agg``'s
     format); :func:`observed_partials` reads them once an action has run."""
-    return _observe(events, PARTIALS_METRIC, partials_metrics(events, measures, window))
-
-
-def partials_metrics(events: DataFrame, measures: dict[str, Measures], window: str) -> list[Column]:
-    """The metric columns of :func:`observe_partials` (their input types read from
-    ``events``'s schema)."""
     from include.analytics.store import AGGREGATES, SKETCH_LG_K
 
     jvm = events.sparkSession._jvm  # type: ignore[union-attr]
@@ -510,32 +504,7 @@ def partials_metrics(events: DataFrame, measures: dict[str, Measures], window: s
             SKETCH_LG_K,
         )
         columns.append(_column(jc).alias(table))
-    return columns
-
-
-def _observe(df: DataFrame, name: str, metrics: list[Column]) -> DataFrame:
-    return df.observe(name, *metrics) if metrics else df
-
-
-class SideOutputs:
-    """The stream's side outputs observed on each micro-batch: :func:`observe_dead_letters`
-    and :func:`observe_partials` with their metric columns built once, from the first
-    batch's schema (the same in every batch of a run). Built for each batch they cost the
-    driver ~0.2 s of analysis and JVM calls per micro-batch."""
-
-    def __init__(self, measures: dict[str, Measures], window: str) -> None:
-        self.measures, self.window = measures, window
-        self._dead: list[Column] | None = None
-        self._partials: list[Column] | None = None
-
-    def valid_events(self, batch: DataFrame) -> DataFrame:
-        """The batch's valid events (:func:`valid_events`), with both metrics observed."""
-        if self._dead is None:
-            self._dead = dead_letters_metrics(batch)
-        valid = valid_events(_observe(batch, DEAD_LETTERS_METRIC, self._dead))
-        if self._partials is None:
-            self._partials = partials_metrics(valid, self.measures, self.window)
-        return _observe(valid, PARTIALS_METRIC, self._partials)
+    return events.observe(PARTIALS_METRIC, *columns) if columns else events
 
 
 def compute(observed: DataFrame) -> None:
@@ -571,12 +540,6 @@ def observe_dead_letters(batch: DataFrame) -> DataFrame:
     """``batch`` (checked, deduplicated records) with its dead records and its count kept as
     they pass, as the observed metric :data:`DEAD_LETTERS_METRIC`; :func:`observed_dead_letters`
     reads them once an action has run."""
-    return _observe(batch, DEAD_LETTERS_METRIC, dead_letters_metrics(batch))
-
-
-def dead_letters_metrics(batch: DataFrame) -> list[Column]:
-    """The metric columns of :func:`observe_dead_letters` (their input type read from
-    ``batch``'s schema)."""
     names = [ERROR, *DEAD_LETTER_SOURCES, *([INGESTED_AT] if INGESTED_AT in batch.columns else [])]
     row = F.struct(*names)
     jvm = batch.sparkSession._jvm  # type: ignore[union-attr]
@@ -586,7 +549,9 @@ def dead_letters_metrics(batch: DataFrame) -> list[Column]:
         ["raw_key", "raw_value"],
         DEAD_LETTER_BYTES_HELD,
     )
-    return [_column(jc).alias("dead"), F.count(F.lit(1)).alias(RECORDS)]
+    return batch.observe(
+        DEAD_LETTERS_METRIC, _column(jc).alias("dead"), F.count(F.lit(1)).alias(RECORDS)
+    )
 
 
 def observed_records(observed: DataFrame) -> int:

@@ -171,17 +171,3 @@ def test_a_replayed_batch_is_computed_again_for_its_side_outputs(spark, checked,
     assert one_batch(lambda df: sink.addBatch(0, df._jdf)) == [], "the sink skipped the replay"
     assert one_batch(lambda df: write_observed(sink, 0, df)) == first
     assert spark.read.parquet(str(tmp_path / "lake")).count() == tx.valid_events(checked).count()
-
-
-def test_the_stream_s_metrics_built_once_observe_each_batch_apart(checked):
-    # stream_events.fan_out builds the metric columns on its first batch and reuses them.
-    side = tx.SideOutputs(tx.live_aggregates(), WINDOW)
-    for batch in (checked, checked.where(F.col("kafka_partition") == 1)):
-        valid = side.valid_events(batch)
-        tx.compute(valid)
-        assert tx.observed_records(valid) == batch.count()
-        dead = tx.observed_dead_letters(valid).count()
-        assert dead == batch.where(F.col(tx.ERROR).isNotNull()).count() > 0
-        funnel = tx.observed_partials(valid, "funnel_minute", WINDOW).collect()
-        relevant = valid.where("is_relevant").count()
-        assert sum(r.events for r in funnel) == relevant > 0
