@@ -238,7 +238,11 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
         valid = tx.observe_partials(tx.valid_events(observed), aggregates, args.window)
         products = catalog.get(batch.sparkSession)
         lake_rows = tx.enrich(valid, products)
-        write_observed(lake, batch_id, lake_rows)
+        lake.addBatch(batch_id, lake_rows._jdf)
+        if tx.observed_records(lake_rows) == 0:
+            # The sink held the batch already (a replay) and wrote nothing: compute it for
+            # the side outputs alone (an empty batch costs nothing either way).
+            tx.compute(lake_rows)
         lap("lake")
         dead_rows = tx.observed_dead_letters(lake_rows)
         partials = {
@@ -278,16 +282,6 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
         )
 
     return write
-
-
-def write_observed(sink, batch_id: int, rows: DataFrame) -> None:
-    """Write ``rows`` (which observe the side outputs: ``tx.observe_dead_letters``) to a file
-    sink as batch ``batch_id``, and have their metrics computed: a sink whose log holds the
-    batch already (a replay) writes nothing and runs nothing, so the batch is then computed
-    without a write (an empty batch costs nothing either way)."""
-    sink.addBatch(batch_id, rows._jdf)
-    if tx.observed_records(rows) == 0:
-        tx.compute(rows)
 
 
 # How a batch's log line ends: the generated classes Spark compiled while it ran. A warm stream

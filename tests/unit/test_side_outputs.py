@@ -148,26 +148,3 @@ def test_an_empty_batch_observes_nothing(spark, checked):
     assert tx.observed_records(observed) == 0
     assert tx.observed_dead_letters(observed).count() == 0
     assert all(tx.observed_partials(observed, t, WINDOW).count() == 0 for t in store.AGGREGATES)
-
-
-def test_a_replayed_batch_is_computed_again_for_its_side_outputs(spark, checked, tmp_path):
-    # The lake's sink skips a batch id its log holds: a replay's write runs nothing and
-    # observes nothing, so the fan-out computes the batch without a write.
-    from spark_apps.file_sinks import file_sink
-    from spark_apps.stream_events import write_observed
-
-    sink = file_sink(spark, str(tmp_path / "lake"), ())
-
-    def one_batch(write):
-        observed = tx.observe_partials(
-            tx.valid_events(tx.observe_dead_letters(checked)), tx.live_aggregates(), WINDOW
-        )
-        write(observed)
-        rows = tx.observed_partials(observed, "funnel_minute", WINDOW).collect()
-        return sorted((r.window_start, r.event_type, r.events) for r in rows)
-
-    first = one_batch(lambda df: write_observed(sink, 0, df))
-    assert first
-    assert one_batch(lambda df: sink.addBatch(0, df._jdf)) == [], "the sink skipped the replay"
-    assert one_batch(lambda df: write_observed(sink, 0, df)) == first
-    assert spark.read.parquet(str(tmp_path / "lake")).count() == tx.valid_events(checked).count()
