@@ -7,8 +7,7 @@ with one processing time per micro-batch; records inside an operator's quarantin
 drops identical repeats of an ``event_id`` first seen within ``--dedupe-horizon`` of
 *processing* time and dead-letters a repeat with other content as ``conflicting_duplicate`` (no
 producer clock, Kafka timestamp or event time can make a valid event "late"). Each micro-batch
-then fans out (``foreachBatch``), every output idempotent under a replay of the batch, all
-computed in one pass, the lake's write (the side outputs as its observed metrics: ``fan_out``):
+then fans out (``foreachBatch``), every output idempotent under a replay of the batch:
 
 * the lake:        valid events, enriched from the product catalog (Postgres ``products``,
                    read again once a minute: ``CATALOG_MAX_AGE_S``), partitioned by
@@ -133,11 +132,10 @@ def read_records(
 
 
 def dead_letters_of(spark: SparkSession, args: StreamJob, batch: DataFrame) -> DataFrame:
-    """A micro-batch's dead letters (``batch``: its dead records, held on the driver), each
-    with its original bytes: the deduplication's own (a conflicting version, an event time out
-    of bounds) had theirs dropped before its shuffle (``tx.without_raw_bytes_of_valid_events``)
-    and those beyond what the driver holds (``tx.DEAD_LETTER_BYTES_HELD``) were left behind;
-    both get them again from the topic. Otherwise no job runs."""
+    """A micro-batch's dead letters, each with its original bytes: the deduplication's own
+    (a conflicting version, an event time out of bounds) had theirs dropped before its shuffle
+    (``tx.without_raw_bytes_of_valid_events``) and get them again from the topic. A batch
+    without such records costs one small job over the persisted batch."""
     dead = tx.dead_letters(batch)
     coordinates = [
         (r[0], r[1], r[2])
@@ -204,13 +202,7 @@ class Snapshot:
 def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
-    Postgres writes are fenced by the single-writer lease of ``owner``.
-
-    One pass computes the batch: the lake's write. Its tasks also compute the side outputs as
-    Spark's observed metrics (``rtap.spark.SideOutputs``): the dead records and every live
-    aggregate's partial rows, which reach the driver with the write's result. The driver then
-    writes those few rows (the dead letters' file sink, the Postgres upserts), side by side.
-    A batch the lake already holds (a replay) is computed again for them, without a write."""
+    Postgres writes are fenced by the single-writer lease of ``owner``."""
     lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS)
     dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
     stream = lease.lease_name(args.checkpoint_root)
@@ -218,8 +210,8 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     catalog = Snapshot(
         partial(read_table, pg_schema=args.pg_schema, table="products"), CATALOG_MAX_AGE_S
     )
-    # The threads that run a batch's writes after the lake's (side_by_side), kept for the run.
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fan-out")
+    # The threads that run a batch's outputs after the lake's (side_by_side), kept for the run.
+    pool = ThreadPoolExecutor(max_workers=1 + len(aggregates), thread_name_prefix="fan-out")
 
     def fence(cur) -> None:
         lease.fence(cur, stream, owner)
@@ -233,47 +225,36 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
         phases: dict[str, float] = {}
         compiled_before = compiled_classes(spark)
-        lap = stopwatch(phases)
-        observed = tx.observe_dead_letters(batch)
-        valid = tx.observe_partials(tx.valid_events(observed), aggregates, args.window)
-        products = catalog.get(batch.sparkSession)
-        lake_rows = tx.enrich(valid, products)
-        lake.addBatch(batch_id, lake_rows._jdf)
-        if tx.observed_records(lake_rows) == 0:
-            # The sink held the batch already (a replay) and wrote nothing: compute it for
-            # the side outputs alone (an empty batch costs nothing either way).
-            tx.compute(lake_rows)
-        lap("lake")
-        dead_rows = tx.observed_dead_letters(lake_rows)
-        partials = {
-            table: [
-                r.asDict() for r in tx.observed_partials(lake_rows, table, args.window).collect()
-            ]
-            for table in aggregates
-        }
-        lap("observed")
-
-        def to_postgres() -> None:
+        batch.persist()
+        try:
+            lap = stopwatch(phases)
+            valid = tx.valid_events(batch)
+            products = catalog.get(batch.sparkSession)
+            # The lake's job computes the batch (the read, the checks, the deduplication's
+            # state) and persists it; the other outputs read the persisted rows, at once.
+            lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
+            lap("lake")
+            jobs: dict[str, Callable[[], object]] = {
+                "dead_letters": lambda: dead.addBatch(
+                    batch_id, dead_letters_of(spark, args, batch)._jdf
+                )
+            }
+            for table, transform in aggregates.items():
+                jobs[table] = partial(collect_partials, transform, valid, args.window)
+            done = side_by_side(pool, jobs, phases)
+            lap("side_by_side")
             # libpq reads PG* from the environment; the schema was checked at start.
             conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
             try:
                 for table in aggregates:
                     add_to_aggregates(
-                        spark, conn, args, table, partials[table], batch_id, stream, fence
+                        spark, conn, args, table, done[table], batch_id, stream, fence
                     )
             finally:
                 conn.close()
-
-        side_by_side(
-            pool,
-            {
-                "dead_letters": lambda: dead.addBatch(
-                    batch_id, dead_letters_of(spark, args, dead_rows)._jdf
-                ),
-                "postgres": to_postgres,
-            },
-            phases,
-        )
+            lap("postgres")
+        finally:
+            batch.unpersist()
         log.info(
             "batch %s: %s; %s",
             batch_id,
@@ -296,6 +277,13 @@ def compiled_classes(spark: SparkSession) -> int:
     on a local master the executors' too, which run in it)."""
     metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics  # type: ignore[union-attr]
     return int(metrics.METRIC_COMPILATION_TIME().getCount())
+
+
+def collect_partials(transform, valid: DataFrame, window: str) -> list[dict]:
+    """One batch's partial rows of a live aggregate, on the driver (a few hundred rows): the
+    aggregation's shuffle partitions are read by one task (``coalesce(1)`` adds no shuffle),
+    not a task each for a handful of rows."""
+    return [r.asDict() for r in transform(valid, window).coalesce(1).collect()]
 
 
 def side_by_side(
@@ -477,6 +465,10 @@ def run_queries(
 
 # How each micro-batch is executed (measured on a 200,000-event batch, bench/limits.md):
 BATCH_CONF = {
+    # The persisted batch is read back once per output and dropped at the batch's end:
+    # compressing its columns (a boxed hash map of every value to choose the encoding) cost
+    # ~10 % of the executors' CPU and saved nothing that matters for one batch.
+    "spark.sql.inMemoryColumnarStorage.compressed": "false",
     # The lake is partitioned by event date and hour: with a writer open per partition a task
     # writes its rows as they come instead of sorting them by partition first (Spark falls
     # back to the sort beyond this many partitions in one task).
@@ -616,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = StreamJob.from_argv(sys.argv[1:] if argv is None else argv)
     try:
         added = store.load_aggregate_modules(args.aggregate_modules)
-        tx.aggregate_transforms()  # every declared transform resolves, before any data moves
+        tx.live_aggregates()  # every declared transform resolves, before any data moves
     except ValueError as exc:
         log.error("%s", exc)
         return 2

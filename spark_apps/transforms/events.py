@@ -8,7 +8,6 @@ tiny inline batch DataFrames.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -211,11 +210,9 @@ REREAD_REASONS = (contract.CONFLICTING_DUPLICATE, contract.ABSURD_TIMESTAMP)
 
 
 def without_bytes() -> Column:
-    """Dead letters (:func:`dead_letters`) without their original bytes in hand: dropped
-    before the deduplication judged them (:data:`REREAD_REASONS`), or beyond what the driver
-    holds of a batch's (:data:`DEAD_LETTER_BYTES_HELD`). A record without a value (a
-    tombstone) is read again too, and stays without one."""
-    return F.col("raw_value").isNull()
+    """Dead letters (:func:`dead_letters`) whose original bytes were dropped before the
+    deduplication judged them (a record the contract passes always has a value)."""
+    return F.col("reason").isin(*REREAD_REASONS) & F.col("raw_value").isNull()
 
 
 def with_original_bytes(dead: DataFrame, originals: DataFrame) -> DataFrame:
@@ -246,24 +243,18 @@ def with_original_bytes(dead: DataFrame, originals: DataFrame) -> DataFrame:
     return filled.select(*dead.columns)
 
 
-# The checked records' columns a dead letter keeps as they are (besides its reason and time).
-DEAD_LETTER_SOURCES = (
-    "raw_key",
-    "raw_value",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-    "kafka_timestamp",
-)
-
-
 def dead_letters(validated: DataFrame) -> DataFrame:
     """Rows that broke the contract, with the reason and the original bytes, stamped with the
     batch's processing time (:data:`INGESTED_AT` when present, one instant per batch)."""
     detected = F.col(INGESTED_AT) if INGESTED_AT in validated.columns else F.current_timestamp()
     return validated.where(F.col(ERROR).isNotNull()).select(
         F.col(ERROR).alias("reason"),
-        *DEAD_LETTER_SOURCES,
+        "raw_key",
+        "raw_value",
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
         detected.alias("detected_at"),
         F.to_date(detected).alias(pipeline.DEAD_LETTER_DAY_PARTITION),
     )
@@ -375,52 +366,72 @@ def first_seen(checked: DataFrame, horizon: str, legacy: bool = False) -> DataFr
     return resolved.drop("_dedupe_key", "_digest")
 
 
-@dataclass(frozen=True)
-class Measures:
-    """What a live aggregate counts, per event-time window (``--window``, tumbling) and its
-    registry entry's dimensions (``include/analytics/store.py`` ``Aggregate``): the columns
-    are expressions over one batch's valid, deduplicated events (:func:`valid_events`'s
-    columns). ``where``: the events it counts; ``dimensions``, ``sums`` and ``distinct``: one
-    expression per name the entry declares, in its order (a sum adds its value, ``F.lit(1)``
-    counts; a distinct count sketches its value). The stream computes the partials while it
-    writes the lake (:func:`observe_partials`); a registry entry's ``transform`` names the
-    function that returns these."""
-
-    where: Column
-    dimensions: tuple[Column, ...]
-    sums: tuple[Column, ...]
-    distinct: tuple[Column, ...] = ()
+def _window(window: str) -> Column:
+    return F.window("event_time", window).alias("w")
 
 
-def category_sales() -> Measures:
-    """Relevant purchases per window, category and currency: purchases, units, revenue
-    (exact decimals: each line rounded to cents, then summed; never across currencies) and the
-    buyers' HyperLogLog sketch. Every valid purchase counts, however late or early its event
-    time."""
+def _sketch(column: str) -> Column:
+    from include.analytics.store import SKETCH_LG_K
+
+    return F.hll_sketch_agg(column, SKETCH_LG_K)
+
+
+def category_sales(events: DataFrame, window: str) -> DataFrame:
+    """One batch's purchases per event-time window, category and currency: purchases, units,
+    revenue (exact decimals: each line rounded to cents, then summed; never across currencies)
+    and the buyers' HyperLogLog sketch. The stream adds these partials to Postgres
+    (``store.add_batch``); every valid purchase counts, however late or early its event time."""
+    purchases = events.where(
+        F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value)
+    )
     line = (F.col("price") * F.col("quantity")).cast(
         T.DecimalType(contract.MONEY_PRECISION, contract.MONEY_SCALE)
     )
-    return Measures(
-        where=F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value),
-        dimensions=(F.col("category"), F.col("currency")),
-        sums=(F.lit(1), F.col("quantity"), line),
-        distinct=(F.col("user_id"),),
+    return (
+        purchases.groupBy(_window(window), F.col("category"), F.col("currency"))
+        .agg(
+            F.count(F.lit(1)).alias("purchases"),
+            F.sum("quantity").alias("units"),
+            F.sum(line).alias("revenue"),
+            _sketch("user_id").alias("buyers_sketch"),
+        )
+        .select(
+            F.col("w.start").alias("window_start"),
+            F.col("w.end").alias("window_end"),
+            "category",
+            "currency",
+            "purchases",
+            "units",
+            "revenue",
+            "buyers_sketch",
+        )
     )
 
 
-def funnel_counts() -> Measures:
-    """Relevant events per window and event type (the funnel), with the sessions' sketch."""
-    return Measures(
-        where=F.col("is_relevant"),
-        dimensions=(F.col("event_type"),),
-        sums=(F.lit(1),),
-        distinct=(F.col("session_id"),),
+def funnel_counts(events: DataFrame, window: str) -> DataFrame:
+    """One batch's relevant events per event-time window and event type (the funnel), with
+    the sessions' HyperLogLog sketch."""
+    relevant = events.where(F.col("is_relevant"))
+    return (
+        relevant.groupBy(_window(window), F.col("event_type"))
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            _sketch("session_id").alias("sessions_sketch"),
+        )
+        .select(
+            F.col("w.start").alias("window_start"),
+            F.col("w.end").alias("window_end"),
+            "event_type",
+            "events",
+            "sessions_sketch",
+        )
     )
 
 
-def aggregate_transforms() -> dict[str, Callable[[], Measures]]:
-    """Each registered live aggregate (``include.analytics.store`` ``AGGREGATES``) -> its
-    transform, resolved from the declaration's ``"module:function"`` (no Spark needed)."""
+def live_aggregates() -> dict[str, Callable[[DataFrame, str], DataFrame]]:
+    """The stream's live aggregates: each registered table (``include.analytics.store``
+    ``AGGREGATES``) -> its transform from one batch's valid events to that table's partial
+    rows, resolved from the declaration's ``"module:function"``."""
     import importlib
 
     from include.analytics.store import AGGREGATES
@@ -436,159 +447,6 @@ def aggregate_transforms() -> dict[str, Callable[[], Measures]]:
             raise ValueError(f"aggregate {table!r}: {agg.transform!r} names no function")
         out[table] = transform
     return out
-
-
-def live_aggregates() -> dict[str, Measures]:
-    """The stream's live aggregates: each registered table -> its :class:`Measures`, checked
-    against the names its declaration gives (a Spark session must be active)."""
-    from include.analytics.store import AGGREGATES
-
-    out = {}
-    for table, transform in aggregate_transforms().items():
-        agg = AGGREGATES[table]
-        measures = transform()
-        if not isinstance(measures, Measures):
-            raise ValueError(f"aggregate {table!r}: {agg.transform!r} returns no Measures")
-        for part, declared in (
-            ("dimensions", agg.dimensions),
-            ("sums", agg.sums),
-            ("distinct", agg.distinct),
-        ):
-            given = len(getattr(measures, part))
-            if given != len(declared):
-                raise ValueError(
-                    f"aggregate {table!r}: {agg.transform!r} gives {given} {part}, "
-                    f"its declaration names {len(declared)}: {', '.join(declared) or 'none'}"
-                )
-        out[table] = measures
-    return out
-
-
-def window_start_us(window: str) -> Column:
-    """The start of ``event_time``'s tumbling window of ``window``, in epoch microseconds (the
-    windows of Spark's ``window()``)."""
-    length = duration_ms(window) * 1000
-    t = F.unix_micros("event_time")
-    return t - F.pmod(t, F.lit(length))
-
-
-# The observed metrics the stream's side outputs come from (one batch's lake write computes
-# them: spark_apps/stream_events.py fan_out).
-PARTIALS_METRIC = "fan_out_partials"
-DEAD_LETTERS_METRIC = "fan_out_dead_letters"
-RECORDS = "records"  # the batch's records, counted with its dead letters
-
-
-def observe_partials(events: DataFrame, measures: dict[str, Measures], window: str) -> DataFrame:
-    """``events`` (valid, deduplicated) with every live aggregate's partial rows computed as
-    they pass, as the observed metric :data:`PARTIALS_METRIC` (``rtap.spark.SideOutputs``:
-    grouped by window and dimensions, sums and HyperLogLog sketches in ``hll_sketch_agg``'s
-    format); :func:`observed_partials` reads them once an action has run."""
-    from include.analytics.store import AGGREGATES, SKETCH_LG_K
-
-    jvm = events.sparkSession._jvm  # type: ignore[union-attr]
-    columns = []
-    for table, m in measures.items():
-        agg = AGGREGATES[table]
-        row = F.struct(
-            window_start_us(window).alias("window_start"),
-            *(c.cast("string").alias(n) for n, c in zip(agg.dimensions, m.dimensions, strict=True)),
-            *(c.alias(n) for n, c in zip(agg.sums, m.sums, strict=True)),
-            *(c.alias(n) for n, c in zip(agg.distinct, m.distinct, strict=True)),
-        )
-        jc = jvm.rtap.spark.SideOutputs.partials(
-            F.when(m.where, row)._jc,  # type: ignore[operator]
-            _java_type(events, row),
-            len(agg.dimensions),
-            len(agg.sums),
-            SKETCH_LG_K,
-        )
-        columns.append(_column(jc).alias(table))
-    return events.observe(PARTIALS_METRIC, *columns) if columns else events
-
-
-def compute(observed: DataFrame) -> None:
-    """Run ``observed``'s own plan for its observed metrics alone (nothing is written)."""
-    observed._jdf.queryExecution().toRdd().count()
-
-
-def observed_partials(observed: DataFrame, table: str, window: str) -> DataFrame:
-    """One aggregate's partial rows (``Aggregate.partial_columns``) from the metric of
-    :func:`observe_partials`, once ``observed`` (a DataFrame that contains it) has run: a local
-    relation, collected without a job."""
-    from include.analytics.store import AGGREGATES
-
-    agg = AGGREGATES[table]
-    rows = _observed_frame(observed, PARTIALS_METRIC, table)
-    start = F.timestamp_micros("window_start")
-    return rows.select(
-        start.alias("window_start"),
-        (start + F.expr(f"INTERVAL {duration_ms(window)} MILLISECONDS")).alias("window_end"),
-        *agg.dimensions,
-        *agg.sums,
-        *agg.sketches,
-    )
-
-
-# The original bytes a batch's dead letters may hold on the driver; the rest get theirs from
-# the topic again (stream_events.dead_letters_of). A bound on the driver's memory when a
-# producer sends a batch of large, broken records.
-DEAD_LETTER_BYTES_HELD = 64 * 1024 * 1024
-
-
-def observe_dead_letters(batch: DataFrame) -> DataFrame:
-    """``batch`` (checked, deduplicated records) with its dead records and its count kept as
-    they pass, as the observed metric :data:`DEAD_LETTERS_METRIC`; :func:`observed_dead_letters`
-    reads them once an action has run."""
-    names = [ERROR, *DEAD_LETTER_SOURCES, *([INGESTED_AT] if INGESTED_AT in batch.columns else [])]
-    row = F.struct(*names)
-    jvm = batch.sparkSession._jvm  # type: ignore[union-attr]
-    jc = jvm.rtap.spark.SideOutputs.rows(
-        F.when(F.col(ERROR).isNotNull(), row)._jc,  # type: ignore[operator]
-        _java_type(batch, row),
-        ["raw_key", "raw_value"],
-        DEAD_LETTER_BYTES_HELD,
-    )
-    return batch.observe(
-        DEAD_LETTERS_METRIC, _column(jc).alias("dead"), F.count(F.lit(1)).alias(RECORDS)
-    )
-
-
-def observed_records(observed: DataFrame) -> int:
-    """The records :func:`observe_dead_letters` counted (0 until an action has run)."""
-    metrics = observed._jdf.queryExecution().observedMetrics()
-    row = metrics.apply(DEAD_LETTERS_METRIC)
-    return int(row.getLong(row.fieldIndex(RECORDS)))
-
-
-def observed_dead_letters(observed: DataFrame) -> DataFrame:
-    """The dead records :func:`observe_dead_letters` kept (a local relation with the batch's
-    columns that :func:`dead_letters` reads; beyond :data:`DEAD_LETTER_BYTES_HELD`, without
-    their ``raw_key`` and ``raw_value``)."""
-    return _observed_frame(observed, DEAD_LETTERS_METRIC, "dead")
-
-
-def _observed_frame(observed: DataFrame, metric: str, field: str) -> DataFrame:
-    spark = observed.sparkSession
-    metrics = observed._jdf.queryExecution().observedMetrics()
-    jdf = spark._jvm.rtap.spark.SideOutputs.frame(  # type: ignore[union-attr]
-        spark._jsparkSession, metrics.apply(metric), field
-    )
-    return DataFrame(jdf, spark)
-
-
-def _java_type(df: DataFrame, column: Column):
-    """The Spark type of ``column`` over ``df``, as a JVM object (analysis only, no job)."""
-    jvm = df.sparkSession._jvm  # type: ignore[union-attr]
-    return jvm.org.apache.spark.sql.types.DataType.fromJson(
-        df.select(column.alias("_c")).schema["_c"].dataType.json()
-    )
-
-
-def _column(jc) -> Column:
-    from pyspark.sql.classic.column import Column as ClassicColumn
-
-    return ClassicColumn(jc)
 
 
 def observe(checked: DataFrame) -> DataFrame:

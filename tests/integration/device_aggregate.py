@@ -8,25 +8,43 @@ place in the stream's fan-out all derive from the one ``register`` call
 
 from __future__ import annotations
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from include.analytics import store
+from include.analytics.store import SKETCH_LG_K
 from include.events import contract
-from spark_apps.transforms.events import Measures
 
 
-def device_sales() -> Measures:
-    """Relevant purchases per event-time window, device and currency."""
+def device_sales(events: DataFrame, window: str) -> DataFrame:
+    """One batch's relevant purchases per event-time window, device and currency."""
+    purchases = events.where(
+        F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value)
+    )
     line = (F.col("price") * F.col("quantity")).cast(
         T.DecimalType(contract.MONEY_PRECISION, contract.MONEY_SCALE)
     )
-    return Measures(
-        where=F.col("is_relevant") & (F.col("event_type") == contract.EventType.PURCHASE.value),
-        # money is kept per currency (the registry keys it so)
-        dimensions=(F.coalesce(F.col("device"), F.lit("unknown")), F.col("currency")),
-        sums=(F.lit(1), line),
-        distinct=(F.col("user_id"),),
+    return (
+        purchases.groupBy(
+            F.window("event_time", window).alias("w"),
+            F.coalesce(F.col("device"), F.lit("unknown")).alias("device"),
+            F.col("currency"),  # money is kept per currency (the registry keys it so)
+        )
+        .agg(
+            F.count(F.lit(1)).alias("orders"),
+            F.sum(line).alias("revenue"),
+            F.hll_sketch_agg("user_id", SKETCH_LG_K).alias("buyers_sketch"),
+        )
+        .select(
+            F.col("w.start").alias("window_start"),
+            F.col("w.end").alias("window_end"),
+            "device",
+            "currency",
+            "orders",
+            "revenue",
+            "buyers_sketch",
+        )
     )
 
 

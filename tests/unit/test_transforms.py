@@ -215,9 +215,7 @@ def test_category_sales_sums_relevant_purchases_per_minute(spark):
         event(event_id="f", event_time=iso(t0), price=4.0, quantity=2, currency="EUR"),
     ]
     parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
-    sales = partials_of(
-        tx.valid_events(parsed).dropDuplicates(["event_id"]), "category_sales_minute"
-    )
+    sales = tx.category_sales(tx.valid_events(parsed).dropDuplicates(["event_id"]), "1 minute")
     t1 = (t0 + timedelta(minutes=1)).replace(tzinfo=None)
     expected = spark.createDataFrame(
         [
@@ -249,7 +247,7 @@ def test_funnel_counts_relevant_events_per_type_and_minute(spark):
         event(event_id="d", event_time=iso(t0), session_id="s3", traffic_type="bot", **view),
     ]
     parsed = tx.parse(kafka_rows(spark, [json.dumps(p).encode() for p in payloads]), now=F.lit(NOW))
-    funnel = partials_of(tx.valid_events(parsed).dropDuplicates(["event_id"]), "funnel_minute")
+    funnel = tx.funnel_counts(tx.valid_events(parsed).dropDuplicates(["event_id"]), "1 minute")
     expected = spark.createDataFrame(
         [(t0.replace(tzinfo=None), "page_view", 2, 2), (t0.replace(tzinfo=None), "purchase", 1, 1)],
         "window_start timestamp, event_type string, events long, sessions long",
@@ -309,14 +307,6 @@ def test_quarantined_offsets_are_dead_lettered_without_parsing(spark):
         (2, "quarantined", None),
         (3, None, "e3"),
     ]
-
-
-def partials_of(events, table: str, window: str = "1 minute"):
-    """One aggregate's partial rows of ``events``, as the stream computes them: observed while
-    the rows pass (here: a run of the plan that writes nothing)."""
-    observed = tx.observe_partials(events, {table: tx.live_aggregates()[table]}, window)
-    tx.compute(observed)
-    return tx.observed_partials(observed, table, window)
 
 
 def with_estimates(partials, distinct: tuple[str, ...]):
