@@ -323,6 +323,7 @@ def run(
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from bench.sandbox import drop_prefix
     from devstack.spark import submit_argv, submit_env
     from include.analytics import migrations, store
     from include.events.catalog import build_catalog
@@ -434,6 +435,7 @@ def run(
         conn.commit()
         conn.close()
         admin.delete_topics([topic])[topic].result(30)
+        drop_prefix(ctx, prefix)  # its lake and checkpoint: GiBs after the levels
 
     lake_index = batch_index(progress["lake"])
     sales_index = lake_index  # the aggregates are written by the same batch, before its commit

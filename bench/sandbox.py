@@ -13,10 +13,15 @@ def dropped_after(ctx, root: str) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            ctx.s3_root.pyarrow_filesystem().delete_dir(f"{ctx.settings.bucket}/{root}")
-        except OSError as exc:  # never written
-            print(f"    (could not delete {root}: {exc})", flush=True)
+        drop_prefix(ctx, root)
+
+
+def drop_prefix(ctx, root: str) -> None:
+    """Delete an S3 prefix of the stack's bucket (a benchmark's lake, checkpoints...)."""
+    try:
+        ctx.s3_root.pyarrow_filesystem().delete_dir(f"{ctx.settings.bucket}/{root}")
+    except OSError as exc:  # never written
+        print(f"    (could not delete {root}: {exc})", flush=True)
 
 
 @contextlib.contextmanager

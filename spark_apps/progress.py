@@ -3,9 +3,11 @@
 One row per (query run, batch): batch id, input rows, input and processing rates, durations,
 source offsets per partition (start/end/latest: what was read and what the log holds), the
 watermark and rows dropped by it (the stream's deduplication runs on processing time, so
-nothing is ever late for it: 0), state size and the query's observed metrics. Supervision
-(stall detection, trends) and the dashboard read this table. Idle reports (``onQueryIdle``)
-update the query's row in ``stream_idle``: supervision's sign of life when nothing arrives.
+nothing is ever late for it: 0), the state's row count (0 too: the stream turns RocksDB's
+row count off, ``BATCH_CONF`` in spark_apps/stream_events.py) and the query's observed
+metrics. Supervision (stall detection, trends) and the dashboard read this table. Idle
+reports (``onQueryIdle``) update the query's row in ``stream_idle``: supervision's sign of
+life when nothing arrives.
 
 A listener failure is logged and never stops the stream: progress is telemetry, the data path
 does not depend on it.
