@@ -7,8 +7,9 @@
 * ``stream_runs`` — one row per driver start: host, pid, start, end, exit; restarts are counted
   from here.
 * ``stream_health`` — every health check's status, reasons and figures.
-* ``stream_restarts`` — every restart supervision did (or refused, in a crash loop), and every
-  launch the preflight refused (``launch_refused``: a retention gap, a held lease, ...).
+* ``stream_restarts`` — every restart supervision did (or refused, in a crash loop), every
+  launch the preflight refused (``launch_refused``: a retention gap, a held lease, ...), and
+  every retention gap an operator accepted (``gap_accepted``: who, why, which records).
 * ``stream_quarantine`` — offset ranges an operator quarantined: the stream dead-letters their
   records with reason ``quarantined`` instead of processing them (re-read every micro-batch,
   so a batch that failed on a poison record succeeds on its retry), and reconcile counts them.
@@ -22,6 +23,9 @@ from datetime import datetime
 from typing import Any
 
 RUNNING, STOPPED, HALTED = "running", "stopped", "halted"
+
+# stream_restarts action of a retention gap accepted at a launch (the records it skips).
+GAP_ACCEPTED = "gap_accepted"
 
 QUARANTINE_TABLE = "stream_quarantine"
 

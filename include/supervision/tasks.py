@@ -110,8 +110,20 @@ def retention_guard(params: dict, dag_run: Any = None) -> dict:
             conn.close()
     if accepted_by is None:
         raise retention.RetentionGapError(gaps)
-    for gap in gaps:
-        log.warning("ACCEPTED by the operator %s: %s", accepted_by, gap.describe())
+    conn = _postgres(params["pg_schema"])
+    try:  # the acceptance of a loss is kept where the health page and audits read it
+        for gap in gaps:
+            log.warning("ACCEPTED by the operator %s: %s", accepted_by, gap.describe())
+            control.record_restart(
+                conn,
+                _lease_name(params),
+                None,
+                None,
+                control.GAP_ACCEPTED,
+                f"accepted by {accepted_by}: {gap.describe()}",
+            )
+    finally:
+        conn.close()
     return {"gaps": [g.describe() for g in gaps], "accept": True}
 
 
