@@ -98,25 +98,23 @@ def retention_guard(params: dict, dag_run: Any = None) -> dict:
     gaps = checks.guard_retention(_kafka_admin(), params["topic"], positions, accept=True)
     if not gaps:
         return {"gaps": [], "accept": False}
-    accepted_by = None
-    if params.get("accept_retention_gap"):
-        who = getattr(dag_run, "triggering_user_name", None) or "unknown user"
-        accepted_by = f"{who} (param accept_retention_gap of run {getattr(dag_run, 'run_id', '?')})"
-    else:
-        conn = _postgres(params["pg_schema"])
-        try:
-            accepted_by = control.take_gap_acceptance(conn, _lease_name(params))
-        finally:
-            conn.close()
-    if accepted_by is None:
-        raise retention.RetentionGapError(gaps)
+    name = _lease_name(params)
     conn = _postgres(params["pg_schema"])
-    try:  # the acceptance of a loss is kept where the health page and audits read it
+    try:
+        if params.get("accept_retention_gap"):
+            who = getattr(dag_run, "triggering_user_name", None) or "unknown user"
+            run_id = getattr(dag_run, "run_id", "?")
+            accepted_by = f"{who} (param accept_retention_gap of run {run_id})"
+        else:
+            accepted_by = control.take_gap_acceptance(conn, name)
+        if accepted_by is None:
+            raise retention.RetentionGapError(gaps)
+        # The acceptance of a loss is kept where the health page and audits read it.
         for gap in gaps:
             log.warning("ACCEPTED by the operator %s: %s", accepted_by, gap.describe())
             control.record_restart(
                 conn,
-                _lease_name(params),
+                name,
                 None,
                 None,
                 control.GAP_ACCEPTED,
