@@ -390,11 +390,16 @@ def sink_rejected_path(dead_letter_path: str, sink: str, batch_id: int) -> str:
     return f"{dead_letter_path.rstrip('/')}/_sink_rejected/{sink}/batch_id={batch_id}"
 
 
-def stateful_operators(spark: SparkSession, checkpoint: str) -> set[str]:
-    """The stateful operators a query's checkpoint holds state of, by the names Spark's state
-    metadata gives them (none for a new checkpoint)."""
-    rows = spark.read.format("state-metadata").load(checkpoint).select("operatorName").collect()
-    return {r[0] for r in rows}
+def dedupe_state(spark: SparkSession, checkpoint: str) -> tx.DedupeState:
+    """The layout of the deduplication's state a query's checkpoint holds (Spark's state
+    metadata; the current layout for a new checkpoint)."""
+    rows = (
+        spark.read.format("state-metadata")
+        .load(checkpoint)
+        .select("operatorName", "operatorProperties")
+        .collect()
+    )
+    return tx.dedupe_state_of((r[0], r[1]) for r in rows)
 
 
 def start_queries(
@@ -410,19 +415,26 @@ def start_queries(
         quarantine=read_table(spark, args.pg_schema, control.QUARANTINE_TABLE),
     )
     checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
-    legacy = tx.LEGACY_DEDUPE_OPERATOR in stateful_operators(spark, checkpoint)
-    if legacy:
+    state = dedupe_state(spark, checkpoint)
+    if state is tx.DedupeState.LEGACY:
         log.warning(
             "the checkpoint %s holds the earlier releases' deduplication state (%s): the stream "
             "keeps that operator, whose cost per event grows with the dedupe horizon over the "
             "trigger interval; a new checkpoint uses the current one (docs/architecture.md)",
             checkpoint,
-            tx.LEGACY_DEDUPE_OPERATOR,
+            state,
+        )
+    elif state is not tx.DedupeState.KEY_BYTES:
+        log.warning(
+            "the checkpoint %s keeps its deduplication state's ids as strings (%s: ~100 bytes "
+            "of state per id; a new checkpoint keeps ~60, docs/architecture.md)",
+            checkpoint,
+            state,
         )
     # The valid records' raw bytes are dropped before the deduplication's shuffle; the few it
     # dead-letters get theirs again from the topic (dead_letters_of).
     deduplicated = tx.first_seen(
-        tx.without_raw_bytes_of_valid_events(checked), args.dedupe_horizon, legacy=legacy
+        tx.without_raw_bytes_of_valid_events(checked), args.dedupe_horizon, state=state
     )
     writer = (
         tx.observe(deduplicated)
@@ -501,9 +513,9 @@ BATCH_CONF = {
 # processing time, not every 10 batches (Spark's default). A snapshot uploads the whole state,
 # not what changed since the last one: with random ids every RocksDB compaction rewrites its
 # files, so a snapshot reuses none of the previous one's (Spark's log: "0 files reused without
-# copying"; ~100 B per id held). Every 10 batches, the maintenance thread uploaded the whole
-# state once a minute at a 1 s trigger, and the batches beside the upload took 2-3 times
-# their usual time (bench/limits.md, latency). In between, each batch's changelog is the
+# copying"; ~61 B per id held, ~101 B with the string keys of earlier checkpoints). Every 10
+# batches, the maintenance thread uploaded the whole state once a minute at a 1 s trigger, and
+# the batches beside the upload took 2-3 times their usual time (bench/limits.md, latency). In between, each batch's changelog is the
 # checkpoint; a restart replays the changelogs since the last snapshot (at most one interval
 # of new ids) before its first batch.
 

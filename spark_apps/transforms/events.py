@@ -7,7 +7,9 @@ tiny inline batch DataFrames.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
+from enum import StrEnum
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -285,12 +287,47 @@ def content_digest() -> Column:
     return F.xxhash64(F.to_json(F.struct(*CONTENT_FIELDS)))
 
 
-# The name Spark's state metadata gives the deduplication operator of the earlier releases (a
-# ``flatMapGroupsWithState``): a checkpoint it wrote keeps it (:func:`first_seen`, ``legacy``).
-LEGACY_DEDUPE_OPERATOR = "flatMapGroupsWithState"
+class DedupeState(StrEnum):
+    """The layouts of the deduplication's state (``rtap.spark.FirstSeen``, whose constants of the
+    same names these are), each by the name Spark's state metadata shows for it: the state
+    variable of its ``transformWithState``, or the earlier releases' operator. A checkpoint keeps
+    the layout that wrote it (Spark refuses a state whose schema changed): :func:`dedupe_state_of`.
+    """
+
+    # New checkpoints: keyed by the id's bytes (a UUID in 16 bytes; ~61 bytes of state per id).
+    KEY_BYTES = "first_digest_by_id_bytes"
+    # 2026-12-04 to 12-06: the same operator keyed by the id string (~101 bytes per id).
+    STRING_KEY = "first_digest"
+    # The earlier releases' ``flatMapGroupsWithState``, whose keys expire by a full scan.
+    LEGACY = "flatMapGroupsWithState"
 
 
-def first_seen(checked: DataFrame, horizon: str, legacy: bool = False) -> DataFrame:
+# The name Spark's state metadata gives a ``transformWithState`` operator.
+TRANSFORM_WITH_STATE = "transformWithStateExec"
+
+
+def dedupe_state_of(operators: Iterable[tuple[str, str | None]]) -> DedupeState:
+    """The layout of the deduplication's state in a checkpoint, from its state metadata (the
+    operator's name and properties per stateful operator): the current one for a new
+    checkpoint."""
+    for name, properties in operators:
+        if name == DedupeState.LEGACY:
+            return DedupeState.LEGACY
+        if name == TRANSFORM_WITH_STATE:
+            variables = {v["stateName"] for v in json.loads(properties or "{}")["stateVariables"]}
+            for layout in (DedupeState.KEY_BYTES, DedupeState.STRING_KEY):
+                if layout in variables:
+                    return layout
+            raise ValueError(
+                f"the checkpoint's deduplication state has none of the known layouts "
+                f"({', '.join(DedupeState)}): its state variables are {sorted(variables)}"
+            )
+    return DedupeState.KEY_BYTES
+
+
+def first_seen(
+    checked: DataFrame, horizon: str, state: DedupeState = DedupeState.KEY_BYTES
+) -> DataFrame:
     """Checked records with the repeats of an ``event_id`` first seen within ``horizon`` of
     processing time resolved: the first record is kept; a later one with the same content
     (:func:`content_digest`) is a copy and dropped; a later one with different content is kept
@@ -303,11 +340,10 @@ def first_seen(checked: DataFrame, horizon: str, legacy: bool = False) -> DataFr
     dropped. A repeat that arrives after the horizon lands again; compaction drops it and
     reconcile counts it. On a stream the state is kept by ``rtap.spark.FirstSeen``
     (``spark_apps/jvm``: one JVM call per key and batch; a ``transformWithState`` whose keys
-    expire after the horizon, or with ``legacy`` the ``flatMapGroupsWithState`` that earlier
-    releases' checkpoints hold, :data:`LEGACY_DEDUPE_OPERATOR`), which also stamps
-    :data:`INGESTED_AT` with the micro-batch's processing time (Spark's batch timestamp, the
-    same when a batch is replayed) and applies the contract's event-time bounds against it
-    (:func:`parse` left them out on a stream); on a batch DataFrame every repeat is resolved
+    expire after the horizon, in the layout ``state`` the checkpoint holds, :class:`DedupeState`),
+    which also stamps :data:`INGESTED_AT` with the micro-batch's processing time (Spark's batch
+    timestamp, the same when a batch is replayed) and applies the contract's event-time bounds
+    against it (:func:`parse` left them out on a stream); on a batch DataFrame every repeat is resolved
     against the first record of its id, with the same rules, and the processing time is the
     query's ``current_timestamp()``."""
     keyed = checked.withColumn("_dedupe_key", dedupe_key()).withColumn(
@@ -337,7 +373,7 @@ def first_seen(checked: DataFrame, horizon: str, legacy: bool = False) -> DataFr
             CONFLICTING_DUPLICATE,
             duration_ms(horizon),
             bounds,
-            legacy,
+            str(state),
         )
         resolved = (
             DataFrame(jdf, spark)

@@ -30,8 +30,10 @@ class Stream:
     """Kafka-shaped rows appended to a directory, drained by ``availableNow`` runs of one query
     (a fresh start from the checkpoint each time, as after a driver restart)."""
 
-    def __init__(self, spark, root, horizon: str, legacy: bool = False) -> None:
-        self.spark, self.root, self.horizon, self.legacy = spark, root, horizon, legacy
+    def __init__(
+        self, spark, root, horizon: str, state: tx.DedupeState = tx.DedupeState.KEY_BYTES
+    ) -> None:
+        self.spark, self.root, self.horizon, self.state = spark, root, horizon, state
         self.batches: list[list[tuple]] = []
         self.ingested: set[datetime] = set()
 
@@ -50,7 +52,7 @@ class Stream:
             self.ingested.update(r[0] for r in batch.select(tx.INGESTED_AT).distinct().collect())
 
         query = (
-            tx.first_seen(tx.parse(raw), self.horizon, legacy=self.legacy)
+            tx.first_seen(tx.parse(raw), self.horizon, state=self.state)
             .writeStream.foreachBatch(collect)
             .option("checkpointLocation", str(self.root / "checkpoint"))
             .trigger(availableNow=True)
@@ -66,16 +68,15 @@ class Stream:
         return sorted(seen, key=lambda r: (r[2], r[3]))
 
 
-# Both operators: the current one (transformWithState, keys that expire) and the earlier
-# releases' (flatMapGroupsWithState, processing-time timeouts), which their checkpoints keep.
-OPERATORS = pytest.mark.parametrize("legacy", [False, True], ids=["ttl", "legacy"])
+# Every state layout: the current one (transformWithState, keys that expire, ids as bytes), the
+# same operator keyed by id strings, and the earlier releases' (flatMapGroupsWithState,
+# processing-time timeouts); a checkpoint keeps the one that wrote it.
+OPERATORS = pytest.mark.parametrize("state", list(tx.DedupeState), ids=lambda s: s.name.lower())
 
 
 @OPERATORS
-def test_the_stream_keeps_the_first_drops_copies_and_dead_letters_conflicts(
-    spark, tmp_path, legacy
-):
-    stream = Stream(spark, tmp_path, "20 seconds", legacy)
+def test_the_stream_keeps_the_first_drops_copies_and_dead_letters_conflicts(spark, tmp_path, state):
+    stream = Stream(spark, tmp_path, "20 seconds", state)
     stream.send(
         [
             (0, 0, record("e1")),
@@ -177,11 +178,11 @@ def at(event_time: datetime, event_id: str) -> bytes:
 
 
 @OPERATORS
-def test_the_stream_judges_event_times_against_its_batch_time(spark, tmp_path, legacy):
+def test_the_stream_judges_event_times_against_its_batch_time(spark, tmp_path, state):
     """On a stream the contract's event-time bounds are applied by the operator, at the
     micro-batch's processing time (Spark's batch timestamp), which it also stamps as
     ``ingested_at``: one instant for every row of the batch."""
-    stream = Stream(spark, tmp_path, "10 minutes", legacy)
+    stream = Stream(spark, tmp_path, "10 minutes", state)
     now = datetime.now(UTC)
     ahead = timedelta(seconds=contract.MAX_FUTURE_SKEW_SECONDS)
     age = timedelta(days=contract.MAX_PAST_AGE_DAYS)
@@ -214,12 +215,12 @@ def test_the_stream_judges_event_times_against_its_batch_time(spark, tmp_path, l
 
 
 @OPERATORS
-def test_a_micro_batch_compiles_no_new_code(spark, tmp_path, legacy):
+def test_a_micro_batch_compiles_no_new_code(spark, tmp_path, state):
     """Nothing batch-specific (a ``current_timestamp()`` literal, a watermark) is in the
     stream's generated code: Spark's code cache serves every batch after the first, instead of
     generating and compiling the classes again (a third of a small batch's CPU, measured)."""
     metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics
-    stream = Stream(spark, tmp_path, "10 minutes", legacy)
+    stream = Stream(spark, tmp_path, "10 minutes", state)
     compiled = []
     for i in range(3):
         stream.send([(0, i, record(f"c{i}")), (0, 100 + i, b"{not json")])
@@ -228,30 +229,92 @@ def test_a_micro_batch_compiles_no_new_code(spark, tmp_path, legacy):
     assert compiled[2] == compiled[1], compiled
 
 
-def test_a_checkpoint_keeps_the_operator_that_wrote_it(spark, tmp_path):
-    """The stream reads which deduplication a checkpoint holds state of (Spark's state
-    metadata): a checkpoint of the earlier releases' operator goes on with it and its state,
-    and a new checkpoint gets the current one."""
-    from spark_apps.stream_events import stateful_operators
+UUID = "3f2b8c1e-9d4a-4b6e-a1c2-0e5f7d9b8a61"
+
+
+def test_ids_as_bytes_keep_every_id_apart(spark, tmp_path):
+    """The current layout keys the state by the id's bytes (a canonical UUID in 16 bytes, any
+    other id tagged): ids that differ stay apart, whatever their shape, and a UUID's copies and
+    conflicts are found as before."""
+    ids = [
+        UUID,
+        UUID.upper(),  # another id: only lower-case UUIDs take 16 bytes
+        UUID.replace("-", ""),
+        "x" * 15,  # 1 + 15 bytes would be 16: a second tag makes it 17
+        "x" * 16,
+        "é" * 8,  # 16 bytes of UTF-8
+        "e1",
+    ]
+    stream = Stream(spark, tmp_path, "10 minutes")
+    stream.send([(0, i, record(event_id)) for i, event_id in enumerate(ids)])
+    assert [r[0] for r in stream.drain()] == ids  # every one a first sighting
+    stream.send(
+        [
+            (0, 10, record(UUID, sent=1)),  # a copy: dropped
+            (0, 11, record(UUID, price=99.0)),  # a conflict
+            (0, 12, record(UUID.upper(), sent=1)),
+            (0, 13, record("x" * 15, price=99.0)),
+            (0, 14, record("3f2b8c1e-9d4a-4b6e-a1c2-0e5f7d9b8a62")),  # a new UUID
+        ]
+    )
+    assert stream.drain() == [
+        (UUID, 99.0, 0, 11, CONFLICT),
+        ("x" * 15, 99.0, 0, 13, CONFLICT),
+        ("3f2b8c1e-9d4a-4b6e-a1c2-0e5f7d9b8a62", 10.0, 0, 14, None),
+    ]
+    encode = spark._jvm.rtap.spark.FirstSeen.keyBytes
+    assert bytes(encode(UUID)) == bytes.fromhex(UUID.replace("-", ""))
+    encoded = [bytes(encode(i)) for i in ids]
+    assert len(set(encoded)) == len(ids)
+    assert [len(e) for e in encoded] == [16, 37, 33, 17, 17, 17, 3]
+
+
+def test_the_layouts_are_named_as_the_operator_names_them(spark):
+    first_seen = spark._jvm.rtap.spark.FirstSeen
+    for state in tx.DedupeState:
+        assert getattr(first_seen, state.name) == state.value
+
+
+def test_a_checkpoints_layout_is_read_from_its_state_metadata():
+    def tws(*variables: str) -> tuple[str, str]:
+        names = [{"stateName": v, "stateVariableType": "ValueState"} for v in variables]
+        return tx.TRANSFORM_WITH_STATE, json.dumps({"stateVariables": names})
+
+    timers = "$procTimers_keyToTimestamp"
+    assert tx.dedupe_state_of([]) is tx.DedupeState.KEY_BYTES  # a new checkpoint
+    assert tx.dedupe_state_of([tws(timers, "first_digest")]) is tx.DedupeState.STRING_KEY
+    assert tx.dedupe_state_of([tws(timers, "first_digest_by_id_bytes")]) is (
+        tx.DedupeState.KEY_BYTES
+    )
+    legacy = ("flatMapGroupsWithState", None)
+    assert tx.dedupe_state_of([legacy]) is tx.DedupeState.LEGACY
+    with pytest.raises(ValueError, match=r"none of the known layouts.*'other'"):
+        tx.dedupe_state_of([tws(timers, "other")])
+
+
+@pytest.mark.parametrize(
+    "old", [tx.DedupeState.LEGACY, tx.DedupeState.STRING_KEY], ids=["legacy", "string_key"]
+)
+def test_a_checkpoint_keeps_the_operator_that_wrote_it(spark, tmp_path, old):
+    """The stream reads which deduplication state a checkpoint holds (Spark's state
+    metadata): a checkpoint of an earlier layout goes on with it and its state, and a new
+    checkpoint gets the current one."""
+    from spark_apps.stream_events import dedupe_state
 
     checkpoint = str(tmp_path / "checkpoint")
-    assert stateful_operators(spark, checkpoint) == set()  # a new checkpoint
+    assert dedupe_state(spark, checkpoint) is tx.DedupeState.KEY_BYTES  # a new checkpoint
 
-    old = Stream(spark, tmp_path, "10 minutes", legacy=True)
-    old.send([(0, 0, record("e1"))])
-    assert [r[0] for r in old.drain()] == ["e1"]
-    assert stateful_operators(spark, checkpoint) == {tx.LEGACY_DEDUPE_OPERATOR}
+    earlier = Stream(spark, tmp_path, "10 minutes", state=old)
+    earlier.send([(0, 0, record(UUID))])
+    assert [r[0] for r in earlier.drain()] == [UUID]
+    assert dedupe_state(spark, checkpoint) is old
 
-    # A restart as the stream makes it: the operator chosen from the checkpoint, the state kept.
-    legacy = tx.LEGACY_DEDUPE_OPERATOR in stateful_operators(spark, checkpoint)
-    restarted = Stream(spark, tmp_path, "10 minutes", legacy=legacy)
-    restarted.send([(0, 1, record("e1", sent=1)), (0, 2, record("e1", price=99.0))])
-    assert restarted.drain() == [("e1", 99.0, 0, 2, CONFLICT)]
+    # A restart as the stream makes it: the layout chosen from the checkpoint, the state kept.
+    restarted = Stream(spark, tmp_path, "10 minutes", state=dedupe_state(spark, checkpoint))
+    restarted.send([(0, 1, record(UUID, sent=1)), (0, 2, record(UUID, price=99.0))])
+    assert restarted.drain() == [(UUID, 99.0, 0, 2, CONFLICT)]
 
     new = Stream(spark, tmp_path / "new", "10 minutes")
-    new.send([(0, 0, record("e1"))])
+    new.send([(0, 0, record(UUID))])
     new.drain()
-    assert stateful_operators(spark, str(tmp_path / "new" / "checkpoint")) not in (
-        set(),
-        {tx.LEGACY_DEDUPE_OPERATOR},
-    )
+    assert dedupe_state(spark, str(tmp_path / "new" / "checkpoint")) is tx.DedupeState.KEY_BYTES
