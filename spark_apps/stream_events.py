@@ -515,9 +515,9 @@ BATCH_CONF = {
 # files, so a snapshot reuses none of the previous one's (Spark's log: "0 files reused without
 # copying"; ~61 B per id held, ~101 B with the string keys of earlier checkpoints). Every 10
 # batches, the maintenance thread uploaded the whole state once a minute at a 1 s trigger, and
-# the batches beside the upload took 2-3 times their usual time (bench/limits.md, latency). In between, each batch's changelog is the
-# checkpoint; a restart replays the changelogs since the last snapshot (at most one interval
-# of new ids) before its first batch.
+# the batches beside the upload took 2-3 times their usual time (bench/limits.md, latency). In
+# between, each batch's changelog is the checkpoint; a restart replays the changelogs since the
+# last snapshot (at most one interval of new ids) before its first batch.
 
 
 def batch_conf(trigger: str) -> dict[str, str]:

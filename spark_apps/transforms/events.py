@@ -340,12 +340,12 @@ def first_seen(
     dropped. A repeat that arrives after the horizon lands again; compaction drops it and
     reconcile counts it. On a stream the state is kept by ``rtap.spark.FirstSeen``
     (``spark_apps/jvm``: one JVM call per key and batch; a ``transformWithState`` whose keys
-    expire after the horizon, in the layout ``state`` the checkpoint holds, :class:`DedupeState`),
-    which also stamps :data:`INGESTED_AT` with the micro-batch's processing time (Spark's batch
-    timestamp, the same when a batch is replayed) and applies the contract's event-time bounds
-    against it (:func:`parse` left them out on a stream); on a batch DataFrame every repeat is resolved
-    against the first record of its id, with the same rules, and the processing time is the
-    query's ``current_timestamp()``."""
+    expire after the horizon, in the layout ``state`` the checkpoint holds,
+    :class:`DedupeState`), which also stamps :data:`INGESTED_AT` with the micro-batch's
+    processing time (Spark's batch timestamp, the same when a batch is replayed) and applies
+    the contract's event-time bounds against it (:func:`parse` left them out on a stream); on a
+    batch DataFrame every repeat is resolved against the first record of its id, with the same
+    rules, and the processing time is the query's ``current_timestamp()``."""
     keyed = checked.withColumn("_dedupe_key", dedupe_key()).withColumn(
         "_digest", F.when(F.col(ERROR).isNull(), content_digest()).otherwise(F.lit(0))
     )
