@@ -314,7 +314,8 @@ def dedupe_state_of(operators: Iterable[tuple[str, str | None]]) -> DedupeState:
         if name == DedupeState.LEGACY:
             return DedupeState.LEGACY
         if name == TRANSFORM_WITH_STATE:
-            variables = {v["stateName"] for v in json.loads(properties or "{}")["stateVariables"]}
+            declared = json.loads(properties or "{}").get("stateVariables", [])
+            variables = {v["stateName"] for v in declared}
             for layout in (DedupeState.KEY_BYTES, DedupeState.STRING_KEY):
                 if layout in variables:
                     return layout

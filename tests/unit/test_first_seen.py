@@ -290,6 +290,8 @@ def test_a_checkpoints_layout_is_read_from_its_state_metadata():
     assert tx.dedupe_state_of([legacy]) is tx.DedupeState.LEGACY
     with pytest.raises(ValueError, match=r"none of the known layouts.*'other'"):
         tx.dedupe_state_of([tws(timers, "other")])
+    with pytest.raises(ValueError, match="none of the known layouts"):
+        tx.dedupe_state_of([(tx.TRANSFORM_WITH_STATE, None)])
 
 
 @pytest.mark.parametrize(
