@@ -3,8 +3,9 @@
 
 Every hour, for the producer runs recorded in the hour before last (an hour to settle, so the
 stream has processed them), `spark_apps/reconcile.py` finds each event at the Kafka
-coordinates the broker gave it: landed in the lake, dead-lettered, a dropped duplicate copy,
-or **missing**; and events landed **more than once**. The task fails (alert) when anything is
+coordinates the broker gave it: landed in the lake, dead-lettered, quarantined, a dropped
+duplicate copy, deleted by retention in a gap an operator accepted (`lost_accepted`), or
+**missing**; and events landed **more than once**. The task fails (alert) when anything is
 missing or duplicated; the log has the table per run.
 
 Params: `since` / `until` (ISO times) override the window; `settle_minutes` shifts the

@@ -32,6 +32,7 @@ from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.events.runs import DIGEST_MOD, id_hash
 from include.spark.jobs import ReconcileJob
+from include.supervision import control
 from include.supervision.reconcile import (
     COLUMNS,
     Account,
@@ -39,6 +40,7 @@ from include.supervision.reconcile import (
     Produced,
     ReadDays,
     account,
+    lost_in_gaps,
     read_days,
     summarize,
 )
@@ -48,8 +50,15 @@ from spark_apps.reports import write_report
 
 
 def load_runs(
-    topic: str, since: datetime, until: datetime, pg_schema: str, pg: PostgresEndpoint
+    topic: str,
+    lake_path: str,
+    since: datetime,
+    until: datetime,
+    pg_schema: str,
+    pg: PostgresEndpoint,
 ) -> list[dict]:
+    """The producer runs of ``topic`` recorded in ``[since, until)``, each with how many of
+    its offsets lie in the retention gaps accepted for the stream that writes ``lake_path``."""
     conn = store.connect(pg, schema=pg_schema)
     try:
         migrations.check(conn, pg_schema, aggregates=())  # names what to run when it is not
@@ -61,6 +70,7 @@ def load_runs(
                 (topic, since, until),
             )
             rows = cur.fetchall()
+            gaps = control.accepted_gaps(conn, topic, lake_path)
     finally:
         conn.close()
     return [
@@ -72,6 +82,7 @@ def load_runs(
             "ranges": r[4],
             "produced_at": r[5],
             "seconds": r[6],
+            "lost_accepted": lost_in_gaps(r[4] or {}, gaps),
         }
         for r in rows
     ]
@@ -246,7 +257,7 @@ def reconcile(
     """The report and its table for ``args`` (a ``ReconcileJob``); ``pg``: the analytics
     database (default: libpq's ``PG*`` environment)."""
     pg = pg or PostgresEndpoint.from_libpq_env()
-    runs = load_runs(args.topic, args.since, args.until, args.pg_schema, pg)
+    runs = load_runs(args.topic, args.lake_path, args.since, args.until, args.pg_schema, pg)
     skipped = [r["run_id"] for r in runs if not r["ranges"]]
     runs = [r for r in runs if r["ranges"]]
     accounts: list[Account] = []
@@ -264,7 +275,8 @@ def reconcile(
         reasons = dead_letter_reasons(spark, runs, args.dead_letter_path, days)
         for r in runs:
             produced = Produced(r["run_id"], r["events"], r["by_kind"], r["id_digest"])
-            accounts.append(account(produced, Found(**found[r["run_id"]])))
+            lost = r["lost_accepted"]
+            accounts.append(account(produced, Found(**found[r["run_id"]], lost_accepted=lost)))
     report = {
         "topic": args.topic,
         "since": args.since.isoformat(),

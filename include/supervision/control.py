@@ -10,6 +10,8 @@
 * ``stream_restarts`` — every restart supervision did (or refused, in a crash loop), every
   launch the preflight refused (``launch_refused``: a retention gap, a held lease, ...), and
   every retention gap an operator accepted (``gap_accepted``: who, why, which records).
+* ``stream_accepted_gaps`` — the same accepted gaps as offset ranges, which reconcile reads to
+  count a run's records deleted there in their own column instead of as missing.
 * ``stream_quarantine`` — offset ranges an operator quarantined: the stream dead-letters their
   records with reason ``quarantined`` instead of processing them (re-read every micro-batch,
   so a batch that failed on a poison record succeeds on its retry), and reconcile counts them.
@@ -28,6 +30,7 @@ RUNNING, STOPPED, HALTED = "running", "stopped", "halted"
 GAP_ACCEPTED = "gap_accepted"
 
 QUARANTINE_TABLE = "stream_quarantine"
+ACCEPTED_GAPS_TABLE = "stream_accepted_gaps"
 
 
 class QuarantineRefused(ValueError):
@@ -220,6 +223,52 @@ def record_restart(
             (name, pid, host, action, reason[:2000]),
         )
     conn.commit()
+
+
+def record_accepted_gap(
+    conn,
+    name: str,
+    lake_path: str,
+    topic: str,
+    partition: int,
+    from_offset: int,
+    to_offset: int,
+    accepted_by: str,
+    audit: str,
+) -> None:
+    """Record a retention gap an operator accepted: the offsets ``from_offset`` to
+    ``to_offset`` (inclusive) of ``topic``/``partition``, which the stream writing
+    ``lake_path`` skips, in ``stream_accepted_gaps`` (what reconcile reads) and ``audit`` in
+    ``stream_restarts`` (action ``gap_accepted``), in one transaction."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {ACCEPTED_GAPS_TABLE} "
+            "(name, topic, lake_path, partition, from_offset, to_offset, accepted_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (name, topic, lake_path, partition, from_offset, to_offset, accepted_by),
+        )
+        cur.execute(
+            "INSERT INTO stream_restarts (name, pid, host, action, reason) "
+            "VALUES (%s, NULL, NULL, %s, %s)",
+            (name, GAP_ACCEPTED, audit[:2000]),
+        )
+    conn.commit()
+
+
+def accepted_gaps(conn, topic: str, lake_path: str) -> dict[int, list[tuple[int, int]]]:
+    """The accepted retention gaps of the stream that reads ``topic`` into ``lake_path``:
+    per partition, the (first, last) offsets deleted unread."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT partition, from_offset, to_offset FROM {ACCEPTED_GAPS_TABLE} "
+            "WHERE topic = %s AND lake_path = %s ORDER BY partition, from_offset",
+            (topic, lake_path),
+        )
+        rows = cur.fetchall()
+    gaps: dict[int, list[tuple[int, int]]] = {}
+    for partition, lo, hi in rows:
+        gaps.setdefault(int(partition), []).append((int(lo), int(hi)))
+    return gaps
 
 
 def quarantine(

@@ -9,12 +9,15 @@ in those ranges and measures them; :func:`account` compares the two and names ev
 
 Records an operator quarantined (``stream_control`` action ``quarantine``) are dead-lettered
 with reason ``quarantined`` whatever they were (valid, invalid or a copy): they count as
-accounted for, in their own column, and the run's other checks make room for them.
+accounted for, in their own column, and the run's other checks make room for them. So are
+records Kafka's retention deleted before the stream read them, in a gap an operator accepted
+(``stream_accepted_gaps``, recorded by the launch's retention guard): they never reached the
+stream, and count in their own column (``lost_accepted``) instead of as missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -54,6 +57,7 @@ class Found:
     dead_rows: int
     dead_coordinates: int  # distinct (partition, offset) among them
     quarantined: int = 0  # of those coordinates, how many an operator quarantined
+    lost_accepted: int = 0  # the run's offsets in a retention gap an operator accepted
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Account:
     missing: int
     duplicated: int
     quarantined: int = 0
+    lost_accepted: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -77,12 +82,13 @@ class Account:
 
 
 def account(p: Produced, f: Found) -> Account:
-    q = f.quarantined
+    q, g = f.quarantined, f.lost_accepted
     dead_other = f.dead_coordinates - q  # dead-lettered by the contract
     dropped = p.events - f.lake_rows - f.dead_rows  # coordinates in neither place
     missing_landed = max(0, p.landable - f.lake_ids)
     missing_dead = max(0, p.invalid - dead_other)
-    missing = max(0, missing_landed + missing_dead - q)  # quarantine may hold any of them
+    # The quarantine and an accepted gap may each hold any kind of record.
+    missing = max(0, missing_landed + missing_dead - q - g)
     duplicated = (
         (f.lake_rows - f.lake_ids) + f.landed_elsewhere_too + (f.dead_rows - f.dead_coordinates)
     )
@@ -91,15 +97,17 @@ def account(p: Produced, f: Found) -> Account:
         produced=p.events,
         landed=f.lake_ids,
         dead_lettered=f.dead_coordinates,
-        dropped_copies=max(0, dropped),
+        dropped_copies=max(0, dropped - g),
         missing=missing,
         duplicated=duplicated,
         quarantined=q,
+        lost_accepted=g,
     )
-    if q:
+    if q or g:
         if missing:
             a.problems.append(
-                f"{missing} event(s) produced but neither landed, dead-lettered nor quarantined"
+                f"{missing} event(s) produced but neither landed, dead-lettered, quarantined "
+                "nor in an accepted retention gap"
             )
     else:
         if missing_landed:
@@ -112,16 +120,48 @@ def account(p: Produced, f: Found) -> Account:
         )
     if dead_other > p.invalid:
         a.problems.append(f"{dead_other - p.invalid} valid event(s) were dead-lettered")
-    if not q and not missing_landed and f.lake_ids == p.landable and f.lake_digest != p.id_digest:
+    if (
+        not (q or g)
+        and not missing_landed
+        and f.lake_ids == p.landable
+        and f.lake_digest != p.id_digest
+    ):
         a.problems.append("the landed event ids differ from the produced ones (digest)")
     if duplicated:
         a.problems.append(f"{duplicated} event(s) landed more than once")
-    if not (p.copies - q <= dropped <= p.copies) and not a.problems:
+    # Coordinates in neither place: the copies the deduplication dropped (less the quarantined
+    # ones, dead-lettered) and the records of an accepted gap.
+    if not (p.copies - q <= dropped <= p.copies + g) and not a.problems:
         a.problems.append(
             f"{dropped} record(s) are in neither the lake nor the dead letters, "
             f"but {p.copies} duplicate copies were produced"
+            + (f" and {g} record(s) lie in an accepted retention gap" if g else "")
         )
     return a
+
+
+def lost_in_gaps(
+    ranges: Mapping[str, Sequence[Sequence[int]]],
+    gaps: Mapping[int, Sequence[tuple[int, int]]],
+) -> int:
+    """How many of a run's offsets (``ranges``: partition -> [first, last] spans, as
+    ``ingest_runs.offset_ranges`` holds them) lie in accepted retention gaps (``gaps``:
+    partition -> (first, last) offsets, :func:`include.supervision.control.accepted_gaps`).
+    Every bound is inclusive; a run's spans do not overlap. A gap accepted again (a launch
+    that failed before the stream moved past it finds it again) overlaps the first and is
+    counted once."""
+    lost = 0
+    for partition, spans in ranges.items():
+        merged: list[list[int]] = []
+        for g_lo, g_hi in sorted(gaps.get(int(partition), ())):
+            if merged and g_lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], g_hi)
+            else:
+                merged.append([g_lo, g_hi])
+        for lo, hi in spans:
+            for g_lo, g_hi in merged:
+                lost += max(0, min(int(hi), g_hi) - max(int(lo), g_lo) + 1)
+    return lost
 
 
 # The figures of an account, in the order reports show them.
@@ -130,6 +170,7 @@ COLUMNS = (
     "landed",
     "dead_lettered",
     "quarantined",
+    "lost_accepted",
     "dropped_copies",
     "missing",
     "duplicated",

@@ -109,15 +109,20 @@ def retention_guard(params: dict, dag_run: Any = None) -> dict:
             accepted_by = control.take_gap_acceptance(conn, name)
         if accepted_by is None:
             raise retention.RetentionGapError(gaps)
-        # The acceptance of a loss is kept where the health page and audits read it.
+        # The acceptance of a loss is kept where the health page and audits read it, and its
+        # ranges where reconcile does (the records in them are not missing: accepted lost).
+        lake_path = pipeline.s3a(params["bucket"], params["lake_prefix"])
         for gap in gaps:
             log.warning("ACCEPTED by the operator %s: %s", accepted_by, gap.describe())
-            control.record_restart(
+            control.record_accepted_gap(
                 conn,
                 name,
-                None,
-                None,
-                control.GAP_ACCEPTED,
+                lake_path,
+                gap.topic,
+                gap.partition,
+                gap.next_offset,
+                gap.earliest - 1,
+                accepted_by,
                 f"accepted by {accepted_by}: {gap.describe()}",
             )
     finally:

@@ -40,6 +40,7 @@ from tests.integration.lake_checks import (
     latest_ends,
     lease_holder,
     query,
+    reconcile,
     wait_for,
 )
 
@@ -54,7 +55,16 @@ def lake_rows(ctx, sandbox) -> int:
 def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     boot = ctx.settings.kafka_bootstrap
-    r1 = produce(generate(300, seed=11, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
+
+    def produced(n: int, seed: int):  # each run recorded, as reconcile accounts for it
+        run = produce(
+            generate(n, seed=seed, start=start), topic=sandbox.topic, bootstrap_servers=boot
+        )
+        store.record_run(conn, run)
+        return run
+
+    r1 = produced(300, 11)
     conf = sandbox.stream_conf(ctx.settings.bucket)
     assert airflow_dags_test(ctx, "stream_events", conf) == "success"
     assert lake_rows(ctx, sandbox) == r1.valid
@@ -72,7 +82,7 @@ def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
             f"({records} records)"
         )
 
-    r2 = produce(generate(600, seed=12, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    r2 = produced(600, 12)
     _, expected = lose(25)
     state, output = airflow_dags_run(ctx, "stream_events", conf)
     assert state == "failed"
@@ -98,7 +108,7 @@ def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
     assert lake_rows(ctx, sandbox) == r1.valid + r2.valid - 25
 
     # The acceptance was one-shot: a new gap stops the launch again; the run param accepts it.
-    r3 = produce(generate(300, seed=13, start=start), topic=sandbox.topic, bootstrap_servers=boot)
+    r3 = produced(300, 13)
     _, expected = lose(10)
     assert airflow_dags_run(ctx, "stream_events", conf)[0] == "failed"
     state, _ = airflow_dags_run(ctx, "stream_events", {**conf, "accept_retention_gap": True})
@@ -106,6 +116,23 @@ def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
     newest = accepted(ctx, sandbox)[-1]
     assert "param accept_retention_gap" in newest and expected in newest
     assert lake_rows(ctx, sandbox) == r1.valid + r2.valid + r3.valid - 35
+
+    # Reconcile counts the 35 records deleted unread in their own column, not as missing.
+    report, _ = reconcile(
+        ctx,
+        (start - timedelta(hours=1)).isoformat(),
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        sandbox.topic,
+        pipeline.s3a(ctx.settings.bucket, sandbox.lake_prefix),
+        pipeline.s3a(ctx.settings.bucket, sandbox.dead_letter_prefix),
+        sandbox.pg_schema,
+    )
+    conn.close()
+    assert report["ok"], report["problems"]
+    by_run = {a["run_id"]: a for a in report["accounts"]}
+    assert [by_run[r.run_id]["lost_accepted"] for r in (r1, r2, r3)] == [0, 25, 10]
+    assert report["missing"] == report["duplicated"] == 0
+    assert report["landed"] == r1.valid + r2.valid + r3.valid - 35
 
 
 def accepted(ctx, sandbox) -> list[str]:

@@ -14,6 +14,7 @@ from include.supervision.reconcile import (
     Produced,
     ReadDays,
     account,
+    lost_in_gaps,
     read_days,
     summarize,
     window,
@@ -79,9 +80,48 @@ def test_quarantined_records_are_accounted_for_whatever_they_were():
     # 4 quarantined but 5 valid events absent from the lake: one is missing.
     short = found(lake_rows=80, lake_ids=80, dead_rows=16, dead_coordinates=16, quarantined=4)
     assert account(RUN, short).problems == [
-        "1 event(s) produced but neither landed, dead-lettered nor quarantined"
+        "1 event(s) produced but neither landed, dead-lettered, quarantined nor in an accepted "
+        "retention gap"
     ]
     assert summarize([a])["quarantined"] == 5
+
+
+def test_records_of_an_accepted_retention_gap_are_counted_apart_from_missing():
+    # Retention deleted 6 of the run's records unread (4 valid, 1 copy, 1 invalid) and an
+    # operator accepted the gap: 4 fewer landed, 1 fewer dead-lettered, 6 in neither place.
+    lost = found(lake_rows=81, lake_ids=81, dead_rows=11, dead_coordinates=11, lost_accepted=6)
+    a = account(RUN, lost)
+    assert a.ok, a.problems
+    assert (a.lost_accepted, a.missing, a.dropped_copies) == (6, 0, 2)
+    assert summarize([a])["lost_accepted"] == 6
+    # The same lake without the acceptance: the records are missing, named as such.
+    unaccepted = account(RUN, found(lake_rows=81, lake_ids=81, dead_rows=11, dead_coordinates=11))
+    assert unaccepted.problems[:2] == [
+        "4 valid event(s) produced but not in the lake",
+        "1 invalid event(s) produced but not dead-lettered",
+    ]
+    # More absent than the gap holds: the rest is missing.
+    short = found(lake_rows=75, lake_ids=75, dead_rows=11, dead_coordinates=11, lost_accepted=6)
+    assert account(RUN, short).problems == [
+        "5 event(s) produced but neither landed, dead-lettered, quarantined nor in an accepted "
+        "retention gap"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ranges", "gaps", "lost"),
+    [
+        ({"0": [[0, 99]]}, {}, 0),
+        ({"0": [[0, 99]]}, {0: [(90, 149)]}, 10),  # the gap runs past the run's end
+        ({"0": [[100, 199]]}, {0: [(50, 109)]}, 10),  # and starts before its start
+        ({"0": [[0, 9], [20, 29]]}, {0: [(5, 24)]}, 10),  # across two spans
+        ({"0": [[0, 99]], "1": [[0, 99]]}, {1: [(0, 4)], 2: [(0, 99)]}, 5),  # per partition
+        ({"0": [[0, 99]]}, {0: [(10, 19), (10, 29)]}, 20),  # a gap accepted twice: once
+        ({"0": [[0, 99]]}, {0: [(10, 19), (20, 29)]}, 20),  # two adjacent gaps
+    ],
+)
+def test_a_runs_offsets_in_accepted_gaps(ranges, gaps, lost):
+    assert lost_in_gaps(ranges, gaps) == lost
 
 
 def test_summary_totals():
