@@ -245,7 +245,7 @@ def record_accepted_gap(
             f"INSERT INTO {ACCEPTED_GAPS_TABLE} "
             "(name, topic, lake_path, partition, from_offset, to_offset, accepted_by) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (name, topic, lake_path, partition, from_offset, to_offset, accepted_by),
+            (name, topic, lake_path.rstrip("/"), partition, from_offset, to_offset, accepted_by),
         )
         cur.execute(
             "INSERT INTO stream_restarts (name, pid, host, action, reason) "
@@ -257,12 +257,13 @@ def record_accepted_gap(
 
 def accepted_gaps(conn, topic: str, lake_path: str) -> dict[int, list[tuple[int, int]]]:
     """The accepted retention gaps of the stream that reads ``topic`` into ``lake_path``:
-    per partition, the (first, last) offsets deleted unread."""
+    per partition, the (first, last) offsets deleted unread. A lake path matches with or
+    without a trailing ``/`` (the DAGs' templates and ``pipeline.s3a`` may differ in it)."""
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT partition, from_offset, to_offset FROM {ACCEPTED_GAPS_TABLE} "
             "WHERE topic = %s AND lake_path = %s ORDER BY partition, from_offset",
-            (topic, lake_path),
+            (topic, lake_path.rstrip("/")),
         )
         rows = cur.fetchall()
     gaps: dict[int, list[tuple[int, int]]] = {}
