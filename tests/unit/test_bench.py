@@ -281,3 +281,32 @@ def test_report_gives_the_compaction_rate_and_its_phases():
         {**base, "compaction": {**compaction, "engine": "arrow"}, "compaction_date": "x"}, "img"
     )
     assert "(`compact_events.py`, its arrow engine, verified)" in md
+
+
+def test_the_scale_out_counts_the_task_cpu_of_the_batches_after_the_first(tmp_path):
+    import json
+
+    from bench.__main__ import task_cpu_seconds
+
+    def task_end(launched_ms: int, cpu_ns: int) -> str:
+        return json.dumps(
+            {
+                "Event": "SparkListenerTaskEnd",
+                "Task Info": {"Launch Time": launched_ms},
+                "Task Metrics": {"Executor CPU Time": cpu_ns},
+            }
+        )
+
+    (tmp_path / "app-1").write_text(
+        "\n".join(
+            [
+                json.dumps({"Event": "SparkListenerJobStart", "Job ID": 0}),
+                task_end(1_000, 4_000_000_000),  # the first batch: the JVMs warm up
+                task_end(5_000, 1_000_000_000),
+                task_end(6_000, 500_000_000),
+            ]
+        )
+    )
+    assert task_cpu_seconds(tmp_path) == 5.5
+    assert task_cpu_seconds(tmp_path, since_ms=5_000) == 1.5
+    assert task_cpu_seconds(tmp_path, since_ms=7_000) == 0
