@@ -217,12 +217,17 @@ def record_restart(
     conn, name: str, pid: int | None, host: str | None, action: str, reason: str
 ) -> None:
     with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO stream_restarts (name, pid, host, action, reason) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (name, pid, host, action, reason[:2000]),
-        )
+        _insert_restart(cur, name, pid, host, action, reason)
     conn.commit()
+
+
+def _insert_restart(
+    cur, name: str, pid: int | None, host: str | None, action: str, reason: str
+) -> None:
+    cur.execute(
+        "INSERT INTO stream_restarts (name, pid, host, action, reason) VALUES (%s, %s, %s, %s, %s)",
+        (name, pid, host, action, reason[:2000]),
+    )
 
 
 def record_accepted_gap(
@@ -247,11 +252,7 @@ def record_accepted_gap(
             "VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (name, topic, lake_path.rstrip("/"), partition, from_offset, to_offset, accepted_by),
         )
-        cur.execute(
-            "INSERT INTO stream_restarts (name, pid, host, action, reason) "
-            "VALUES (%s, NULL, NULL, %s, %s)",
-            (name, GAP_ACCEPTED, audit[:2000]),
-        )
+        _insert_restart(cur, name, None, None, GAP_ACCEPTED, audit)
     conn.commit()
 
 
