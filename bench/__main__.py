@@ -279,33 +279,34 @@ def bench_pipeline(
                     "FROM stream_progress WHERE input_rows > 0"
                 )
                 seconds, rows = cur.fetchone()
-                # The first batch's end and the rows after it: the warm batches (the first
-                # one warms the JVMs up: its JIT, Spark's code generation, the connections).
-                cur.execute(
-                    "WITH b AS (SELECT batch_id, ts + batch_duration_ms * interval '1 ms' AS end_ts, "
-                    "input_rows FROM stream_progress WHERE query_name = 'lake' AND input_rows > 0) "
-                    "SELECT extract(epoch FROM (SELECT end_ts FROM b ORDER BY batch_id LIMIT 1)) "
-                    "* 1000, (SELECT sum(input_rows) FROM b WHERE batch_id > "
-                    "(SELECT min(batch_id) FROM b))"
-                )
-                first_end_ms, warm_rows = cur.fetchone()
             if cpu is not None:
-                tasks_s = task_cpu_seconds(Path(event_log))
-                warm_s = task_cpu_seconds(Path(event_log), float(first_end_ms))
-        driver_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        if cpu is not None:
-            cpu.append(
-                {
-                    "rows": int(rows),
-                    "task_cpu_s": tasks_s,
-                    "driver_cpu_s": driver_s,
-                    "warm_rows": int(warm_rows or 0),
-                    "warm_task_cpu_s": warm_s,
-                }
-            )
+                driver_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+                cpu.append(
+                    {"rows": int(rows), "driver_cpu_s": driver_s, **_task_cpu(conn, event_log)}
+                )
         return int(rows), float(seconds)
 
     return run
+
+
+def _task_cpu(conn, event_log: str) -> dict[str, float]:
+    """A bounded run's tasks' CPU seconds (Spark's event log), all of them and those of the
+    batches after the first with their rows: the warm batches (the first one warms the JVMs
+    up: its JIT, Spark's code generation, the connections)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "WITH b AS (SELECT batch_id, ts + batch_duration_ms * interval '1 ms' AS end_ts, "
+            "input_rows FROM stream_progress WHERE query_name = 'lake' AND input_rows > 0) "
+            "SELECT extract(epoch FROM (SELECT end_ts FROM b ORDER BY batch_id LIMIT 1)) "
+            "* 1000, (SELECT sum(input_rows) FROM b WHERE batch_id > "
+            "(SELECT min(batch_id) FROM b))"
+        )
+        first_end_ms, warm_rows = cur.fetchone()
+    return {
+        "task_cpu_s": task_cpu_seconds(Path(event_log)),
+        "warm_rows": int(warm_rows or 0),
+        "warm_task_cpu_s": task_cpu_seconds(Path(event_log), float(first_end_ms)),
+    }
 
 
 def _event_log_conf(directory: str) -> dict[str, str]:
