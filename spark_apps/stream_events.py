@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -78,6 +78,9 @@ from spark_apps.file_sinks import file_sink, plain_encoded
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.reports import stopwatch
 from spark_apps.transforms import events as tx
+
+if TYPE_CHECKING:
+    from py4j.java_gateway import JavaObject
 
 log = logging.getLogger("stream_events")
 T = TypeVar("T")
@@ -131,12 +134,17 @@ def read_records(
     )
 
 
-def dead_letters_of(spark: SparkSession, args: StreamJob, batch: DataFrame) -> DataFrame:
+def dead_letters_of(
+    spark: SparkSession, args: StreamJob, batch: DataFrame, reread: bool = True
+) -> DataFrame:
     """A micro-batch's dead letters, each with its original bytes: the deduplication's own
     (a conflicting version, an event time out of bounds) had theirs dropped before its shuffle
-    (``tx.without_raw_bytes_of_valid_events``) and get them again from the topic. A batch
-    without such records costs one small job over the persisted batch."""
+    (``tx.without_raw_bytes_of_valid_events``) and get them again from the topic. ``reread``
+    False: the operator counted none in this batch (``tx.reread_counter``), so no job looks
+    for them."""
     dead = tx.dead_letters(batch)
+    if not reread:
+        return dead
     coordinates = [
         (r[0], r[1], r[2])
         for r in dead.where(tx.without_bytes())
@@ -149,10 +157,8 @@ def dead_letters_of(spark: SparkSession, args: StreamJob, batch: DataFrame) -> D
 
 
 def read_table(spark: SparkSession, pg_schema: str, table: str) -> DataFrame:
-    """A Postgres table (JDBC, libpq's PG* environment). As the static side of a stream-static
-    join it is read again for every micro-batch: an operator's quarantine reaches the next
-    batch (and the retry of a failed one). The product catalog is read through a
-    :class:`Snapshot` instead."""
+    """A Postgres table (JDBC, libpq's PG* environment); the product catalog, through a
+    :class:`Snapshot`."""
     pg = PostgresEndpoint.from_libpq_env()
     return (
         spark.read.format("jdbc")
@@ -199,10 +205,22 @@ class Snapshot:
         return self._df
 
 
-def fan_out(spark: SparkSession, args: StreamJob, owner: str):
+def fan_out(
+    spark: SparkSession,
+    args: StreamJob,
+    owner: str,
+    quarantine: JavaObject,
+    rereads: JavaObject,
+):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
-    Postgres writes are fenced by the single-writer lease of ``owner``."""
+    Postgres writes are fenced by the single-writer lease of ``owner``. Before the batch's
+    first job it sets ``quarantine`` (the contract operator's ``rtap.spark.Quarantine``) to the
+    operators' quarantined ranges, read with the batch's own Postgres connection: the batch's
+    tasks carry them (Spark serializes a job's functions when it submits the job). The
+    deduplication counts in ``rereads`` the dead letters it made without their bytes: after the
+    lake's job (which computes the batch) the driver knows whether any must be read again from
+    the topic, so a batch without them writes its dead letters in one job."""
     lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS)
     dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
     stream = lease.lease_name(args.checkpoint_root)
@@ -225,36 +243,37 @@ def fan_out(spark: SparkSession, args: StreamJob, owner: str):
     def fan_out_batch(batch: DataFrame, batch_id: int) -> None:
         phases: dict[str, float] = {}
         compiled_before = compiled_classes(spark)
+        # libpq reads PG* from the environment; the schema was checked at start.
+        conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
         batch.persist()
         try:
             lap = stopwatch(phases)
+            quarantine.set(json.dumps(control.quarantined_ranges(conn)))
+            rereads_before = rereads.value()
             valid = tx.valid_events(batch)
             products = catalog.get(batch.sparkSession)
             # The lake's job computes the batch (the read, the checks, the deduplication's
             # state) and persists it; the other outputs read the persisted rows, at once.
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
             lap("lake")
+            # Every task of the lake's job has reported its count by now (Spark merges a task's
+            # accumulators before its job ends).
+            reread = rereads.value() > rereads_before
             jobs: dict[str, Callable[[], object]] = {
                 "dead_letters": lambda: dead.addBatch(
-                    batch_id, dead_letters_of(spark, args, batch)._jdf
+                    batch_id, dead_letters_of(spark, args, batch, reread)._jdf
                 )
             }
             for table, transform in aggregates.items():
                 jobs[table] = partial(collect_partials, transform, valid, args.window)
             done = side_by_side(pool, jobs, phases)
             lap("side_by_side")
-            # libpq reads PG* from the environment; the schema was checked at start.
-            conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
-            try:
-                for table in aggregates:
-                    add_to_aggregates(
-                        spark, conn, args, table, done[table], batch_id, stream, fence
-                    )
-            finally:
-                conn.close()
+            for table in aggregates:
+                add_to_aggregates(spark, conn, args, table, done[table], batch_id, stream, fence)
             lap("postgres")
         finally:
             batch.unpersist()
+            conn.close()
         log.info(
             "batch %s: %s; %s",
             batch_id,
@@ -410,10 +429,8 @@ def start_queries(
     fail_on_data_loss: bool = True,
 ) -> list:
     """The stream's one query (a list, for the callers that wait on queries)."""
-    checked = tx.parse(
-        read_kafka(spark, args, fail_on_data_loss),
-        quarantine=read_table(spark, args.pg_schema, control.QUARANTINE_TABLE),
-    )
+    quarantine = tx.live_quarantine(spark)  # set for each micro-batch by fan_out
+    checked = tx.parse(read_kafka(spark, args, fail_on_data_loss), live=quarantine)
     checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
     state = dedupe_state(spark, checkpoint)
     if state is tx.DedupeState.LEGACY:
@@ -433,15 +450,19 @@ def start_queries(
         )
     # The valid records' raw bytes are dropped before the deduplication's shuffle; the few it
     # dead-letters get theirs again from the topic (dead_letters_of).
+    rereads = tx.reread_counter(spark)
     deduplicated = tx.first_seen(
-        tx.without_raw_bytes_of_valid_events(checked), args.dedupe_horizon, state=state
+        tx.without_raw_bytes_of_valid_events(checked),
+        args.dedupe_horizon,
+        state=state,
+        rereads=rereads,
     )
     writer = (
         tx.observe(deduplicated)
         .writeStream.queryName(pipeline.STREAM_QUERY)
         .option("checkpointLocation", checkpoint)
         .outputMode("append")
-        .foreachBatch(fan_out(spark, args, owner))
+        .foreachBatch(fan_out(spark, args, owner, quarantine, rereads))
     )
     if bounded:
         writer = writer.trigger(availableNow=True)
@@ -507,6 +528,12 @@ BATCH_CONF = {
     # The lake's ids, offsets and timestamps written without a Parquet dictionary (each file's
     # dictionary of distinct values was the largest single cost of a warm batch).
     **plain_encoded(tx.DISTINCT_VALUED_COLUMNS),
+    # S3A's create() without its probes of the new object's name (HEAD and LIST requests,
+    # whether something is already there): the stream's objects have unique names (Spark's
+    # part files) or are checked before they are published (the checkpoint manager refuses to
+    # replace an entry, DirectCheckpointFileManager). A Hadoop setting in the session's conf
+    # reaches the file systems its jobs and checkpoints open (as the Parquet settings above).
+    "fs.s3a.create.performance": "true",
 }
 
 # The deduplication's state is snapshotted every pipeline.STREAM_STATE_SNAPSHOT_INTERVAL_S of

@@ -273,12 +273,27 @@ def accepted_gaps(conn, topic: str, lake_path: str) -> dict[int, list[tuple[int,
     return gaps
 
 
+def quarantined_ranges(conn) -> list[dict[str, Any]]:
+    """Every quarantined offset range (``topic``, ``partition``, ``from_offset``, ``to_offset``,
+    inclusive): the stream reads them at the start of each micro-batch and hands them to its
+    contract operator (``rtap.spark.Quarantine``). Ends its read-only transaction."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT topic, partition, from_offset, to_offset FROM {QUARANTINE_TABLE}")
+        rows = cur.fetchall()
+    conn.rollback()
+    return [
+        {"topic": t, "partition": int(p), "from_offset": int(lo), "to_offset": int(hi)}
+        for t, p, lo, hi in rows
+    ]
+
+
 def quarantine(
     conn, topic: str, partition: int, from_offset: int, to_offset: int, reason: str, set_by: str
 ) -> int:
     """Record an operator's quarantine of ``topic``/``partition`` offsets ``from_offset`` to
     ``to_offset`` (inclusive); returns its id. Ranges of one partition never overlap (the
-    stream's join relies on it): an overlapping request is refused, naming the range it hits."""
+    stream's lookup relies on it): an overlapping request is refused, naming the range it
+    hits."""
     if partition < 0 or from_offset < 0 or to_offset < from_offset:
         raise QuarantineRefused(
             f"quarantine of {topic}/{partition} offsets {from_offset}..{to_offset}: params "

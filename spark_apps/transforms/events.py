@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -19,6 +20,9 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from include import pipeline
 from include.events import contract, validation
 from include.spark.jobs import duration_ms
+
+if TYPE_CHECKING:
+    from py4j.java_gateway import JavaObject
 
 ERROR = validation.ERROR
 
@@ -100,8 +104,18 @@ def mark_quarantined(raw: DataFrame, quarantine: DataFrame | None) -> DataFrame:
     ).drop("_q_topic", "_q_partition", "_q_from", "_q_to")
 
 
+def live_quarantine(spark: SparkSession) -> JavaObject:
+    """An empty ``rtap.spark.Quarantine``: the quarantined ranges a stream's driver sets at the
+    start of each micro-batch (``set`` with :func:`include.supervision.control.quarantined_ranges`
+    as JSON) and the contract's operator checks in that batch's tasks."""
+    return spark._jvm.rtap.spark.Quarantine()  # type: ignore[union-attr]
+
+
 def parse(
-    raw: DataFrame, now: Column | None = None, quarantine: DataFrame | None = None
+    raw: DataFrame,
+    now: Column | None = None,
+    quarantine: DataFrame | None = None,
+    live: JavaObject | None = None,
 ) -> DataFrame:
     """Kafka rows (``key``, ``value``, ``topic``, ``partition``, ``offset``, ``timestamp``) ->
     checked rows (:data:`CHECKED_SCHEMA`): the contract's typed fields, the raw bytes and Kafka
@@ -111,7 +125,9 @@ def parse(
     ``now`` is the processing time event times are judged against (``absurd_timestamp``).
     Its default on a batch DataFrame is ``current_timestamp()``; on a stream there is none
     here: :func:`first_seen` judges event times against the micro-batch's own processing time
-    (a ``current_timestamp()`` in a streaming plan would recompile its code every batch)."""
+    (a ``current_timestamp()`` in a streaming plan would recompile its code every batch).
+    Records inside the ranges of ``quarantine`` (a table of :data:`QUARANTINE_SCHEMA`) or of
+    ``live`` (:func:`live_quarantine`) are dead-lettered as quarantined, unparsed."""
     if now is None:
         now = F.lit(None).cast("timestamp") if raw.isStreaming else F.current_timestamp()
     rows = raw.select(
@@ -130,6 +146,7 @@ def parse(
         validation.jvm_spec(),
         _JVM_CHECKED_SCHEMA.json(),
         [*KAFKA_SCHEMA.names[:5], "_kafka_timestamp_us", *JVM_CONTEXT],
+        live if live is not None else live_quarantine(spark),
     )
     # The JVM hands timestamps over as epoch microseconds (no calendar conversion on the way).
     return DataFrame(jdf, spark).select(
@@ -209,6 +226,13 @@ def may_be_out_of_bounds() -> Column:
 # The reasons the deduplication gives, after the contract passed a record (so after its raw
 # bytes were dropped): a dead letter with one of these and no bytes is read again from Kafka.
 REREAD_REASONS = (contract.CONFLICTING_DUPLICATE, contract.ABSURD_TIMESTAMP)
+
+
+def reread_counter(spark: SparkSession) -> JavaObject:
+    """A Spark ``LongAccumulator`` for :func:`first_seen`'s ``rereads``: read before and after
+    a micro-batch's first job, it tells whether any of the batch's dead letters needs its
+    bytes read again from the topic."""
+    return spark.sparkContext._jsc.sc().longAccumulator("rtap.first_seen.rereads")  # type: ignore[union-attr]
 
 
 def without_bytes() -> Column:
@@ -327,7 +351,10 @@ def dedupe_state_of(operators: Iterable[tuple[str, str | None]]) -> DedupeState:
 
 
 def first_seen(
-    checked: DataFrame, horizon: str, state: DedupeState = DedupeState.KEY_BYTES
+    checked: DataFrame,
+    horizon: str,
+    state: DedupeState = DedupeState.KEY_BYTES,
+    rereads: JavaObject | None = None,
 ) -> DataFrame:
     """Checked records with the repeats of an ``event_id`` first seen within ``horizon`` of
     processing time resolved: the first record is kept; a later one with the same content
@@ -346,7 +373,9 @@ def first_seen(
     processing time (Spark's batch timestamp, the same when a batch is replayed) and applies
     the contract's event-time bounds against it (:func:`parse` left them out on a stream); on a
     batch DataFrame every repeat is resolved against the first record of its id, with the same
-    rules, and the processing time is the query's ``current_timestamp()``."""
+    rules, and the processing time is the query's ``current_timestamp()``. ``rereads`` (a
+    stream's Spark ``LongAccumulator``, :func:`reread_counter`) counts the records the operator
+    dead-letters without their bytes (:func:`without_bytes`)."""
     keyed = checked.withColumn("_dedupe_key", dedupe_key()).withColumn(
         "_digest", F.when(F.col(ERROR).isNull(), content_digest()).otherwise(F.lit(0))
     )
@@ -375,6 +404,8 @@ def first_seen(
             duration_ms(horizon),
             bounds,
             str(state),
+            "raw_value",
+            rereads,
         )
         resolved = (
             DataFrame(jdf, spark)

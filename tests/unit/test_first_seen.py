@@ -31,11 +31,20 @@ class Stream:
     (a fresh start from the checkpoint each time, as after a driver restart)."""
 
     def __init__(
-        self, spark, root, horizon: str, state: tx.DedupeState = tx.DedupeState.KEY_BYTES
+        self,
+        spark,
+        root,
+        horizon: str,
+        state: tx.DedupeState = tx.DedupeState.KEY_BYTES,
+        rereads=None,
     ) -> None:
         self.spark, self.root, self.horizon, self.state = spark, root, horizon, state
         self.batches: list[list[tuple]] = []
         self.ingested: set[datetime] = set()
+        # With a counter, the stream's own path: valid records lose their bytes before the
+        # operator, which counts the dead letters it makes without them.
+        self.rereads = rereads
+        self.without_bytes = 0
 
     def send(self, rows: list[tuple[int, int, bytes]]) -> None:
         kafka = [(b"k", v, "events", p, o, None) for p, o, v in rows]
@@ -47,12 +56,18 @@ class Stream:
         seen: list[tuple] = []
 
         def collect(batch, _batch_id):
+            batch.persist()  # as the stream does: the operator runs once per batch
             rows = batch.select("event_id", "price", "kafka_partition", "kafka_offset", tx.ERROR)
             seen.extend(tuple(r) for r in rows.collect())
             self.ingested.update(r[0] for r in batch.select(tx.INGESTED_AT).distinct().collect())
+            self.without_bytes += tx.dead_letters(batch).where(tx.without_bytes()).count()
+            batch.unpersist()
 
+        checked = tx.parse(raw)
+        if self.rereads is not None:
+            checked = tx.without_raw_bytes_of_valid_events(checked)
         query = (
-            tx.first_seen(tx.parse(raw), self.horizon, state=self.state)
+            tx.first_seen(checked, self.horizon, state=self.state, rereads=self.rereads)
             .writeStream.foreachBatch(collect)
             .option("checkpointLocation", str(self.root / "checkpoint"))
             .trigger(availableNow=True)
@@ -119,6 +134,31 @@ def test_the_stream_keeps_the_first_drops_copies_and_dead_letters_conflicts(spar
         time.sleep(0.1)
     stream.send([(0, 7, record("e1", price=97.0))])
     assert stream.drain() == [("e1", 97.0, 0, 7, None)]
+
+
+@OPERATORS
+def test_the_operator_counts_the_dead_letters_it_makes_without_bytes(spark, tmp_path, state):
+    """The stream reads a dead letter's bytes again from the topic only when the operator
+    counted one without them: a conflicting version and an event time out of bounds that the
+    hint missed (here no Kafka timestamp, so no hint) are counted; the contract's own dead
+    letters keep their bytes and are not."""
+    rereads = tx.reread_counter(spark)
+    stream = Stream(spark, tmp_path, "10 minutes", state, rereads=rereads)
+    future = datetime.now(UTC) + timedelta(seconds=contract.MAX_FUTURE_SKEW_SECONDS, minutes=5)
+    stream.send(
+        [
+            (0, 0, record("e1")),
+            (0, 1, record("e1", price=99.0)),  # a conflicting version: counted
+            (0, 2, b"{not json"),  # the contract's dead letter, with its bytes
+            (0, 3, at(future, "future")),  # out of bounds: counted
+            (1, 0, record("e2")),
+        ]
+    )
+    stream.drain()
+    assert rereads.value() == stream.without_bytes == 2
+    stream.send([(1, 1, record("e2")), (1, 2, record("e3"))])  # a copy (dropped), a new id
+    stream.drain()
+    assert rereads.value() == stream.without_bytes == 2
 
 
 def test_a_batch_gets_the_same_rules(spark):

@@ -309,6 +309,33 @@ def test_quarantined_offsets_are_dead_lettered_without_parsing(spark):
     ]
 
 
+def test_the_live_quarantine_reaches_every_job_submitted_after_it_is_set(spark):
+    """The stream sets its ranges once per micro-batch, before the batch's jobs: the same plan
+    run again after a new ``set`` sees the new ranges (Spark serializes the contract's function
+    with each job), and a range holds only its own partition's offsets, bounds included."""
+    values = [json.dumps(event(event_id=f"e{i}")).encode() for i in range(6)]
+    live = tx.live_quarantine(spark)
+    df = tx.parse(kafka_rows(spark, values), now=F.lit(NOW), live=live)
+
+    def quarantined() -> list[int]:
+        return sorted(r.kafka_offset for r in df.where("error = 'quarantined'").collect())
+
+    assert quarantined() == [] and live.isEmpty()
+    ranges = [
+        {"topic": "events", "partition": 0, "from_offset": 4, "to_offset": 4},
+        {"topic": "events", "partition": 0, "from_offset": 0, "to_offset": 1},
+        {"topic": "events", "partition": 1, "from_offset": 2, "to_offset": 3},
+        {"topic": "other", "partition": 0, "from_offset": 2, "to_offset": 3},
+    ]
+    live.set(json.dumps(ranges))
+    assert live.size() == 4
+    assert quarantined() == [0, 1, 4]
+    live.set(json.dumps(ranges[2:]))
+    assert quarantined() == []
+    live.set("[]")
+    assert live.isEmpty() and quarantined() == []
+
+
 def with_estimates(partials, distinct: tuple[str, ...]):
     """Partials with each sketch's estimate (``<name>`` from ``<name>_sketch``)."""
     for name in distinct:

@@ -22,6 +22,7 @@ import org.apache.spark.sql.streaming.TimeMode;
 import org.apache.spark.sql.streaming.TimerValues;
 import org.apache.spark.sql.streaming.ValueState;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.util.LongAccumulator;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
 
@@ -82,6 +83,12 @@ public final class FirstSeen {
    * with a time to live); or {@link #LEGACY}, the earlier releases' {@code
    * flatMapGroupsWithState} (state: the first digest and when it was seen; a processing-time
    * timeout).
+   *
+   * <p>{@code rereads} (when not null) counts the records the operator dead-letters
+   * (a conflicting version, an event time out of bounds) whose {@code rawValueColumn} is null:
+   * the stream dropped their bytes before the shuffle and must read them again from the topic.
+   * Read on the driver after a micro-batch's first job, it says whether the batch needs that
+   * read at all (almost never), without a job to find out.
    */
   public static Dataset<Row> apply(
       Dataset<Row> rows,
@@ -94,7 +101,9 @@ public final class FirstSeen {
       String conflictReason,
       long horizonMs,
       Bounds bounds,
-      String layout) {
+      String layout,
+      String rawValueColumn,
+      LongAccumulator rereads) {
     StructType schema = rows.schema();
     Rules rules =
         new Rules(
@@ -105,7 +114,9 @@ public final class FirstSeen {
             partitionColumn,
             offsetColumn,
             conflictReason,
-            bounds);
+            bounds,
+            rawValueColumn,
+            rereads);
     final int key = schema.fieldIndex(keyColumn);
     switch (layout) {
       case KEY_BYTES:
@@ -225,6 +236,8 @@ public final class FirstSeen {
     private final String conflictReason;
     private final int eventTime;
     private final Bounds bounds;
+    private final int rawValue;
+    private final LongAccumulator rereads;
 
     Rules(
         StructType schema,
@@ -234,7 +247,9 @@ public final class FirstSeen {
         String partitionColumn,
         String offsetColumn,
         String conflictReason,
-        Bounds bounds) {
+        Bounds bounds,
+        String rawValueColumn,
+        LongAccumulator rereads) {
       this.digest = schema.fieldIndex(digestColumn);
       this.seenMs = schema.fieldIndex(seenMsColumn);
       this.error = schema.fieldIndex(errorColumn);
@@ -243,6 +258,8 @@ public final class FirstSeen {
       this.conflictReason = conflictReason;
       this.eventTime = schema.fieldIndex(bounds.eventTimeColumn);
       this.bounds = bounds;
+      this.rawValue = rawValueColumn == null ? -1 : schema.fieldIndex(rawValueColumn);
+      this.rereads = rawValueColumn == null ? null : rereads;
     }
 
     /**
@@ -265,12 +282,12 @@ public final class FirstSeen {
         if (!r.isNullAt(error)) {
           out.add(seen(r, now, null)); // a dead letter: every one is kept
         } else if (outOfBounds(r, now)) {
-          out.add(seen(r, now, bounds.reason));
+          out.add(rejected(r, now, bounds.reason));
         } else if (kept == null) {
           kept = added = r.getLong(digest);
           out.add(seen(r, now, null));
         } else if (kept != r.getLong(digest)) {
-          out.add(seen(r, now, conflictReason));
+          out.add(rejected(r, now, conflictReason));
         }
         // else: a copy of the first record, dropped
       }
@@ -294,6 +311,14 @@ public final class FirstSeen {
       }
       java.sql.Timestamp ts = (java.sql.Timestamp) value;
       return Math.floorDiv(ts.getTime(), 1000L) * 1_000_000L + ts.getNanos() / 1000;
+    }
+
+    /** A record this operator dead-letters, counted in {@code rereads} when it has no bytes. */
+    private Row rejected(Row r, long now, String reason) {
+      if (rereads != null && r.isNullAt(rawValue)) {
+        rereads.add(1L);
+      }
+      return seen(r, now, reason);
     }
 
     /** The row with the batch's processing time in the seen-at column and, when given, an error. */
