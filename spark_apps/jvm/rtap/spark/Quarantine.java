@@ -5,7 +5,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.io.Serializable;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -112,20 +111,5 @@ public final class Quarantine implements Serializable {
       }
     }
     return found >= 0 && offset <= bounds[2 * found + 1];
-  }
-
-  @Override
-  public String toString() {
-    StringBuilder out = new StringBuilder("Quarantine[");
-    ranges.forEach(
-        (topic, partitions) ->
-            partitions.forEach(
-                (partition, bounds) ->
-                    out.append(topic)
-                        .append('/')
-                        .append(partition)
-                        .append(Arrays.toString(bounds))
-                        .append(' ')));
-    return out.append(']').toString();
   }
 }
