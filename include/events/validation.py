@@ -223,9 +223,8 @@ def _check(value: bytes | None, now_micros: int | None) -> tuple[Event | None, s
 
 # --- The stream's validator on the JVM (spark_apps/jvm/rtap/spark/Contract.java) ------------
 
-# Columns the stream hands to the JVM validator besides Spark's Kafka source columns.
+# The column the stream hands to the JVM validator besides Spark's Kafka source columns.
 PROCESSING_TIME = "processing_time"  # epoch microseconds of the batch's time (null on a stream)
-QUARANTINE = "quarantine"  # non-null when an operator quarantined the record's offset range
 ERROR = "error"  # the reason, null when valid
 
 

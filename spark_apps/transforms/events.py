@@ -58,7 +58,7 @@ DISTINCT_VALUED_COLUMNS = (
 CHECKED_SCHEMA: T.StructType = from_arrow_schema(validation.output_schema())
 
 # The columns the JVM validator reads besides the Kafka record.
-JVM_CONTEXT = (validation.PROCESSING_TIME, validation.QUARANTINE)
+JVM_CONTEXT = (validation.PROCESSING_TIME,)
 
 # What the JVM validator yields: CHECKED_SCHEMA with every timestamp as epoch microseconds.
 _JVM_CHECKED_SCHEMA = T.StructType(
@@ -67,41 +67,6 @@ _JVM_CHECKED_SCHEMA = T.StructType(
         for f in CHECKED_SCHEMA.fields
     ]
 )
-
-# Operator-quarantined offset ranges (include.supervision.control.QUARANTINE_TABLE).
-QUARANTINE_SCHEMA = T.StructType(
-    [
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("from_offset", T.LongType()),
-        T.StructField("to_offset", T.LongType()),
-    ]
-)
-
-
-def mark_quarantined(raw: DataFrame, quarantine: DataFrame | None) -> DataFrame:
-    """Kafka rows plus :data:`validation.QUARANTINE`: non-null for a record inside one of the
-    operator's ranges (``topic``, ``partition``, ``from_offset``..``to_offset`` inclusive).
-    The ranges of one partition never overlap (the quarantine action refuses overlaps), so
-    the join adds no row."""
-    if quarantine is None:
-        return raw.withColumn(validation.QUARANTINE, F.lit(None).cast("string"))
-    q = quarantine.select(
-        F.col("topic").alias("_q_topic"),
-        F.col("partition").cast("int").alias("_q_partition"),
-        F.col("from_offset").alias("_q_from"),
-        F.col("to_offset").alias("_q_to"),
-    )
-    joined = raw.join(
-        F.broadcast(q),
-        (raw["topic"] == q["_q_topic"])
-        & (raw["partition"] == q["_q_partition"])
-        & raw["offset"].between(q["_q_from"], q["_q_to"]),
-        "left",
-    )
-    return joined.withColumn(
-        validation.QUARANTINE, F.when(F.col("_q_from").isNotNull(), F.lit("quarantined"))
-    ).drop("_q_topic", "_q_partition", "_q_from", "_q_to")
 
 
 def live_quarantine(spark: SparkSession) -> JavaObject:
@@ -114,7 +79,6 @@ def live_quarantine(spark: SparkSession) -> JavaObject:
 def parse(
     raw: DataFrame,
     now: Column | None = None,
-    quarantine: DataFrame | None = None,
     live: JavaObject | None = None,
 ) -> DataFrame:
     """Kafka rows (``key``, ``value``, ``topic``, ``partition``, ``offset``, ``timestamp``) ->
@@ -126,8 +90,8 @@ def parse(
     Its default on a batch DataFrame is ``current_timestamp()``; on a stream there is none
     here: :func:`first_seen` judges event times against the micro-batch's own processing time
     (a ``current_timestamp()`` in a streaming plan would recompile its code every batch).
-    Records inside the ranges of ``quarantine`` (a table of :data:`QUARANTINE_SCHEMA`) or of
-    ``live`` (:func:`live_quarantine`) are dead-lettered as quarantined, unparsed."""
+    Records inside the ranges of ``live`` (:func:`live_quarantine`, the operators' quarantine)
+    are dead-lettered as quarantined, unparsed."""
     if now is None:
         now = F.lit(None).cast("timestamp") if raw.isStreaming else F.current_timestamp()
     rows = raw.select(
@@ -139,10 +103,9 @@ def parse(
         F.unix_micros("timestamp").alias("_kafka_timestamp_us"),
         F.unix_micros(now).alias(validation.PROCESSING_TIME),
     )
-    marked = mark_quarantined(rows, quarantine)
     spark = raw.sparkSession
     jdf = spark._jvm.rtap.spark.Contract.apply(  # type: ignore[union-attr]
-        marked._jdf,
+        rows._jdf,
         validation.jvm_spec(),
         _JVM_CHECKED_SCHEMA.json(),
         [*KAFKA_SCHEMA.names[:5], "_kafka_timestamp_us", *JVM_CONTEXT],

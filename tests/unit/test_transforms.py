@@ -298,8 +298,9 @@ def test_sink_rejections_keep_the_row_and_the_error(spark):
 
 def test_quarantined_offsets_are_dead_lettered_without_parsing(spark):
     values = [json.dumps(event(event_id=f"e{i}")).encode() for i in range(4)]
-    quarantine = spark.createDataFrame([("events", 0, 1, 2)], tx.QUARANTINE_SCHEMA)
-    df = tx.parse(kafka_rows(spark, values), now=F.lit(NOW), quarantine=quarantine)
+    live = tx.live_quarantine(spark)
+    live.set(json.dumps([{"topic": "events", "partition": 0, "from_offset": 1, "to_offset": 2}]))
+    df = tx.parse(kafka_rows(spark, values), now=F.lit(NOW), live=live)
     got = [(r.kafka_offset, r.error, r.event_id) for r in df.orderBy("kafka_offset").collect()]
     assert got == [
         (0, None, "e0"),

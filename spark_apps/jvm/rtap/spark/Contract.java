@@ -509,10 +509,10 @@ public final class Contract implements Serializable {
    *
    * <p>Input columns: key, value, topic, partition, offset, the Kafka timestamp and the
    * processing time (both epoch microseconds; the processing time null on a stream, where the
-   * deduplication operator applies the event-time bounds), and the quarantine mark (non-null:
-   * the record is dead-lettered as quarantined, unparsed; so is a record inside one of {@code
-   * quarantine}'s ranges, which the stream's driver sets before each micro-batch's jobs, see
-   * {@link Quarantine}). Output: {@code outputSchemaJson}, the
+   * deduplication operator applies the event-time bounds). A record inside one of {@code
+   * quarantine}'s ranges (which the stream's driver sets before each micro-batch's jobs, see
+   * {@link Quarantine}) is dead-lettered as quarantined, unparsed. Output: {@code
+   * outputSchemaJson}, the
    * contract's fields in order (timestamps as epoch microseconds) and then raw key, raw value,
    * its size, topic, partition, offset, Kafka timestamp and the error.
    */
@@ -545,9 +545,8 @@ public final class Contract implements Serializable {
                 Object[] values = new Object[n + 8];
                 byte[] value = r.isNullAt(col[1]) ? null : (byte[]) r.get(col[1]);
                 String error;
-                if (!r.isNullAt(col[7])
-                    || !quarantine.isEmpty()
-                        && quarantine.contains(r.getString(col[2]), r.getInt(col[3]), r.getLong(col[4]))) {
+                if (!quarantine.isEmpty()
+                    && quarantine.contains(r.getString(col[2]), r.getInt(col[3]), r.getLong(col[4]))) {
                   error = "quarantined";
                 } else {
                   Long now = r.isNullAt(col[6]) ? null : r.getLong(col[6]);
