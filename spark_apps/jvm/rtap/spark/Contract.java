@@ -512,9 +512,8 @@ public final class Contract implements Serializable {
    * deduplication operator applies the event-time bounds). A record inside one of {@code
    * quarantine}'s ranges (which the stream's driver sets before each micro-batch's jobs, see
    * {@link Quarantine}) is dead-lettered as quarantined, unparsed. Output: {@code
-   * outputSchemaJson}, the
-   * contract's fields in order (timestamps as epoch microseconds) and then raw key, raw value,
-   * its size, topic, partition, offset, Kafka timestamp and the error.
+   * outputSchemaJson}, the contract's fields in order (timestamps as epoch microseconds) and
+   * then raw key, raw value, its size, topic, partition, offset, Kafka timestamp and the error.
    */
   public static Dataset<Row> apply(
       Dataset<Row> rows,
