@@ -222,14 +222,6 @@ def fan_out(
     lake's job (which computes the batch) the driver knows whether any must be read again from
     the topic, so a batch without them writes its dead letters in one job."""
     lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS)
-    global PROBE_STATE, PROBE_PARTS, PROBE_RUN, PROBE_DIGEST
-    import uuid
-    PROBE_STATE = f"{args.checkpoint_root.rstrip('/')}/lake_state_probe"
-    PROBE_PARTS = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    PROBE_RUN = str(uuid.uuid4())
-    PROBE_DIGEST = tx.content_digest
-    if os.path.exists("/tmp/probe_typed"):
-        PROBE_DIGEST = lambda: F.xxhash64(*tx.CONTENT_FIELDS)
     dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
@@ -258,24 +250,7 @@ def fan_out(
             lap = stopwatch(phases)
             quarantine.set(json.dumps(control.quarantined_ranges(conn)))
             rereads_before = rereads.value()
-            narrow = batch.where(F.col(tx.ERROR).isNull()).select(
-                "event_id", PROBE_DIGEST().alias("_digest"), "kafka_partition", "kafka_offset"
-            )
-            rej = DataFrame(
-                spark._jvm.rtap.spark.BatchState.decide(
-                    narrow._jdf, PROBE_STATE, batch_id, PROBE_PARTS,
-                    int(time.time() * 1000), tx.duration_ms(args.dedupe_horizon), PROBE_RUN, 2,
-                ),
-                spark,
-            )
-            lap("dedupe")
             valid = tx.valid_events(batch)
-            valid = valid.join(
-                F.broadcast(rej),
-                (valid["kafka_partition"] == rej["r_partition"])
-                & (valid["kafka_offset"] == rej["r_offset"]),
-                "left_anti",
-            )
             products = catalog.get(batch.sparkSession)
             # The lake's job computes the batch (the read, the checks, the deduplication's
             # state) and persists it; the other outputs read the persisted rows, at once.
@@ -476,8 +451,11 @@ def start_queries(
     # The valid records' raw bytes are dropped before the deduplication's shuffle; the few it
     # dead-letters get theirs again from the topic (dead_letters_of).
     rereads = tx.reread_counter(spark)
-    deduplicated = tx.without_raw_bytes_of_valid_events(checked).withColumn(
-        tx.INGESTED_AT, F.timestamp_millis(F.lit(0).cast("long"))
+    deduplicated = tx.first_seen(
+        tx.without_raw_bytes_of_valid_events(checked),
+        args.dedupe_horizon,
+        state=state,
+        rereads=rereads,
     )
     writer = (
         tx.observe(deduplicated)
