@@ -372,13 +372,7 @@ def bench_scaleout(events: int, reps: int, warmup: int) -> dict:
     return out
 
 
-def bench_columnar_pipeline(events: int) -> Callable[[], tuple[int, float]]:
-    return bench_spark_floor(events, "columnar_pipeline.py")
-
-
-def bench_spark_floor(
-    events: int, script: str = "spark_floor.py"
-) -> Callable[[], tuple[int, float]]:
+def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
     """bench/spark_floor.py (Kafka -> from_json -> Parquet file sink, nothing else) on the same
     backlog, a fresh prefix each time; seconds from its first batch's start to its last's end."""
     import subprocess
@@ -402,7 +396,7 @@ def bench_spark_floor(
         ]  # fmt: skip
         result.unlink(missing_ok=True)
         with open(log_file, "w") as log, dropped_after(ctx, root):
-            argv = submit_argv(ctx, str(ROOT / "bench" / script), args)
+            argv = submit_argv(ctx, str(ROOT / "bench" / "spark_floor.py"), args)
             env = submit_env(ctx, connections.S3)
             code = subprocess.run(argv, stdout=log, stderr=log, env=env).returncode
         if code != 0 or not result.exists():
@@ -418,7 +412,6 @@ SCENARIOS = {
     "produce": bench_produce,
     "raw_ceiling": bench_raw_ceiling,
     "spark_floor": bench_spark_floor,
-    "columnar_pipeline": bench_columnar_pipeline,
     "pipeline": bench_pipeline,
 }
 
