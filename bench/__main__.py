@@ -149,7 +149,6 @@ def _backlog(events: int) -> tuple:
         ].result(30)
         atexit.register(lambda: admin.delete_topics([topic])[topic].result(30))
         mix = dict(irrelevant_share=0.03, duplicate_share=0.01, out_of_order_share=0.02)
-        mix["bad_share"] = float(os.environ.get("PROBE_BAD_SHARE", "0"))
         produce(
             iter_events(GeneratorConfig(seed=11, **mix)),
             topic=topic,
@@ -373,13 +372,7 @@ def bench_scaleout(events: int, reps: int, warmup: int) -> dict:
     return out
 
 
-def bench_columnar_pipeline(events: int) -> Callable[[], tuple[int, float]]:
-    return bench_spark_floor(events, "columnar_pipeline.py")
-
-
-def bench_spark_floor(
-    events: int, script: str = "spark_floor.py"
-) -> Callable[[], tuple[int, float]]:
+def bench_spark_floor(events: int) -> Callable[[], tuple[int, float]]:
     """bench/spark_floor.py (Kafka -> from_json -> Parquet file sink, nothing else) on the same
     backlog, a fresh prefix each time; seconds from its first batch's start to its last's end."""
     import subprocess
@@ -403,7 +396,7 @@ def bench_spark_floor(
         ]  # fmt: skip
         result.unlink(missing_ok=True)
         with open(log_file, "w") as log, dropped_after(ctx, root):
-            argv = submit_argv(ctx, str(ROOT / "bench" / script), args)
+            argv = submit_argv(ctx, str(ROOT / "bench" / "spark_floor.py"), args)
             env = submit_env(ctx, connections.S3)
             code = subprocess.run(argv, stdout=log, stderr=log, env=env).returncode
         if code != 0 or not result.exists():
@@ -419,7 +412,6 @@ SCENARIOS = {
     "produce": bench_produce,
     "raw_ceiling": bench_raw_ceiling,
     "spark_floor": bench_spark_floor,
-    "columnar_pipeline": bench_columnar_pipeline,
     "pipeline": bench_pipeline,
 }
 
