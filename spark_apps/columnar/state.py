@@ -1,0 +1,354 @@
+"""The columnar stream's deduplication state, held by the driver: which event ids it first saw
+within the dedupe horizon of *processing* time, and the digest of each one's first version.
+
+A micro-batch's tasks hand the driver one row per valid event: its 128-bit key (:func:`keys`),
+its content digest (:func:`digests`) and its order in the batch (Kafka partition and offset).
+:meth:`FirstSeenState.decide` keeps the first record of each key (within the batch the lowest
+order; against the state, a key seen within the horizon is a repeat), and of the repeats tells
+the identical copies (dropped, counted) from the versions with other content (dead-lettered as
+``conflicting_duplicate``), the rules of the row-based stream's ``rtap.spark.FirstSeen``.
+A key expires ``horizon`` after the batch that first saw it; expired keys read as absent at
+once and are removed from memory in bulk, so no batch scans the whole state to evict.
+
+Why sorted numpy arrays on the driver rather than Spark's state store: measured in
+``bench/limits.md`` ("the columnar core"), a decision costs 0.10-0.23 s per 200,000 keys
+against 24,000,000 held, where Spark's RocksDB store through ``transformWithState`` cost
+1.2-1.6 s per 100,000 keys and task, with a shuffle by key in front of it. The state takes
+32 bytes per key held.
+
+Durability (:class:`StateLog`): every batch writes its new keys as one changelog object named
+by its batch id, before its outputs are written; every ``snapshot_every`` batches the whole
+state is written instead. The state before batch ``n`` is the newest snapshot below ``n`` and
+the changelogs after it: a replayed batch (the same Kafka offsets and processing time, Spark's
+offset log) is decided against exactly the state its first attempt saw, so it decides the same.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import fs as pafs
+
+from include.events import contract
+
+# The fields that make two versions of an event "the same event": every contract field but the
+# producer's own send stamp (a retry may re-stamp ``ingestion_time``).
+CONTENT_FIELDS = tuple(f.name for f in contract.FIELDS if f.name != "ingestion_time")
+_CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def keys(event_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The 128-bit keys of event ids, as (high, low) uint64 halves: a canonical UUID (lower-case
+    hex, as producers write them) is its own 16 bytes; any other id, the 16-byte BLAKE2b digest
+    of its UTF-8 (two different ids share a key with probability 2**-128)."""
+    ids = pc.cast(event_ids, pa.string())
+    n = len(ids)
+    hi, lo = np.zeros(n, np.uint64), np.zeros(n, np.uint64)
+    if not n:
+        return hi, lo
+    uuid = pc.fill_null(pc.match_substring_regex(ids, _CANONICAL_UUID), False).to_numpy(
+        zero_copy_only=False
+    )
+    where = np.flatnonzero(uuid)
+    if len(where):
+        hexes = pc.replace_substring(ids.take(pa.array(where)), "-", "")
+        raw = np.frombuffer(bytes.fromhex("".join(hexes.to_pylist())), dtype=">u8")
+        hi[where], lo[where] = raw[0::2], raw[1::2]
+    other = np.flatnonzero(~uuid)
+    if len(other):
+        import hashlib
+
+        digests = b"".join(
+            hashlib.blake2b(str(v).encode(), digest_size=16).digest()
+            for v in ids.take(pa.array(other)).to_pylist()
+        )
+        raw = np.frombuffer(digests, dtype=">u8")
+        hi[other], lo[other] = raw[0::2], raw[1::2]
+    return hi, lo
+
+
+def digests(events: pa.Table) -> np.ndarray:
+    """A 64-bit digest per event of its :data:`CONTENT_FIELDS` (typed values, so two encodings
+    of the same JSON are the same content; a null is never read as a value): pandas' SipHash
+    of the string fields joined, mixed with the numbers' and timestamps' bits and the pattern of
+    their nulls."""
+    n = events.num_rows
+    strings = [f.name for f in contract.FIELDS if f.name in CONTENT_FIELDS and f.type == "string"]
+    numbers = [f.name for f in contract.FIELDS if f.name in CONTENT_FIELDS and f.type != "string"]
+    # \x1e marks a null string: the contract refuses control characters, so no value has it.
+    joined = pc.binary_join_element_wise(
+        *[events[s] for s in strings], "\x1f", null_handling="replace", null_replacement="\x1e"
+    )
+    out = pd.util.hash_array(np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object))
+    nulls = np.zeros(n, np.uint64)
+    for bit, name in enumerate(numbers):
+        col = events[name]
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        values = pc.fill_null(col, 0).to_numpy()
+        bits = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
+        out = (out * _MIX) ^ pd.util.hash_array(bits)
+        nulls |= pc.is_null(col).to_numpy(zero_copy_only=False).astype(np.uint64) << np.uint64(bit)
+    return (out * _MIX) ^ pd.util.hash_array(nulls)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one batch's records are: ``first`` the indices of the first-seen records (kept),
+    ``conflicts`` those of repeats with other content (dead-lettered), ``copies`` how many
+    identical repeats were dropped. Indices into the arrays handed to :meth:`decide`."""
+
+    first: np.ndarray
+    conflicts: np.ndarray
+    copies: int
+
+
+class FirstSeenState:
+    """Keys first seen within ``horizon_ms`` of processing time, with their first version's
+    digest and the processing time (epoch milliseconds) of the batch that saw it. Sorted by key
+    (high half, then low half)."""
+
+    COLUMNS = ("hi", "lo", "digest", "seen_ms")
+
+    def __init__(self, horizon_ms: int) -> None:
+        if horizon_ms <= 0:
+            raise ValueError(f"the dedupe horizon must be positive, not {horizon_ms} ms")
+        self.horizon_ms = horizon_ms
+        self.hi = np.zeros(0, np.uint64)
+        self.lo = np.zeros(0, np.uint64)
+        self.digest = np.zeros(0, np.uint64)
+        self.seen_ms = np.zeros(0, np.int64)
+        self.added = self._empty()  # the keys the last decision added (its changelog)
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def decide(
+        self,
+        hi: np.ndarray,
+        lo: np.ndarray,
+        digest: np.ndarray,
+        order: np.ndarray,
+        now_ms: int,
+    ) -> Decision:
+        """Decide one batch (keys, digests, order within the batch) at its processing time
+        ``now_ms``, and add its first-seen keys to the state (:attr:`added`)."""
+        self._evict(now_ms)
+        n = len(hi)
+        if n == 0:
+            self.added = self._empty()
+            return Decision(np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+        idx = np.lexsort((order, lo, hi))
+        h, low = hi[idx], lo[idx]
+        lead = np.ones(n, bool)  # the first of its key in this batch
+        lead[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])
+        group = np.cumsum(lead) - 1
+        lead_idx = idx[lead]
+        first_digest = digest[lead_idx][group]  # the digest of the batch's first of the key
+        found, held = self._lookup(hi[lead_idx], lo[lead_idx], now_ms)
+        # The reference version of each key: the state's (seen within the horizon) or the
+        # batch's first.
+        reference = np.where(found[group], held[group], first_digest)
+        repeat = ~lead | found[group]
+        same = digest[idx] == reference
+        conflicts = np.sort(idx[repeat & ~same])
+        first = np.sort(idx[~repeat])
+        added = first
+        self._insert(hi[added], lo[added], digest[added], now_ms)
+        self.added = pa.table(
+            {
+                "hi": pa.array(hi[added]),
+                "lo": pa.array(lo[added]),
+                "digest": pa.array(digest[added]),
+                "seen_ms": pa.array(np.full(len(added), now_ms, np.int64)),
+            }
+        )
+        return Decision(first, conflicts, int((repeat & same).sum()))
+
+    def _lookup(self, hi: np.ndarray, lo: np.ndarray, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """(held and not expired, its digest) per key."""
+        found = np.zeros(len(hi), bool)
+        held = np.zeros(len(hi), np.uint64)
+        if not len(self.hi) or not len(hi):
+            return found, held
+        left = np.searchsorted(self.hi, hi, "left")
+        right = np.searchsorted(self.hi, hi, "right")
+        one = right - left == 1
+        at = np.minimum(left, len(self.hi) - 1)
+        hit = one & (self.lo[at] == lo)
+        found[hit], held[hit] = True, self.digest[at[hit]]
+        for i in np.flatnonzero(right - left > 1):  # a shared high half: compare each
+            span = np.arange(left[i], right[i])
+            match = span[self.lo[span] == lo[i]]
+            if len(match):
+                found[i], held[i] = True, self.digest[match[0]]
+                at[i] = match[0]
+        live = self.seen_ms[at] > now_ms - self.horizon_ms
+        found &= live
+        return found, held
+
+    def _insert(self, hi: np.ndarray, lo: np.ndarray, digest: np.ndarray, seen_ms: int) -> None:
+        """Add keys that the state does not hold live (an expired copy of one may still be
+        held: it is replaced)."""
+        if not len(hi):
+            return
+        stale_left = np.searchsorted(self.hi, hi, "left")
+        stale_right = np.searchsorted(self.hi, hi, "right")
+        stale = [
+            j
+            for i in np.flatnonzero(stale_right > stale_left)
+            for j in range(stale_left[i], stale_right[i])
+            if self.lo[j] == lo[i]
+        ]
+        if stale:
+            self._keep(np.setdiff1d(np.arange(len(self.hi)), stale))
+        order = np.lexsort((lo, hi))
+        hi, lo, digest = hi[order], lo[order], digest[order]
+        at = np.searchsorted(self.hi, hi)
+        self.hi = np.insert(self.hi, at, hi)
+        self.lo = np.insert(self.lo, at, lo)
+        self.digest = np.insert(self.digest, at, digest)
+        self.seen_ms = np.insert(self.seen_ms, at, np.full(len(hi), seen_ms, np.int64))
+
+    def _evict(self, now_ms: int) -> None:
+        """Remove the expired keys once the oldest held is a tenth of the horizon past its
+        expiry (a lookup already reads an expired key as absent)."""
+        if len(self.seen_ms) and self.seen_ms.min() <= now_ms - self.horizon_ms * 11 // 10:
+            self._keep(np.flatnonzero(self.seen_ms > now_ms - self.horizon_ms))
+
+    def _keep(self, rows: np.ndarray) -> None:
+        self.hi, self.lo = self.hi[rows], self.lo[rows]
+        self.digest, self.seen_ms = self.digest[rows], self.seen_ms[rows]
+
+    def snapshot(self) -> pa.Table:
+        """The whole state."""
+        return pa.table(
+            {
+                "hi": pa.array(self.hi),
+                "lo": pa.array(self.lo),
+                "digest": pa.array(self.digest),
+                "seen_ms": pa.array(self.seen_ms),
+            }
+        )
+
+    def apply(self, changes: pa.Table) -> None:
+        """Add a changelog's (or a snapshot's) keys, as :meth:`decide` added them."""
+        for seen_ms in np.unique(changes["seen_ms"].to_numpy()):
+            part = changes.filter(pc.equal(changes["seen_ms"], seen_ms))
+            self._evict(int(seen_ms))
+            self._insert(
+                part["hi"].to_numpy(),
+                part["lo"].to_numpy(),
+                part["digest"].to_numpy(),
+                int(seen_ms),
+            )
+
+    @classmethod
+    def _empty(cls) -> pa.Table:
+        return pa.schema(
+            [
+                ("hi", pa.uint64()),
+                ("lo", pa.uint64()),
+                ("digest", pa.uint64()),
+                ("seen_ms", pa.int64()),
+            ]
+        ).empty_table()
+
+
+_ENTRY = re.compile(r"^(\d+)\.(changelog|snapshot)$")
+
+
+class StateLog:
+    """Where the state is kept: ``<root>/<batch id>.changelog`` (the keys a batch added) and
+    ``<root>/<batch id>.snapshot`` (the whole state after that batch), Arrow IPC files on a
+    pyarrow file system (S3 in the stream, a local path in the tests)."""
+
+    def __init__(self, filesystem: pafs.FileSystem, root: str, snapshot_every: int = 50) -> None:
+        self.fs, self.root, self.snapshot_every = filesystem, root.rstrip("/"), snapshot_every
+        self.fresh = True  # nothing was restored (set by restore)
+        self._snapshotted = False
+
+    def _path(self, batch_id: int, kind: str) -> str:
+        return f"{self.root}/{batch_id}.{kind}"
+
+    def entries(self) -> dict[int, set[str]]:
+        """Batch id -> the kinds of entry written for it."""
+        selector = pafs.FileSelector(self.root, allow_not_found=True)
+        out: dict[int, set[str]] = {}
+        for info in self.fs.get_file_info(selector):
+            m = _ENTRY.match(info.base_name)
+            if m:
+                out.setdefault(int(m[1]), set()).add(m[2])
+        return out
+
+    def write(self, batch_id: int, state: FirstSeenState) -> None:
+        """Record a decided batch: its changelog, or the whole state every ``snapshot_every``
+        batches and in the state's first batch (a replayed batch writes the same object
+        again)."""
+        snap = batch_id % self.snapshot_every == 0 or not self._snapshotted
+        table = state.snapshot() if snap else state.added
+        self._put(self._path(batch_id, "snapshot" if snap else "changelog"), table)
+        self._snapshotted = True
+
+    def restore(self, before: int, horizon_ms: int) -> FirstSeenState:
+        """The state before batch ``before``: the newest snapshot below it and every changelog
+        after that snapshot; an empty state when nothing below it was written (:attr:`fresh`).
+        A log without a snapshot, or with a changelog missing, is refused (the state would
+        forget keys)."""
+        entries = {b: k for b, k in self.entries().items() if b < before}
+        state = FirstSeenState(horizon_ms)
+        self.fresh = not entries
+        self._snapshotted = bool(entries)
+        if not entries:
+            return state
+        snapshots = [b for b, kinds in entries.items() if "snapshot" in kinds]
+        if not snapshots:
+            raise StateLost(
+                f"the deduplication state under {self.root} has changelogs but no snapshot "
+                f"below batch {before}: it cannot be restored"
+            )
+        start = max(snapshots)
+        missing = [b for b in range(start + 1, before) if "changelog" not in entries.get(b, ())]
+        if missing:
+            raise StateLost(
+                f"the deduplication state under {self.root} lacks the changelogs of batches "
+                f"{missing[:10]}: it cannot be restored before batch {before}"
+            )
+        state.apply(self._get(self._path(start, "snapshot")))
+        for b in range(start + 1, before):
+            state.apply(self._get(self._path(b, "changelog")))
+        return state
+
+    def prune(self, before: int) -> int:
+        """Delete the entries no restore at or after batch ``before`` needs (everything older
+        than the newest snapshot below it); how many were deleted."""
+        entries = self.entries()
+        snapshots = [b for b, k in entries.items() if "snapshot" in k and b < before]
+        if not snapshots:
+            return 0
+        keep_from = max(snapshots)
+        old = [
+            self._path(b, kind) for b, kinds in entries.items() if b < keep_from for kind in kinds
+        ]
+        for path in old:
+            self.fs.delete_file(path)
+        return len(old)
+
+    def _put(self, path: str, table: pa.Table) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+        with self.fs.open_output_stream(path) as out, pa.ipc.new_file(out, table.schema) as w:
+            w.write_table(table)
+
+    def _get(self, path: str) -> pa.Table:
+        with self.fs.open_input_file(path) as f:
+            return pa.ipc.open_file(f).read_all()
+
+
+class StateLost(RuntimeError):
+    """The deduplication state's log is incomplete: the stream stops rather than forget ids."""
