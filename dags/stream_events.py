@@ -36,7 +36,9 @@ Params:
 * `max_restarts`, `restart_window_min` — the crash-loop rule of the gate;
 * `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait);
 * `aggregate_modules` — Python modules that register more live aggregates (their tables are
-  created by the migrate task; docs/architecture.md, "Adding a live aggregate").
+  created by the migrate task; docs/architecture.md, "Adding a live aggregate");
+* `engine` — `rows` (the default) or `columnar`: how each micro-batch runs
+  (docs/architecture.md, "The columnar core").
 
 Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 """
@@ -94,6 +96,13 @@ with DAG(
             description="operator action: continue past offsets that retention deleted unread",
         ),
         "gate_timeout_s": Param(0, type="integer", minimum=0),
+        "engine": Param(
+            StreamJob.default("engine"),
+            type="string",
+            enum=["rows", "columnar"],
+            description="how a micro-batch runs: rows, or columnar (Arrow batches in Python; a "
+            "local master only; docs/architecture.md, 'The columnar core')",
+        ),
         "aggregate_modules": Param(
             "",
             type="string",
@@ -162,6 +171,7 @@ with DAG(
             pg_schema="{{ params.pg_schema }}",
             accept_retention_gap=ACCEPT_GAP_ONCE,
             aggregate_modules="{{ params.aggregate_modules }}",
+            engine="{{ params.engine }}",
         ),
     )
 

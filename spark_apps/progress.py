@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
@@ -63,9 +64,20 @@ def progress_row(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A batch's own figures that override the progress document's (the columnar engine's counts
+# and state size, which Spark's progress cannot see): batch id -> columns, or None.
+Overrides = Callable[[int], Mapping[str, Any] | None]
+
+
+def with_overrides(row: dict[str, Any], overrides: Overrides | None) -> dict[str, Any]:
+    extra = overrides(row["batch_id"]) if overrides is not None else None
+    return {**row, **extra} if extra else row
+
+
 class PostgresProgressListener(StreamingQueryListener):
-    def __init__(self, pg_schema: str) -> None:
+    def __init__(self, pg_schema: str, overrides: Overrides | None = None) -> None:
         self.pg_schema = pg_schema
+        self.overrides = overrides
         self._conn = None
         self._names: dict[str, str] = {}  # query id -> name (idle events carry no name)
 
@@ -91,7 +103,8 @@ class PostgresProgressListener(StreamingQueryListener):
 
     def onQueryProgress(self, event) -> None:
         def write(conn) -> None:
-            store.record_progress(conn, progress_row(json.loads(event.progress.json)))
+            row = progress_row(json.loads(event.progress.json))
+            store.record_progress(conn, with_overrides(row, self.overrides))
 
         self._record("progress", write)
 
@@ -109,7 +122,7 @@ class PostgresProgressListener(StreamingQueryListener):
             log.error("query %s failed: %s", event.id, event.exception)
 
 
-def record_recent_progress(queries, pg_schema: str) -> int:
+def record_recent_progress(queries, pg_schema: str, overrides: Overrides | None = None) -> int:
     """Write the progress the queries still hold (``recentProgress``). Called when a bounded run
     ends, so the last batches are recorded even if the asynchronous listener bus had not
     delivered them yet; rows are keyed, so nothing is written twice."""
@@ -118,7 +131,8 @@ def record_recent_progress(queries, pg_schema: str) -> int:
     try:
         for q in queries:
             for p in q.recentProgress:
-                store.record_progress(conn, progress_row(json.loads(p.json)))
+                row = with_overrides(progress_row(json.loads(p.json)), overrides)
+                store.record_progress(conn, row)
                 n += 1
     finally:
         conn.close()

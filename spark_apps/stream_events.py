@@ -53,6 +53,7 @@ TLS / SASL settings likewise come from ``RTAP_KAFKA_*`` (``include/kafka/securit
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -421,17 +422,168 @@ def dedupe_state(spark: SparkSession, checkpoint: str) -> tx.DedupeState:
     return tx.dedupe_state_of((r[0], r[1]) for r in rows)
 
 
+class ColumnarOutcomes:
+    """The columnar engine's per-batch counts and state size, for the progress listener
+    (``stream_progress.observed`` and ``state_rows``: Spark's own observed metrics see only
+    the raw records of a batch whose work is done in Python). The last batches only."""
+
+    KEEP = 256
+
+    def __init__(self) -> None:
+        self._rows: dict[int, dict[str, object]] = {}
+
+    def put(self, batch_id: int, observed: dict, state_rows: int) -> None:
+        self._rows[batch_id] = {"observed": json.dumps(observed), "state_rows": state_rows}
+        for old in sorted(self._rows)[: -self.KEEP]:
+            del self._rows[old]
+
+    def get(self, batch_id: int) -> dict[str, object] | None:
+        return self._rows.get(batch_id)
+
+
+def columnar_fan_out(
+    spark: SparkSession, args: StreamJob, owner: str, checkpoint: str, outcomes: ColumnarOutcomes
+):
+    """The ``foreachBatch`` function of ``--engine columnar`` (``spark_apps/columnar/engine.py``
+    says how a batch runs): Spark's Kafka rows of one micro-batch checked, deduplicated and
+    written as Arrow batches, every output keyed by the batch id."""
+    import pyarrow.compute as pc
+
+    from include.spark.jobs import duration_ms
+    from spark_apps.arrow_lake import object_path
+    from spark_apps.columnar import engine as E
+    from spark_apps.columnar import state as S
+
+    stream = lease.lease_name(args.checkpoint_root)
+    endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
+    s3 = E.Plan(0, 0, endpoint, "", "", "").s3()
+    state_log = S.StateLog(s3, object_path(f"{checkpoint.rstrip('/')}/first_seen"))
+    lake_log, dead_log = E.SinkLog(spark, args.lake_path), E.SinkLog(spark, args.dead_letter_path)
+    horizon_ms, window_ms = duration_ms(args.dedupe_horizon), duration_ms(args.window)
+    aggregates = {t: a.arrow_transform for t, a in store.AGGREGATES.items()}
+    cache = E.cache_root(spark.sparkContext.applicationId)
+    held: dict[str, object] = {}  # the state, the sinks' last batches at start, the catalog
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        try:
+            write_batch(batch, batch_id)
+        except Exception as exc:
+            raise BatchFailed(f"batch {batch_id}: {first_line(exc)}") from exc
+
+    def write_batch(batch: DataFrame, batch_id: int) -> None:
+        phases: dict[str, float] = {}
+        lap = stopwatch(phases)
+        if "state" not in held:
+            held["state"] = state_log.restore(batch_id, horizon_ms)
+            held["lake"], held["dead"] = lake_log.latest(), dead_log.latest()
+            if state_log.fresh and batch_id > 0:
+                log.warning(
+                    "the deduplication state starts empty at batch %s (a checkpoint the "
+                    "row-based engine wrote, or its first_seen log was deleted): repeats of "
+                    "ids the stream saw before it land again, and compaction drops them",
+                    batch_id,
+                )
+        state: S.FirstSeenState = held["state"]  # type: ignore[assignment]
+        conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
+        try:
+            if time.monotonic() - float(held.get("catalog_at", -1e9)) >= CATALOG_MAX_AGE_S:  # type: ignore[arg-type]
+                held["catalog"], held["catalog_at"] = E.read_catalog(conn), time.monotonic()
+            ranges = tuple(
+                (r["topic"], r["partition"], r["from_offset"], r["to_offset"])
+                for r in control.quarantined_ranges(conn)
+            )
+            now_ms = E.batch_time_ms(spark, checkpoint, batch_id)
+            plan = E.Plan(
+                batch_id,
+                now_ms * 1000,
+                endpoint,
+                object_path(args.lake_path).rstrip("/"),
+                object_path(args.dead_letter_path).rstrip("/"),
+                os.path.join(cache, str(batch_id)),
+                ranges,
+                write_lake=batch_id > held["lake"],  # type: ignore[operator]
+                write_dead=batch_id > held["dead"],  # type: ignore[operator]
+            )
+            lap("plan")
+            results = batch.mapInArrow(E.check(plan), E.RESULT_DDL).toArrow()
+            lap("check")
+            outcome = E.Outcome()
+            outcome.take(results)
+            keys = results.filter(pc.equal(results["kind"], "key"))
+            kept, copies, conflicts = E.decide(state, keys, now_ms)
+            outcome.count("conflicting_duplicates", conflicts)
+            state_log.write(batch_id, state)
+            lap("decide")
+            if kept:
+                written = (
+                    spark.range(len(kept), numPartitions=len(kept))
+                    .mapInArrow(
+                        E.write(plan, kept, held["catalog"], window_ms, aggregates),  # type: ignore[arg-type]
+                        E.RESULT_DDL,
+                    )
+                    .toArrow()
+                )
+                outcome.take(written)
+            lap("write")
+            if plan.write_lake:
+                lake_log.add(batch_id, outcome.lake)
+            if plan.write_dead:
+                dead_log.add(batch_id, outcome.dead)
+            for table in aggregates:
+                partials = store.combine_partials(
+                    store.AGGREGATES[table], outcome.partials.get(table, [])
+                )
+                add_to_aggregates(
+                    spark,
+                    conn,
+                    args,
+                    table,
+                    partials,
+                    batch_id,
+                    stream,
+                    lambda cur: lease.fence(cur, stream, owner),
+                )
+            lap("publish")
+        finally:
+            conn.close()
+            E.clear_cache(os.path.join(cache, str(batch_id)))
+        outcomes.put(batch_id, outcome.observed(), len(state))
+        log.info(
+            "batch %s: %s; %s copies dropped, %s conflicts, %s keys held",
+            batch_id,
+            ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()),
+            copies,
+            conflicts,
+            len(state),
+        )
+
+    return write
+
+
 def start_queries(
     spark: SparkSession,
     args: StreamJob,
     owner: str,
     bounded: bool,
     fail_on_data_loss: bool = True,
+    outcomes: ColumnarOutcomes | None = None,
 ) -> list:
     """The stream's one query (a list, for the callers that wait on queries)."""
+    checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
+    if args.engine == "columnar":
+        raw = read_kafka(spark, args, fail_on_data_loss).select(
+            "key", "value", "topic", "partition", "offset", "timestamp"
+        )
+        writer = (
+            raw.writeStream.queryName(pipeline.STREAM_QUERY)
+            .option("checkpointLocation", checkpoint)
+            .foreachBatch(columnar_fan_out(spark, args, owner, checkpoint, outcomes))
+        )
+        if bounded:
+            return [writer.trigger(availableNow=True).start()]
+        return [writer.trigger(processingTime=args.trigger).start()]
     quarantine = tx.live_quarantine(spark)  # set for each micro-batch by fan_out
     checked = tx.parse(read_kafka(spark, args, fail_on_data_loss), live=quarantine)
-    checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
     state = dedupe_state(spark, checkpoint)
     if state is tx.DedupeState.LEGACY:
         log.warning(
@@ -650,6 +802,33 @@ def graceful_stop(spark: SparkSession, timeout_s: float = GRACEFUL_TIMEOUT_S) ->
         q.stop()
 
 
+def columnar_refusal(master: str) -> str | None:
+    """Why ``--engine columnar`` cannot run here, or None: it needs a local master (a batch's
+    valid events wait on the executor that checked them) and every live aggregate's
+    ``arrow_transform``."""
+    from include.spark.submit import is_local_master
+
+    if master and not is_local_master(master):
+        return (
+            f"--engine=columnar runs on a local master only (this one: {master}); "
+            "use --engine=rows on a cluster"
+        )
+    missing = sorted(t for t, a in store.AGGREGATES.items() if not a.arrow_transform)
+    if missing:
+        return (
+            f"--engine=columnar: the live aggregates {missing} declare no arrow_transform "
+            "(include.analytics.store.Aggregate)"
+        )
+    try:
+        for table, agg in store.AGGREGATES.items():
+            module, _, function = agg.arrow_transform.partition(":")
+            if not callable(getattr(importlib.import_module(module), function, None)):
+                return f"aggregate {table!r}: arrow_transform {agg.arrow_transform!r} names no function"
+    except ImportError as exc:
+        return f"--engine=columnar: an aggregate's arrow_transform cannot be imported: {exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -684,6 +863,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
+    refused = columnar_refusal(spark.sparkContext.master) if args.engine == "columnar" else None
+    if refused:
+        log.error("%s", refused)
+        conn = pg()
+        try:
+            control.record_end(conn, owner, 2, refused)
+            lease.release(conn, name, owner)
+        finally:
+            conn.close()
+        spark.stop()
+        return 2
     # Spark's INFO chatter (a progress dump per batch, every task) would grow the Airflow task
     # log by megabytes an hour; progress is in stream_progress, our own log stays at INFO.
     spark.sparkContext.setLogLevel(os.environ.get("RTAP_SPARK_LOG_LEVEL", "WARN"))
@@ -719,19 +909,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed: list[tuple[str, str]] = []
     crash: BaseException | None = None
     try:
-        spark.streams.addListener(PostgresProgressListener(args.pg_schema))
+        outcomes = ColumnarOutcomes()
+        spark.streams.addListener(PostgresProgressListener(args.pg_schema, outcomes.get))
         if args.accept_retention_gap:
             log.warning(
                 "operator accepted a retention gap: draining once with failOnDataLoss=false; "
                 "offsets that retention removed are skipped (the launch DAG logged which)"
             )
-            queries = start_queries(spark, args, owner, True, False)
+            queries = start_queries(spark, args, owner, True, False, outcomes)
             failed = run_queries(spark, queries, True)
         if not failed and keeper.lost is None and keeper.stop_requested is None:
             bounded = args.mode == "bounded"
             while True:
                 try:
-                    queries = start_queries(spark, args, owner, bounded)
+                    queries = start_queries(spark, args, owner, bounded, outcomes=outcomes)
                     log.info("started %s in %s mode", [q.name for q in queries], args.mode)
                     failed = run_queries(spark, queries, bounded, stopping)
                 except Exception as exc:  # e.g. S3 down while the checkpoint is read
@@ -751,7 +942,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # awaitAnyTermination() returns at once while a terminated query is on record
                 spark.streams.resetTerminated()
             if not failed and keeper.lost is None:
-                record_recent_progress(queries, args.pg_schema)
+                record_recent_progress(queries, args.pg_schema, outcomes.get)
                 for q in queries:
                     progress = q.lastProgress or {}
                     log.info(

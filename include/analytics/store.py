@@ -27,7 +27,11 @@ class Aggregate:
     ``function(valid_events, window)`` on each micro-batch's valid, deduplicated events (a
     Spark DataFrame); it yields one partial row per key with exactly ``partial_columns``. A
     name, not the function, so that this module (read by the dashboard, Airflow and the
-    tests) never imports Spark. The table, its DDL, the upsert and the stream's fan-out all
+    tests) never imports Spark. ``arrow_transform`` names the same for the columnar stream
+    (``--engine columnar``): ``function(events, window_ms)`` on one task's kept events (a
+    pyarrow Table of the lake's columns) -> its partial rows (a pyarrow Table, sketches as
+    serialized bytes); the stream refuses to start on that engine with an aggregate without
+    one. The table, its DDL, the upsert and the stream's fan-out all
     derive from this one declaration.
 
     Money is kept per currency: an aggregate with ``money`` columns is keyed by ``currency``
@@ -41,6 +45,7 @@ class Aggregate:
     distinct: tuple[str, ...] = ()
     money: tuple[str, ...] = ()  # sums held as money (MONEY_SQL_TYPE); the others are bigint
     comment: str = ""
+    arrow_transform: str = ""
 
     def __post_init__(self) -> None:
         names = (self.table, self.dimension, *self.sums, *self.distinct)
@@ -49,11 +54,12 @@ class Aggregate:
             raise ValueError(f"aggregate {self.table!r}: not lower-case SQL identifiers: {bad}")
         if set(self.money) - set(self.sums):
             raise ValueError(f"aggregate {self.table!r}: money columns must be sums: {self.money}")
-        module, _, function = self.transform.partition(":")
-        if not module or not function.isidentifier():
-            raise ValueError(
-                f"aggregate {self.table!r}: transform {self.transform!r} is not 'module:function'"
-            )
+        for name in filter(None, (self.transform, self.arrow_transform)):
+            module, _, function = name.partition(":")
+            if not module or not function.isidentifier():
+                raise ValueError(
+                    f"aggregate {self.table!r}: transform {name!r} is not 'module:function'"
+                )
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -136,6 +142,7 @@ AGGREGATES: dict[str, Aggregate] = {
             dimension="category",
             sums=("purchases", "units", "revenue"),
             transform="spark_apps.transforms.events:category_sales",
+            arrow_transform="spark_apps.columnar.aggregates:category_sales",
             distinct=("buyers",),
             money=("revenue",),
             comment="Relevant purchases per minute and category.",
@@ -145,6 +152,7 @@ AGGREGATES: dict[str, Aggregate] = {
             dimension="event_type",
             sums=("events",),
             transform="spark_apps.transforms.events:funnel_counts",
+            arrow_transform="spark_apps.columnar.aggregates:funnel_counts",
             distinct=("sessions",),
             comment="Relevant events per minute and event type (the funnel).",
         ),
@@ -559,6 +567,31 @@ def _utc(ts: datetime) -> datetime:
 
 def _key(agg: Aggregate, row: Mapping[str, Any]) -> tuple:
     return (_utc(row["window_start"]), *(row[k] for k in agg.key[1:]))
+
+
+def combine_partials(agg: Aggregate, partials: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Partial rows of one batch from several tasks, one per key: sums added, sketches merged
+    (the columnar stream's tasks each yield their own)."""
+    from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+    out: dict[tuple, dict[str, Any]] = {}
+    unions: dict[tuple, list] = {}
+    for p in partials:
+        key = _key(agg, p)
+        row = out.get(key)
+        if row is None:
+            out[key] = row = {c: p[c] for c in agg.partial_columns if c not in agg.sketches}
+            unions[key] = [hll_union(SKETCH_LG_K) for _ in agg.sketches]
+        else:
+            for c in agg.sums:
+                row[c] = (row[c] or 0) + (p[c] or 0)
+        for union, column in zip(unions[key], agg.sketches, strict=True):
+            if p.get(column) is not None:
+                union.update(hll_sketch.deserialize(bytes(p[column])))
+    for key, row in out.items():
+        for union, column in zip(unions[key], agg.sketches, strict=True):
+            row[column] = union.get_result(tgt_hll_type.HLL_4).serialize_compact()
+    return list(out.values())
 
 
 def merge_partial(

@@ -297,6 +297,12 @@ class StreamJob(JobSpec):
         help="comma-separated Python modules that register more live aggregates when imported "
         "(include.analytics.store.register)",
     )
+    engine: str = option(
+        "rows",
+        choices=("rows", "columnar"),
+        help="how a micro-batch runs: rows (Spark's rows, the JVM contract, transformWithState) "
+        "or columnar (Arrow batches in Python; a local master only: docs/architecture.md)",
+    )
     app_name: str = option("stream_events", help="Spark application name")
     lease_ttl: float = option(60.0, help="seconds the single-writer lease lives unrenewed")
     accept_retention_gap: bool = option(

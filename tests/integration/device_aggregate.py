@@ -8,6 +8,8 @@ place in the stream's fan-out all derive from the one ``register`` call
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -15,6 +17,7 @@ from pyspark.sql import types as T
 from include.analytics import store
 from include.analytics.store import SKETCH_LG_K
 from include.events import contract
+from spark_apps.columnar import aggregates as A
 
 
 def device_sales(events: DataFrame, window: str) -> DataFrame:
@@ -48,12 +51,33 @@ def device_sales(events: DataFrame, window: str) -> DataFrame:
     )
 
 
+def device_sales_arrow(events: pa.Table, window_ms: int) -> pa.Table:
+    """The same for the columnar stream (one task's kept events, a pyarrow Table)."""
+    keys = ["window_start", "window_end", "device", "currency"]
+    table = A.with_windows(A.purchases(events), window_ms)
+    table = table.set_column(
+        table.schema.get_field_index("device"), "device", pc.fill_null(table["device"], "unknown")
+    ).append_column("line", A.money_lines(table))
+    sums = table.group_by(keys, use_threads=False).aggregate(
+        [("event_id", "count"), ("line", "sum")]
+    )
+    return pa.table(
+        {
+            **{k: sums[k] for k in keys},
+            "orders": sums["event_id_count"],
+            "revenue": sums["line_sum"].cast(A.MONEY),
+            "buyers_sketch": A.sketches(table, keys, "user_id", sums),
+        }
+    )
+
+
 DEVICE_SALES = store.register(
     store.Aggregate(
         "device_sales_minute",
         dimension="device",
         sums=("orders", "revenue"),
         transform=f"{__name__}:device_sales",
+        arrow_transform=f"{__name__}:device_sales_arrow",
         distinct=("buyers",),
         money=("revenue",),
         comment="Relevant purchases per minute and device (added by a test).",

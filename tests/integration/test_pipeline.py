@@ -17,6 +17,7 @@ import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from confluent_kafka import Producer
 
 from include import pipeline
@@ -42,8 +43,12 @@ from tests.integration.lake_checks import (
 EXTRA_AGGREGATES = "tests.integration.device_aggregate"
 
 
-def run_stream(ctx, sandbox) -> dict:
-    conf = {**sandbox.stream_conf(ctx.settings.bucket), "aggregate_modules": EXTRA_AGGREGATES}
+def run_stream(ctx, sandbox, engine: str = "rows") -> dict:
+    conf = {
+        **sandbox.stream_conf(ctx.settings.bucket),
+        "aggregate_modules": EXTRA_AGGREGATES,
+        "engine": engine,
+    }
     state = airflow_dags_test(ctx, "stream_events", conf)
     assert state == "success"
     b = ctx.settings.bucket
@@ -65,7 +70,8 @@ def produce_stamped(
     assert producer.flush(60) == 0
 
 
-def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox):
+@pytest.mark.parametrize("engine", ["rows", "columnar"])
+def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox, engine):
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     batch1 = generate(
         3_000, seed=101, start=start, bad_share=0.05, irrelevant_share=0.05, duplicate_share=0.03
@@ -78,7 +84,7 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     store.publish_catalog(conn, build_catalog())  # the catalog the stream enriches from
     conn.close()
 
-    report = run_stream(ctx, sandbox)
+    report = run_stream(ctx, sandbox, engine)
 
     landable = {p.event_id for p in batch1 if p.kind in ("valid", "irrelevant")}
     bad = [p for p in batch1 if p.kind in EXPECTED_REASON_PREFIX]
@@ -119,14 +125,16 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     assert (landed, irrelevant, dead) == (report["rows"], kinds["irrelevant"], len(bad))
 
     # The deduplication's state commits are changelogs of the batch's keys (BATCH_CONF), not a
-    # RocksDB snapshot per batch: a .changelog object per state partition and batch.
-    state = f"{sandbox.checkpoint_prefix}/{pipeline.STREAM_QUERY}/state/"
+    # RocksDB snapshot per batch: a .changelog object per state partition and batch. The
+    # columnar engine's state (its first_seen log): the whole state after its first batch.
+    folder, first = ("state", ".changelog") if engine == "rows" else ("first_seen", "/0.snapshot")
+    state = f"{sandbox.checkpoint_prefix}/{pipeline.STREAM_QUERY}/{folder}/"
     listed = ctx.s3_root.client().list_objects_v2(Bucket=ctx.settings.bucket, Prefix=state)
     keys = [o["Key"] for o in listed.get("Contents", [])]
-    assert any(k.endswith(".changelog") for k in keys), keys
+    assert any(k.endswith(first) for k in keys), keys
 
     # A second run with nothing new changes nothing (idempotent, resumes from checkpoints).
-    again = run_stream(ctx, sandbox)
+    again = run_stream(ctx, sandbox, engine)
     assert again["rows"] == report["rows"] and postgres_sales(ctx, sandbox.pg_schema) == sales
 
     # No clock can hide a valid event. Events two hours late and 14 minutes early in event
@@ -151,7 +159,7 @@ def test_stream_lands_exactly_the_valid_events_and_aggregates_them(ctx, sandbox)
     assert {p.kind for p in stamped} == {"valid"}
     sent = [*batch1, *late, *early, *stamped, *on_time]
     valid = {p.event_id for p in sent if p.kind in ("valid", "irrelevant")}
-    final = run_stream(ctx, sandbox)
+    final = run_stream(ctx, sandbox, engine)
     assert final["rows"] == final["distinct_ids"] == len(valid)
     assert final["purchases"] == sum(
         1 for p in sent if p.kind == "valid" and p.event_type == "purchase"
