@@ -48,6 +48,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,14 +221,17 @@ def task_cpu_seconds(event_log_dir: Path, since_ms: float | None = None) -> floa
 
 
 def bench_pipeline(
-    events: int, cluster: SparkStandalone | None = None, cpu: list[dict] | None = None
+    events: int,
+    cluster: SparkStandalone | None = None,
+    cpu: list[dict] | None = None,
+    engine: str = "rows",
 ) -> Callable[[], tuple[int, float]]:
     """spark_apps/stream_events.py in bounded mode on a fresh checkpoint, lake prefix and
     Postgres schema each time; seconds from its first batch's start to its last batch's end.
     On the stack's master (``local[*]``), or on a standalone ``cluster``'s. With ``cpu``, each
     run also appends its events, its tasks' CPU seconds (Spark's event log) and the CPU
     seconds of spark-submit and the driver (the children's rusage: on ``local[*]`` this
-    includes the tasks)."""
+    includes the tasks). ``engine``: the stream's ``--engine``."""
     import dataclasses
     import resource
     import tempfile
@@ -262,8 +266,9 @@ def bench_pipeline(
             checkpoint_root=pipeline.s3a(b, f"{prefix}/_checkpoints"),
             pg_schema=schema,
             mode="bounded",
+            engine=engine,
         )
-        log = ctx.settings.logs_dir / "bench-pipeline.log"
+        log = ctx.settings.logs_dir / f"bench-pipeline-{engine}.log"
         with (
             tempfile.TemporaryDirectory(prefix="rtap-bench-eventlog-") as event_log,
             dropped_after(ctx, prefix),
@@ -413,6 +418,8 @@ SCENARIOS = {
     "raw_ceiling": bench_raw_ceiling,
     "spark_floor": bench_spark_floor,
     "pipeline": bench_pipeline,
+    # The stream's columnar core (--engine columnar) on the same backlog.
+    "pipeline_columnar": partial(bench_pipeline, engine="columnar"),
 }
 
 

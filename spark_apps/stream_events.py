@@ -447,7 +447,6 @@ def columnar_fan_out(
     """The ``foreachBatch`` function of ``--engine columnar`` (``spark_apps/columnar/engine.py``
     says how a batch runs): Spark's Kafka rows of one micro-batch checked, deduplicated and
     written as Arrow batches, every output keyed by the batch id."""
-    import pyarrow.compute as pc
 
     from include.spark.jobs import duration_ms
     from spark_apps.arrow_lake import object_path
@@ -509,8 +508,7 @@ def columnar_fan_out(
             lap("check")
             outcome = E.Outcome()
             outcome.take(results)
-            keys = results.filter(pc.equal(results["kind"], "key"))
-            kept, copies, conflicts = E.decide(state, keys, now_ms)
+            kept, copies, conflicts = E.decide(state, results, now_ms)
             outcome.count("conflicting_duplicates", conflicts)
             state_log.write(batch_id, state)
             lap("decide")

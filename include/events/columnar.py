@@ -11,7 +11,7 @@ a record that only *looks* bad to Arrow (``2.0`` for an integer, a name given tw
 valid. So the fast path can never refuse what the contract accepts; what it must never do is
 accept what the contract refuses, or read a value differently. That is why a record reaches
 Arrow's reader only when it is one flat JSON object on one line in valid UTF-8 without a
-byte-order mark and without a run of 20 digits (Arrow's reader takes invalid UTF-8 inside an ignored field, a byte-order mark,
+byte-order mark, without a run of 20 digits or a control character (Arrow's reader takes invalid UTF-8 inside an ignored field, a byte-order mark,
 blank lines and a second document on a line; a top-level ``null`` crashes it), and why a
 timestamp is cast by Arrow only in the plain form whose reading is certain (anything else is
 the exact path's). ``tests/unit/test_columnar_contract.py`` compares both on the named bad
@@ -52,11 +52,12 @@ _PARSE = pj.ParseOptions(explicit_schema=_READ_SCHEMA, unexpected_field_behavior
 # A line Arrow's reader may see: one flat object (no nested object or array: their depth and
 # their contents are the exact path's), space or tab around it, nothing else.
 _FLAT_OBJECT = r"^[ \t]*\{[^\[{\r\n]*\}[ \t]*$"
-# A number (or a string) of 20 digits or more: beyond 64 bits, where Python's reader and
-# Arrow's part (Python refuses an integer of over 4,300 digits even in an ignored field).
-_LONG_DIGITS = r"[0-9]{20}"
-# C0 and C1 control characters (a string in Arrow is valid UTF-8: it holds no lone surrogate).
-_CONTROL = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+# What sends a line to the exact path wherever it stands (one scan of the line): a number (or
+# a string) of 20 digits or more, beyond 64 bits, where Python's reader and Arrow's part
+# (Python refuses an integer of over 4,300 digits even in an ignored field); a C0 or C1
+# control character, raw or escaped (``\u0000``-``\u001f``, ``\u007f``-``\u009f``), so that
+# no string the fast path accepts holds one.
+_EXACT_ONLY = r"[0-9]{20}|\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])|[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 # The timestamps the fast path casts: RFC 3339 in its plain form, a year 1900-2199, fields in
 # range, at most microseconds, `T` and `Z` upper-case. Anything else goes to the exact path.
 _PLAIN_TIMESTAMP = (
@@ -142,7 +143,7 @@ def _fast_candidates(values: pa.Array) -> np.ndarray:
     # mark is not space or tab.
     text = pc.if_else(_utf8_valid(values), values, pa.scalar(b"", pa.binary())).cast(pa.string())
     ok = pc.and_(ok, pc.match_substring_regex(text, _FLAT_OBJECT))
-    ok = pc.and_(ok, pc.invert(pc.match_substring_regex(text, _LONG_DIGITS)))
+    ok = pc.and_(ok, pc.invert(pc.match_substring_regex(text, _EXACT_ONLY)))
     return pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
 
 
@@ -215,7 +216,6 @@ def _rules(table: pa.Table, now_micros: int) -> tuple[pa.Array, pa.Table]:
         if f.type == "string":
             length = pc.utf8_length(col)
             good = pc.and_(pc.greater(length, 0), pc.less_equal(length, f.max_length or 1 << 30))
-            good = pc.and_(good, pc.invert(pc.match_substring_regex(col, _CONTROL)))
             if f.enum is not None:
                 good = pc.and_(
                     good, pc.is_in(col, value_set=pa.array(sorted(validation._ENUMS[f.name])))

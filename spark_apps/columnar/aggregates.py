@@ -11,7 +11,7 @@ sums, and HyperLogLog sketches serialized as Apache DataSketches does (the forma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
@@ -39,22 +39,23 @@ def with_windows(events: pa.Table, window_ms: int) -> pa.Table:
     return events.append_column("window_start", start).append_column("window_end", end)
 
 
-def sketches(table: pa.Table, keys: Sequence[str], column: str, groups: pa.Table) -> pa.Array:
-    """A HyperLogLog sketch of ``column`` per group of ``keys`` (the values' UTF-8, as Spark's
-    ``hll_sketch_agg`` of a string), serialized, in the order of ``groups`` (the result of a
-    ``group_by(keys)`` of ``table``)."""
+def sketches(distinct: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A serialized HyperLogLog sketch per group from each group's distinct values (a list
+    column, the ``"distinct"`` aggregation of a ``group_by``): the values' UTF-8, as Spark's
+    ``hll_sketch_agg`` of a string reads them."""
     from datasketches import hll_sketch
 
-    made: dict[tuple, hll_sketch] = {}
-    rows = zip(*(table[k].to_pylist() for k in keys), table[column].to_pylist(), strict=True)
-    for *key, value in rows:
-        sketch = made.get(tuple(key))
-        if sketch is None:
-            sketch = made[tuple(key)] = hll_sketch(SKETCH_LG_K)
-        if value is not None:
-            sketch.update(value)
-    order = zip(*(groups[k].to_pylist() for k in keys), strict=True)
-    return pa.array([made[k].serialize_compact() for k in order], pa.binary())
+    lists = distinct.combine_chunks() if isinstance(distinct, pa.ChunkedArray) else distinct
+    values = lists.values.to_pylist()
+    bounds = lists.offsets.to_pylist()
+    out = []
+    for lo, hi in itertools.pairwise(bounds):
+        sketch = hll_sketch(SKETCH_LG_K)
+        for v in values[lo:hi]:
+            if v is not None:
+                sketch.update(v)
+        out.append(sketch.serialize_compact())
+    return pa.array(out, pa.binary())
 
 
 def money_lines(events: pa.Table) -> pa.Array:
@@ -85,7 +86,7 @@ def category_sales(events: pa.Table, window_ms: int) -> pa.Table:
     table = with_windows(purchases(events), window_ms)
     table = table.append_column("line", money_lines(table))
     sums = table.group_by(keys, use_threads=False).aggregate(
-        [("event_id", "count"), ("quantity", "sum"), ("line", "sum")]
+        [("event_id", "count"), ("quantity", "sum"), ("line", "sum"), ("user_id", "distinct")]
     )
     return pa.table(
         {
@@ -93,7 +94,7 @@ def category_sales(events: pa.Table, window_ms: int) -> pa.Table:
             "purchases": sums["event_id_count"],
             "units": sums["quantity_sum"],
             "revenue": sums["line_sum"].cast(MONEY),
-            "buyers_sketch": sketches(table, keys, "user_id", sums),
+            "buyers_sketch": sketches(sums["user_id_distinct"]),
         }
     )
 
@@ -102,11 +103,13 @@ def funnel_counts(events: pa.Table, window_ms: int) -> pa.Table:
     """Relevant events per event-time window and event type, with the sessions' sketch."""
     keys = ["window_start", "window_end", "event_type"]
     table = with_windows(relevant(events), window_ms)
-    sums = table.group_by(keys, use_threads=False).aggregate([("event_id", "count")])
+    sums = table.group_by(keys, use_threads=False).aggregate(
+        [("event_id", "count"), ("session_id", "distinct")]
+    )
     return pa.table(
         {
             **{k: sums[k] for k in keys},
             "events": sums["event_id_count"],
-            "sessions_sketch": sketches(table, keys, "session_id", sums),
+            "sessions_sketch": sketches(sums["session_id_distinct"]),
         }
     )

@@ -57,9 +57,10 @@ from spark_apps.columnar import state as S
 log = logging.getLogger("stream_events.columnar")
 
 # What both jobs' tasks return to the driver, one row per item (the unused columns null):
-# ``key`` rows (one per valid event: kafka_partition, hi, lo, digest, kafka_offset),
-# ``lake`` and ``dead`` rows (a file written: path, size, n rows), ``partial`` rows (an
-# aggregate's partial rows: name, payload as Arrow IPC) and ``count`` rows (name, n).
+# ``keys`` rows (a Kafka partition's valid events: name the topic, kafka_partition, payload
+# their 128-bit keys, digests and offsets as Arrow IPC), ``lake`` and ``dead`` rows (a file
+# written: path, size, n rows), ``partial`` rows (an aggregate's partial rows: name, payload
+# as Arrow IPC) and ``count`` rows (name, n).
 RESULT_SCHEMA = pa.schema(
     [
         ("kind", pa.string()),
@@ -209,18 +210,24 @@ def _check_partition(
     ):
         w.write_table(valid)
     hi, lo = S.keys(valid["event_id"])
-    digest = S.digests(valid)
-    n = valid.num_rows
-    yield _rows(
-        "key",
-        n,
-        kafka_partition=np.full(n, partition, np.int32),
-        hi=hi.view(np.int64),
-        lo=lo.view(np.int64),
-        digest=digest.view(np.int64),
-        kafka_offset=valid["kafka_offset"].to_numpy(),
-        name=[topic] * n,
+    keys = pa.table(
+        {
+            "hi": pa.array(hi.view(np.int64)),
+            "lo": pa.array(lo.view(np.int64)),
+            "digest": pa.array(S.digests(valid).view(np.int64)),
+            "kafka_offset": valid["kafka_offset"],
+        }
     )
+    yield _rows("keys", name=[topic], kafka_partition=[partition], payload=[_ipc(keys)])
+
+
+def _ipc(table: pa.Table) -> bytes:
+    """A table as one value (Arrow's IPC stream): a task's many small rows cross Spark's
+    row conversion as one."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _cached(plan: Plan, topic: str, partition: int) -> str:
@@ -328,11 +335,7 @@ def _write_partition(
     if plan.write_lake and lake.num_rows:
         yield from _write_lake(plan, kept, lake)
     for table, function in functions.items():
-        partial = function(lake, window_ms)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, partial.schema) as w:
-            w.write_table(partial)
-        yield _rows("partial", name=[table], payload=[sink.getvalue().to_pybytes()])
+        yield _rows("partial", name=[table], payload=[_ipc(function(lake, window_ms))])
     os.unlink(path)
 
 
@@ -470,7 +473,7 @@ class Outcome:
     counts: dict[str, int] = field(default_factory=dict)
 
     def take(self, results: pa.Table) -> None:
-        for row in results.filter(pc.not_equal(results["kind"], "key")).to_pylist():
+        for row in results.filter(pc.not_equal(results["kind"], "keys")).to_pylist():
             kind = row["kind"]
             if kind in ("lake", "dead"):
                 getattr(self, kind).append((row["path"], row["size"]))
@@ -498,27 +501,38 @@ class Outcome:
         }
 
 
-def decide(state: S.FirstSeenState, keys: pa.Table, now_ms: int) -> tuple[list[Kept], int, int]:
-    """The first job's keys -> per Kafka partition the offsets to drop and to dead-letter,
-    the number of identical copies and of conflicts."""
-    partition = keys["kafka_partition"].to_numpy().astype(np.int64)
+def decide(state: S.FirstSeenState, results: pa.Table, now_ms: int) -> tuple[list[Kept], int, int]:
+    """The first job's ``keys`` rows -> per Kafka partition the offsets to drop and to
+    dead-letter, the number of identical copies and of conflicts."""
+    parts = results.filter(pc.equal(results["kind"], "keys")).to_pylist()
+    tables = [pa.ipc.open_stream(p["payload"]).read_all() for p in parts]
+    sizes = np.array([t.num_rows for t in tables], np.int64)
+    slot = np.repeat(np.arange(len(tables)), sizes)
+    keys = pa.concat_tables(tables) if tables else None
+    if keys is None or not keys.num_rows:
+        state.decide(*(np.zeros(0, np.uint64),) * 3, np.zeros(0, np.int64), now_ms)
+        return [], 0, 0
+    partition = np.array([p["kafka_partition"] for p in parts], np.int64)[slot]
     offset = keys["kafka_offset"].to_numpy()
-    topic = keys["name"].to_numpy(zero_copy_only=False)
-    order = (partition << 40) + offset
     decision = state.decide(
         keys["hi"].to_numpy().view(np.uint64),
         keys["lo"].to_numpy().view(np.uint64),
         keys["digest"].to_numpy().view(np.uint64),
-        order,
+        (partition << 40) + offset,  # the batch's order: Kafka partition, then offset
         now_ms,
     )
-    out: list[Kept] = []
     rejected = np.ones(len(offset), bool)
     rejected[decision.first] = False
     conflict = np.zeros(len(offset), bool)
     conflict[decision.conflicts] = True
-    pairs = sorted({(str(t), int(p)) for t, p in zip(topic, partition, strict=True)})
-    for t, p in pairs:
-        mine = (partition == p) & (topic == t)
-        out.append(Kept(t, p, offset[mine & rejected & ~conflict], offset[mine & conflict]))
+    out = [
+        Kept(
+            p["name"],
+            p["kafka_partition"],
+            offset[(slot == i) & rejected & ~conflict],
+            offset[(slot == i) & conflict],
+        )
+        for i, p in enumerate(parts)
+        if sizes[i]
+    ]
     return out, decision.copies, len(decision.conflicts)

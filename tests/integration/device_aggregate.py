@@ -59,14 +59,14 @@ def device_sales_arrow(events: pa.Table, window_ms: int) -> pa.Table:
         table.schema.get_field_index("device"), "device", pc.fill_null(table["device"], "unknown")
     ).append_column("line", A.money_lines(table))
     sums = table.group_by(keys, use_threads=False).aggregate(
-        [("event_id", "count"), ("line", "sum")]
+        [("event_id", "count"), ("line", "sum"), ("user_id", "distinct")]
     )
     return pa.table(
         {
             **{k: sums[k] for k in keys},
             "orders": sums["event_id_count"],
             "revenue": sums["line_sum"].cast(A.MONEY),
-            "buyers_sketch": A.sketches(table, keys, "user_id", sums),
+            "buyers_sketch": A.sketches(sums["user_id_distinct"]),
         }
     )
 

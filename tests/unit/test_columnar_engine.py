@@ -1,0 +1,176 @@
+"""The columnar stream's pure parts (``spark_apps/columnar/engine.py`` and ``aggregates.py``)
+on a generated backlog, against the generator's own record of what it sent: the lake's rows
+(enrichment, relevance, partitions), the live aggregates' partials computed per task and
+combined on the driver, and the driver's decision per Kafka partition. The whole engine runs on
+the real stack in ``tests/integration/test_pipeline.py``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+from datasketches import hll_sketch
+
+from include.analytics import store
+from include.events import columnar
+from include.events.catalog import build_catalog
+from include.events.generator import generate
+from spark_apps.columnar import aggregates as A
+from spark_apps.columnar import engine as E
+from spark_apps.columnar import state as S
+from tests.integration.lake_checks import (
+    assert_funnel_match,
+    assert_sales_match,
+    iso_minute,
+)
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+NOW_US = int(NOW.timestamp() * 1_000_000)
+WINDOW_MS = 60_000
+
+
+def backlog():
+    return generate(
+        3_000,
+        seed=7,
+        start=NOW - timedelta(minutes=5),
+        bad_share=0.05,
+        irrelevant_share=0.05,
+    )
+
+
+def checked_events(produced) -> pa.Table:
+    """The valid events of a backlog as the first job caches them (one Kafka partition, the
+    offset the index)."""
+    checked = columnar.check_block(pa.array([p.value for p in produced], pa.binary()), NOW_US)
+    rows = checked.valid["row"]
+    events = checked.valid.drop_columns(["row"])
+    events = events.append_column("kafka_partition", pa.array(np.zeros(len(rows), np.int32)))
+    events = events.append_column("kafka_offset", rows)
+    return events.append_column(
+        "kafka_timestamp", pa.array(np.full(len(rows), NOW_US), pa.int64()).cast(columnar.TIMESTAMP)
+    )
+
+
+def catalog_table() -> pa.Table:
+    products = build_catalog().products
+    return pa.table(
+        {
+            "product_id": [p.product_id for p in products],
+            "list_price": [p.price for p in products],
+            "popularity_rank": pa.array(range(1, len(products) + 1), pa.int32()),
+        }
+    )
+
+
+def test_the_lake_rows_carry_every_valid_event_its_catalog_fields_and_partitions():
+    produced = backlog()
+    lake = E.lake_rows(checked_events(produced), catalog_table())
+    landable = {p.event_id: p for p in produced if p.kind in ("valid", "irrelevant")}
+    assert sorted(lake["event_id"].to_pylist()) == sorted(landable)
+    assert lake.schema.names == [*E.LAKE_SCHEMA.names, "event_date", "event_hour"]
+    prices = {p.product_id: (p.price, rank) for rank, p in enumerate(build_catalog().products, 1)}
+    for row in lake.to_pylist():
+        p = landable[row["event_id"]]
+        assert row["is_relevant"] == (p.kind == "valid")
+        if row["product_id"] is None:
+            assert row["list_price"] is None and row["popularity_rank"] is None
+        else:
+            assert (row["list_price"], row["popularity_rank"]) == prices[row["product_id"]]
+        when = datetime.fromtimestamp(p.event_time_ms / 1000, UTC)
+        assert (row["event_date"], row["event_hour"]) == (when.date().isoformat(), when.hour)
+
+
+def test_partials_of_three_tasks_combined_are_the_generator_s_totals():
+    produced = backlog()
+    lake = E.lake_rows(checked_events(produced), catalog_table())
+    thirds = [lake.slice(i * 1000, 1000) for i in range(3)]
+    for table, function, check in (
+        ("category_sales_minute", A.category_sales, assert_sales_match),
+        ("funnel_minute", A.funnel_counts, assert_funnel_match),
+    ):
+        agg = store.AGGREGATES[table]
+        partials = [row for t in thirds for row in function(t, WINDOW_MS).to_pylist()]
+        assert all(set(row) == set(agg.partial_columns) for row in partials)
+        combined = store.combine_partials(agg, partials)
+        assert len(combined) < len(partials)  # the tasks' rows of one key became one
+        got = {}
+        for row in combined:
+            key = (iso_minute(row["window_start"]), *(row[d] for d in agg.dimensions))
+            got[key] = {s: float(row[s]) for s in agg.sums}
+            for name, sketch in zip(agg.distinct, agg.sketches, strict=True):
+                got[key][name] = round(hll_sketch.deserialize(row[sketch]).get_estimate())
+            assert row["window_end"] - row["window_start"] == timedelta(milliseconds=WINDOW_MS)
+        check(got, produced)
+
+
+def test_the_registry_s_added_aggregate_has_its_columnar_transform():
+    from tests.integration.device_aggregate import DEVICE_SALES, device_sales_arrow
+
+    produced = backlog()
+    lake = E.lake_rows(checked_events(produced), catalog_table())
+    partials = device_sales_arrow(lake, WINDOW_MS)
+    assert partials.schema.names == list(DEVICE_SALES.partial_columns)
+    purchases = [p for p in produced if p.kind == "valid" and p.event_type == "purchase"]
+    assert sum(partials["orders"].to_pylist()) == len(purchases)
+    assert round(float(sum(partials["revenue"].to_pylist())), 2) == round(
+        sum(p.revenue for p in purchases), 2
+    )
+
+
+def test_the_decision_is_split_by_kafka_partition_into_dropped_and_dead_lettered_offsets():
+    ids = ["a", "b", "a", "a", "c", "b"]
+    partitions = [0, 0, 1, 1, 2, 2]
+    offsets = [10, 11, 5, 6, 7, 8]
+    versions = [1, 1, 1, 2, 1, 1]  # the second "a" of partition 1 is another version
+    hi, lo = S.keys(pa.array(ids))
+    results = pa.Table.from_batches(
+        [  # what the first job's task of each partition returns, partition 2's first
+            E._rows(
+                "keys",
+                name=["events"],
+                kafka_partition=[p],
+                payload=[
+                    E._ipc(
+                        pa.table(
+                            {
+                                "hi": pa.array(hi[rows].view(np.int64)),
+                                "lo": pa.array(lo[rows].view(np.int64)),
+                                "digest": pa.array(np.array(versions)[rows], pa.int64()),
+                                "kafka_offset": pa.array(np.array(offsets)[rows], pa.int64()),
+                            }
+                        )
+                    )
+                ],
+            )
+            for p in (2, 0, 1)
+            for rows in [np.flatnonzero(np.array(partitions) == p)]
+        ]
+    )
+    kept, copies, conflicts = E.decide(S.FirstSeenState(60_000), results, 1_000)
+    got = {(k.partition, tuple(k.dropped), tuple(k.conflicts)) for k in kept}
+    # Partition 0 comes first in the batch's order: its a and b are the first ones; the a of
+    # partition 1 at offset 5 and the b of partition 2 are copies, the a at 6 another version.
+    assert got == {(0, (), ()), (1, (5,), (6,)), (2, (8,), ())}
+    assert (copies, conflicts) == (2, 1)
+
+
+def test_an_outcome_counts_as_the_row_based_stream_observes():
+    outcome = E.Outcome()
+    results = pa.Table.from_batches(
+        [
+            E._rows("dead", path=["lake/dead/x.parquet"], size=[10], n=[3]),
+            E._rows("count", name=["landed"], n=[5]),
+            E._rows("count", name=["irrelevant"], n=[1]),
+            E._rows("lake", path=["lake/raw/y.parquet"], size=[20], n=[5]),
+        ]
+    )
+    outcome.take(results)
+    outcome.count("conflicting_duplicates", 2)
+    assert outcome.lake == [("lake/raw/y.parquet", 20)]
+    assert outcome.dead == [("lake/dead/x.parquet", 10)]
+    assert outcome.observed() == {
+        "lake": {"landed": 5, "irrelevant": 1},
+        "dead_letter": {"dead_lettered": 3, "conflicting_duplicates": 2},
+    }
