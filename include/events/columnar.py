@@ -57,7 +57,9 @@ _FLAT_OBJECT = r"^[ \t]*\{[^\[{\r\n]*\}[ \t]*$"
 # (Python refuses an integer of over 4,300 digits even in an ignored field); a C0 or C1
 # control character, raw or escaped (``\u0000``-``\u001f``, ``\u007f``-``\u009f``), so that
 # no string the fast path accepts holds one.
-_EXACT_ONLY = r"[0-9]{20}|\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])|[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+_EXACT_ONLY = (
+    r"[0-9]{20}|\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])|[\x{00}-\x{1f}\x{7f}-\x{9f}]"
+)
 # The timestamps the fast path casts: RFC 3339 in its plain form, a year 1900-2199, fields in
 # range, at most microseconds, `T` and `Z` upper-case. Anything else goes to the exact path.
 _PLAIN_TIMESTAMP = (
