@@ -422,6 +422,10 @@ def dedupe_state(spark: SparkSession, checkpoint: str) -> tx.DedupeState:
     return tx.dedupe_state_of((r[0], r[1]) for r in rows)
 
 
+# Where the columnar engine keeps its deduplication state, in the query's checkpoint.
+COLUMNAR_STATE = "first_seen"
+
+
 class ColumnarOutcomes:
     """The columnar engine's per-batch counts and state size, for the progress listener
     (``stream_progress.observed`` and ``state_rows``: Spark's own observed metrics see only
@@ -456,7 +460,7 @@ def columnar_fan_out(
     stream = lease.lease_name(args.checkpoint_root)
     endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
     s3 = E.Plan(0, 0, endpoint, "", "", "").s3()
-    state_log = S.StateLog(s3, object_path(f"{checkpoint.rstrip('/')}/first_seen"))
+    state_log = S.StateLog(s3, object_path(f"{checkpoint.rstrip('/')}/{COLUMNAR_STATE}"))
     lake_log, dead_log = E.SinkLog(spark, args.lake_path), E.SinkLog(spark, args.dead_letter_path)
     horizon_ms, window_ms = duration_ms(args.dedupe_horizon), duration_ms(args.window)
     aggregates = {t: a.arrow_transform for t, a in store.AGGREGATES.items()}
@@ -827,6 +831,20 @@ def columnar_refusal(master: str) -> str | None:
     return None
 
 
+def rows_refusal(spark: SparkSession, checkpoint: str) -> str | None:
+    """Why ``--engine rows`` cannot resume this checkpoint, or None: the columnar engine ran
+    on it (its ``first_seen`` log is there), so the row engine's state stops at a batch long
+    past (Spark would fail to load the versions in between). The switch is one-way."""
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/{COLUMNAR_STATE}")  # type: ignore[union-attr]
+    if path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(path):  # type: ignore[union-attr]
+        return (
+            f"--engine=rows: the checkpoint {checkpoint} was run with --engine=columnar (it "
+            f"holds {COLUMNAR_STATE}/): resume it with --engine=columnar (docs/architecture.md)"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -861,7 +879,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
-    refused = columnar_refusal(spark.sparkContext.master) if args.engine == "columnar" else None
+    if args.engine == "columnar":
+        refused = columnar_refusal(spark.sparkContext.master)
+    else:
+        refused = rows_refusal(spark, f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}")
     if refused:
         log.error("%s", refused)
         conn = pg()

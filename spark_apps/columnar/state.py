@@ -25,11 +25,11 @@ offset log) is decided against exactly the state its first attempt saw, so it de
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import fs as pafs
@@ -40,7 +40,6 @@ from include.events import contract
 # producer's own send stamp (a retry may re-stamp ``ingestion_time``).
 CONTENT_FIELDS = tuple(f.name for f in contract.FIELDS if f.name != "ingestion_time")
 _CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def keys(event_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,27 +74,45 @@ def keys(event_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]
 
 def digests(events: pa.Table) -> np.ndarray:
     """A 64-bit digest per event of its :data:`CONTENT_FIELDS` (typed values, so two encodings
-    of the same JSON are the same content; a null is never read as a value): pandas' SipHash
-    of the string fields joined, mixed with the numbers' and timestamps' bits and the pattern of
-    their nulls."""
+    of the same JSON are the same content; a null is never read as a value): BLAKE2b over the
+    string fields joined (a separator between them, a marker for a null) and the numbers' and
+    timestamps' bits with the pattern of their nulls. The standard library's hash, not pandas'
+    (whose import cost each Python worker 2-3 s in a stream's first batch)."""
+    import hashlib
+
     n = events.num_rows
+    if not n:
+        return np.zeros(0, np.uint64)
     strings = [f.name for f in contract.FIELDS if f.name in CONTENT_FIELDS and f.type == "string"]
     numbers = [f.name for f in contract.FIELDS if f.name in CONTENT_FIELDS and f.type != "string"]
-    # \x1e marks a null string: the contract refuses control characters, so no value has it.
-    joined = pc.binary_join_element_wise(
-        *[events[s] for s in strings], "\x1f", null_handling="replace", null_replacement="\x1e"
-    )
-    out = pd.util.hash_array(np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object))
-    nulls = np.zeros(n, np.uint64)
-    for bit, name in enumerate(numbers):
+    bits = np.zeros((n, len(numbers) + 1), np.uint64)  # the last column: which numbers are null
+    for i, name in enumerate(numbers):
         col = events[name]
         if pa.types.is_timestamp(col.type):
             col = col.cast(pa.int64())
         values = pc.fill_null(col, 0).to_numpy()
-        bits = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
-        out = (out * _MIX) ^ pd.util.hash_array(bits)
-        nulls |= pc.is_null(col).to_numpy(zero_copy_only=False).astype(np.uint64) << np.uint64(bit)
-    return (out * _MIX) ^ pd.util.hash_array(nulls)
+        bits[:, i] = values.view(np.uint64) if values.dtype.itemsize == 8 else values
+        nulls = pc.is_null(col).to_numpy(zero_copy_only=False).astype(np.uint64)
+        bits[:, -1] |= nulls << np.uint64(i)
+    width = bits.shape[1] * 8
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(bits.tobytes())]
+    )
+    # \x1e marks a null string: the contract refuses control characters, so no value has it.
+    joined = pc.binary_join_element_wise(
+        *[events[s].cast(pa.binary()) for s in strings],
+        fixed.cast(pa.binary()),
+        b"\x1f",
+        null_handling="replace",
+        null_replacement=b"\x1e",
+    )
+    joined = joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+    ends = np.frombuffer(joined.buffers()[1], np.int32)[joined.offset : joined.offset + n + 1]
+    data = memoryview(joined.buffers()[2])
+    b2 = hashlib.blake2b
+    bounds = ends.tolist()
+    out = b"".join([b2(data[a:b], digest_size=8).digest() for a, b in itertools.pairwise(bounds)])
+    return np.frombuffer(out, np.uint64).copy()
 
 
 @dataclass(frozen=True)

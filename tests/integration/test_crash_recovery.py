@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -131,3 +132,91 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
         record.valid,
         0,
     )
+
+
+def test_columnar_sigkill_after_the_state_moved_then_resume_is_exactly_once(ctx, sandbox):
+    """The columnar engine (``--engine columnar``), killed at the state its recovery must get
+    right: a batch planned, its deduplication decided and logged (``first_seen/<n>.*``) and
+    not committed. The relaunch restores the state as it was before that batch, so the replay
+    decides the same: every valid event exactly once, the duplicates dropped, nothing lost."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    batch = generate(40_000, seed=404, start=start, bad_share=0.02, duplicate_share=0.05)
+    record = produce(batch, topic=sandbox.topic, bootstrap_servers=ctx.settings.kafka_bootstrap)
+    conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
+    store.record_run(conn, record)
+    conn.close()
+    b = ctx.settings.bucket
+    job = sandbox.stream_job(
+        ctx,
+        mode="continuous",
+        trigger="1 second",
+        max_offsets_per_trigger=3000,
+        engine="columnar",
+    )
+    log_name = f"crash-test-columnar-{sandbox.id}.log"
+    driver = spawn(ctx, submit_argv(ctx, job), submit_env(ctx, job), log_name)
+    read, list_keys = checkpoint.s3_reader(s3(ctx), b)
+    state = f"{sandbox.checkpoint_prefix}/{pipeline.STREAM_QUERY}/first_seen/"
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # a batch planned and decided (its state logged) but not committed
+            pos = checkpoint.query_position(
+                pipeline.STREAM_QUERY, sandbox.checkpoint_prefix, read, list_keys
+            )
+            committed = -1 if pos is None or pos.committed_batch is None else pos.committed_batch
+            if committed >= 3 and pos.planned_batch > committed:
+                logged = {k.rsplit("/", 1)[-1].split(".")[0] for k in list_keys(state)}
+                if str(pos.planned_batch) in logged:
+                    break
+            assert driver.poll() is None, "the stream exited before it was killed"
+            assert time.monotonic() < deadline, "the stream made no progress"
+            time.sleep(0.05)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    pos = checkpoint.query_position(
+        pipeline.STREAM_QUERY, sandbox.checkpoint_prefix, read, list_keys
+    )
+    assert pos.planned_batch > pos.committed_batch, "killed between a batch's plan and commit"
+    partial = lake_report(
+        ctx, pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
+    )
+    assert 0 < partial["rows"] < record.valid, "killed mid-stream, with work left"
+
+    conf = {**sandbox.stream_conf(b), "engine": "columnar"}
+    assert airflow_dags_test(ctx, "stream_events", conf) == "success"
+    final = lake_report(
+        ctx, pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
+    )
+    assert final["rows"] == final["distinct_ids"] == record.valid
+    bad = sum(n for k, n in record.by_kind.items() if k not in ("valid", "irrelevant", "duplicate"))
+    assert final["dead_letter_rows"] == bad
+    assert final["purchases"] == record.purchases
+    assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), batch)
+    report, _ = reconcile(
+        ctx,
+        (start - timedelta(hours=1)).isoformat(),
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        sandbox.topic,
+        pipeline.s3a(b, sandbox.lake_prefix),
+        pipeline.s3a(b, sandbox.dead_letter_prefix),
+        sandbox.pg_schema,
+    )
+    assert report["ok"], report["problems"]
+    assert (report["produced"], report["landed"], report["missing"]) == (
+        record.events,
+        record.valid,
+        0,
+    )
+    # The switch is one-way: the row engine refuses a checkpoint the columnar one ran on.
+    rows = sandbox.stream_job(ctx, mode="bounded")
+    done = subprocess.run(
+        submit_argv(ctx, rows),
+        env=submit_env(ctx, rows),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out[-2000:]
+    assert "resume it with --engine=columnar" in out
