@@ -459,18 +459,22 @@ def columnar_fan_out(
 
     stream = lease.lease_name(args.checkpoint_root)
     endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
-    s3 = E.Plan(0, 0, endpoint, "", "", "").s3()
+    s3 = E.s3(endpoint)
     state_log = S.StateLog(s3, object_path(f"{checkpoint.rstrip('/')}/{COLUMNAR_STATE}"))
     lake_log, dead_log = E.SinkLog(spark, args.lake_path), E.SinkLog(spark, args.dead_letter_path)
     horizon_ms, window_ms = duration_ms(args.dedupe_horizon), duration_ms(args.window)
     aggregates = {t: a.arrow_transform for t, a in store.AGGREGATES.items()}
     cache = E.cache_root(spark.sparkContext.applicationId)
+    E.clear_stale_caches(cache)
     held: dict[str, object] = {}  # the state, the sinks' last batches at start, the catalog
 
     def write(batch: DataFrame, batch_id: int) -> None:
         try:
             write_batch(batch, batch_id)
         except Exception as exc:
+            # The state in memory may hold the failed batch's keys: the batch's replay must
+            # be decided against the state before it, so it is restored from its log again.
+            held.clear()
             raise BatchFailed(f"batch {batch_id}: {first_line(exc)}") from exc
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:

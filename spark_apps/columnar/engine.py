@@ -125,12 +125,18 @@ class Plan:
         return datetime.fromtimestamp(self.now_us / 1e6, UTC).date().isoformat()
 
     def s3(self):
-        from include.endpoints import S3Endpoint
-
-        return S3Endpoint.from_aws_env(self.s3_endpoint).pyarrow_filesystem()
+        return s3(self.s3_endpoint)
 
     def file_name(self, topic: str, partition: int, what: str) -> str:
         return f"part-{self.batch_id:010d}-{topic}-{partition}-{what}.parquet"
+
+
+def s3(endpoint: str):
+    """pyarrow's S3 client for ``endpoint`` with this process' ``AWS_*`` credentials (the
+    driver's, or an executor's ``spark.executorEnv``)."""
+    from include.endpoints import S3Endpoint
+
+    return S3Endpoint.from_aws_env(endpoint).pyarrow_filesystem()
 
 
 def _rows(kind: str, count: int = 1, **columns: Any) -> pa.RecordBatch:
@@ -435,12 +441,33 @@ class SinkLog:
         return bool(self._log.add(batch_id, statuses))
 
 
+# A cache directory of another application untouched for this long is a killed driver's.
+STALE_CACHE_S = 86_400
+
+
 def cache_root(app_id: str) -> str:
+    """Where this application's executors keep a batch's valid events between its two jobs
+    (one directory per batch, removed when the batch ends)."""
     return os.path.join(tempfile.gettempdir(), "rtap-columnar", app_id)
 
 
 def clear_cache(root: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
+
+
+def clear_stale_caches(root: str, now: float | None = None) -> list[str]:
+    """Remove the cache directories beside ``root`` that no application touched for
+    :data:`STALE_CACHE_S` (a driver killed mid-batch leaves its batch's events behind);
+    the ones removed."""
+    parent = os.path.dirname(root)
+    now = time.time() if now is None else now
+    removed = []
+    for name in os.listdir(parent) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, name)
+        if path != root and now - os.path.getmtime(path) > STALE_CACHE_S:
+            clear_cache(path)
+            removed.append(path)
+    return removed
 
 
 CATALOG_SQL = "SELECT product_id, price::float8, popularity_rank::int4 FROM products"

@@ -6,6 +6,8 @@ the real stack in ``tests/integration/test_pipeline.py``."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -174,3 +176,15 @@ def test_an_outcome_counts_as_the_row_based_stream_observes():
         "lake": {"landed": 5, "irrelevant": 1},
         "dead_letter": {"dead_lettered": 3, "conflicting_duplicates": 2},
     }
+
+
+def test_a_killed_driver_s_cache_is_removed_a_day_later_and_a_live_one_kept(tmp_path):
+    root = tmp_path / "rtap-columnar"
+    mine, live, stale = root / "app-3", root / "app-2", root / "app-1"
+    for d in (mine, live, stale):
+        (d / "7").mkdir(parents=True)
+    now = time.time()
+    os.utime(stale, (now - E.STALE_CACHE_S - 1, now - E.STALE_CACHE_S - 1))
+    os.utime(mine, (now - E.STALE_CACHE_S - 1, now - E.STALE_CACHE_S - 1))
+    assert E.clear_stale_caches(str(mine), now) == [str(stale)]
+    assert mine.exists() and live.exists() and not stale.exists()
