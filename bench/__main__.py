@@ -481,19 +481,27 @@ def _fmt_pct(level: dict, key: str) -> str:
     return f"{r['p50']:.1f} / {r['p95']:.1f} / {r['p99']:.1f}"
 
 
-def _ratio(scen: dict, base: str, label: str, target: float, note: str = "") -> list[str]:
-    """The line ``Pipeline / <label>: **N x**`` (pipeline median over ``base``'s), flagged when
-    the two figures come from different runs."""
-    if "pipeline" not in scen or base not in scen:
+def _ratio(
+    scen: dict,
+    base: str,
+    label: str,
+    target: float,
+    note: str = "",
+    pipeline: str = "pipeline",
+    name: str = "Pipeline",
+) -> list[str]:
+    """The line ``Pipeline / <label>: **N x**`` (the ``pipeline`` scenario's median over
+    ``base``'s), flagged when the two figures come from different runs."""
+    if pipeline not in scen or base not in scen:
         return []
-    ratio = scen["pipeline"]["median"] / scen[base]["median"]
-    same = scen["pipeline"].get("date") == scen[base].get("date")
+    ratio = scen[pipeline]["median"] / scen[base]["median"]
+    same = scen[pipeline].get("date") == scen[base].get("date")
     where = (
         ", same backlog in the same run."
         if same
         else " — **figures from different runs** (re-run both to compare)."
     )
-    return ["", f"Pipeline / {label}: **{ratio:.2f}x** (target ≥ {target}x{note}){where}"]
+    return ["", f"{name} / {label}: **{ratio:.2f}x** (target ≥ {target}x{note}){where}"]
 
 
 def _scope(results: dict) -> str:
@@ -538,6 +546,18 @@ def to_markdown(results: dict, images: str) -> str:
     )
     lines += _ratio(scen, "spark_floor", "Spark floor", FLOOR_RATIO_TARGET, floor_note)
     lines += _ratio(scen, "raw_ceiling", "raw ceiling", RATIO_TARGET)
+    for base, label, target in (
+        ("spark_floor", "Spark floor", FLOOR_RATIO_TARGET),
+        ("raw_ceiling", "raw ceiling", RATIO_TARGET),
+    ):
+        lines += _ratio(
+            scen,
+            base,
+            label,
+            target,
+            pipeline="pipeline_columnar",
+            name="Pipeline with `--engine columnar` (opt-in; docs/architecture.md)",
+        )
     lines += ["", f"![throughput]({images}/throughput.png)"] if scen else []
 
     so = results.get("scaleout")
