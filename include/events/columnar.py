@@ -96,27 +96,10 @@ def check_block(values: pa.Array | pa.ChunkedArray, now_micros: int) -> Checked:
         values = values.combine_chunks()
     values = values.cast(pa.binary()) if values.type != pa.binary() else values
     n = len(values)
-    fast = _fast_candidates(values)
-    parsed: list[tuple[np.ndarray, pa.Table]] = []
-    exact: list[np.ndarray] = [np.flatnonzero(~fast)]
-    rows = np.flatnonzero(fast)
-    if len(rows):
-        lines = values.take(pa.array(rows))
-        table = _read(lines)
-        if table is None:  # a line Arrow refuses: screen each, read the rest again at once
-            ok = np.fromiter((_screened(v) for v in lines.to_pylist()), bool, len(rows))
-            exact.append(rows[~ok])
-            rows = rows[ok]
-            table = _read(lines.filter(pa.array(ok))) if len(rows) else None
-            if table is None:
-                exact.append(rows)
-                rows = rows[:0]
-        if table is not None and len(rows):
-            accepted, typed = _rules(table, now_micros)
-            keep = accepted.to_numpy(zero_copy_only=False)
-            exact.append(rows[~keep])
-            if keep.any():
-                parsed.append((rows[keep], typed.filter(pa.array(keep))))
+    try:
+        parsed, exact = _fast_path(values, now_micros)
+    except Exception:  # a fast-path failure must not stop the stream: every record exactly
+        parsed, exact = [], [np.arange(n)]
     slow = np.sort(np.concatenate(exact)) if exact else np.zeros(0, np.int64)
     events: list[dict[str, Any]] = []
     event_rows: list[int] = []
@@ -131,6 +114,35 @@ def check_block(values: pa.Array | pa.ChunkedArray, now_micros: int) -> Checked:
     if events:
         parsed.append((np.asarray(event_rows, np.int64), _from_events(events)))
     return Checked(_ordered(parsed, n), dead)
+
+
+def _fast_path(
+    values: pa.Array, now_micros: int
+) -> tuple[list[tuple[np.ndarray, pa.Table]], list[np.ndarray]]:
+    """(the rows the fast path accepts with their typed events, the rows left to the exact
+    path)."""
+    fast = _fast_candidates(values)
+    parsed: list[tuple[np.ndarray, pa.Table]] = []
+    exact: list[np.ndarray] = [np.flatnonzero(~fast)]
+    rows = np.flatnonzero(fast)
+    if not len(rows):
+        return parsed, exact
+    lines = values.take(pa.array(rows))
+    table = _read(lines)
+    if table is None:  # a line Arrow refuses: screen each, read the rest again at once
+        ok = np.fromiter((_screened(v) for v in lines.to_pylist()), bool, len(rows))
+        exact.append(rows[~ok])
+        rows = rows[ok]
+        table = _read(lines.filter(pa.array(ok))) if len(rows) else None
+        if table is None:
+            exact.append(rows)
+            return parsed, exact
+    accepted, typed = _rules(table, now_micros)
+    keep = accepted.to_numpy(zero_copy_only=False)
+    exact.append(rows[~keep])
+    if keep.any():
+        parsed.append((rows[keep], typed.filter(pa.array(keep))))
+    return parsed, exact
 
 
 def _fast_candidates(values: pa.Array) -> np.ndarray:
@@ -176,7 +188,7 @@ def _read(lines: pa.Array) -> pa.Table | None:
     )
     try:
         table = pj.read_json(pa.BufferReader(joined[0].as_buffer()), parse_options=_PARSE)
-    except pa.ArrowInvalid:
+    except (pa.ArrowException, ValueError):
         return None
     return table if table.num_rows == len(lines) else None
 

@@ -185,3 +185,11 @@ records = strategies.records(NOW) | numbers | st.just(good())
 @given(st.lists(records, min_size=1, max_size=60))
 def test_fuzzed_blocks_get_python_s_answer(values):
     assert_same(values)
+
+
+def test_a_fast_path_failure_leaves_every_record_to_the_contract(monkeypatch):
+    def broken(*_):
+        raise RuntimeError("a bug in the fast path")
+
+    monkeypatch.setattr(columnar, "_rules", broken)
+    assert_same([good(), b"null", good(event_id="e2"), b"\xff"])
