@@ -38,7 +38,7 @@ Params:
 * `aggregate_modules` — Python modules that register more live aggregates (their tables are
   created by the migrate task; docs/architecture.md, "Adding a live aggregate");
 * `engine` — `rows` (the default) or `columnar`: how each micro-batch runs
-  (docs/architecture.md, "The columnar core").
+  (docs/architecture.md, "Built, opt-in").
 
 Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 """
@@ -101,7 +101,7 @@ with DAG(
             type="string",
             enum=["rows", "columnar"],
             description="how a micro-batch runs: rows, or columnar (Arrow batches in Python; a "
-            "local master only; docs/architecture.md, 'The columnar core')",
+            "local master only; docs/architecture.md, 'Built, opt-in')",
         ),
         "aggregate_modules": Param(
             "",
