@@ -105,33 +105,7 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
 
     # Airflow relaunches it (bounded here, so the test ends): it resumes from the checkpoints.
     assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(b)) == "success"
-    final = lake_report(
-        ctx,
-        pipeline.s3a(b, sandbox.lake_prefix),
-        pipeline.s3a(b, sandbox.dead_letter_prefix),
-    )
-    assert final["rows"] == final["distinct_ids"] == record.valid
-    bad = sum(n for k, n in record.by_kind.items() if k not in ("valid", "irrelevant", "duplicate"))
-    assert final["dead_letter_rows"] == bad
-    assert final["purchases"] == record.purchases
-    assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), batch)
-
-    # The reconciliation accounts for every event: landed, dead-lettered or a dropped copy.
-    report, _ = reconcile(
-        ctx,
-        (start - timedelta(hours=1)).isoformat(),
-        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-        sandbox.topic,
-        pipeline.s3a(b, sandbox.lake_prefix),
-        pipeline.s3a(b, sandbox.dead_letter_prefix),
-        sandbox.pg_schema,
-    )
-    assert report["ok"], report["problems"]
-    assert (report["produced"], report["landed"], report["missing"]) == (
-        record.events,
-        record.valid,
-        0,
-    )
+    assert_exactly_once(ctx, sandbox, record, batch, start)
 
 
 def test_columnar_sigkill_after_the_state_moved_then_resume_is_exactly_once(ctx, sandbox):
@@ -185,29 +159,7 @@ def test_columnar_sigkill_after_the_state_moved_then_resume_is_exactly_once(ctx,
 
     conf = {**sandbox.stream_conf(b), "engine": "columnar"}
     assert airflow_dags_test(ctx, "stream_events", conf) == "success"
-    final = lake_report(
-        ctx, pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
-    )
-    assert final["rows"] == final["distinct_ids"] == record.valid
-    bad = sum(n for k, n in record.by_kind.items() if k not in ("valid", "irrelevant", "duplicate"))
-    assert final["dead_letter_rows"] == bad
-    assert final["purchases"] == record.purchases
-    assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), batch)
-    report, _ = reconcile(
-        ctx,
-        (start - timedelta(hours=1)).isoformat(),
-        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-        sandbox.topic,
-        pipeline.s3a(b, sandbox.lake_prefix),
-        pipeline.s3a(b, sandbox.dead_letter_prefix),
-        sandbox.pg_schema,
-    )
-    assert report["ok"], report["problems"]
-    assert (report["produced"], report["landed"], report["missing"]) == (
-        record.events,
-        record.valid,
-        0,
-    )
+    assert_exactly_once(ctx, sandbox, record, batch, start)
     # The switch is one-way: the row engine refuses a checkpoint the columnar one ran on.
     rows = sandbox.stream_job(ctx, mode="bounded")
     done = subprocess.run(
@@ -220,3 +172,32 @@ def test_columnar_sigkill_after_the_state_moved_then_resume_is_exactly_once(ctx,
     out = done.stdout + done.stderr
     assert done.returncode == 2, out[-2000:]
     assert "resume it with --engine=columnar" in out
+
+
+def assert_exactly_once(ctx, sandbox, record, batch, start) -> None:
+    """After the resumed run: every valid event in the lake once, the bad ones dead-lettered,
+    Postgres equal to the generator's record, and the reconciliation accounting for every
+    event (landed, dead-lettered or a dropped copy)."""
+    b = ctx.settings.bucket
+    lake, dead = pipeline.s3a(b, sandbox.lake_prefix), pipeline.s3a(b, sandbox.dead_letter_prefix)
+    final = lake_report(ctx, lake, dead)
+    assert final["rows"] == final["distinct_ids"] == record.valid
+    bad = sum(n for k, n in record.by_kind.items() if k not in ("valid", "irrelevant", "duplicate"))
+    assert final["dead_letter_rows"] == bad
+    assert final["purchases"] == record.purchases
+    assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), batch)
+    report, _ = reconcile(
+        ctx,
+        (start - timedelta(hours=1)).isoformat(),
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        sandbox.topic,
+        lake,
+        dead,
+        sandbox.pg_schema,
+    )
+    assert report["ok"], report["problems"]
+    assert (report["produced"], report["landed"], report["missing"]) == (
+        record.events,
+        record.valid,
+        0,
+    )
