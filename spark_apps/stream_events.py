@@ -512,7 +512,7 @@ def columnar_fan_out(
                 write_dead=batch_id > held["dead"],  # type: ignore[operator]
             )
             lap("plan")
-            results = batch.mapInArrow(E.check(plan), E.RESULT_DDL).toArrow()
+            results = batch.mapInArrow(E.check(plan), E.RESULT_TYPE).toArrow()
             lap("check")
             outcome = E.Outcome()
             outcome.take(results)
@@ -525,7 +525,7 @@ def columnar_fan_out(
                     spark.range(len(kept), numPartitions=len(kept))
                     .mapInArrow(
                         E.write(plan, kept, held["catalog"], window_ms, aggregates),  # type: ignore[arg-type]
-                        E.RESULT_DDL,
+                        E.RESULT_TYPE,
                     )
                     .toArrow()
                 )

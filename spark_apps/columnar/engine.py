@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from include import pipeline
 from include.events import columnar, contract
@@ -76,10 +77,8 @@ RESULT_SCHEMA = pa.schema(
         ("payload", pa.binary()),
     ]
 )
-RESULT_DDL = (
-    "kind string, name string, kafka_partition int, hi long, lo long, digest long, "
-    "kafka_offset long, path string, size long, n long, payload binary"
-)
+# The same as Spark's type (``mapInArrow``'s output schema), derived: one definition.
+RESULT_TYPE = from_arrow_schema(RESULT_SCHEMA)
 # The lake's columns in the files (the partition columns are in the paths), as the row-based
 # stream writes them (``tx.valid_events`` then ``tx.enrich``).
 LAKE_SCHEMA = columnar.SCHEMA.append(pa.field("is_relevant", pa.bool_()))
