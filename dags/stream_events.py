@@ -37,8 +37,9 @@ Params:
 * `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait);
 * `aggregate_modules` — Python modules that register more live aggregates (their tables are
   created by the migrate task; docs/architecture.md, "Adding a live aggregate");
-* `engine` — `rows` (the default) or `columnar`: how each micro-batch runs
-  (docs/architecture.md, "Built, opt-in").
+* `engine` — how each micro-batch runs: `auto` (the default: the engine the checkpoint was
+  started with, else `columnar` on a local master and `rows` on a cluster), `columnar` or
+  `rows` (docs/architecture.md, "The columnar core").
 
 Connections: `kafka_default`, `spark_default`, `lake_s3`, `analytics_db`.
 """
@@ -51,7 +52,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, PokeReturnValue, task
 
 from include import connections, dag_params, pipeline
-from include.spark.jobs import StreamJob
+from include.spark.jobs import ENGINES, StreamJob
 from include.spark.submit import LakeSparkSubmitOperator
 from include.supervision.notify import PlatformNotifier
 
@@ -99,9 +100,10 @@ with DAG(
         "engine": Param(
             StreamJob.default("engine"),
             type="string",
-            enum=["rows", "columnar"],
-            description="how a micro-batch runs: rows, or columnar (Arrow batches in Python; a "
-            "local master only; docs/architecture.md, 'Built, opt-in')",
+            enum=list(ENGINES),
+            description="how a micro-batch runs: auto (the engine the checkpoint was started "
+            "with, else columnar where it can run), columnar (Arrow batches in Python; a local "
+            "master only) or rows (docs/architecture.md, 'The columnar core')",
         ),
         "aggregate_modules": Param(
             "",

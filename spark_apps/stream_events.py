@@ -53,6 +53,7 @@ TLS / SASL settings likewise come from ``RTAP_KAFKA_*`` (``include/kafka/securit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -835,18 +836,43 @@ def columnar_refusal(master: str) -> str | None:
     return None
 
 
-def rows_refusal(spark: SparkSession, checkpoint: str) -> str | None:
+def checkpoint_holds(spark: SparkSession, path: str) -> bool:
+    jvm = spark._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
+    return bool(hpath.getFileSystem(spark._jsc.hadoopConfiguration()).exists(hpath))  # type: ignore[union-attr]
+
+
+def rows_refusal(checkpoint: str, columnar_ran: bool) -> str | None:
     """Why ``--engine rows`` cannot resume this checkpoint, or None: the columnar engine ran
     on it (its ``first_seen`` log is there), so the row engine's state stops at a batch long
     past (Spark would fail to load the versions in between). The switch is one-way."""
-    jvm = spark._jvm
-    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/{COLUMNAR_STATE}")  # type: ignore[union-attr]
-    if path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(path):  # type: ignore[union-attr]
+    if columnar_ran:
         return (
             f"--engine=rows: the checkpoint {checkpoint} was run with --engine=columnar (it "
             f"holds {COLUMNAR_STATE}/): resume it with --engine=columnar (docs/architecture.md)"
         )
     return None
+
+
+def choose_engine(
+    requested: str, master: str, checkpoint: str, columnar_ran: bool, rows_ran: bool
+) -> tuple[str, str | None]:
+    """The engine this run uses, and why it cannot run, or None. ``auto`` keeps the engine a
+    checkpoint was started with (``columnar_ran``: its ``first_seen`` log is there;
+    ``rows_ran``: Spark's ``state/`` is, the row engine's) and starts a new one on
+    ``columnar`` where that can run (a local master, every aggregate in Arrow), on ``rows``
+    elsewhere. Each engine writes its mark with its first batch's state, before any output
+    is committed: a checkpoint with neither has nothing either engine must resume."""
+    if requested == "auto":
+        if columnar_ran:
+            requested = "columnar"
+        elif rows_ran:
+            requested = "rows"
+        else:
+            requested = "rows" if columnar_refusal(master) else "columnar"
+    if requested == "columnar":
+        return requested, columnar_refusal(master)
+    return requested, rows_refusal(checkpoint, columnar_ran)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -883,10 +909,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         conn.close()
     spark = SparkSession.builder.appName(args.app_name).getOrCreate()
-    if args.engine == "columnar":
-        refused = columnar_refusal(spark.sparkContext.master)
-    else:
-        refused = rows_refusal(spark, f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}")
+    checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
+    engine, refused = choose_engine(
+        args.engine,
+        spark.sparkContext.master,
+        checkpoint,
+        checkpoint_holds(spark, f"{checkpoint}/{COLUMNAR_STATE}"),
+        checkpoint_holds(spark, f"{checkpoint}/state"),
+    )
+    if engine != args.engine:
+        log.info("--engine=%s: %s for %s", args.engine, engine, checkpoint)
+        args = dataclasses.replace(args, engine=engine)
     if refused:
         log.error("%s", refused)
         conn = pg()

@@ -266,6 +266,9 @@ def _identifiers(spec: JobSpec, *names: str) -> None:
             raise JobSpecError(f"{flag(name)}={getattr(spec, name)!r}: must be a plain identifier")
 
 
+# The stream's engines (``--engine``; docs/architecture.md, "The columnar core").
+ENGINES = ("auto", "columnar", "rows")
+
 REPORT_HELP = "write the result here as JSON (a path or s3a:// URI; include/reports.py)"
 
 
@@ -298,10 +301,11 @@ class StreamJob(JobSpec):
         "(include.analytics.store.register)",
     )
     engine: str = option(
-        "rows",
-        choices=("rows", "columnar"),
-        help="how a micro-batch runs: rows (Spark's rows, the JVM contract, transformWithState) "
-        "or columnar (Arrow batches in Python; a local master only: docs/architecture.md)",
+        "auto",
+        choices=ENGINES,
+        help="how a micro-batch runs: columnar (Arrow batches in Python; a local master only), "
+        "rows (Spark's rows, the JVM contract, transformWithState) or auto: the engine a "
+        "checkpoint was started with, else columnar where it can run (docs/architecture.md)",
     )
     app_name: str = option("stream_events", help="Spark application name")
     lease_ttl: float = option(60.0, help="seconds the single-writer lease lives unrenewed")

@@ -55,8 +55,10 @@ def test_sigkill_mid_batch_then_resume_is_exactly_once(ctx, sandbox):
     store.record_run(conn, record)  # what the reconciliation accounts for
     conn.close()
     b = ctx.settings.bucket
+    # The row engine (--engine rows, the engine on a cluster): its relaunch through the DAG
+    # (engine auto) keeps the engine the checkpoint was started with.
     job = sandbox.stream_job(
-        ctx, mode="continuous", trigger="1 second", max_offsets_per_trigger=3000
+        ctx, mode="continuous", trigger="1 second", max_offsets_per_trigger=3000, engine="rows"
     )
     driver = spawn(
         ctx,
@@ -157,11 +159,12 @@ def test_columnar_sigkill_after_the_state_moved_then_resume_is_exactly_once(ctx,
     )
     assert 0 < partial["rows"] < record.valid, "killed mid-stream, with work left"
 
-    conf = {**sandbox.stream_conf(b), "engine": "columnar"}
-    assert airflow_dags_test(ctx, "stream_events", conf) == "success"
+    # Relaunched with the DAG's default engine (auto), which resumes the checkpoint on the
+    # engine it was started with (the row engine would refuse it: below).
+    assert airflow_dags_test(ctx, "stream_events", sandbox.stream_conf(b)) == "success"
     assert_exactly_once(ctx, sandbox, record, batch, start)
     # The switch is one-way: the row engine refuses a checkpoint the columnar one ran on.
-    rows = sandbox.stream_job(ctx, mode="bounded")
+    rows = sandbox.stream_job(ctx, mode="bounded", engine="rows")
     done = subprocess.run(
         submit_argv(ctx, rows),
         env=submit_env(ctx, rows),

@@ -188,3 +188,22 @@ def test_a_killed_driver_s_cache_is_removed_a_day_later_and_a_live_one_kept(tmp_
     os.utime(mine, (now - E.STALE_CACHE_S - 1, now - E.STALE_CACHE_S - 1))
     assert E.clear_stale_caches(str(mine), now) == [str(stale)]
     assert mine.exists() and live.exists() and not stale.exists()
+
+
+def test_auto_engine_keeps_a_checkpoints_engine_and_starts_new_ones_columnar_where_it_can():
+    from spark_apps.stream_events import choose_engine
+
+    local, cluster, cp = "local[2]", "spark://10.0.0.1:7077", "s3a://b/cp/stream"
+    # A new checkpoint: columnar on a local master, rows on a cluster (columnar cannot run).
+    assert choose_engine("auto", local, cp, False, False) == ("columnar", None)
+    assert choose_engine("auto", cluster, cp, False, False) == ("rows", None)
+    # A checkpoint keeps the engine it was started with, wherever it runs next.
+    assert choose_engine("auto", local, cp, False, True) == ("rows", None)
+    engine, refused = choose_engine("auto", cluster, cp, True, False)
+    assert engine == "columnar" and "local master only" in str(refused)
+    # An explicit engine is used as asked: rows refuses a columnar checkpoint (one-way), and
+    # columnar resumes a row engine's checkpoint (its state starts empty; the app warns).
+    engine, refused = choose_engine("rows", local, cp, True, False)
+    assert engine == "rows" and "resume it with --engine=columnar" in str(refused)
+    assert choose_engine("columnar", local, cp, False, True) == ("columnar", None)
+    assert choose_engine("rows", cluster, cp, False, False) == ("rows", None)
