@@ -140,6 +140,10 @@ ARROW_EDGES: list[bytes | None] = [
     good(event_type="click", price=None, quantity=None, currency=None, product_id=None),
     b"x" * (contract.MAX_EVENT_BYTES + 1),
     good(pad="x" * (contract.MAX_EVENT_BYTES - 300)),
+    # A mistyped value under a name written with an escape (the shortcut's regex does not see
+    # it: the block is screened line by line), and fields' names inside strings' text.
+    _with(e(), "schema_version", '"one"').replace(b'"schema_version"', b'"schema_vers\\u0069on"'),
+    good(user_id='"price": "free"', session_id='x","quantity":2.5,"y":"'),
 ]
 
 
@@ -160,6 +164,26 @@ def test_generated_backlogs_get_python_s_answer():
     for seed, bad in ((11, 0.3), (12, 0.01), (13, 0.0)):
         values = [p.value for p in generate(2_000, seed=seed, bad_share=bad, start=NOW)]
         assert_same(values)
+
+
+def test_a_block_with_mistyped_records_is_read_by_arrow_once(monkeypatch):
+    """Records whose values have a JSON type Arrow's reader refuses (a string for a number, a
+    fraction for an integer, a number for a string) go to the exact path before the block is
+    read, so the block is read once, not screened line by line and read again."""
+    reads, read = [], columnar._read
+    monkeypatch.setattr(columnar, "_read", lambda lines: reads.append(len(lines)) or read(lines))
+    values = [p.value for p in generate(2_000, seed=14, bad_share=0.2, start=NOW)]
+    mistyped = [
+        _with(e(), "schema_version", '"one"'),
+        _with(e(), "quantity", "2.5"),
+        _with(e(), "quantity", "1e3"),
+        _with(e(), "price", '"9.99"'),
+        _with(e(), "price", "true"),
+        _with(e(), "user_id", "42"),
+        _with(e(), "event_time", "1733050740"),
+    ]
+    assert_same(values[:1_000] + mistyped + values[1_000:])
+    assert len(reads) == 2 and reads[0] == reads[1]  # assert_same checks the block twice
 
 
 def test_an_empty_block_and_a_block_of_nulls():
