@@ -837,6 +837,8 @@ def columnar_refusal(master: str) -> str | None:
 
 
 def checkpoint_holds(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` (a checkpoint's file or directory, through Hadoop's file system)
+    exists."""
     jvm = spark._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
     return bool(hpath.getFileSystem(spark._jsc.hadoopConfiguration()).exists(hpath))  # type: ignore[union-attr]
