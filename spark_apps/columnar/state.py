@@ -8,13 +8,17 @@ order; against the state, a key seen within the horizon is a repeat), and of the
 the identical copies (dropped, counted) from the versions with other content (dead-lettered as
 ``conflicting_duplicate``), the rules of the row-based stream's ``rtap.spark.FirstSeen``.
 A key expires ``horizon`` after the batch that first saw it; expired keys read as absent at
-once and are removed from memory in bulk, so no batch scans the whole state to evict.
+once and are removed from memory in bulk (a run at a time), so no batch scans the whole state
+to evict.
 
 Why sorted numpy arrays on the driver rather than Spark's state store: measured in
 ``bench/limits.md`` ("the columnar core"), a decision costs 0.10-0.23 s per 200,000 keys
 against 24,000,000 held, where Spark's RocksDB store through ``transformWithState`` cost
 1.2-1.6 s per 100,000 keys and task, with a shuffle by key in front of it. The state takes
-32 bytes per key held.
+32 bytes per key held. Why several sorted runs rather than one: a live batch of ~30,000 keys
+merged into one array of every key held cost O(keys held) (0.2 s at 2.5 M keys, 1.4-2.0 s
+at 6.8 M on a busy machine, most of a batch); looked up in a dozen runs it costs
+~0.05-0.15 s at any size (``bench/limits.md``).
 
 Durability (:class:`StateLog`): every batch writes its new keys as one changelog object named
 by its batch id, before its outputs are written; every ``snapshot_every`` batches the whole
@@ -126,25 +130,77 @@ class Decision:
     copies: int
 
 
+class _Run:
+    """One sorted run of the state: keys (high half, then low half) with their first version's
+    digest and the processing time of the batch that saw them; ``newest_ms`` the latest."""
+
+    __slots__ = ("digest", "hi", "lo", "newest_ms", "seen_ms")
+
+    def __init__(self, hi: np.ndarray, lo: np.ndarray, digest: np.ndarray, seen_ms: np.ndarray):
+        self.hi, self.lo, self.digest, self.seen_ms = hi, lo, digest, seen_ms
+        self.newest_ms = int(seen_ms.max()) if len(seen_ms) else -(1 << 62)
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def find(self, hi: np.ndarray, lo: np.ndarray, since_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """(held here and seen after ``since_ms``, where) per key (``hi`` sorted)."""
+        left = np.searchsorted(self.hi, hi, "left")
+        right = np.searchsorted(self.hi, hi, "right")
+        at = np.minimum(left, len(self.hi) - 1)
+        hit = (right - left == 1) & (self.lo[at] == lo)
+        for i in np.flatnonzero(right - left > 1):  # a shared high half: compare each
+            span = np.arange(left[i], right[i])
+            match = span[(self.lo[span] == lo[i]) & (self.seen_ms[span] > since_ms)]
+            if len(match):
+                hit[i], at[i] = True, match[0]
+        hit &= self.seen_ms[at] > since_ms
+        return hit, at
+
+    def live(self, since_ms: int) -> _Run:
+        """This run without its keys seen at or before ``since_ms``."""
+        keep = self.seen_ms > since_ms
+        if keep.all():
+            return self
+        return _Run(self.hi[keep], self.lo[keep], self.digest[keep], self.seen_ms[keep])
+
+    def merge(self, newer: _Run) -> _Run:
+        """One run of both (``newer`` holds no key this one holds live: drop expired keys
+        first): O(size of both)."""
+        at = np.searchsorted(self.hi, newer.hi)
+        return _Run(
+            np.insert(self.hi, at, newer.hi),
+            np.insert(self.lo, at, newer.lo),
+            np.insert(self.digest, at, newer.digest),
+            np.insert(self.seen_ms, at, newer.seen_ms),
+        )
+
+
 class FirstSeenState:
     """Keys first seen within ``horizon_ms`` of processing time, with their first version's
-    digest and the processing time (epoch milliseconds) of the batch that saw it. Sorted by key
-    (high half, then low half)."""
+    digest and the processing time (epoch milliseconds) of the batch that saw it.
+
+    Held as sorted runs, oldest first (a log-structured merge): a batch's new keys are one run,
+    and the newest runs are merged while the one before is no larger than the last (as a
+    binary counter carries) and the merged run stays within :attr:`MAX_RUN` keys. A batch
+    looks its keys up in each run, so it costs O(batch x runs), never O(keys held): ~log2 of
+    the batch count of the newest :attr:`MAX_RUN` keys plus one run per :attr:`MAX_RUN` keys
+    beyond them. A run whose newest key has expired is dropped whole; a merge drops the
+    expired keys of the runs it joins, so expired keys are held at most until their run's
+    newest key expires."""
 
     COLUMNS = ("hi", "lo", "digest", "seen_ms")
+    MAX_RUN = 1 << 20  # keys: a merge copies at most 32 MiB
 
     def __init__(self, horizon_ms: int) -> None:
         if horizon_ms <= 0:
             raise ValueError(f"the dedupe horizon must be positive, not {horizon_ms} ms")
         self.horizon_ms = horizon_ms
-        self.hi = np.zeros(0, np.uint64)
-        self.lo = np.zeros(0, np.uint64)
-        self.digest = np.zeros(0, np.uint64)
-        self.seen_ms = np.zeros(0, np.int64)
+        self.runs: list[_Run] = []
         self.added = self._empty()  # the keys the last decision added (its changelog)
 
     def __len__(self) -> int:
-        return len(self.hi)
+        return sum(len(r) for r in self.runs)
 
     def decide(
         self,
@@ -176,81 +232,61 @@ class FirstSeenState:
         same = digest[idx] == reference
         conflicts = np.sort(idx[repeat & ~same])
         first = np.sort(idx[~repeat])
-        added = first
-        self._insert(hi[added], lo[added], digest[added], now_ms)
+        added = idx[lead & ~found[group]]  # sorted by key, as a run is
+        seen = np.full(len(added), now_ms, np.int64)
+        self._add(_Run(hi[added], lo[added], digest[added], seen), now_ms)
         self.added = pa.table(
             {
                 "hi": pa.array(hi[added]),
                 "lo": pa.array(lo[added]),
                 "digest": pa.array(digest[added]),
-                "seen_ms": pa.array(np.full(len(added), now_ms, np.int64)),
+                "seen_ms": pa.array(seen),
             }
         )
         return Decision(first, conflicts, int((repeat & same).sum()))
 
     def _lookup(self, hi: np.ndarray, lo: np.ndarray, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        """(held and not expired, its digest) per key."""
+        """(held and not expired, its digest) per key (sorted by key)."""
         found = np.zeros(len(hi), bool)
         held = np.zeros(len(hi), np.uint64)
-        if not len(self.hi) or not len(hi):
-            return found, held
-        left = np.searchsorted(self.hi, hi, "left")
-        right = np.searchsorted(self.hi, hi, "right")
-        one = right - left == 1
-        at = np.minimum(left, len(self.hi) - 1)
-        hit = one & (self.lo[at] == lo)
-        found[hit], held[hit] = True, self.digest[at[hit]]
-        for i in np.flatnonzero(right - left > 1):  # a shared high half: compare each
-            span = np.arange(left[i], right[i])
-            match = span[self.lo[span] == lo[i]]
-            if len(match):
-                found[i], held[i] = True, self.digest[match[0]]
-                at[i] = match[0]
-        live = self.seen_ms[at] > now_ms - self.horizon_ms
-        found &= live
+        since = now_ms - self.horizon_ms
+        for run in self.runs:
+            if not len(run) or run.newest_ms <= since:
+                continue
+            hit, at = run.find(hi, lo, since)
+            found |= hit
+            held[hit] = run.digest[at[hit]]
         return found, held
 
-    def _insert(self, hi: np.ndarray, lo: np.ndarray, digest: np.ndarray, seen_ms: int) -> None:
-        """Add keys that the state does not hold live (an expired copy of one may still be
-        held: it is replaced)."""
-        if not len(hi):
+    def _add(self, run: _Run, now_ms: int) -> None:
+        """Append a run of keys no run holds live, then merge the newest runs while the one
+        before is no larger than the last and the merge stays within :attr:`MAX_RUN`."""
+        if not len(run):
             return
-        stale_left = np.searchsorted(self.hi, hi, "left")
-        stale_right = np.searchsorted(self.hi, hi, "right")
-        stale = [
-            j
-            for i in np.flatnonzero(stale_right > stale_left)
-            for j in range(stale_left[i], stale_right[i])
-            if self.lo[j] == lo[i]
-        ]
-        if stale:
-            self._keep(np.setdiff1d(np.arange(len(self.hi)), stale))
-        order = np.lexsort((lo, hi))
-        hi, lo, digest = hi[order], lo[order], digest[order]
-        at = np.searchsorted(self.hi, hi)
-        self.hi = np.insert(self.hi, at, hi)
-        self.lo = np.insert(self.lo, at, lo)
-        self.digest = np.insert(self.digest, at, digest)
-        self.seen_ms = np.insert(self.seen_ms, at, np.full(len(hi), seen_ms, np.int64))
+        self.runs.append(run)
+        since = now_ms - self.horizon_ms
+        while len(self.runs) >= 2:
+            older, newer = self.runs[-2], self.runs[-1]
+            if len(older) > len(newer) or len(older) + len(newer) > self.MAX_RUN:
+                break
+            self.runs[-2:] = [older.live(since).merge(newer.live(since))]
 
     def _evict(self, now_ms: int) -> None:
-        """Remove the expired keys once the oldest held is a tenth of the horizon past its
-        expiry (a lookup already reads an expired key as absent)."""
-        if len(self.seen_ms) and self.seen_ms.min() <= now_ms - self.horizon_ms * 11 // 10:
-            self._keep(np.flatnonzero(self.seen_ms > now_ms - self.horizon_ms))
-
-    def _keep(self, rows: np.ndarray) -> None:
-        self.hi, self.lo = self.hi[rows], self.lo[rows]
-        self.digest, self.seen_ms = self.digest[rows], self.seen_ms[rows]
+        """Drop the runs whose every key has expired (a lookup already reads an expired key
+        as absent)."""
+        since = now_ms - self.horizon_ms
+        self.runs = [r for r in self.runs if r.newest_ms > since]
 
     def snapshot(self) -> pa.Table:
-        """The whole state."""
+        """The whole state (its runs' keys, oldest run first)."""
         return pa.table(
             {
-                "hi": pa.array(self.hi),
-                "lo": pa.array(self.lo),
-                "digest": pa.array(self.digest),
-                "seen_ms": pa.array(self.seen_ms),
+                name: pa.array(
+                    np.concatenate([getattr(r, name) for r in self.runs])
+                    if self.runs
+                    else np.zeros(0, np.int64 if name == "seen_ms" else np.uint64)
+                )
+                for name in self.COLUMNS
             }
         )
 
@@ -259,10 +295,15 @@ class FirstSeenState:
         for seen_ms in np.unique(changes["seen_ms"].to_numpy()):
             part = changes.filter(pc.equal(changes["seen_ms"], seen_ms))
             self._evict(int(seen_ms))
-            self._insert(
-                part["hi"].to_numpy(),
-                part["lo"].to_numpy(),
-                part["digest"].to_numpy(),
+            hi, lo = part["hi"].to_numpy(), part["lo"].to_numpy()
+            order = np.lexsort((lo, hi))
+            self._add(
+                _Run(
+                    hi[order],
+                    lo[order],
+                    part["digest"].to_numpy()[order],
+                    np.full(len(order), seen_ms, np.int64),
+                ),
                 int(seen_ms),
             )
 

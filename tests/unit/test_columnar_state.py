@@ -183,7 +183,29 @@ def test_expired_keys_are_removed_in_bulk_and_a_key_seen_again_after_expiry_is_n
     state = S.FirstSeenState(HORIZON_MS)
     assert run(state, 0, [Record("a", 0, 0, 0), Record("b", 0, 0, 1)]) == ([0, 1], [], 0)
     assert run(state, HORIZON_MS - 1, [Record("a", 1, 0, 2)]) == ([], [0], 0)
-    assert run(state, HORIZON_MS, [Record("a", 1, 0, 3)]) == ([0], [], 0)
-    assert len(state) == 2  # b is expired, not yet removed
-    run(state, HORIZON_MS * 21 // 10, [])
+    assert run(state, HORIZON_MS // 2, [Record("c", 0, 0, 3), Record("d", 0, 0, 4)]) == (
+        [0, 1],
+        [],
+        0,
+    )
+    assert run(state, HORIZON_MS, [Record("a", 1, 0, 5)]) == ([0], [], 0)
+    assert len(state) == 5  # a and b expired, not yet removed: their run holds c and d
+    run(state, HORIZON_MS * 3 // 2, [])
+    assert len(state) == 1  # the run of a to d dropped whole; a's new version held
+    run(state, HORIZON_MS * 2, [])
     assert len(state) == 0
+
+
+def test_a_batch_s_cost_does_not_grow_with_the_keys_held():
+    """The state stays a few sorted runs, each within ``MAX_RUN`` keys, however many batches
+    it took: a batch looks its keys up in each run (no merge into all the keys held)."""
+    state = S.FirstSeenState(HORIZON_MS)
+    state.MAX_RUN = 4_000
+    rng = np.random.default_rng(1)
+    for b in range(400):
+        n = 100
+        hi, lo = rng.integers(0, 2**63, n, np.uint64), rng.integers(0, 2**63, n, np.uint64)
+        state.decide(hi, lo, np.zeros(n, np.uint64), np.arange(n), b)
+        assert all(len(r) <= state.MAX_RUN for r in state.runs)
+        assert len(state.runs) <= len(state) // (state.MAX_RUN // 2) + 7
+    assert len(state) == 40_000
