@@ -464,7 +464,10 @@ def columnar_fan_out(
     state_log = S.StateLog(s3, object_path(f"{checkpoint.rstrip('/')}/{COLUMNAR_STATE}"))
     lake_log, dead_log = E.SinkLog(spark, args.lake_path), E.SinkLog(spark, args.dead_letter_path)
     horizon_ms, window_ms = duration_ms(args.dedupe_horizon), duration_ms(args.window)
-    aggregates = {t: a.arrow_transform for t, a in store.AGGREGATES.items()}
+    aggregates = E.resolve({t: a.arrow_transform for t, a in store.AGGREGATES.items()})
+    # The driver's threads: the write step's (one per Kafka partition), and the state's log
+    # and the two sink logs beside it.
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="columnar")
     cache = E.cache_root(spark.sparkContext.applicationId)
     E.clear_stale_caches(cache)
     held: dict[str, object] = {}  # the state, the sinks' last batches at start, the catalog
@@ -519,37 +522,41 @@ def columnar_fan_out(
             outcome.take(results)
             kept, copies, conflicts = E.decide(state, results, now_ms)
             outcome.count("conflicting_duplicates", conflicts)
-            state_log.write(batch_id, state)
             lap("decide")
-            if kept:
-                written = (
-                    spark.range(len(kept), numPartitions=len(kept))
-                    .mapInArrow(
-                        E.write(plan, kept, held["catalog"], window_ms, aggregates),  # type: ignore[arg-type]
-                        E.RESULT_TYPE,
-                    )
-                    .toArrow()
-                )
-                outcome.take(written)
+            # The state's changelog is written while the files are (neither is published
+            # yet); both are done before anything is published.
+            logged = pool.submit(state_log.write, batch_id, state)
+            try:
+                outcome.take(E.write(plan, kept, held["catalog"], window_ms, aggregates, pool))
+            finally:
+                wait([logged])
+            logged.result()
             lap("write")
+
+            def add_partials() -> None:
+                for table in aggregates:
+                    partials = store.combine_partials(
+                        store.AGGREGATES[table], outcome.partials.get(table, [])
+                    )
+                    add_to_aggregates(
+                        spark,
+                        conn,
+                        args,
+                        table,
+                        partials,
+                        batch_id,
+                        stream,
+                        lambda cur: lease.fence(cur, stream, owner),
+                    )
+
+            # The sinks' logs and Postgres, side by side: each is keyed by the batch id, so
+            # a replay of a batch that failed half-way adds to none twice.
+            publish: dict[str, Callable[[], object]] = {"postgres": add_partials}
             if plan.write_lake:
-                lake_log.add(batch_id, outcome.lake)
+                publish["lake_log"] = partial(lake_log.add, batch_id, outcome.lake)
             if plan.write_dead:
-                dead_log.add(batch_id, outcome.dead)
-            for table in aggregates:
-                partials = store.combine_partials(
-                    store.AGGREGATES[table], outcome.partials.get(table, [])
-                )
-                add_to_aggregates(
-                    spark,
-                    conn,
-                    args,
-                    table,
-                    partials,
-                    batch_id,
-                    stream,
-                    lambda cur: lease.fence(cur, stream, owner),
-                )
+                publish["dead_log"] = partial(dead_log.add, batch_id, outcome.dead)
+            side_by_side(pool, publish, phases)
             lap("publish")
         finally:
             conn.close()

@@ -17,23 +17,27 @@ under a replay of the batch:
    of each id within the dedupe horizon of processing time, drops identical repeats and
    dead-letters repeats with other content; the batch's new keys go to the state's log
    (``<checkpoint>/first_seen``) before any output is published.
-3. **Write** (one task per kept partition): the kept events, enriched from the product
-   catalog, as the lake's Parquet (partitioned by event date and hour, one file per partition
-   value and Kafka partition, named by batch id: a replay rewrites the same objects), the
-   conflicting versions as dead letters, and the live aggregates' partials.
-4. **Publish** (the driver): the files go to the sinks' ``_spark_metadata`` logs under the
-   batch id (Spark's own ``FileStreamSinkLog``: every reader of the lake and the dead letters
-   is unchanged; a batch the log already holds is not written again), the partials are
-   combined and added to Postgres once per batch id (``store.add_batch``), and the batch's
-   counts are handed to the progress listener.
+3. **Write** (the driver's threads, one per kept partition, while the state's changelog is
+   written): the kept events, enriched from the product catalog, as the lake's Parquet
+   (partitioned by event date and hour, one file per partition value and Kafka partition,
+   named by batch id: a replay rewrites the same objects), the conflicting versions as dead
+   letters, and the live aggregates' partials.
+4. **Publish** (the driver, side by side): the files go to the sinks' ``_spark_metadata``
+   logs under the batch id (Spark's own ``FileStreamSinkLog``: every reader of the lake and
+   the dead letters is unchanged; a batch the log already holds is not written again), the
+   partials are combined and added to Postgres once per batch id (``store.add_batch``), and
+   the batch's counts are handed to the progress listener.
 
-The valid events stay on the executor that checked them until the second job reads them: this
-engine runs on a local master only (one executor: the driver's JVM), and refuses others at
-start. Measured in ``bench/limits.md`` ("the columnar core").
+The valid events stay on the machine that checked them until the driver writes them: this
+engine runs on a local master only (one executor: the driver's JVM, on the driver's machine),
+and refuses others at start. The write was a second Spark job (a task per partition, in the
+Python workers) until 2026-12-07: on the driver it saves that job's scheduling and round trips,
+~0.6-0.9 s of a live batch of ~3 s (``bench/limits.md``, "the columnar core").
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,6 +45,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,9 +135,11 @@ class Plan:
         return f"part-{self.batch_id:010d}-{topic}-{partition}-{what}.parquet"
 
 
+@functools.cache
 def s3(endpoint: str):
     """pyarrow's S3 client for ``endpoint`` with this process' ``AWS_*`` credentials (the
-    driver's, or an executor's ``spark.executorEnv``)."""
+    driver's, or an executor's ``spark.executorEnv``): one per process (a client is safe to
+    share between threads, and making one costs a round of the AWS SDK's set-up)."""
     from include.endpoints import S3Endpoint
 
     return S3Endpoint.from_aws_env(endpoint).pyarrow_filesystem()
@@ -274,28 +281,37 @@ class Kept:
     conflicts: np.ndarray
 
 
+def resolve(aggregates: Mapping[str, str]) -> dict[str, Callable]:
+    """The aggregates' Arrow transforms (table -> ``module:function``) as functions."""
+    import importlib
+
+    functions = {}
+    for table, name in aggregates.items():
+        module, _, function = name.partition(":")
+        functions[table] = getattr(importlib.import_module(module), function)
+    return functions
+
+
 def write(
     plan: Plan,
     kept: Sequence[Kept],
     catalog: pa.Table,
     window_ms: int,
-    aggregates: Mapping[str, str],
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The second job's function: task ``i`` (its input, ``spark.range``) publishes the cached
-    events of ``kept[i]``."""
+    functions: Mapping[str, Callable],
+    pool: ThreadPoolExecutor,
+) -> pa.Table:
+    """The write step, in the driver's process (the cached events are on this machine: a
+    local master): one thread of ``pool`` per kept partition writes its events (Arrow's
+    compute and Parquet writer, and S3, run without Python's lock). Its result rows; every
+    thread is waited for before a failure is raised, so none of a failed batch still writes
+    when the batch is run again."""
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import importlib
+    def one(k: Kept) -> list[pa.RecordBatch]:
+        return list(_write_partition(plan, k, catalog, window_ms, functions))
 
-        functions = {}
-        for table, name in aggregates.items():
-            module, _, function = name.partition(":")
-            functions[table] = getattr(importlib.import_module(module), function)
-        for b in batches:
-            for i in b.column(0).to_pylist():
-                yield from _write_partition(plan, kept[i], catalog, window_ms, functions)
-
-    return run
+    futures = [pool.submit(one, k) for k in kept]
+    wait(futures)  # every partition's thread is done before a failure is raised
+    return pa.Table.from_batches([b for f in futures for b in f.result()], schema=RESULT_SCHEMA)
 
 
 def _write_partition(
@@ -383,7 +399,7 @@ def _write_lake(plan: Plan, kept: Kept, lake: pa.Table) -> Iterator[pa.RecordBat
 
 
 class CacheMiss(RuntimeError):
-    """A second job's task found no cached events: it ran on another executor."""
+    """The write found no cached events: the check ran on another machine."""
 
 
 def batch_time_ms(spark, checkpoint: str, batch_id: int) -> int:
@@ -445,7 +461,7 @@ STALE_CACHE_S = 86_400
 
 
 def cache_root(app_id: str) -> str:
-    """Where this application's executors keep a batch's valid events between its two jobs
+    """Where this application's executors keep a batch's valid events for the driver's write
     (one directory per batch, removed when the batch ends)."""
     return os.path.join(tempfile.gettempdir(), "rtap-columnar", app_id)
 

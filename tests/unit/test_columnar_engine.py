@@ -207,3 +207,54 @@ def test_auto_engine_keeps_a_checkpoints_engine_and_starts_new_ones_columnar_whe
     assert engine == "rows" and "resume it with --engine=columnar" in str(refused)
     assert choose_engine("columnar", local, cp, False, True) == ("columnar", None)
     assert choose_engine("rows", cluster, cp, False, False) == ("rows", None)
+
+
+def test_the_driver_s_write_lands_each_partition_s_kept_events_and_waits_for_every_thread(
+    tmp_path,
+):
+    """The write step on the driver's threads, from the check's cache (no S3: the plan writes
+    no files): each partition's kept events counted as landed, its dropped and conflicting
+    offsets not, a partial per aggregate; a partition whose cache is missing fails the step
+    only once the other partitions' threads are done (their caches consumed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    events = checked_events(backlog())
+    n = events.num_rows
+    halves = {0: events.slice(0, n // 2), 1: events.slice(n // 2)}
+    plan = E.Plan(7, NOW_US, "", "lake", "dead", str(tmp_path), write_lake=False, write_dead=False)
+
+    def cache(partition: int, part: pa.Table) -> np.ndarray:
+        part = part.set_column(
+            part.schema.get_field_index("kafka_partition"),
+            "kafka_partition",
+            pa.array(np.full(part.num_rows, partition, np.int32)),
+        )
+        part = part.append_column("raw_key", pa.nulls(part.num_rows, pa.binary()))
+        part = part.append_column("raw_value", pa.nulls(part.num_rows, pa.binary()))
+        with (
+            pa.OSFile(E._cached(plan, "events", partition), "wb") as f,
+            pa.ipc.new_file(f, part.schema) as w,
+        ):
+            w.write_table(part)
+        return part["kafka_offset"].to_numpy()
+
+    kept = []
+    for partition, part in halves.items():
+        offsets = cache(partition, part)
+        kept.append(E.Kept("events", partition, offsets[:3], offsets[3:5]))
+    functions = E.resolve({t: a.arrow_transform for t, a in store.AGGREGATES.items()})
+    with ThreadPoolExecutor(4) as pool:
+        results = E.write(plan, kept, catalog_table(), WINDOW_MS, functions, pool)
+        outcome = E.Outcome()
+        outcome.take(results)
+        assert outcome.counts["landed"] == n - 2 * 5
+        assert outcome.counts["dead_lettered"] == 2 * 2  # the conflicts (their file not written)
+        assert set(outcome.partials) == set(store.AGGREGATES)
+        assert not list(tmp_path.iterdir())  # each partition's cache consumed
+        cache(0, halves[0])
+        missing = E.Kept("events", 9, kept[0].dropped, kept[0].conflicts)
+        with pytest.raises(E.CacheMiss):  # the missing partition first: it fails at once
+            E.write(plan, [missing, kept[0]], catalog_table(), WINDOW_MS, functions, pool)
+        assert not list(tmp_path.iterdir())  # partition 0's thread had finished
