@@ -21,6 +21,7 @@ from include.spark.submit import (
     driver_conf,
     executor_env_file,
     is_local_master,
+    master_conf,
     out_of_heap,
 )
 
@@ -54,13 +55,14 @@ def submit_argv(
     properties (e.g. the benchmark's event log)."""
     if isinstance(app, JobSpec):
         app, args = app.application(), app.to_argv()
+    master = ctx.settings.spark_master
     conf = {
         **BASE_CONF,
+        **master_conf(master),
         **driver_conf(ctx.env),
         **S3Endpoint(ctx.settings.s3_endpoint).s3a_conf(),  # credentials: submit_env's
         **(extra_conf or {}),
     }
-    master = ctx.settings.spark_master
     argv = ["spark-submit", "--master", master]
     jars, class_path = connector_classpath(master, ",".join(environment.spark_jars(ctx.settings)))
     if jars:

@@ -273,14 +273,15 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
                 env_from_client_config(BaseHook.get_connection(self.kafka_conn_id).extra_dejson)
             )
         self.env_vars = {**env, **driver_env(os.environ), **(self.env_vars or {})}
+        spark = BaseHook.get_connection(self._conn_id)
+        master = spark.host or ""
         self.conf = {
             **BASE_CONF,
+            **master_conf(master),
             **driver_conf(os.environ),
             **s3.s3a_conf(),
             **(self.conf or {}),
         }
-        spark = BaseHook.get_connection(self._conn_id)
-        master = spark.host or ""
         if not self.jars and not self.driver_class_path:
             self.jars, self.driver_class_path = connector_classpath(
                 master, connector_jars(os.environ)
@@ -307,6 +308,18 @@ class LakeSparkSubmitOperator(SparkSubmitOperator):
 def is_local_master(master: str) -> bool:
     """True for ``local``/``local[N]`` masters (executors live in the driver's JVM)."""
     return master.strip().startswith("local")
+
+
+# The Python workers' daemon that spares each task a re-read of every zip on the workers' path
+# (``spark_apps/python_daemon.py`` says why). A local master's workers run with the driver's
+# ``PYTHONPATH``, which holds the project; a cluster's may not, so they keep PySpark's own.
+PYTHON_DAEMON_CONF = {"spark.python.daemon.module": "spark_apps.python_daemon"}
+
+
+def master_conf(master: str) -> dict[str, str]:
+    """The Spark properties that depend on the master: :data:`PYTHON_DAEMON_CONF` on a local
+    one."""
+    return dict(PYTHON_DAEMON_CONF) if is_local_master(master) else {}
 
 
 def executor_env_properties(env: dict[str, str]) -> str:

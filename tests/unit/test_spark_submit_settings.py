@@ -135,3 +135,38 @@ def test_spark_submit_gets_only_what_spark_needs_and_the_jobs_own_credentials(mo
     assert leaked == []
     assert not {"fernet-secret", "db-secret", "wh-secret", "root-secret"} & set(env.values())
     assert "stream-secret" not in " ".join(seen["argv"])  # never on the command line
+
+
+def test_a_local_master_s_python_workers_run_the_daemon_that_skips_zip_rereads():
+    from include.spark.submit import PYTHON_DAEMON_CONF, master_conf
+
+    assert master_conf("local[*]") == PYTHON_DAEMON_CONF
+    assert master_conf("spark://127.0.0.1:7077") == {}  # a cluster's workers keep PySpark's
+    module = PYTHON_DAEMON_CONF["spark.python.daemon.module"]
+    root = Path(__file__).resolve().parents[2]
+    assert root.joinpath(*module.split(".")).with_suffix(".py").is_file()
+
+
+def test_the_daemon_s_fix_stops_invalidate_caches_from_reading_a_zip_again(tmp_path, monkeypatch):
+    import sys
+    import zipfile
+    import zipimport
+
+    from spark_apps import python_daemon
+
+    archive = tmp_path / "lib.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("mod_in_zip.py", "X = 1\n")
+    importer = zipimport.zipimporter(str(archive))
+    reads = []
+    real = zipimport._read_directory
+    monkeypatch.setattr(zipimport, "_read_directory", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(
+        zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches
+    )
+    importer.invalidate_caches()
+    before = len(reads)
+    assert python_daemon.lazy_zip_invalidation() == (sys.version_info < (3, 12))
+    importer.invalidate_caches()
+    assert len(reads) == before  # no re-read of the directory
+    assert importer.find_spec("mod_in_zip") is not None  # and the archive still imports
