@@ -62,11 +62,11 @@ from spark_apps.columnar import state as S
 
 log = logging.getLogger("stream_events.columnar")
 
-# What both jobs' tasks return to the driver, one row per item (the unused columns null):
-# ``keys`` rows (a Kafka partition's valid events: name the topic, kafka_partition, payload
-# their 128-bit keys, digests and offsets as Arrow IPC), ``lake`` and ``dead`` rows (a file
-# written: path, size, n rows), ``partial`` rows (an aggregate's partial rows: name, payload
-# as Arrow IPC) and ``count`` rows (name, n).
+# What the check's tasks and the write's threads return to the driver, one row per item (the
+# unused columns null): ``keys`` rows (a Kafka partition's valid events: name the topic,
+# kafka_partition, payload their 128-bit keys, digests and offsets as Arrow IPC), ``lake`` and
+# ``dead`` rows (a file written: path, size, n rows), ``partial`` rows (an aggregate's partial
+# rows: name, payload as Arrow IPC) and ``count`` rows (name, n).
 RESULT_SCHEMA = pa.schema(
     [
         ("kind", pa.string()),
@@ -163,8 +163,8 @@ def _quarantined(
 
 
 def check(plan: Plan) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The first job's function: one Kafka partition's records of the batch -> its keys, its
-    dead letters' file, its valid events cached on local disk."""
+    """The check's function (a Spark job, ``mapInArrow``): one Kafka partition's records of
+    the batch -> its keys, its dead letters' file, its valid events cached on local disk."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         received = list(batches)
@@ -544,7 +544,7 @@ class Outcome:
 
 
 def decide(state: S.FirstSeenState, results: pa.Table, now_ms: int) -> tuple[list[Kept], int, int]:
-    """The first job's ``keys`` rows -> per Kafka partition the offsets to drop and to
+    """The check's ``keys`` rows -> per Kafka partition the offsets to drop and to
     dead-letter, the number of identical copies and of conflicts."""
     parts = results.filter(pc.equal(results["kind"], "keys")).to_pylist()
     tables = [pa.ipc.open_stream(p["payload"]).read_all() for p in parts]

@@ -21,7 +21,7 @@ at 6.8 M on a busy machine, most of a batch); looked up in a dozen runs it costs
 ~0.05-0.15 s at any size (``bench/limits.md``).
 
 Durability (:class:`StateLog`): every batch writes its new keys as one changelog object named
-by its batch id, before its outputs are written; every ``snapshot_every`` batches the whole
+by its batch id, before its outputs are published; every ``snapshot_every`` batches the whole
 state is written instead. The state before batch ``n`` is the newest snapshot below ``n`` and
 the changelogs after it: a replayed batch (the same Kafka offsets and processing time, Spark's
 offset log) is decided against exactly the state its first attempt saw, so it decides the same.

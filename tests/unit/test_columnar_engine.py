@@ -43,7 +43,7 @@ def backlog():
 
 
 def checked_events(produced) -> pa.Table:
-    """The valid events of a backlog as the first job caches them (one Kafka partition, the
+    """The valid events of a backlog as the check caches them (one Kafka partition, the
     offset the index)."""
     checked = columnar.check_block(pa.array([p.value for p in produced], pa.binary()), NOW_US)
     rows = checked.valid["row"]
@@ -128,7 +128,7 @@ def test_the_decision_is_split_by_kafka_partition_into_dropped_and_dead_lettered
     versions = [1, 1, 1, 2, 1, 1]  # the second "a" of partition 1 is another version
     hi, lo = S.keys(pa.array(ids))
     results = pa.Table.from_batches(
-        [  # what the first job's task of each partition returns, partition 2's first
+        [  # what the check's task of each partition returns, partition 2's first
             E._rows(
                 "keys",
                 name=["events"],
