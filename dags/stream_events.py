@@ -37,6 +37,9 @@ Params:
 * `gate_timeout_s` — fail the run instead of waiting longer than this at the gate (0: wait);
 * `aggregate_modules` — Python modules that register more live aggregates (their tables are
   created by the migrate task; docs/architecture.md, "Adding a live aggregate");
+* `sink_log_retention` — how long the lake's and the dead letters' `_spark_metadata` logs keep
+  an entry (default 7 days) before it moves to the log's archive; readers see both
+  (docs/architecture.md, "The sink logs");
 * `engine` — how each micro-batch runs: `auto` (the default: the engine the checkpoint was
   started with, else `columnar` on a local master and `rows` on a cluster), `columnar` or
   `rows` (docs/architecture.md, "The columnar core").
@@ -104,6 +107,12 @@ with DAG(
             description="how a micro-batch runs: auto (the engine the checkpoint was started "
             "with, else columnar where it can run), columnar (Arrow batches in Python; a local "
             "master only) or rows (docs/architecture.md, 'The columnar core')",
+        ),
+        "sink_log_retention": Param(
+            StreamJob.default("sink_log_retention"),
+            type="string",
+            description="how long the file sinks' logs keep an entry before it moves to their "
+            "archive, which every reader also reads (spark_apps/sink_log.py)",
         ),
         "aggregate_modules": Param(
             "",
@@ -174,6 +183,7 @@ with DAG(
             accept_retention_gap=ACCEPT_GAP_ONCE,
             aggregate_modules="{{ params.aggregate_modules }}",
             engine="{{ params.engine }}",
+            sink_log_retention="{{ params.sink_log_retention }}",
         ),
     )
 

@@ -62,6 +62,11 @@ SCHEDULER_SETTINGS = {
 }
 # The stream drops repeats of an event_id first seen within this much processing time.
 STREAM_DEDUPE_HORIZON = "10 minutes"
+# How long a file sink's _spark_metadata keeps an entry before it moves to the log's archive
+# (spark_apps/sink_log.py): what each log compaction rewrites, and every reader reads.
+SINK_LOG_RETENTION = "7 days"
+# The shortest: a batch must commit within a quarter of it (spark_apps/sink_log.py).
+SINK_LOG_MIN_RETENTION_MS = 60_000
 # How often, in processing time, the deduplication's state is snapshotted (each snapshot
 # uploads the whole state: spark_apps/stream_events.py, batch_conf).
 STREAM_STATE_SNAPSHOT_INTERVAL_S = 300

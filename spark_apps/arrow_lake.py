@@ -11,9 +11,7 @@ credentials (the environment the operator gives the app; never its command line)
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -26,6 +24,7 @@ from pyspark.sql import SparkSession
 
 from include.endpoints import S3Endpoint
 from spark_apps.file_sinks import partition_value, schema_sample
+from spark_apps.sink_log import committed, object_path
 
 
 def use_jemalloc() -> None:
@@ -41,17 +40,6 @@ def filesystem(spark: SparkSession) -> pafs.FileSystem:
     return S3Endpoint.from_aws_env(
         spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
     ).pyarrow_filesystem()
-
-
-def object_path(uri: str) -> str:
-    """``s3a://bucket/key`` -> ``bucket/key`` (pyarrow's S3 paths); a local ``file:`` path
-    -> the path."""
-    scheme, sep, rest = uri.partition(":")
-    if not sep or len(scheme) == 1:  # no scheme (or a Windows drive letter)
-        return uri
-    if scheme == "file":
-        return "/" + rest.lstrip("/")
-    return rest.lstrip("/")
 
 
 # Spark's own Parquet files keep timestamps as INT96: read in microseconds (Spark's unit).
@@ -135,53 +123,15 @@ def _partition_expression(file: str, schema: pa.Schema, partitions: Sequence[str
     return expression
 
 
-SINK_LOG = "_spark_metadata"
-_LOG_NAME = re.compile(r"^(\d+)(\.compact)?$")
-
-
-def sink_log(s3: pafs.FileSystem, path: str, attempts: int = 3) -> dict[str, int] | None:
-    """The files Spark's file sink at ``path`` lists as committed, by name (as its log and
+def sink_log(
+    s3: pafs.FileSystem, path: str, partitions: Collection[str] | None = None
+) -> dict[str, int] | None:
+    """The files Spark's file sink at ``path`` committed, by name (as its log and
     ``_metadata.file_path`` write them) with their sizes; ``None`` before its first commit.
-
-    Read as Spark's ``FileStreamSinkLog`` reads it: the latest compaction (``<n>.compact``,
-    every entry up to batch n) and the batches after it (``<n>``), each a ``v1`` line then
-    one JSON entry per line (``path``, ``size``, ``action``). Read here rather than through
-    the session: it is the compaction's first S3 read, and a cold JVM took ~1.7 s for it
-    (its S3 client's start) against ~0.1 s. The stream may compact its log meanwhile (and
-    delete the batches it folded in): a batch gone between the listing and its read starts
-    the read again."""
-    folder = f"{object_path(path).rstrip('/')}/{SINK_LOG}"
-    for attempt in range(attempts):
-        batches: dict[int, str] = {}
-        compacted = -1
-        for info in s3.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
-            match = _LOG_NAME.match(info.base_name)
-            if match and info.type == pafs.FileType.File:
-                batch = int(match.group(1))
-                batches[batch] = info.path
-                if match.group(2):
-                    compacted = max(compacted, batch)
-        if not batches:
-            return None
-        files: dict[str, int] = {}
-        try:
-            for batch in sorted(b for b in batches if b >= compacted):
-                with s3.open_input_stream(batches[batch]) as entries:
-                    lines = entries.read().decode().splitlines()
-                if lines[:1] != ["v1"]:
-                    raise ValueError(f"{batches[batch]}: not a v1 file sink log ({lines[:1]})")
-                for line in filter(str.strip, lines[1:]):
-                    entry = json.loads(line)
-                    if entry.get("action", "add") == "add":
-                        files[entry["path"]] = int(entry["size"])
-                    else:
-                        files.pop(entry["path"], None)
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-            continue
-        return files
-    return None
+    Read here rather than through the session: it is the compaction's first S3 read, and a
+    cold JVM took ~1.7 s for it (its S3 client's start) against ~0.1 s. The log's entries and
+    its archive's (of ``partitions`` only when given: spark_apps/sink_log.py)."""
+    return committed(s3, path, partitions)
 
 
 def write_file(s3: pafs.FileSystem, uri: str, rows: pa.Table, compression: str, **kw: Any) -> int:

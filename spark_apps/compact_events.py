@@ -620,6 +620,11 @@ def spark_day(
     return DayRows(totals, write, deduped.unpersist)
 
 
+def day_partitions(day: date) -> set[str]:
+    """The lake's partition directory of ``day`` (the sink log's archive is kept by it)."""
+    return {f"{pipeline.DAY_PARTITION}={day.isoformat()}"}
+
+
 def compact(
     spark: SparkSession, args: CompactJob, expired: Collection[str] = ()
 ) -> tuple[dict, list[str]]:
@@ -642,7 +647,7 @@ def compact(
     s3 = arrow_lake.filesystem(spark)
 
     # The day's committed files only (the sink's log; no listing of the lake).
-    logged = arrow_lake.sink_log(s3, args.lake_path) or {}
+    logged = arrow_lake.sink_log(s3, args.lake_path, day_partitions(day)) or {}
     inputs = live_files(logged, skip_files=expired, days=[day])
     report["source"] = {"files": 0, "bytes": 0, "rows": 0, "distinct_ids": 0, "revenue": 0.0}
     if not inputs:
@@ -768,7 +773,7 @@ def append_late(
     inputs = sorted(set(late_files) - set(expired))
     if not inputs:
         raise CompactionFailed(f"{day}: the sink's log lists no late file of the day")
-    logged = arrow_lake.sink_log(s3, args.lake_path) or {}
+    logged = arrow_lake.sink_log(s3, args.lake_path, day_partitions(day)) or {}
     rows = read_day(s3, inputs, day, logged)
     report["source"] = source_summary(rows, inputs, logged)
     with audit_branch(spark, events_table, day) as branch:

@@ -8,22 +8,31 @@ writes; the lake report, reconcile, replay and compaction read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable, Sequence
 from datetime import date
 
+from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 from pyspark.sql.utils import AnalysisException
 
+from include.endpoints import S3Endpoint
 from include.pipeline import DAY_PARTITION
+from spark_apps import sink_log
+from spark_apps.sink_log import object_path
 
 
-def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
+def file_sink(
+    spark: SparkSession, path: str, partition_by: Sequence[str], retention_ms: int | None = None
+):
     """Spark's own streaming file sink (Parquet) at ``path``, driven from ``foreachBatch``:
     ``addBatch(batch_id, df)`` writes the files and commits them to ``<path>/_spark_metadata``,
     skipping a batch id already committed, exactly as the sink does behind ``writeStream``.
-    Readers that go through the log (Spark reading the path) see each batch once or not at all."""
+    Readers that go through the log (Spark reading the path) see each batch once or not at all.
+    ``retention_ms``: the log's (its entries older than that leave it at its next compaction;
+    the stream archives them first: spark_apps/sink_log.py)."""
     jvm = spark._jvm
     utils = jvm.org.apache.spark.api.python.PythonUtils
     return jvm.org.apache.spark.sql.execution.streaming.sinks.FileStreamSink(
@@ -31,7 +40,7 @@ def file_sink(spark: SparkSession, path: str, partition_by: Sequence[str]):
         path,
         jvm.org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat(),
         utils.toSeq(list(partition_by)).toList(),
-        utils.toScalaMap({}),
+        utils.toScalaMap({} if retention_ms is None else {"retention": f"{int(retention_ms)}ms"}),
     )
 
 
@@ -48,7 +57,8 @@ def plain_encoded(columns: Collection[str]) -> dict[str, str]:
 
 def logged_files(spark: SparkSession, path: str) -> list[str] | None:
     """The files a sink's log lists as committed (``None`` before its first commit), as
-    ``_metadata.file_path`` names them; no file is opened."""
+    ``_metadata.file_path`` names them; no file is opened. Not the archive's
+    (:func:`committed_files` adds them)."""
     try:
         listed = spark.read.schema("event_id string").parquet(path).inputFiles()
     except AnalysisException as exc:
@@ -56,6 +66,32 @@ def logged_files(spark: SparkSession, path: str) -> list[str] | None:
             return None
         raise
     return [_as_metadata_path(p) for p in listed]
+
+
+def session_filesystem(spark: SparkSession, path: str) -> pafs.FileSystem:
+    """pyarrow's file system for a sink at ``path``: a local directory's, or S3 at the
+    session's s3a endpoint with the keys its Hadoop settings hold (a test's reader), else the
+    driver's ``AWS_*`` environment (a Spark app's)."""
+    if object_path(path).startswith("/"):
+        return pafs.LocalFileSystem()
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    env = dict(os.environ)
+    if hadoop.get("fs.s3a.access.key"):
+        env["AWS_ACCESS_KEY_ID"] = hadoop.get("fs.s3a.access.key")
+        env["AWS_SECRET_ACCESS_KEY"] = hadoop.get("fs.s3a.secret.key") or ""
+    return S3Endpoint.from_aws_env(hadoop.get("fs.s3a.endpoint") or "", env).pyarrow_filesystem()
+
+
+def committed_files(
+    spark: SparkSession, path: str, partitions: Collection[str] | None = None
+) -> tuple[list[str] | None, set[str]]:
+    """A sink's committed files: those its log lists (:func:`logged_files`) and those its
+    log's archive holds (of ``partitions`` only when given; spark_apps/sink_log.py)."""
+    logged = logged_files(spark, path)
+    if logged is None:
+        return None, set()
+    archived = sink_log.archived_entries(session_filesystem(spark, path), path, partitions)
+    return logged, set(archived) - set(logged)
 
 
 def partition_value(file_path: str, column: str) -> str | None:
@@ -126,17 +162,24 @@ def read_sink(
     files are opened, and only their footers are read for the schema, not every file the sink
     holds. ``day_partition``: the sink's day partition column (the lake's event day by
     default; the dead letters' is their detection day)."""
+    partitions = {f"{day_partition}={d.isoformat()}" for d in days} if days else None
     try:
-        if not skip_files and not skip_days and not days:
+        logged, archived = committed_files(spark, path, partitions)
+        if logged is None:
+            return None
+        if not skip_files and not skip_days and not days and not archived:
             return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
-        live = live_files(
-            logged_files(spark, path) or [], skip_files, skip_days, days, day_partition
-        )
+        live = live_files([*logged, *archived], skip_files, skip_days, days, day_partition)
         if not live:
             return None
         # The schema from a sample of the live files' footers (a deleted file fails the
-        # inference whatever ignore* option is set), then the log read strictly with it.
-        frame = spark.read.schema(sink_schema(spark, path, live)).parquet(path)
+        # inference whatever ignore* option is set), then the log read strictly with it; files
+        # the log's archive holds too are read by name (the log no longer lists them).
+        schema = sink_schema(spark, path, live)
+        if archived:
+            frame = spark.read.schema(schema).option("basePath", path).parquet(*live)
+        else:
+            frame = spark.read.schema(schema).parquet(path)
         skipped = sorted(d.isoformat() for d in skip_days)
         wanted = sorted(d.isoformat() for d in days)
         if skipped:

@@ -74,9 +74,10 @@ from include import pipeline
 from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.kafka import security as kafka_security
-from include.spark.jobs import StreamJob, snapshot_every_batches
+from include.spark.jobs import StreamJob, duration_ms, snapshot_every_batches
 from include.supervision import control, lease
-from spark_apps.file_sinks import file_sink, plain_encoded
+from spark_apps import sink_log
+from spark_apps.file_sinks import file_sink, plain_encoded, session_filesystem
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.reports import stopwatch
 from spark_apps.transforms import events as tx
@@ -223,8 +224,16 @@ def fan_out(
     deduplication counts in ``rereads`` the dead letters it made without their bytes: after the
     lake's job (which computes the batch) the driver knows whether any must be read again from
     the topic, so a batch without them writes its dead letters in one job."""
-    lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS)
-    dead = file_sink(spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,))
+    retention_ms = duration_ms(args.sink_log_retention)
+    lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS, retention_ms)
+    dead = file_sink(
+        spark, args.dead_letter_path, (pipeline.DEAD_LETTER_DAY_PARTITION,), retention_ms
+    )
+    # Before each commit, the entries the logs' retention may drop next go to their archive.
+    lake_archive, dead_archive = (
+        sink_log.Archiver(session_filesystem(spark, p), p, retention_ms)
+        for p in (args.lake_path, args.dead_letter_path)
+    )
     stream = lease.lease_name(args.checkpoint_root)
     aggregates = tx.live_aggregates()
     catalog = Snapshot(
@@ -256,16 +265,18 @@ def fan_out(
             products = catalog.get(batch.sparkSession)
             # The lake's job computes the batch (the read, the checks, the deduplication's
             # state) and persists it; the other outputs read the persisted rows, at once.
+            lake_archive.before_commit()
             lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
             lap("lake")
             # Every task of the lake's job has reported its count by now (Spark merges a task's
             # accumulators before its job ends).
             reread = rereads.value() > rereads_before
-            jobs: dict[str, Callable[[], object]] = {
-                "dead_letters": lambda: dead.addBatch(
-                    batch_id, dead_letters_of(spark, args, batch, reread)._jdf
-                )
-            }
+
+            def add_dead_letters() -> None:
+                dead_archive.before_commit()
+                dead.addBatch(batch_id, dead_letters_of(spark, args, batch, reread)._jdf)
+
+            jobs: dict[str, Callable[[], object]] = {"dead_letters": add_dead_letters}
             for table, transform in aggregates.items():
                 jobs[table] = partial(collect_partials, transform, valid, args.window)
             done = side_by_side(pool, jobs, phases)
@@ -453,7 +464,6 @@ def columnar_fan_out(
     says how a batch runs): Spark's Kafka rows of one micro-batch checked, deduplicated and
     written as Arrow batches, every output keyed by the batch id."""
 
-    from include.spark.jobs import duration_ms
     from spark_apps.arrow_lake import object_path
     from spark_apps.columnar import engine as E
     from spark_apps.columnar import state as S
@@ -462,7 +472,11 @@ def columnar_fan_out(
     endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
     s3 = E.s3(endpoint)
     state_log = S.StateLog(s3, object_path(f"{checkpoint.rstrip('/')}/{COLUMNAR_STATE}"))
-    lake_log, dead_log = E.SinkLog(spark, args.lake_path), E.SinkLog(spark, args.dead_letter_path)
+    retention_ms = duration_ms(args.sink_log_retention)
+    lake_log, dead_log = (
+        E.SinkLog(spark, p, sink_log.Archiver(s3, p, retention_ms))
+        for p in (args.lake_path, args.dead_letter_path)
+    )
     horizon_ms, window_ms = duration_ms(args.dedupe_horizon), duration_ms(args.window)
     aggregates = E.resolve({t: a.arrow_transform for t, a in store.AGGREGATES.items()})
     # The driver's threads: the write step's (one per Kafka partition), and the state's log

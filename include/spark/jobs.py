@@ -292,6 +292,11 @@ class StreamJob(JobSpec):
         help="processing-time horizon within which repeated event_ids are dropped",
     )
     window: str = option(pipeline.STREAM_WINDOW, help="aggregate window length")
+    sink_log_retention: str = option(
+        pipeline.SINK_LOG_RETENTION,
+        help="how long the file sinks' logs keep an entry before it moves to their archive "
+        "(readers see both; at least a minute, and 4 batches long)",
+    )
     starting_offsets: str = option("earliest", help="where a new checkpoint starts reading")
     max_offsets_per_trigger: int = option(200_000, help="records per batch at most")
     pg_schema: str = option(pipeline.PG_SCHEMA, help="Postgres schema of the aggregates")
@@ -327,6 +332,16 @@ class StreamJob(JobSpec):
             duration_ms(self.dedupe_horizon)
         except ValueError as exc:
             raise JobSpecError(f"--dedupe-horizon={self.dedupe_horizon!r}: {exc}") from None
+        try:
+            retention = duration_ms(self.sink_log_retention)
+        except ValueError as exc:
+            raise JobSpecError(f"--sink-log-retention={self.sink_log_retention!r}: {exc}") from None
+        if retention < pipeline.SINK_LOG_MIN_RETENTION_MS:
+            raise JobSpecError(
+                f"--sink-log-retention={self.sink_log_retention!r}: at least "
+                f"{pipeline.SINK_LOG_MIN_RETENTION_MS // 1000} seconds (a batch must commit "
+                "within a quarter of it: spark_apps/sink_log.py)"
+            )
 
 
 _UNIT_MS = {

@@ -58,6 +58,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from include import pipeline
 from include.events import columnar, contract
+from spark_apps import sink_log
 from spark_apps.columnar import state as S
 
 log = logging.getLogger("stream_events.columnar")
@@ -421,10 +422,13 @@ def batch_time_ms(spark, checkpoint: str, batch_id: int) -> int:
 @dataclass
 class SinkLog:
     """A file sink's ``_spark_metadata`` (Spark's ``FileStreamSinkLog``): the columnar engine's
-    writes are committed there under the batch id, as Spark's file sink commits its own."""
+    writes are committed there under the batch id, as Spark's file sink commits its own. The
+    log keeps ``retention_ms`` of entries; older ones are archived before each commit that
+    could drop them (spark_apps/sink_log.py)."""
 
     spark: Any
     path: str  # s3a://bucket/prefix
+    archiver: sink_log.Archiver
     _log: Any = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -434,8 +438,8 @@ class SinkLog:
         self._log = sinks.FileStreamSinkLog(
             sinks.FileStreamSinkLog.VERSION(),
             self.spark._jsparkSession,
-            f"{self.path.rstrip('/')}/_spark_metadata",
-            jvm.scala.Option.empty(),
+            f"{self.path.rstrip('/')}/{sink_log.SINK_LOG}",
+            retention_option(jvm, self.archiver.retention_ms),
         )
 
     def latest(self) -> int:
@@ -453,7 +457,16 @@ class SinkLog:
             statuses[i] = self._sinks.SinkFileStatus(
                 f"{scheme}://{path}", int(size), False, now, 1, 32 * 1024 * 1024, "add"
             )
+        self.archiver.before_commit()
         return bool(self._log.add(batch_id, statuses))
+
+
+def retention_option(jvm: Any, retention_ms: int) -> Any:
+    """Scala's ``Some(retention_ms)`` as a ``Long`` (``FileStreamSinkLog``'s retention). Py4J
+    passes a Python int that fits 32 bits as an ``Integer``, which Scala cannot unbox as a
+    ``Long``: the option is made in the JVM from the number's text."""
+    ops = getattr(getattr(jvm.scala.collection, "StringOps$"), "MODULE$")
+    return getattr(ops, "toLongOption$extension")(str(int(retention_ms)))
 
 
 # A cache directory of another application untouched for this long is a killed driver's.

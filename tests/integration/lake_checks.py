@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 from devstack import class_archive, environment
 from include import pipeline
@@ -258,3 +258,19 @@ def reconcile(
         pg_schema=pg_schema,
     )
     return app.reconcile(reader(ctx), job, ctx.analytics_db)
+
+
+def reconcile_sandbox(ctx, sandbox, start: datetime, topic: str | None = None) -> dict:
+    """The reconciliation of a test's sandbox (its topic unless ``topic``, lake, dead letters
+    and schema) over the runs recorded from an hour before ``start`` until a minute from now."""
+    b = ctx.settings.bucket
+    report, _ = reconcile(
+        ctx,
+        (start - timedelta(hours=1)).isoformat(),
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+        topic or sandbox.topic,
+        pipeline.s3a(b, sandbox.lake_prefix),
+        pipeline.s3a(b, sandbox.dead_letter_prefix),
+        sandbox.pg_schema,
+    )
+    return report

@@ -39,7 +39,7 @@ from tests.integration.lake_checks import (
     lease_holder,
     query,
     reader,
-    reconcile,
+    reconcile_sandbox,
     wait_for,
 )
 
@@ -178,15 +178,7 @@ def test_bad_inputs_never_stop_the_supervised_stream(ctx, sandbox):
     assert Counter(
         (r.reason, bytes(r.raw_value)) for r in judged.select("reason", "raw_value").collect()
     ) == Counter((c.reason, c.value) for c in corpus if c.reason in REREAD_REASONS)
-    accounted, _ = reconcile(
-        ctx,
-        (start - timedelta(hours=1)).isoformat(),
-        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-        sandbox.topic,
-        pipeline.s3a(bucket, sandbox.lake_prefix),
-        pipeline.s3a(bucket, sandbox.dead_letter_prefix),
-        sandbox.pg_schema,
-    )
+    accounted = reconcile_sandbox(ctx, sandbox, start)
     assert accounted["ok"], accounted["problems"]
     assert accounted["produced"] == run.events
     assert accounted["quarantined"] == last - first + 1

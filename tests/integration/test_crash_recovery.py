@@ -30,7 +30,7 @@ from tests.integration.lake_checks import (
     assert_sales_match,
     lake_report,
     postgres_sales,
-    reconcile,
+    reconcile_sandbox,
 )
 
 # The batches a fresh driver may compile code in: the first plans every path, and the second
@@ -189,15 +189,7 @@ def assert_exactly_once(ctx, sandbox, record, batch, start) -> None:
     assert final["dead_letter_rows"] == bad
     assert final["purchases"] == record.purchases
     assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), batch)
-    report, _ = reconcile(
-        ctx,
-        (start - timedelta(hours=1)).isoformat(),
-        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-        sandbox.topic,
-        lake,
-        dead,
-        sandbox.pg_schema,
-    )
+    report = reconcile_sandbox(ctx, sandbox, start)
     assert report["ok"], report["problems"]
     assert (report["produced"], report["landed"], report["missing"]) == (
         record.events,

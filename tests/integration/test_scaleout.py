@@ -28,7 +28,7 @@ from tests.integration.lake_checks import (
     lake_report,
     postgres_sales,
     query,
-    reconcile,
+    reconcile_sandbox,
 )
 
 # Yesterday (UTC): a whole day the compaction can take, within the contract's 7 days.
@@ -227,16 +227,7 @@ def test_three_brokers_one_killed_mid_stream_loses_nothing(ctx, sandbox, kafka_c
     assert final["rows"] == final["distinct_ids"] == valid
     assert final["purchases"] == sum(r.purchases for r in runs)
     assert_sales_match(postgres_sales(ctx, sandbox.pg_schema), [e for b in batches for e in b])
-    b = ctx.settings.bucket
-    report, _ = reconcile(
-        ctx,
-        (start - timedelta(hours=1)).isoformat(),
-        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-        topic,
-        pipeline.s3a(b, sandbox.lake_prefix),
-        pipeline.s3a(b, sandbox.dead_letter_prefix),
-        sandbox.pg_schema,
-    )
+    report = reconcile_sandbox(ctx, sandbox, start, topic=topic)
     assert report["ok"], report["problems"]
     assert (report["produced"], report["landed"], report["missing"]) == (
         sum(r.events for r in runs),

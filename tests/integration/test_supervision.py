@@ -40,7 +40,7 @@ from tests.integration.lake_checks import (
     latest_ends,
     lease_holder,
     query,
-    reconcile,
+    reconcile_sandbox,
     wait_for,
 )
 
@@ -118,15 +118,7 @@ def test_retention_gap_stops_the_launch_until_accepted(ctx, sandbox):
     assert lake_rows(ctx, sandbox) == r1.valid + r2.valid + r3.valid - 35
 
     # Reconcile counts the 35 records deleted unread in their own column, not as missing.
-    report, _ = reconcile(
-        ctx,
-        (start - timedelta(hours=1)).isoformat(),
-        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
-        sandbox.topic,
-        pipeline.s3a(ctx.settings.bucket, sandbox.lake_prefix),
-        pipeline.s3a(ctx.settings.bucket, sandbox.dead_letter_prefix),
-        sandbox.pg_schema,
-    )
+    report = reconcile_sandbox(ctx, sandbox, start)
     conn.close()
     assert report["ok"], report["problems"]
     by_run = {a["run_id"]: a for a in report["accounts"]}

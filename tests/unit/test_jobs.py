@@ -150,3 +150,11 @@ def test_the_dedupe_horizon_is_a_duration():
     for bad in ("10", "ten minutes", "0 seconds", "10 fortnights", "-1 minute"):
         with pytest.raises(JobSpecError, match="--dedupe-horizon="):
             StreamJob(**STREAM, dedupe_horizon=bad)
+
+
+def test_the_sink_log_retention_is_a_duration_of_at_least_a_minute():
+    assert duration_ms(StreamJob(**STREAM).sink_log_retention) == 7 * 86_400_000
+    assert StreamJob(**STREAM, sink_log_retention="1 minute").sink_log_retention == "1 minute"
+    for bad in ("7", "a week", "59 seconds", "0 days"):
+        with pytest.raises(JobSpecError, match="--sink-log-retention="):
+            StreamJob(**STREAM, sink_log_retention=bad)

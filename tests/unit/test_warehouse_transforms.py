@@ -119,6 +119,45 @@ def test_a_sink_read_for_some_days_opens_only_their_files(spark, tmp_path):
     assert read_sink(spark, lake, days=[date(2026, 11, 22)]) is None
 
 
+def test_a_sink_read_sees_the_files_its_log_s_retention_moved_to_the_archive(spark, tmp_path):
+    """The row engine's sink (Spark's ``FileStreamSink`` with a retention) compacting its log
+    at batch 1 (an interval of 2): the first batch's entries, older than the retention, leave
+    the log; archived just before the commit, every reader still sees them: ``read_sink``
+    (whole, and of a day), ``committed_files`` and the compaction's ``arrow_lake.sink_log``."""
+    import time
+
+    from pyarrow import fs
+
+    from spark_apps import arrow_lake, sink_log
+    from spark_apps.file_sinks import committed_files, file_sink, logged_files, read_sink
+
+    lake = f"file:{tmp_path}/lake"
+    interval = "spark.sql.streaming.fileSink.log.compactInterval"
+    before = spark.conf.get(interval)
+    spark.conf.set(interval, "2")
+    try:
+        sink = file_sink(spark, lake, ["event_date", "event_hour"], retention_ms=1_000)
+    finally:
+        spark.conf.set(interval, before)
+    archiver = sink_log.Archiver(fs.LocalFileSystem(), lake, 1_000)
+    archiver.before_commit()
+    sink.addBatch(0, frame(spark, row("a"), row("b"))._jdf)
+    time.sleep(1.2)  # the first batch's files older than the retention
+    later = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    assert archiver.before_commit() == 2
+    sink.addBatch(1, frame(spark, row("c", t=later))._jdf)
+
+    assert len(logged_files(spark, lake) or []) == 1  # the log dropped batch 0's entries
+    logged, archived = committed_files(spark, lake)
+    assert len(archived) == 2 and not set(archived) & set(logged or [])
+    assert sorted(r["event_id"] for r in read_sink(spark, lake).collect()) == ["a", "b", "c"]
+    assert sorted(r["event_id"] for r in read_sink(spark, lake, days=[DAY]).collect()) == [
+        "a",
+        "b",
+    ]
+    assert len(arrow_lake.sink_log(fs.LocalFileSystem(), lake) or {}) == 3
+
+
 def test_the_lakes_distinct_valued_columns_are_written_without_a_dictionary(spark, tmp_path):
     """The stream's session settings (``batch_conf``): the lake's distinct-valued columns
     are plain-encoded (no dictionary to hash every id into), strings and INT96 timestamps
