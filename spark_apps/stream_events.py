@@ -916,12 +916,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return store.connect(PostgresEndpoint.from_libpq_env(), schema=args.pg_schema)
 
     name, owner = lease.lease_name(args.checkpoint_root), lease.new_owner()
+    # The checkpoint's lease, and one per output path: no second stream commits to our sinks.
+    leases = lease.driver_leases(args.checkpoint_root, (args.lake_path, args.dead_letter_path))
     conn = pg()
     try:
         # Fail fast on a bad Postgres config or a schema the migrations have not made (every
         # aggregate's table included), before any data moves.
         migrations.check(conn, args.pg_schema)
-        held = lease.acquire(conn, name, owner, args.lease_ttl)
+        held = lease.acquire_all(conn, leases, owner, args.lease_ttl)
         started_at = control.record_start(conn, name, owner, held.host, held.pid)
     except migrations.SchemaNotReady as exc:
         log.error("%s", exc)
@@ -948,7 +950,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         conn = pg()
         try:
             control.record_end(conn, owner, 2, refused)
-            lease.release(conn, name, owner)
+            lease.release_all(conn, leases, owner)
         finally:
             conn.close()
         spark.stop()
@@ -983,6 +985,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_lost=stop_writing,
         should_stop=lambda c: control.stop_reason(c, name, started_at),
         on_stop=request_stop,
+        also=leases[1:],
     )
     keeper.start()
     failed: list[tuple[str, str]] = []
@@ -1047,7 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         control.record_end(conn, owner, code, reason)
         if keeper.lost is None:
-            lease.release(conn, name, owner)
+            lease.release_all(conn, leases, owner)
     finally:
         conn.close()
     spark.stop()

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -90,6 +90,22 @@ def lease_name(checkpoint_root: str) -> str:
     return f"stream:{checkpoint_root.rstrip('/')}"
 
 
+SINK_PREFIX = "sink:"
+
+
+def sink_lease_name(path: str) -> str:
+    """The lease of a file sink's path (``s3a://bucket/prefix``): the driver takes one for each
+    of its outputs beside its checkpoint's. Two streams with different checkpoints committing
+    to one sink's ``_spark_metadata`` log would each number their batches from its own
+    checkpoint, and the sink skips a batch id its log already holds: silently lost."""
+    return f"{SINK_PREFIX}{path.rstrip('/')}"
+
+
+def driver_leases(checkpoint_root: str, outputs: Sequence[str]) -> list[str]:
+    """Every lease a driver takes: its checkpoint's first, then one per output path."""
+    return [lease_name(checkpoint_root), *(sink_lease_name(p) for p in outputs)]
+
+
 def holder(conn, name: str) -> Holder | None:
     with conn.cursor() as cur:
         cur.execute(
@@ -106,9 +122,16 @@ def refuse_if_held(conn, name: str) -> Holder | None:
     """Raise :class:`LeaseHeld` when a live driver holds ``name``; return a stale holder."""
     current = holder(conn, name)
     if current is not None and not current.free:
+        harm = (
+            "A second stream committing to the same output path would have its batches "
+            "skipped as already committed: give each stream its own lake and dead-letter "
+            "prefixes, or stop the running one first"
+            if name.startswith(SINK_PREFIX)
+            else "A second driver on the same checkpoint would corrupt it: stop the running "
+            "one first"
+        )
         raise LeaseHeld(
-            f"single-writer lease {name!r} is {current.describe()}. A second driver on the same "
-            "checkpoint would corrupt it: stop the running one first (stream_control, "
+            f"single-writer lease {name!r} is {current.describe()}. {harm} (stream_control, "
             "action=stop) or wait for its lease to expire."
         )
     return current
@@ -157,6 +180,24 @@ def acquire(conn, name: str, owner: str, ttl_s: float) -> Holder:
     return current
 
 
+def acquire_all(conn, names: Sequence[str], owner: str, ttl_s: float) -> Holder:
+    """Take every lease of ``names`` (:func:`driver_leases`), or none: on a held one, release
+    those taken and raise its :class:`LeaseHeld`. The first name's holder."""
+    held: list[Holder] = []
+    try:
+        for name in names:
+            held.append(acquire(conn, name, owner, ttl_s))
+    except LeaseHeld:
+        release_all(conn, [h.name for h in held], owner)
+        raise
+    return held[0]
+
+
+def release_all(conn, names: Sequence[str], owner: str) -> None:
+    for name in names:
+        release(conn, name, owner)
+
+
 def renew(conn, name: str, owner: str, ttl_s: float) -> None:
     with conn.cursor() as cur:
         cur.execute(
@@ -191,8 +232,9 @@ def release(conn, name: str, owner: str) -> None:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews a lease every ``ttl / 3``; calls ``on_lost`` once if it is lost, or if it cannot
-    be renewed before it would expire (another driver may then take it).
+    """Renews a lease (and the leases ``also`` names) every ``ttl / 3``; calls ``on_lost`` once
+    if one is lost, or if it cannot be renewed before it would expire (another driver may then
+    take it).
 
     With ``should_stop`` (``conn -> reason | None``, e.g. an operator's stop request), it also
     calls ``on_stop(reason)`` once when a stop is asked for, and keeps renewing meanwhile.
@@ -207,9 +249,11 @@ class LeaseKeeper(threading.Thread):
         on_lost: Callable[[str], None],
         should_stop: Callable[[object], str | None] | None = None,
         on_stop: Callable[[str], None] | None = None,
+        also: Sequence[str] = (),
     ) -> None:
         super().__init__(name="lease-keeper", daemon=True)
         self.connect, self.lease, self.owner, self.ttl_s = connect, name, owner, ttl_s
+        self.also = tuple(also)  # the output paths' leases, renewed with it
         self.on_lost, self.should_stop, self.on_stop = on_lost, should_stop, on_stop
         self.lost: str | None = None
         self.stop_requested: str | None = None
@@ -227,7 +271,8 @@ class LeaseKeeper(threading.Thread):
             try:
                 if conn is None:
                     conn = self.connect()
-                renew(conn, self.lease, self.owner, self.ttl_s)
+                for lease in (self.lease, *self.also):
+                    renew(conn, lease, self.owner, self.ttl_s)
                 last_ok = time.monotonic()
                 if self.should_stop and self.stop_requested is None:
                     reason = self.should_stop(conn)

@@ -7,7 +7,7 @@ setting or the data at fault; the DAG's tasks only call these functions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -113,10 +113,14 @@ def guard_retention(
     return gaps
 
 
-def check_lease(conn: Any, checkpoint_root: str) -> str:
-    """Refuse to launch while a live driver holds the checkpoint's lease."""
-    name = lease.lease_name(checkpoint_root)
-    current = lease.refuse_if_held(conn, name)
-    if current is None:
-        return f"lease {name!r} is free"
-    return f"lease {name!r} is free to take over ({current.describe()})"
+def check_lease(conn: Any, checkpoint_root: str, outputs: Sequence[str] = ()) -> str:
+    """Refuse to launch while a live driver holds the checkpoint's lease, or the lease of one
+    of its output paths (another stream writing the same lake or dead letters)."""
+    messages = []
+    for name in lease.driver_leases(checkpoint_root, outputs):
+        current = lease.refuse_if_held(conn, name)
+        if current is None:
+            messages.append(f"lease {name!r} is free")
+        else:
+            messages.append(f"lease {name!r} is free to take over ({current.describe()})")
+    return "; ".join(messages)

@@ -135,7 +135,12 @@ def single_writer(params: dict) -> str:
     conn = _postgres(params["pg_schema"])
     try:
         message = checks.check_lease(
-            conn, pipeline.s3a(params["bucket"], params["checkpoint_prefix"])
+            conn,
+            pipeline.s3a(params["bucket"], params["checkpoint_prefix"]),
+            [
+                pipeline.s3a(params["bucket"], params[k])
+                for k in ("lake_prefix", "dead_letter_prefix")
+            ],
         )
     finally:
         conn.close()

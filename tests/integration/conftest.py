@@ -358,6 +358,20 @@ def spawn(ctx: Context, argv: list[str], env: dict, log_name: str) -> subprocess
         )
 
 
+def run_submit(ctx: Context, job, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a Spark app's job to its end with spark-submit (the arguments and environment
+    Airflow's operator gives it); its output captured."""
+    from devstack.spark import submit_argv, submit_env
+
+    return subprocess.run(
+        submit_argv(ctx, job),
+        env=submit_env(ctx, job),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
     """Stop a process started by :func:`spawn` and its children: SIGTERM, then SIGKILL."""
     os.killpg(proc.pid, signal.SIGTERM)

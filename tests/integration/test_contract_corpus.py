@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,7 +22,6 @@ from decimal import Decimal
 from confluent_kafka import Producer
 from pyspark.sql import functions as F
 
-from devstack.spark import submit_argv, submit_env
 from include import pipeline
 from include.analytics import store
 from include.events.contract import CONFLICTING_DUPLICATE
@@ -32,7 +30,7 @@ from include.events.producer import produce, producer_config
 from spark_apps.file_sinks import read_sink
 from spark_apps.transforms.events import REREAD_REASONS
 from tests.bad_inputs import DROPPED, cases, duplicate_cases
-from tests.integration.conftest import airflow_dags_run, airflow_dags_test
+from tests.integration.conftest import airflow_dags_run, airflow_dags_test, run_submit
 from tests.integration.lake_checks import (
     lake_report,
     latest_ends,
@@ -335,13 +333,7 @@ def test_a_failed_query_is_recorded_in_stream_runs(ctx, sandbox):
     conn.commit()
     conn.close()
     job = sandbox.stream_job(ctx, mode="bounded")
-    done = subprocess.run(
-        submit_argv(ctx, job),
-        env=submit_env(ctx, job),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_submit(ctx, job)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     ((code, ended, reason),) = query(
         ctx, sandbox.pg_schema, "SELECT exit_code, ended_at, exit_reason FROM stream_runs"

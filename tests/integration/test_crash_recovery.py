@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +24,7 @@ from include.events.generator import generate
 from include.events.producer import produce
 from include.supervision import checkpoint
 from spark_apps.stream_events import COMPILED_FORMAT
-from tests.integration.conftest import airflow_dags_test, s3, spawn
+from tests.integration.conftest import airflow_dags_test, run_submit, s3, spawn
 from tests.integration.lake_checks import (
     assert_sales_match,
     lake_report,
@@ -165,13 +164,7 @@ def test_columnar_sigkill_after_the_state_moved_then_resume_is_exactly_once(ctx,
     assert_exactly_once(ctx, sandbox, record, batch, start)
     # The switch is one-way: the row engine refuses a checkpoint the columnar one ran on.
     rows = sandbox.stream_job(ctx, mode="bounded", engine="rows")
-    done = subprocess.run(
-        submit_argv(ctx, rows),
-        env=submit_env(ctx, rows),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_submit(ctx, rows, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 2, out[-2000:]
     assert "resume it with --engine=columnar" in out

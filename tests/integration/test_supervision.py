@@ -33,7 +33,14 @@ from include.analytics import store
 from include.events.generator import generate
 from include.events.producer import produce
 from include.supervision import checkpoint, control, lease, retention
-from tests.integration.conftest import airflow_dags_run, airflow_dags_test, s3, spawn, stop_group
+from tests.integration.conftest import (
+    airflow_dags_run,
+    airflow_dags_test,
+    run_submit,
+    s3,
+    spawn,
+    stop_group,
+)
 from tests.integration.lake_checks import (
     lake_progress_end,
     lake_report,
@@ -171,15 +178,24 @@ def test_a_second_driver_is_refused_by_the_lease(ctx, sandbox):
         assert f"held by driver pid {holder.pid}" in output
 
         # Behind Airflow's back: the driver itself refuses (exit code 3), naming the holder.
-        second = subprocess.run(
-            submit_argv(ctx, job.replace(mode="bounded")),
-            env=submit_env(ctx, job),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        second = run_submit(ctx, job.replace(mode="bounded"))
         assert second.returncode == 3, second.stdout[-2000:] + second.stderr[-2000:]
         assert f"held by driver pid {holder.pid}" in second.stdout + second.stderr
+
+        # Another stream (its own checkpoint) writing the same lake: refused by the lake
+        # path's lease, named, and the new checkpoint's lease it took first is given back.
+        other = job.replace(mode="bounded", checkpoint_root=f"{job.checkpoint_root}-other")
+        third = run_submit(ctx, other)
+        out = third.stdout + third.stderr
+        assert third.returncode == 3, out[-4000:]
+        assert f"'sink:{job.lake_path}' is held by driver pid {holder.pid}" in out, out[-4000:]
+        assert "give each stream its own lake and dead-letter prefixes" in out
+        conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
+        try:
+            assert lease.holder(conn, lease.lease_name(other.checkpoint_root)) is None
+            assert lease.holder(conn, lease.sink_lease_name(job.lake_path)).owner == holder.owner
+        finally:
+            conn.close()
         assert first.poll() is None, "the first driver still runs"
         assert lease_holder(ctx, sandbox).owner == holder.owner
     finally:
@@ -227,6 +243,17 @@ def test_lease_rules_on_postgres(ctx, sandbox):
 
         lease.release(conn, name, "C")
         assert lease.holder(conn, name) is None
+
+        # A driver's leases are taken all or none: D holds a lake's; E (another checkpoint,
+        # the same lake) is refused and keeps none of the leases it took before.
+        d = lease.driver_leases("s3a://lake/it/ck-d", ["s3a://lake/it/raw"])
+        e = lease.driver_leases("s3a://lake/it/ck-e", ["s3a://lake/it/dead", "s3a://lake/it/raw"])
+        assert lease.acquire_all(conn, d, "D", ttl_s=30).name == d[0]
+        with pytest.raises(lease.LeaseHeld, match="sink:s3a://lake/it/raw' is held by"):
+            lease.acquire_all(conn, e, "E", ttl_s=30)
+        assert [lease.holder(conn, n) for n in e[:2]] == [None, None]
+        lease.release_all(conn, d, "D")
+        assert all(lease.holder(conn, n) is None for n in d)
     finally:
         conn.close()
 
