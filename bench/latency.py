@@ -355,7 +355,7 @@ def run(
         mode="continuous",
         trigger=trigger,
     )
-    log_file = s.logs_dir / "bench-latency.log"
+    log_file = s.logs_dir / f"bench-latency-{sid}.log"  # a run's own: a probe keeps the page run's
     log = open(log_file, "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         submit_argv(ctx, job),

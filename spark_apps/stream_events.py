@@ -891,8 +891,10 @@ def choose_engine(
             requested = "columnar"
         elif rows_ran:
             requested = "rows"
+        elif columnar_refusal(master) is None:
+            return "columnar", None
         else:
-            requested = "rows" if columnar_refusal(master) else "columnar"
+            requested = "rows"
     if requested == "columnar":
         return requested, columnar_refusal(master)
     return requested, rows_refusal(checkpoint, columnar_ran)
