@@ -19,7 +19,7 @@ Layout, beside the log (names that start with ``_`` are not partitions to Spark)
                                        cutoff], in the log's own format (``v1``, one JSON a line)
         _cutoffs/<cutoff>              written last: the run is complete up to ``cutoff`` (ms)
 
-The archive's invariant (proved by tests/unit/test_sink_log.py against Spark's own log class):
+The archive's invariant (tested in tests/unit/test_sink_log.py against Spark's own log class):
 whenever Spark compacts, every entry older than the retention is archived. An archive run is
 due once the last cutoff is older than 3/4 of the retention, and archives up to half the
 retention ago, so a run happens every quarter of the retention (a week's retention: every

@@ -295,7 +295,7 @@ class StreamJob(JobSpec):
     sink_log_retention: str = option(
         pipeline.SINK_LOG_RETENTION,
         help="how long the file sinks' logs keep an entry before it moves to their archive "
-        "(readers see both; at least a minute, and 4 batches long)",
+        "(readers see both; at least a minute, and a batch must commit within a quarter of it)",
     )
     starting_offsets: str = option("earliest", help="where a new checkpoint starts reading")
     max_offsets_per_trigger: int = option(200_000, help="records per batch at most")

@@ -423,8 +423,8 @@ def batch_time_ms(spark, checkpoint: str, batch_id: int) -> int:
 class SinkLog:
     """A file sink's ``_spark_metadata`` (Spark's ``FileStreamSinkLog``): the columnar engine's
     writes are committed there under the batch id, as Spark's file sink commits its own. The
-    log keeps ``retention_ms`` of entries; older ones are archived before each commit that
-    could drop them (spark_apps/sink_log.py)."""
+    log keeps the archiver's retention of entries; older ones are archived before each commit
+    that could drop them (spark_apps/sink_log.py)."""
 
     spark: Any
     path: str  # s3a://bucket/prefix
