@@ -137,7 +137,10 @@ def test_each_airflow_user_does_what_its_role_allows_and_audits_name_it(ctx, san
     with pytest.raises(AirflowApiError, match="HTTP 403"):
         operator.get("/api/v2/connections")
     assert "connections" in admin.get("/api/v2/connections")
-    assert admin.dag("stream_control")["is_paused"], "the test stack's DAGs stay paused"
+    # Paused while the test runs it (a chaos soak on this stack leaves the operator DAGs on):
+    # the scheduler must not run the triggered run beside `airflow tasks test`.
+    was_paused = admin.dag("stream_control")["is_paused"]
+    admin.pause("stream_control")
 
     run_id = operator.trigger("stream_control", conf)
     try:
@@ -153,6 +156,8 @@ def test_each_airflow_user_does_what_its_role_allows_and_audits_name_it(ctx, san
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     finally:
         admin.delete_run("stream_control", run_id)
+        if not was_paused:
+            admin.unpause("stream_control")
     conn = store.connect(ctx.analytics_db, schema=sandbox.pg_schema)
     try:
         name = lease.lease_name(pipeline.s3a(ctx.settings.bucket, sandbox.checkpoint_prefix))
