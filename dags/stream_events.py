@@ -39,7 +39,7 @@ Params:
   created by the migrate task; docs/architecture.md, "Adding a live aggregate");
 * `sink_log_retention` — how long the lake's and the dead letters' `_spark_metadata` logs keep
   an entry (default 7 days) before it moves to the log's archive; readers see both
-  (docs/architecture.md, "The sink logs");
+  (docs/architecture.md, "The sink logs, bounded");
 * `engine` — how each micro-batch runs: `auto` (the default: the engine the checkpoint was
   started with, else `columnar` on a local master and `rows` on a cluster), `columnar` or
   `rows` (docs/architecture.md, "The columnar core").
