@@ -82,16 +82,23 @@ def session_filesystem(spark: SparkSession, path: str) -> pafs.FileSystem:
     return S3Endpoint.from_aws_env(hadoop.get("fs.s3a.endpoint") or "", env).pyarrow_filesystem()
 
 
+def archived_files(
+    spark: SparkSession, path: str, partitions: Collection[str] | None = None
+) -> set[str]:
+    """The files a sink's log moved to its archive (of ``partitions`` only when given;
+    spark_apps/sink_log.py), as ``_metadata.file_path`` names them."""
+    return set(sink_log.archived_entries(session_filesystem(spark, path), path, partitions))
+
+
 def committed_files(
     spark: SparkSession, path: str, partitions: Collection[str] | None = None
 ) -> tuple[list[str] | None, set[str]]:
-    """A sink's committed files: those its log lists (:func:`logged_files`) and those its
-    log's archive holds (of ``partitions`` only when given; spark_apps/sink_log.py)."""
+    """A sink's committed files: those its log lists (:func:`logged_files`) and those only
+    its log's archive holds (:func:`archived_files`)."""
     logged = logged_files(spark, path)
     if logged is None:
         return None, set()
-    archived = sink_log.archived_entries(session_filesystem(spark, path), path, partitions)
-    return logged, set(archived) - set(logged)
+    return logged, archived_files(spark, path, partitions) - set(logged)
 
 
 def partition_value(file_path: str, column: str) -> str | None:
@@ -164,11 +171,15 @@ def read_sink(
     default; the dead letters' is their detection day)."""
     partitions = {f"{day_partition}={d.isoformat()}" for d in days} if days else None
     try:
-        logged, archived = committed_files(spark, path, partitions)
-        if logged is None:
-            return None
+        # The archive first: without it (and without filters) Spark's read of the path, which
+        # lists the log itself, is the whole read.
+        archived = archived_files(spark, path, partitions)
         if not skip_files and not skip_days and not days and not archived:
             return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
+        logged = logged_files(spark, path)
+        if logged is None:
+            return None
+        archived -= set(logged)
         live = live_files([*logged, *archived], skip_files, skip_days, days, day_partition)
         if not live:
             return None
