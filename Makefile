@@ -6,7 +6,7 @@ PY    := .venv/bin/python
 EVENTS ?= 20000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install run up demo reconcile compact marts scaleout chaos test test-unit stop status password lint format lock bench measure docs clean
+.PHONY: help venv install run up demo reconcile upgrade compact marts scaleout chaos test test-unit stop status password lint format lock bench measure docs clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ SINCE ?=
 UNTIL ?=
 reconcile: install ## account for every produced event (SINCE=/UNTIL= ISO times; default: 24 h)
 	@$(PY) -m devstack reconcile $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL))
+
+upgrade: install ## upgrade a first-release stream (four queries) in place; stop it first (docs/deployment.md)
+	@$(PY) -m devstack upgrade
 
 DAY ?=
 MEMORY ?=

@@ -13,7 +13,8 @@ connection) after the schema's migrations, a gate and three preflight checks:
    failing (a crash loop: `max_restarts` failures within `restart_window_min`) while Kafka and
    S3 answer; while one of them does not, it waits for it instead (docs/supervision.md);
 3. **preflight** — the topic and the bucket exist; every query's checkpoint is readable,
-   consistent and was written for this topic;
+   consistent and was written for this topic; a first release's root (four queries) is
+   refused until `make upgrade` turned it into a resume plan (docs/deployment.md);
 4. **retention_guard** — no partition lost, to retention, offsets the checkpoint has not read.
    On a gap the run stops and names the partitions and offset ranges. To continue past it
    (logged as an operator action): `stream_control` with `action=accept_retention_gap`, or a

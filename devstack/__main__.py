@@ -1,6 +1,6 @@
 """Command line of the local stack: ``python -m devstack <command>`` (the Makefile's verbs).
 
-Commands: install, up, demo, reconcile, compact, marts, down, status, password, env. Errors of the environment end with a
+Commands: install, up, demo, reconcile, upgrade, compact, marts, down, status, password, env. Errors of the environment end with a
 one-paragraph message and exit code 2, never a stack trace.
 """
 
@@ -59,6 +59,27 @@ def _reconcile(ctx, args) -> int:
     print("totals: " + ", ".join(f"{k} {report[k]:,}" for k in keys))
     print("==> every event accounted for" if report["ok"] else "==> PROBLEMS (see the table)")
     return 0 if report["ok"] else 1
+
+
+def _upgrade(ctx, args) -> int:
+    from devstack.spark import upgrade
+    from include import pipeline
+    from include.spark.jobs import UpgradeJob
+
+    b = ctx.settings.bucket
+    done = upgrade(
+        ctx,
+        UpgradeJob(
+            topic=args.topic or pipeline.EVENTS_TOPIC,
+            lake_path=pipeline.s3a(b, pipeline.RAW_EVENTS_PREFIX),
+            dead_letter_path=pipeline.s3a(b, pipeline.DEAD_LETTER_PREFIX),
+            checkpoint_root=pipeline.s3a(b, pipeline.CHECKPOINT_PREFIX),
+            s3_endpoint=ctx.settings.s3_endpoint,
+        ),
+    )
+    print(done.stderr, end="", file=sys.stderr)
+    print(done.stdout, end="")
+    return done.returncode
 
 
 def _memory(value: str) -> str:
@@ -187,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--since", default=None, help="ISO time (default: 24 hours ago)")
     rec.add_argument("--until", default=None, help="ISO time (default: now)")
     rec.add_argument("--topic", default=None)
+    upg = sub.add_parser(
+        "upgrade", help="upgrade a first-release stream (four queries) in place (stream stopped)"
+    )
+    upg.add_argument("--topic", default=None)
     comp = sub.add_parser("compact", help="compact one event day into the Iceberg warehouse")
     comp.add_argument("--day", default=None, help="YYYY-MM-DD (default: yesterday, UTC)")
     comp.add_argument("--target-file-mb", default=None)
@@ -237,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if demo_mod.run(ctx, args.events, args.seed) else 1
         elif args.command == "reconcile":
             return _reconcile(ctx, args)
+        elif args.command == "upgrade":
+            return _upgrade(ctx, args)
         elif args.command == "compact":
             return _compact(ctx, args)
         elif args.command == "marts":

@@ -13,7 +13,15 @@ from devstack import environment
 from devstack.services import Context
 from include.endpoints import S3Endpoint
 from include.reports import ReportMissing, read_report
-from include.spark.jobs import CompactJob, JobSpec, LakeReportJob, RebuildMartsJob, ReconcileJob
+from include.spark.jobs import (
+    CompactJob,
+    JobSpec,
+    LakeReportJob,
+    RebuildMartsJob,
+    ReconcileJob,
+    StreamJob,
+    UpgradeJob,
+)
 from include.spark.submit import (
     BASE_CONF,
     HEAP_EXHAUSTED,
@@ -174,6 +182,20 @@ def lake_report(ctx: Context, lake_path: str, dead_letter_path: str) -> dict:
     """Totals of the lake and the dead letters, read through the sinks' metadata."""
     job = LakeReportJob(lake_path=lake_path, dead_letter_path=dead_letter_path)
     return run_reporting_app(ctx, job, ctx.settings.logs_dir / "lake_report.log")[1]
+
+
+def upgrade(ctx: Context, job: UpgradeJob) -> subprocess.CompletedProcess:
+    """Upgrade a first-release deployment in place (``spark_apps/upgrade.py``: plain Python,
+    with the stream's S3 user and the analytics database, as the stream runs); its output
+    captured."""
+    python = str(environment.venv_bin() / "python")
+    return subprocess.run(
+        [python, job.application(), *job.to_argv()],
+        env=submit_env(ctx, StreamJob),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def compact(

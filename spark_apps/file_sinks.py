@@ -95,10 +95,10 @@ def committed_files(
 ) -> tuple[list[str] | None, set[str]]:
     """A sink's committed files: those its log lists (:func:`logged_files`) and those only
     its log's archive holds (:func:`archived_files`)."""
-    logged = logged_files(spark, path)
-    if logged is None:
+    logged, archived = logged_files(spark, path), archived_files(spark, path, partitions)
+    if logged is None and not archived:
         return None, set()
-    return logged, archived_files(spark, path, partitions) - set(logged)
+    return logged or [], archived - set(logged or [])
 
 
 def partition_value(file_path: str, column: str) -> str | None:
@@ -177,8 +177,9 @@ def read_sink(
         if not skip_files and not skip_days and not days and not archived:
             return spark.read.option("mergeSchema", "true").parquet(path)  # old files lack columns
         logged = logged_files(spark, path)
-        if logged is None:
+        if logged is None and not archived:
             return None
+        logged = logged or []  # an upgraded sink's log may be empty: spark_apps/upgrade.py
         archived -= set(logged)
         live = live_files([*logged, *archived], skip_files, skip_days, days, day_partition)
         if not live:

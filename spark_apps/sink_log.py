@@ -149,12 +149,14 @@ def committed(
 ) -> dict[str, int] | None:
     """The files the sink at ``path`` committed, by name, with their sizes: the log's and the
     archive's (of ``partitions`` only when given; the log's are filtered by the caller).
-    ``None`` before the sink's first commit."""
+    ``None`` before the sink's first commit (an upgraded first-release sink's log may be empty
+    while its archive holds every entry: spark_apps/upgrade.py)."""
     logged = log_entries(s3, path)
-    if logged is None:
+    archived = archived_entries(s3, path, partitions)
+    if logged is None and not archived:
         return None
-    files = {p: int(e["size"]) for p, e in archived_entries(s3, path, partitions).items()}
-    files.update((p, int(e["size"])) for p, e in logged.items())
+    files = {p: int(e["size"]) for p, e in archived.items()}
+    files.update((p, int(e["size"])) for p, e in (logged or {}).items())
     return files
 
 

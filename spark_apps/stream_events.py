@@ -75,8 +75,9 @@ from include.analytics import migrations, store
 from include.endpoints import PostgresEndpoint
 from include.kafka import security as kafka_security
 from include.spark.jobs import StreamJob, duration_ms, snapshot_every_batches
+from include.supervision import checkpoint as ckpt
 from include.supervision import control, lease
-from spark_apps import sink_log
+from spark_apps import sink_log, upgrade
 from spark_apps.file_sinks import file_sink, plain_encoded, session_filesystem
 from spark_apps.progress import PostgresProgressListener, record_recent_progress
 from spark_apps.reports import stopwatch
@@ -214,6 +215,7 @@ def fan_out(
     owner: str,
     quarantine: JavaObject,
     rereads: JavaObject,
+    resume: ckpt.ResumePlan | None = None,
 ):
     """The ``foreachBatch`` function: one micro-batch of checked, deduplicated records to every
     output, each keyed by the batch id so that a replayed batch changes nothing twice. The
@@ -223,7 +225,8 @@ def fan_out(
     tasks carry them (Spark serializes a job's functions when it submits the job). The
     deduplication counts in ``rereads`` the dead letters it made without their bytes: after the
     lake's job (which computes the batch) the driver knows whether any must be read again from
-    the topic, so a batch without them writes its dead letters in one job."""
+    the topic, so a batch without them writes its dead letters in one job. ``resume``: the
+    first release's positions (:func:`first_release`): each output skips what it holds."""
     retention_ms = duration_ms(args.sink_log_retention)
     lake = file_sink(spark, args.lake_path, pipeline.LAKE_PARTITIONS, retention_ms)
     dead = file_sink(
@@ -244,6 +247,9 @@ def fan_out(
 
     def fence(cur) -> None:
         lease.fence(cur, stream, owner)
+
+    def written_by_us(rows: DataFrame, output: str) -> DataFrame:
+        return rows if resume is None else rows.where(tx.at_or_above(resume.floor(output)))
 
     def write(batch: DataFrame, batch_id: int) -> None:
         try:
@@ -266,7 +272,7 @@ def fan_out(
             # The lake's job computes the batch (the read, the checks, the deduplication's
             # state) and persists it; the other outputs read the persisted rows, at once.
             lake_archive.before_commit()
-            lake.addBatch(batch_id, tx.enrich(valid, products)._jdf)
+            lake.addBatch(batch_id, tx.enrich(written_by_us(valid, "lake"), products)._jdf)
             lap("lake")
             # Every task of the lake's job has reported its count by now (Spark merges a task's
             # accumulators before its job ends).
@@ -274,11 +280,13 @@ def fan_out(
 
             def add_dead_letters() -> None:
                 dead_archive.before_commit()
-                dead.addBatch(batch_id, dead_letters_of(spark, args, batch, reread)._jdf)
+                dead_letters = dead_letters_of(spark, args, batch, reread)
+                dead.addBatch(batch_id, written_by_us(dead_letters, "dead_letter")._jdf)
 
             jobs: dict[str, Callable[[], object]] = {"dead_letters": add_dead_letters}
             for table, transform in aggregates.items():
-                jobs[table] = partial(collect_partials, transform, valid, args.window)
+                rows = written_by_us(valid, table)
+                jobs[table] = partial(collect_partials, transform, rows, args.window)
             done = side_by_side(pool, jobs, phases)
             lap("side_by_side")
             for table in aggregates:
@@ -458,11 +466,17 @@ class ColumnarOutcomes:
 
 
 def columnar_fan_out(
-    spark: SparkSession, args: StreamJob, owner: str, checkpoint: str, outcomes: ColumnarOutcomes
+    spark: SparkSession,
+    args: StreamJob,
+    owner: str,
+    checkpoint: str,
+    outcomes: ColumnarOutcomes,
+    resume: ckpt.ResumePlan | None = None,
 ):
     """The ``foreachBatch`` function of ``--engine columnar`` (``spark_apps/columnar/engine.py``
     says how a batch runs): Spark's Kafka rows of one micro-batch checked, deduplicated and
-    written as Arrow batches, every output keyed by the batch id."""
+    written as Arrow batches, every output keyed by the batch id. ``resume``: as
+    :func:`fan_out`'s."""
 
     from spark_apps.arrow_lake import object_path
     from spark_apps.columnar import engine as E
@@ -479,6 +493,11 @@ def columnar_fan_out(
     )
     horizon_ms, window_ms = duration_ms(args.dedupe_horizon), duration_ms(args.window)
     aggregates = E.resolve({t: a.arrow_transform for t, a in store.AGGREGATES.items()})
+    floors = tuple(
+        (output, resume.topic, partition, offset)
+        for output in ("lake", "dead_letter", *aggregates)
+        for partition, offset in (resume.floor(output) if resume else {}).items()
+    )
     # The driver's threads: the write step's (one per Kafka partition), and the state's log
     # and the two sink logs beside it.
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="columnar")
@@ -528,6 +547,7 @@ def columnar_fan_out(
                 ranges,
                 write_lake=batch_id > held["lake"],  # type: ignore[operator]
                 write_dead=batch_id > held["dead"],  # type: ignore[operator]
+                floors=floors,
             )
             lap("plan")
             results = batch.mapInArrow(E.check(plan), E.RESULT_TYPE).toArrow()
@@ -595,8 +615,10 @@ def start_queries(
     bounded: bool,
     fail_on_data_loss: bool = True,
     outcomes: ColumnarOutcomes | None = None,
+    resume: ckpt.ResumePlan | None = None,
 ) -> list:
-    """The stream's one query (a list, for the callers that wait on queries)."""
+    """The stream's one query (a list, for the callers that wait on queries); ``resume``: the
+    first release's positions, when its upgrade has not been read past (:func:`first_release`)."""
     checkpoint = f"{args.checkpoint_root.rstrip('/')}/{pipeline.STREAM_QUERY}"
     if args.engine == "columnar":
         raw = read_kafka(spark, args, fail_on_data_loss).select(
@@ -605,7 +627,7 @@ def start_queries(
         writer = (
             raw.writeStream.queryName(pipeline.STREAM_QUERY)
             .option("checkpointLocation", checkpoint)
-            .foreachBatch(columnar_fan_out(spark, args, owner, checkpoint, outcomes))
+            .foreachBatch(columnar_fan_out(spark, args, owner, checkpoint, outcomes, resume))
         )
         if bounded:
             return [writer.trigger(availableNow=True).start()]
@@ -642,7 +664,7 @@ def start_queries(
         .writeStream.queryName(pipeline.STREAM_QUERY)
         .option("checkpointLocation", checkpoint)
         .outputMode("append")
-        .foreachBatch(fan_out(spark, args, owner, quarantine, rereads))
+        .foreachBatch(fan_out(spark, args, owner, quarantine, rereads, resume))
     )
     if bounded:
         writer = writer.trigger(availableNow=True)
@@ -877,6 +899,41 @@ def rows_refusal(checkpoint: str, columnar_ran: bool) -> str | None:
     return None
 
 
+def first_release(
+    spark: SparkSession, args: StreamJob
+) -> tuple[ckpt.ResumePlan | None, str | None]:
+    """The resume plan of a first-release deployment this checkpoint root was upgraded from
+    (``spark_apps/upgrade.py``) while the stream has not read past it (None after), and why
+    the stream cannot start here, or None: the root still holds the first release's
+    checkpoints (never or not completely upgraded)."""
+    fs = session_filesystem(spark, args.checkpoint_root)
+    read, list_keys = upgrade.reader(fs)
+    root = sink_log.object_path(args.checkpoint_root).rstrip("/")
+    left = ckpt.first_release_queries(root, list_keys)
+    if left:
+        return None, (
+            f"{args.checkpoint_root} holds the first release's checkpoints ({', '.join(left)}), "
+            "each at its own offsets: upgrade it first (make upgrade, or spark_apps/upgrade.py; "
+            "docs/deployment.md, 'Upgrading from the first release')"
+        )
+    plan = upgrade.read_plan(fs, args.checkpoint_root)
+    if plan is None:
+        return None, None
+    if plan.topic != args.topic:
+        return None, (
+            f"{args.checkpoint_root}/{ckpt.RESUME_PLAN} was made for topic {plan.topic!r}, but "
+            f"--topic is {args.topic!r}"
+        )
+    position = ckpt.query_position(pipeline.STREAM_QUERY, root, read, list_keys)
+    if (
+        position is not None
+        and position.committed_batch is not None
+        and plan.passed(position.offsets)
+    ):
+        return None, None
+    return plan, None
+
+
 def choose_engine(
     requested: str, master: str, checkpoint: str, columnar_ran: bool, rows_ran: bool
 ) -> tuple[str, str | None]:
@@ -947,6 +1004,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if engine != args.engine:
         log.info("--engine=%s: %s for %s", args.engine, engine, checkpoint)
         args = dataclasses.replace(args, engine=engine)
+    resume, not_upgraded = first_release(spark, args)
+    refused = refused or not_upgraded
+    if resume is not None:
+        log.info(
+            "resuming the first release's outputs (%s): starting at %s, each output skipping "
+            "what it holds",
+            ckpt.RESUME_PLAN,
+            resume.starting_offsets(),
+        )
+        args = dataclasses.replace(args, starting_offsets=resume.starting_offsets())
     if refused:
         log.error("%s", refused)
         conn = pg()
@@ -1000,13 +1067,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "operator accepted a retention gap: draining once with failOnDataLoss=false; "
                 "offsets that retention removed are skipped (the launch DAG logged which)"
             )
-            queries = start_queries(spark, args, owner, True, False, outcomes)
+            queries = start_queries(spark, args, owner, True, False, outcomes, resume)
             failed = run_queries(spark, queries, True)
         if not failed and keeper.lost is None and keeper.stop_requested is None:
             bounded = args.mode == "bounded"
             while True:
                 try:
-                    queries = start_queries(spark, args, owner, bounded, outcomes=outcomes)
+                    queries = start_queries(
+                        spark, args, owner, bounded, outcomes=outcomes, resume=resume
+                    )
                     log.info("started %s in %s mode", [q.name for q in queries], args.mode)
                     failed = run_queries(spark, queries, bounded, stopping)
                 except Exception as exc:  # e.g. S3 down while the checkpoint is read

@@ -532,6 +532,24 @@ class LakeReportJob(JobSpec):
     report: str | None = option(None, help=REPORT_HELP)
 
 
+@dataclasses.dataclass(frozen=True)
+class UpgradeJob(JobSpec):
+    """Upgrade a first-release deployment (four queries) in place: a resume plan, the sink logs
+    moved to their archives, the old checkpoints moved aside (not a Spark app: plain Python)."""
+
+    APP: ClassVar[str] = "upgrade.py"
+
+    topic: str = option(help="the events topic")
+    lake_path: str = option(help="the lake's file sink path")
+    dead_letter_path: str = option(help="the dead letters' file sink path")
+    checkpoint_root: str = option(help="the stream's checkpoint root (the first release's too)")
+    s3_endpoint: str = option(help="the S3 server's URL (keys: AWS_*)")
+    pg_schema: str = option(pipeline.PG_SCHEMA, help="Postgres schema of the aggregates")
+
+    def check(self) -> None:
+        _uri_or_absolute(self, "lake_path", "dead_letter_path", "checkpoint_root")
+
+
 JOBS: Mapping[str, type[JobSpec]] = {
     j.APP: j
     for j in (

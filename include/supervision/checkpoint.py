@@ -183,3 +183,141 @@ def s3_reader(
         return [key for key, _ in list_sizes(prefix)]
 
     return read, list_keys
+
+
+# The first release's streaming queries (four, each with its own checkpoint under
+# ``<root>/<query>`` and its own offsets) and the output each one wrote: two file sinks and
+# two live aggregates. The stream since has one query, ``lake``, for all of them.
+FIRST_RELEASE_OUTPUTS = {
+    "lake": "lake",
+    "dead_letter": "dead_letter",
+    "category_sales": "category_sales_minute",
+    "funnel": "funnel_minute",
+}
+# Where the upgrade keeps the first release's checkpoints and sink logs, and its plan:
+# ``<root>/_first_release/`` (docs/deployment.md, "Upgrading from the first release").
+FIRST_RELEASE_DIR = "_first_release"
+RESUME_PLAN = f"{FIRST_RELEASE_DIR}/resume.json"
+
+
+def first_release_queries(root: str, list_keys: Callable[[str], Iterable[str]]) -> list[str]:
+    """The queries only the first release had (``dead_letter``, ``category_sales``,
+    ``funnel``) whose checkpoints are still under ``root``: any means the root was written by
+    the first release and not (completely) upgraded."""
+    base = root.rstrip("/")
+    return [
+        q
+        for q in FIRST_RELEASE_OUTPUTS
+        if q != "lake" and any(True for _ in list_keys(f"{base}/{q}/"))
+    ]
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """How the stream resumes a first-release deployment without losing or repeating a record
+    (written by ``spark_apps/upgrade.py``). Each first-release output had its own position: the
+    stream starts at the lowest of them per partition (:meth:`starting`) and an output skips
+    the records below its own (:meth:`floor`), which the first release already wrote there."""
+
+    topic: str
+    # output (``lake``, ``dead_letter`` or an aggregate's table) -> partition -> the first
+    # offset the first release did not write to it
+    floors: dict[str, dict[int, int]]
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted({p for floor in self.floors.values() for p in floor})
+
+    def floor(self, output: str) -> dict[int, int]:
+        """Per partition, the first offset ``output`` writes: its first-release position, or
+        where the stream starts for an output the first release did not have."""
+        own = self.floors.get(output)
+        return dict(own) if own is not None else self.starting()
+
+    def starting(self) -> dict[int, int]:
+        return {p: min(f.get(p, 0) for f in self.floors.values()) for p in self.partitions}
+
+    def starting_offsets(self) -> str:
+        """Spark's Kafka ``startingOffsets`` for a new checkpoint: every partition's start."""
+        return json.dumps({self.topic: {str(p): o for p, o in self.starting().items()}})
+
+    def passed(self, offsets: Offsets) -> bool:
+        """Whether a query resuming at ``offsets`` is past every output's floor (no record it
+        reads can be below one)."""
+        at = offsets.get(self.topic, {})
+        return all(at.get(p, -1) >= o for floor in self.floors.values() for p, o in floor.items())
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "from": "first release (four queries)",
+                "topic": self.topic,
+                "floors": {
+                    out: {str(p): o for p, o in sorted(f.items())}
+                    for out, f in sorted(self.floors.items())
+                },
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ResumePlan:
+        doc = json.loads(text)
+        return cls(
+            doc["topic"],
+            {out: {int(p): int(o) for p, o in f.items()} for out, f in doc["floors"].items()},
+        )
+
+
+def first_release_plan(
+    root: str,
+    topic: str,
+    read: Callable[[str], str | None],
+    list_keys: Callable[[str], Iterable[str]],
+    written: dict[str, int | None],
+) -> ResumePlan:
+    """The resume plan of a first-release root: per output, the end offsets of the last batch
+    whose output is durable. That is the query's last committed batch, or a later planned one
+    whose output was written before the query could commit it (a crash or a stop between the
+    two): ``written`` gives per output the highest batch id it holds (a file sink's log, an
+    aggregate table's ``batch_id`` column; None: none)."""
+    floors: dict[str, dict[int, int]] = {}
+    for query, output in FIRST_RELEASE_OUTPUTS.items():
+        pos = query_position(query, root, read, list_keys)
+        base = f"{root.rstrip('/')}/{query}"
+        held = written.get(output)
+        if pos is None:
+            if held is not None:
+                raise CheckpointError(
+                    f"{output} holds batch {held} but {base} has no checkpoint: it was written "
+                    "by another stream (restore that checkpoint)"
+                )
+            floors[output] = {}
+            continue
+        durable = pos.committed_batch
+        if held is not None and (durable is None or held > durable):
+            if pos.planned_batch is None or held > pos.planned_batch:
+                raise CheckpointError(
+                    f"{output} holds batch {held}, beyond what {base} planned "
+                    f"({pos.planned_batch}): it was written by another stream"
+                )
+            durable = held
+        if durable is None:
+            offsets = pos.offsets
+        else:
+            text = read(f"{base}/offsets/{durable}")
+            if text is None:
+                raise CheckpointError(f"checkpoint {base}: offsets/{durable} is missing")
+            offsets = parse_offsets_file(text, f"{base}/offsets/{durable}")
+        other = set(offsets) - {topic}
+        if other:
+            raise CheckpointError(
+                f"checkpoint {base} was written for topic(s) {sorted(other)}, not {topic!r}"
+            )
+        floors[output] = dict(offsets.get(topic, {}))
+    partitions = {p for f in floors.values() for p in f}
+    # A partition a query never read (it started later, or never ran) it reads from the start.
+    return ResumePlan(
+        topic,
+        {out: {p: f.get(p, 0) for p in sorted(partitions)} for out, f in floors.items()},
+    )

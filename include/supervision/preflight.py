@@ -51,12 +51,30 @@ def checkpoint_positions(
     another topic."""
     read, list_keys = checkpoint.s3_reader(s3, bucket)
     root = checkpoint_prefix.strip("/")
+    left = checkpoint.first_release_queries(root, list_keys)
+    if left:
+        raise PreflightError(
+            f"checkpoint s3://{bucket}/{root} (param `checkpoint_prefix`) holds the first "
+            f"release's checkpoints ({', '.join(left)}), each at its own offsets: upgrade it "
+            "first (make upgrade, or spark_apps/upgrade.py; docs/deployment.md, 'Upgrading "
+            "from the first release')"
+        )
+    plan_text = read(f"{root}/{checkpoint.RESUME_PLAN}")
     positions = []
     for query in pipeline.STREAM_QUERIES:
         try:
             pos = checkpoint.query_position(query, root, read, list_keys)
         except checkpoint.CheckpointError as exc:
             raise PreflightError(f"checkpoint s3://{bucket}/{root}: {exc}") from exc
+        if pos is None and plan_text is not None and query == pipeline.STREAM_QUERY:
+            # An upgraded first-release root: the new checkpoint starts where the plan says.
+            plan = checkpoint.ResumePlan.from_json(plan_text)
+            pos = checkpoint.QueryPosition(query, None, None, {plan.topic: plan.starting()})
+            log.info(
+                "query %s: no checkpoint yet; it resumes the first release at %s",
+                query,
+                pos.offsets,
+            )
         if pos is None:
             log.info("query %s: no checkpoint yet; it starts from the earliest offsets", query)
             continue

@@ -124,6 +124,17 @@ class Plan:
     quarantine: tuple[tuple[str, int, int, int], ...] = ()
     write_lake: bool = True
     write_dead: bool = True
+    # (output, topic, partition, first offset): what an output of an upgraded first-release
+    # deployment already holds is below it (include.supervision.checkpoint.ResumePlan)
+    floors: tuple[tuple[str, str, int, int], ...] = ()
+
+    def ours(self, output: str, topic: str, partition: int, offsets: pa.Array) -> pa.Array | None:
+        """Which of ``offsets`` (of one Kafka partition) ``output`` writes: those at or above
+        its floor; None when it writes all of them."""
+        for name, t, p, first in self.floors:
+            if (name, t, p) == (output, topic, partition):
+                return pc.greater_equal(offsets, pa.scalar(first, pa.int64()))
+        return None
 
     @property
     def detected_date(self) -> str:
@@ -196,11 +207,17 @@ def _check_partition(
     dead_rows = np.array([i for i, _ in checked.dead], np.int64)
     reasons = [r for _, r in checked.dead]
     quarantined = records.filter(pa.array(held))
-    dead = pa.concat_tables(
-        [
-            _dead_letters(plan, quarantined, [QUARANTINED] * quarantined.num_rows),
-            _dead_letters(plan, judged.take(pa.array(dead_rows, pa.int64())), reasons),
-        ]
+    dead = _ours(
+        plan,
+        "dead_letter",
+        topic,
+        partition,
+        pa.concat_tables(
+            [
+                _dead_letters(plan, quarantined, [QUARANTINED] * quarantined.num_rows),
+                _dead_letters(plan, judged.take(pa.array(dead_rows, pa.int64())), reasons),
+            ]
+        ),
     )
     if dead.num_rows and plan.write_dead:
         path = f"{plan.dead}/{pipeline.DEAD_LETTER_DAY_PARTITION}={plan.detected_date}/"
@@ -232,6 +249,12 @@ def _check_partition(
         }
     )
     yield _rows("keys", name=[topic], kafka_partition=[partition], payload=[_ipc(keys)])
+
+
+def _ours(plan: Plan, output: str, topic: str, partition: int, rows: pa.Table) -> pa.Table:
+    """The rows (of one Kafka partition) that ``output`` writes (:meth:`Plan.ours`)."""
+    keep = plan.ours(output, topic, partition, rows["kafka_offset"]) if plan.floors else None
+    return rows if keep is None else rows.filter(keep)
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -329,7 +352,7 @@ def _write_partition(
     offsets = events["kafka_offset"]
     conflict = pc.is_in(offsets, value_set=pa.array(kept.conflicts, pa.int64()))
     dropped = pc.or_(conflict, pc.is_in(offsets, value_set=pa.array(kept.dropped, pa.int64())))
-    conflicts = events.filter(conflict)
+    conflicts = _ours(plan, "dead_letter", kept.topic, kept.partition, events.filter(conflict))
     if conflicts.num_rows and plan.write_dead:
         dead = _dead_letters(
             plan,
@@ -350,14 +373,16 @@ def _write_partition(
         yield _rows("dead", path=[file], size=[_write(plan, file, dead)], n=[dead.num_rows])
     elif conflicts.num_rows:
         yield _rows("count", name=["dead_lettered"], n=[conflicts.num_rows])
-    lake = lake_rows(events.filter(pc.invert(dropped)), catalog)
+    valid = lake_rows(events.filter(pc.invert(dropped)), catalog)
+    lake = _ours(plan, "lake", kept.topic, kept.partition, valid)
     relevant = int(pc.sum(lake["is_relevant"]).as_py() or 0)
     yield _rows("count", name=["landed"], n=[lake.num_rows])
     yield _rows("count", name=["irrelevant"], n=[lake.num_rows - relevant])
     if plan.write_lake and lake.num_rows:
         yield from _write_lake(plan, kept, lake)
     for table, function in functions.items():
-        yield _rows("partial", name=[table], payload=[_ipc(function(lake, window_ms))])
+        rows = _ours(plan, table, kept.topic, kept.partition, valid)
+        yield _rows("partial", name=[table], payload=[_ipc(function(rows, window_ms))])
     os.unlink(path)
 
 

@@ -8,7 +8,7 @@ tiny inline batch DataFrames.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -130,6 +130,23 @@ def is_relevant() -> Column:
     return (F.col("event_type") != contract.EventType.HEARTBEAT.value) & ~F.coalesce(
         irrelevant_traffic, F.lit(False)
     )
+
+
+def at_or_above(floor: Mapping[int, int]) -> Column:
+    """Rows (with Kafka lineage) at or above ``floor``'s offset of their partition (partition ->
+    first offset; a partition it does not name: every row): what an output of an upgraded
+    first-release deployment has not written yet (``include.supervision.checkpoint.ResumePlan``)."""
+    if not floor:
+        return F.lit(True)
+    condition = None
+    for partition, offset in sorted(floor.items()):
+        test = F.col("kafka_offset") >= F.lit(offset)
+        condition = (
+            F.when(F.col("kafka_partition") == partition, test)
+            if condition is None
+            else condition.when(F.col("kafka_partition") == partition, test)
+        )
+    return condition.otherwise(F.lit(True))
 
 
 def valid_events(validated: DataFrame) -> DataFrame:
