@@ -534,8 +534,10 @@ class LakeReportJob(JobSpec):
 
 @dataclasses.dataclass(frozen=True)
 class UpgradeJob(JobSpec):
-    """Upgrade a first-release deployment (four queries) in place: a resume plan, the sink logs
-    moved to their archives, the old checkpoints moved aside (not a Spark app: plain Python)."""
+    """Upgrade a stopped first-release stream (four queries) in place, losing nothing.
+
+    A resume plan per output, the sink logs moved into their archives, the old checkpoints
+    moved aside (``spark_apps/upgrade.py``; not a Spark app: plain Python)."""
 
     APP: ClassVar[str] = "upgrade.py"
 
