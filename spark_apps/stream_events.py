@@ -764,22 +764,39 @@ GRACEFUL_TIMEOUT_S = 600
 DEPENDENCY_WAIT_S = 30 * 60
 
 
+def kafka_admin(args: StreamJob):
+    """A Kafka admin client of the driver (its TLS / SASL settings from ``RTAP_KAFKA_*``)."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(
+        {
+            "bootstrap.servers": args.bootstrap_servers,
+            "socket.connection.setup.timeout.ms": 5000,
+            # librdkafka logs every reconnect attempt of a broker that is down (the wait says it)
+            "log_level": 2,
+            **kafka_security.client_config(os.environ),
+        }
+    )
+
+
+def topic_partitions(args: StreamJob) -> list[int]:
+    """The topic's partitions, as its brokers list them now (none when they do not answer:
+    Spark's source then stops the query, and the dependency wait begins)."""
+    try:
+        meta = kafka_admin(args).list_topics(args.topic, timeout=15).topics.get(args.topic)
+    except Exception as exc:
+        log.warning("could not list the partitions of %s: %s", args.topic, exc)
+        return []
+    return sorted(meta.partitions) if meta is not None and meta.error is None else []
+
+
 def dependency_probes(spark: SparkSession, args: StreamJob, pg) -> dict:
     """The driver's own view of its dependencies: its Kafka client settings, its S3 user, its
     Postgres role (include/supervision/dependencies.py)."""
-    from confluent_kafka.admin import AdminClient
-
     from include.endpoints import S3Endpoint
     from include.supervision import dependencies
 
-    kafka_conf = {
-        "bootstrap.servers": args.bootstrap_servers,
-        "socket.connection.setup.timeout.ms": 5000,
-        # librdkafka logs every reconnect attempt of a broker that is down (the wait says it)
-        "log_level": 2,
-        **kafka_security.client_config(os.environ),
-    }
-    admin = AdminClient(kafka_conf)  # one client for the whole wait: each one reconnects alone
+    admin = kafka_admin(args)  # one client for the whole wait: each one reconnects alone
     bucket = args.checkpoint_root.split("://", 1)[-1].split("/", 1)[0]
     endpoint = spark.conf.get("spark.hadoop.fs.s3a.endpoint", "")
     s3 = S3Endpoint.from_aws_env(endpoint)
@@ -1007,13 +1024,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     resume, not_upgraded = first_release(spark, args)
     refused = refused or not_upgraded
     if resume is not None:
+        starting = resume.starting_offsets(topic_partitions(args))
         log.info(
             "resuming the first release's outputs (%s): starting at %s, each output skipping "
             "what it holds",
             ckpt.RESUME_PLAN,
-            resume.starting_offsets(),
+            starting,
         )
-        args = dataclasses.replace(args, starting_offsets=resume.starting_offsets())
+        args = dataclasses.replace(args, starting_offsets=starting)
     if refused:
         log.error("%s", refused)
         conn = pg()

@@ -237,9 +237,13 @@ class ResumePlan:
     def starting(self) -> dict[int, int]:
         return {p: min(f.get(p, 0) for f in self.floors.values()) for p in self.partitions}
 
-    def starting_offsets(self) -> str:
-        """Spark's Kafka ``startingOffsets`` for a new checkpoint: every partition's start."""
-        return json.dumps({self.topic: {str(p): o for p, o in self.starting().items()}})
+    def starting_offsets(self, partitions: Iterable[int] = ()) -> str:
+        """Spark's Kafka ``startingOffsets`` for a new checkpoint: every partition's start.
+        Spark wants every partition of the topic named: ``partitions`` that no first-release
+        query read (added to the topic since) start at the earliest offset (``-2``)."""
+        starting = self.starting()
+        every = sorted(set(starting) | set(partitions))
+        return json.dumps({self.topic: {str(p): starting.get(p, -2) for p in every}})
 
     def passed(self, offsets: Offsets) -> bool:
         """Whether a query resuming at ``offsets`` is past every output's floor (no record it

@@ -8,8 +8,8 @@ as a crash between an output and its commit leaves them: the lake's last batch i
 log and the category sales' last batch in its table, but neither query committed it. The
 launch's preflight and the driver refuse the root and name the upgrade; the upgrade writes a plan whose
 positions must be the generator's cumulative end offsets of the waves each output saw
-(the oracle: the producer's record, not the checkpoints); a fourth wave is produced; the
-stream runs on the upgraded root. Then every output holds every event once: the lake and the
+(the oracle: the producer's record, not the checkpoints); a partition is added to the topic
+and a fourth wave produced; the stream runs on the upgraded root. Then every output holds every event once: the lake and the
 dead letters (the lake report and the reconciliation against the generator's record: 0
 missing), the category sales and the funnel in Postgres (the generator's tally, per minute;
 the first release's rows adopted under the mixed currency).
@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewPartitions
 
 from devstack.spark import submit_argv, submit_env, upgrade
 from include import pipeline
@@ -151,7 +152,11 @@ def test_a_first_release_deployment_is_upgraded_in_place_losing_and_repeating_no
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "make upgrade" in refused.stdout + refused.stderr
 
+        # A partition added while the stream is down: no first-release query read it.
+        admin = AdminClient({"bootstrap.servers": ctx.settings.kafka_bootstrap})
+        admin.create_partitions([NewPartitions(sandbox.topic, 4)])[sandbox.topic].result(30)
         send(waves[3])  # produced while the stream is down for its upgrade
+        assert records[-1].by_partition.get(3, 0) > 0, records[-1].by_partition
         expected = {
             "lake": ends[2],
             "category_sales_minute": ends[1],

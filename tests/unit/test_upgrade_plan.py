@@ -50,6 +50,8 @@ def test_each_output_resumes_after_its_last_committed_batch():
     }
     assert plan.starting() == {0: 10, 1: 0}
     assert json.loads(plan.starting_offsets()) == {"events": {"0": 10, "1": 0}}
+    # A partition added since: from its start (Spark wants every partition named).
+    assert json.loads(plan.starting_offsets([0, 1, 2])) == {"events": {"0": 10, "1": 0, "2": -2}}
     # An output the first release did not have (a new aggregate) starts where the stream does.
     assert plan.floor("revenue_by_device_minute") == {0: 10, 1: 0}
     assert ResumePlan.from_json(plan.to_json()) == plan
