@@ -660,7 +660,11 @@ def start_queries(
         rereads=rereads,
     )
     writer = (
-        tx.observe(deduplicated)
+        tx.observe(
+            deduplicated,
+            resume.floor("lake") if resume else None,
+            resume.floor("dead_letter") if resume else None,
+        )
         .writeStream.queryName(pipeline.STREAM_QUERY)
         .option("checkpointLocation", checkpoint)
         .outputMode("append")

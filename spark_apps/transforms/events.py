@@ -497,17 +497,29 @@ def live_aggregates() -> dict[str, Callable[[DataFrame, str], DataFrame]]:
     return out
 
 
-def observe(checked: DataFrame) -> DataFrame:
+def observe(
+    checked: DataFrame,
+    lake_floor: Mapping[int, int] | None = None,
+    dead_floor: Mapping[int, int] | None = None,
+) -> DataFrame:
     """Per-batch counts reported in the query's progress (``observedMetrics``): ``lake``
-    (landed, irrelevant) and ``dead_letter`` (dead_lettered, of which conflicting_duplicates)."""
+    (landed, irrelevant) and ``dead_letter`` (dead_lettered, of which conflicting_duplicates).
+    The floors: what an upgraded first-release deployment's lake or dead letters already hold
+    is not written again, nor counted (:func:`at_or_above`)."""
     valid = F.col(ERROR).isNull()
     conflict = F.col(ERROR) == F.lit(CONFLICTING_DUPLICATE)
+    dead = ~valid
+    if lake_floor:
+        valid = valid & at_or_above(lake_floor)
+    if dead_floor:
+        dead = dead & at_or_above(dead_floor)
+        conflict = conflict & at_or_above(dead_floor)
     return checked.observe(
         "lake",
         F.count(F.when(valid, F.lit(1))).alias("landed"),
         F.count(F.when(valid & ~is_relevant(), F.lit(1))).alias("irrelevant"),
     ).observe(
         "dead_letter",
-        F.count(F.when(~valid, F.lit(1))).alias("dead_lettered"),
+        F.count(F.when(dead, F.lit(1))).alias("dead_lettered"),
         F.count(F.when(conflict, F.lit(1))).alias("conflicting_duplicates"),
     )

@@ -44,6 +44,7 @@ from tests.integration.lake_checks import (
     postgres_sales,
     query,
     reconcile_sandbox,
+    stream_progress,
 )
 
 ENGINES = ("columnar", "rows")
@@ -88,6 +89,13 @@ def uncommit_last_batch(ctx, box, query: str) -> int:
     last = max(int(k.rsplit("/", 1)[1]) for k in keys if k.rsplit("/", 1)[1].isdigit())
     client.delete_object(Bucket=b, Key=f"{prefix}{last}")
     return last
+
+
+def bad_of(record) -> int:
+    """The records of a producer run that break the contract (the generator's own record)."""
+    return sum(
+        n for kind, n in record.by_kind.items() if kind not in ("valid", "irrelevant", "duplicate")
+    )
 
 
 def by_minute_and_category(rows: dict) -> dict:
@@ -201,12 +209,7 @@ def test_a_first_release_deployment_is_upgraded_in_place_losing_and_repeating_no
 
         produced = [p for wave in waves for p in wave]
         valid = sum(r.valid for r in records)
-        bad = sum(
-            n
-            for r in records
-            for kind, n in r.by_kind.items()
-            if kind not in ("valid", "irrelevant", "duplicate")
-        )
+        bad = sum(bad_of(r) for r in records)
         want_sales = by_minute_and_category(oracle_sales(produced))
         want_funnel = {k: v["events"] for k, v in oracle_funnel(produced).items()}
         for engine, box in boxes.items():
@@ -221,6 +224,14 @@ def test_a_first_release_deployment_is_upgraded_in_place_losing_and_repeating_no
             assert got_sales == want_sales, engine
             got_funnel = {k: v["events"] for k, v in postgres_funnel(ctx, box.pg_schema).items()}
             assert got_funnel == want_funnel, engine
+            # The stream's own counts (stream_progress) are of what it wrote: the last wave's
+            # valid events, the dead letters after the first wave.
+            batches = stream_progress(ctx, box.pg_schema)[pipeline.STREAM_QUERY]
+            landed, dead_lettered = (
+                sum(r["observed"].get(m, {}).get(k, 0) for r in batches)
+                for m, k in (("lake", "landed"), ("dead_letter", "dead_lettered"))
+            )
+            assert (landed, dead_lettered) == (records[3].valid, bad - bad_of(records[0])), engine
             mixed = query(
                 ctx,
                 box.pg_schema,
