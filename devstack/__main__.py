@@ -77,7 +77,7 @@ def _upgrade(ctx, args) -> int:
             s3_endpoint=ctx.settings.s3_endpoint,
         ),
     )
-    print(done.stderr, end="", file=sys.stderr)
+    print(done.stderr, end="", file=sys.stderr, flush=True)
     print(done.stdout, end="")
     return done.returncode
 

@@ -232,9 +232,11 @@ def upgrade(
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     job = UpgradeJob.from_argv(sys.argv[1:] if argv is None else argv)
-    fs = S3Endpoint.from_aws_env(job.s3_endpoint).pyarrow_filesystem()
-    if object_path(job.checkpoint_root).startswith("/"):
-        fs = pafs.LocalFileSystem()
+    fs = (
+        pafs.LocalFileSystem()  # a checkpoint root in a directory
+        if object_path(job.checkpoint_root).startswith("/")
+        else S3Endpoint.from_aws_env(job.s3_endpoint).pyarrow_filesystem()
+    )
     conn = store.connect(PostgresEndpoint.from_libpq_env(), schema=job.pg_schema)
     try:
         plan = upgrade(fs, conn, job)
